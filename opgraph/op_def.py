@@ -1,0 +1,275 @@
+"""Op definitions (OpDef) written in TF's REGISTER_OP spec language.
+
+An op is declared once, as data::
+
+    OpDef(
+        "Conv2DBackpropInputV2",
+        inputs=["input: T", "filter: T", "out_backprop: T"],
+        outputs=["output: T"],
+        attrs=["T: {half, bfloat16, float, double, int32}",
+               "strides: list(int)",
+               "padding: {'SAME', 'VALID', 'EXPLICIT'}",
+               "dilations: list(int) = [1, 1, 1, 1]"],
+        shape_fn=...,
+        doc="...")
+
+Arg specs: ``name: T`` (typed by a type attr), ``name: int32`` (fixed type), ``name: N * T``
+(a list of N tensors of type T). Attr specs: ``name: KIND [= default] [>= minimum]`` where
+KIND is ``int float bool string type shape tensor``, ``list(KIND)``, an allowed set of types
+(``{half, float}``, or TF's shorthands ``numbertype``, ``realnumbertype``, ``floatingpoint``)
+or of strings (``{'SAME', 'VALID'}``). A minimum bounds an int's value or a list's length. A
+trailing ``# text`` documents the arg or attr.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable
+
+import numpy as np
+
+from opgraph import dtypes, errors
+from opgraph.shapes import TensorShape
+
+__all__ = ["ArgDef", "AttrDef", "OpDef", "NO_DEFAULT"]
+
+NO_DEFAULT = object()
+_KINDS = ("int", "float", "bool", "string", "type", "shape", "tensor", "func")
+_ARG_RE = re.compile(r"^\s*(\w+)\s*:\s*(?:(\w+)\s*\*\s*)?(\w+)\s*$")
+_ATTR_RE = re.compile(r"^\s*(\w+)\s*:\s*(.+?)\s*(?:=\s*(.+?))?\s*(?:>=\s*(-?\d+))?\s*$")
+
+
+def _split_doc(spec: str) -> tuple[str, str]:
+    body, _, doc = spec.partition("#")
+    return body, doc.strip()
+
+
+class ArgDef:
+    """An input or output: ``name: T``, ``name: int32`` or ``name: N * T``."""
+
+    __slots__ = ("name", "type_attr", "fixed_type", "number_attr", "doc")
+
+    def __init__(self, spec: str):
+        body, self.doc = _split_doc(spec)
+        m = _ARG_RE.match(body)
+        if not m:
+            msg = f"Bad arg spec {spec!r}: expected 'name: T', 'name: int32' or 'name: N * T'"
+            raise errors.InvalidArgumentError(msg)
+        self.name, self.number_attr, type_name = m.groups()
+        try:
+            self.fixed_type = dtypes.as_dtype(type_name)
+            self.type_attr = None
+        except TypeError:
+            self.fixed_type = None
+            self.type_attr = type_name
+
+    @property
+    def is_list(self) -> bool:
+        return self.number_attr is not None
+
+    def type_str(self) -> str:
+        t = self.fixed_type.name if self.fixed_type else self.type_attr
+        return f"{self.number_attr} * {t}" if self.number_attr else t
+
+
+class AttrDef:
+    """One attr: kind, list-ness, allowed values, default and minimum."""
+
+    __slots__ = ("name", "kind", "is_list", "allowed", "default", "minimum", "doc")
+
+    def __init__(self, spec: str):
+        body, self.doc = _split_doc(spec)
+        m = _ATTR_RE.match(body)
+        if not m:
+            msg = f"Bad attr spec {spec!r}: expected 'name: kind [= default] [>= min]'"
+            raise errors.InvalidArgumentError(msg)
+        self.name, kind, default, minimum = m.groups()
+        self.minimum = None if minimum is None else int(minimum)
+        self.allowed = None
+        self.is_list = kind.startswith("list(") and kind.endswith(")")
+        if self.is_list:
+            kind = kind[5:-1].strip()
+        if kind.startswith("{"):
+            items = [s.strip() for s in kind.strip("{}").split(",") if s.strip()]
+            if items and items[0][0] in "'\"":
+                self.kind, self.allowed = "string", tuple(ast.literal_eval(s) for s in items)
+            else:
+                self.kind = "type"
+                self.allowed = tuple(dtypes.as_dtype(s) for s in items)
+        elif kind in dtypes.TYPE_SETS:
+            self.kind, self.allowed = "type", dtypes.TYPE_SETS[kind]
+        elif kind in _KINDS:
+            self.kind = kind
+        else:
+            msg = f"Bad attr kind {kind!r} in {spec!r}; expected one of {', '.join(_KINDS)}"
+            raise errors.InvalidArgumentError(msg)
+        self.default = NO_DEFAULT if default is None else self.check(self._parse(default))
+
+    def _parse(self, text: str):
+        text = text.strip()
+        if self.kind == "type":
+            return dtypes.as_dtype(text)
+        if self.kind == "shape":
+            return None if text == "?" else [None if d == "?" else d for d in
+                                               ast.literal_eval(text.replace("?", "None"))]
+        text = re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", text))
+        return ast.literal_eval(text)
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not NO_DEFAULT
+
+    @property
+    def type_str(self) -> str:
+        if self.allowed is not None and self.kind == "type":
+            k = "{" + ", ".join(t.name for t in self.allowed) + "}"
+        elif self.allowed is not None:
+            k = "{" + ", ".join(repr(v) for v in self.allowed) + "}"
+        else:
+            k = self.kind
+        return f"list({k})" if self.is_list else k
+
+    def check(self, value):
+        """Validate and normalise a value (lists become tuples). Raises InvalidArgumentError."""
+        if self.is_list:
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, np.ndarray)):
+                msg = (f"Attr '{self.name}' expects a list({self.kind}) but got "
+                       f"{type(value).__name__} {value!r}")
+                raise errors.InvalidArgumentError(msg)
+            out = tuple(self._check_one(v) for v in value)
+            if self.minimum is not None and len(out) < self.minimum:
+                msg = (f"Length for attr '{self.name}' of {len(out)} must be at least minimum "
+                       f"{self.minimum}")
+                raise errors.InvalidArgumentError(msg)
+            return out
+        out = self._check_one(value)
+        if self.minimum is not None and out < self.minimum:
+            msg = f"Value for attr '{self.name}' of {out} must be at least minimum {self.minimum}"
+            raise errors.InvalidArgumentError(msg)
+        return out
+
+    def _check_one(self, v):
+        kind = self.kind
+        if kind == "int":
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                self._wrong(v, "int")
+            v = int(v)
+        elif kind == "float":
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number)):
+                self._wrong(v, "float")
+            v = float(v)
+        elif kind == "bool":
+            if not isinstance(v, (bool, np.bool_)):
+                self._wrong(v, "bool")
+            v = bool(v)
+        elif kind == "string":
+            if isinstance(v, bytes):
+                v = v.decode()
+            if not isinstance(v, str):
+                self._wrong(v, "string")
+        elif kind == "type":
+            try:
+                v = dtypes.as_dtype(v)
+            except TypeError:
+                self._wrong(v, "type")
+        elif kind == "shape":
+            try:
+                v = TensorShape(v)
+            except (errors.InvalidArgumentError, TypeError):
+                self._wrong(v, "shape")
+        elif kind == "tensor":
+            if not isinstance(v, np.ndarray):
+                self._wrong(v, "tensor")
+        if self.allowed is not None and v not in self.allowed:
+            allowed = ", ".join(t.name if isinstance(t, dtypes.DType) else f'"{t}"'
+                                for t in self.allowed)
+            shown = v.name if isinstance(v, dtypes.DType) else f'"{v}"'
+            msg = (f"Value for attr '{self.name}' of {shown} is not in the list of allowed "
+                   f"values: {allowed}")
+            raise errors.InvalidArgumentError(msg)
+        return v
+
+    def _wrong(self, v, expected: str):
+        want = f"list({expected})" if self.is_list else expected
+        msg = (f"Attr '{self.name}' expects a value of type '{want}' but got "
+               f"{type(v).__name__} {v!r}")
+        raise errors.InvalidArgumentError(msg)
+
+
+class OpDef:
+    """The declaration of one op type: args, attrs, shape function and doc.
+
+    Args:
+      name: the op type (CamelCase), also the wrapper's class name and default node name.
+      inputs / outputs / attrs: spec strings (see module doc).
+      shape_fn: ``fn(InferenceContext) -> list[TensorShape]``, one shape per output.
+      value_fn: optional ``fn(InferenceContext) -> list[np.ndarray | None]``: output values
+        known at build time (Const, Shape of a known shape), readable by later shape functions.
+      doc: one paragraph, shown by ``help()`` on the wrapper.
+      recheck_shapes_at_run_time: re-run ``shape_fn`` on the actual shapes at run time when the
+        static shapes were not fully known (ops whose kernels rely on the checks it makes).
+    """
+
+    def __init__(self, name: str, *, inputs=(), outputs=(), attrs=(),
+                 shape_fn: Callable, value_fn: Callable | None = None, doc: str = "",
+                 recheck_shapes_at_run_time: bool = False):
+        self.name = name
+        self.inputs = tuple(ArgDef(s) for s in inputs)
+        self.outputs = tuple(ArgDef(s) for s in outputs)
+        self.attrs = {a.name: a for a in (AttrDef(s) for s in attrs)}
+        self.shape_fn = shape_fn
+        self.value_fn = value_fn
+        self.doc = doc
+        self.recheck_shapes_at_run_time = recheck_shapes_at_run_time
+        inferred = set()
+        for arg in self.inputs:
+            inferred.update(x for x in (arg.type_attr, arg.number_attr) if x)
+        for arg in (*self.inputs, *self.outputs):
+            for ref in (arg.type_attr, arg.number_attr):
+                if ref and ref not in self.attrs:
+                    msg = f"Op {name}: arg '{arg.name}' refers to undeclared attr '{ref}'"
+                    raise errors.InvalidArgumentError(msg)
+        #: attrs derived from the inputs' dtypes and list lengths; never passed by users.
+        self.inferred_attrs = tuple(a for a in self.attrs if a in inferred)
+        #: attrs without a default: positional wrapper arguments after the inputs.
+        self.required_attrs = tuple(a for a, d in self.attrs.items()
+                                    if a not in inferred and not d.has_default)
+        #: attrs with a default: set through the wrapper's ``Attrs``.
+        self.optional_attrs = tuple(a for a, d in self.attrs.items()
+                                    if a not in inferred and d.has_default)
+
+    def signature(self) -> str:
+        ins = ", ".join(f"{a.name}:{a.type_str()}" for a in self.inputs)
+        outs = ", ".join(f"{a.name}:{a.type_str()}" for a in self.outputs)
+        return f"{ins} -> {outs}"
+
+    def summary(self) -> str:
+        """TF's ``Op<name=...; signature=...; attr=...>`` one-liner, used in error messages."""
+        parts = [f"name={self.name}", f"signature={self.signature()}"]
+        for a in self.attrs.values():
+            s = f"attr={a.name}:{a.type_str}"
+            if a.has_default:
+                s += f",default={format_attr_value(a.default)}"
+            parts.append(s)
+        return "Op<" + "; ".join(parts) + ">"
+
+    def __repr__(self) -> str:
+        return f"OpDef({self.name}: {self.signature()})"
+
+
+def format_attr_value(v) -> str:
+    """An attr value as TF prints it in node descriptions."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, dtypes.DType):
+        return v.tf_name
+    if isinstance(v, tuple):
+        return "[" + ", ".join(format_attr_value(x) for x in v) + "]"
+    if isinstance(v, np.ndarray):
+        return f"Tensor<type: {dtypes.as_dtype(v.dtype).name} shape: {list(v.shape)}>"
+    if isinstance(v, TensorShape):
+        return v.compact()
+    return str(v)

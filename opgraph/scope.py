@@ -1,0 +1,398 @@
+"""Scope: where ops are built — naming, sub-scopes, control deps, device, error status.
+
+    >>> root = Scope.NewRootScope()
+    >>> x = ops.Placeholder(root.WithOpName("x"), DT_FLOAT)
+    >>> tower = root.NewSubScope("tower")             # ops in it are named "tower/..."
+
+Scopes are cheap immutable values: every ``With*`` method returns a new Scope sharing the
+root's graph and status. Naming follows TF: a default name is the op type, uniquified per
+name-scope level (``Conv2D``, ``Conv2D_1``); sub-scope prefixes join with "/"; a name given
+by ``WithOpName`` is used exactly and a second node of that name is an error.
+
+Error model: a build error (bad attr, dtype or shape) is recorded in the shared status and
+the wrapper gets a *failed* operation; ops consuming its outputs are skipped quietly while
+independent ops are still checked, so one pass reports every independent error
+(``status().errors``). ``ExitOnError()`` raises at the failing op instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+from opgraph import errors
+from opgraph.device_spec import parse_device
+from opgraph.graph import Graph, Operation, Output
+from opgraph.inputs import Input, to_ndarray
+from opgraph.registry import get_op_def
+from opgraph.shape_inference import InferenceContext
+from opgraph.shapes import TensorShape
+
+__all__ = ["Scope"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\-/]*$")
+_PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_INTERNAL_DIRS = tuple(os.path.join(_PKG_ROOT, p) + os.sep for p in ("opgraph", "ops", "runtime"))
+_UNKNOWN = TensorShape(None)
+
+
+def user_site(depth: int = 2) -> str:
+    """file:line of the innermost caller outside the opgraph/ops/runtime packages."""
+    f = sys._getframe(depth)
+    while f is not None and f.f_code.co_filename.startswith(_INTERNAL_DIRS):
+        f = f.f_back
+    return "<unknown>" if f is None else f"{f.f_code.co_filename}:{f.f_lineno}"
+
+
+def _check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name) or "//" in name or \
+            name.endswith("/"):
+        msg = (f"Invalid {what} {name!r}: names must match [A-Za-z0-9.][A-Za-z0-9_./-]* "
+               f"(no spaces, no empty '/' parts)")
+        raise errors.InvalidArgumentError(msg)
+    return name
+
+
+class _Root:
+    """State shared by every scope derived from one root."""
+
+    __slots__ = ("graph", "errors")
+
+    def __init__(self):
+        self.graph = Graph()
+        self.errors: list[errors.OpError] = []
+
+
+class Scope:
+    """A graph-building context. Create with ``Scope.NewRootScope()``."""
+
+    __slots__ = ("_root", "_names", "_prefix", "_op_name", "_control_deps", "_device",
+                 "_kernel_label", "_colocation", "_exit_on_error")
+
+    def __init__(self, _root=None, _names=None, _prefix=""):
+        self._root = _root or _Root()
+        self._names = {} if _names is None else _names   # this level's name map
+        self._prefix = _prefix
+        self._op_name = None
+        self._control_deps = ()
+        self._device = ""
+        self._kernel_label = ""
+        self._colocation = ()
+        self._exit_on_error = False
+
+    # ---- construction -----------------------------------------------------------------
+    @classmethod
+    def NewRootScope(cls) -> Scope:  # noqa: N802  (TF's C++ name)
+        """A scope on a new, empty graph with an OK status."""
+        return cls()
+
+    def _copy(self, **changes) -> Scope:
+        s = Scope.__new__(Scope)
+        for k in Scope.__slots__:
+            object.__setattr__(s, k, changes.get(k, getattr(self, k)))
+        return s
+
+    def WithOpName(self, *fragments) -> Scope:  # noqa: N802
+        """A scope whose next op is named exactly ``"".join(fragments)`` (within the prefix)."""
+        name = "".join(str(f) for f in fragments)
+        return self._copy(_op_name=_check_name(name, "op name"))
+
+    def NewSubScope(self, name: str) -> Scope:  # noqa: N802
+        """A child scope: ops in it are named ``<prefix>/<name>/...`` (``name`` uniquified)."""
+        if not name:
+            return self._copy(_op_name=None)
+        _check_name(name, "sub-scope name")
+        unique = self._unique(name)
+        prefix = f"{self._prefix}/{unique}" if self._prefix else unique
+        return self._copy(_names={}, _prefix=prefix, _op_name=None)
+
+    def WithControlDependencies(self, ops) -> Scope:  # noqa: N802
+        """Ops built in the new scope run after ``ops`` (Operations, Outputs or wrappers)."""
+        if not isinstance(ops, (list, tuple)):
+            ops = [ops]
+        deps = list(self._control_deps)
+        for o in ops:
+            op = _as_operation(o)
+            if op not in deps:
+                deps.append(op)
+        return self._copy(_control_deps=tuple(deps))
+
+    def WithNoControlDependencies(self) -> Scope:  # noqa: N802
+        return self._copy(_control_deps=())
+
+    def WithDevice(self, device: str) -> Scope:  # noqa: N802
+        """Pin ops to ``device`` ("/device:CPU:0", "/device:GPU:0", "/job:.../device:CPU:0")."""
+        return self._copy(_device=parse_device(device).to_string())
+
+    def ColocateWith(self, op) -> Scope:  # noqa: N802
+        """Place new ops on the same device as ``op``."""
+        target = _as_operation(op)
+        names = target.colocation or (target.name,)
+        return self._copy(_colocation=tuple(dict.fromkeys((*self._colocation, *names))))
+
+    def ClearColocation(self) -> Scope:  # noqa: N802
+        return self._copy(_colocation=())
+
+    def WithKernelLabel(self, label: str) -> Scope:  # noqa: N802
+        """Ops built in the new scope use only kernels registered with ``label``."""
+        return self._copy(_kernel_label=str(label))
+
+    def ExitOnError(self) -> Scope:  # noqa: N802
+        """A scope that raises the OpError at the failing op instead of recording it."""
+        return self._copy(_exit_on_error=True)
+
+    # ---- state --------------------------------------------------------------------------
+    def ok(self) -> bool:
+        return not self._root.errors
+
+    def status(self) -> errors.Status:
+        """Every error recorded so far on this root (first one is ``code``/``message``)."""
+        return errors.Status(self._root.errors)
+
+    def UpdateStatus(self, error: errors.OpError) -> None:  # noqa: N802
+        """Record ``error`` (raise it instead when this scope exits on error)."""
+        self._root.errors.append(error)
+        if self._exit_on_error:
+            raise error
+
+    def graph(self) -> Graph:
+        return self._root.graph
+
+    def control_deps(self) -> tuple[Operation, ...]:
+        return self._control_deps
+
+    def ToGraphDef(self) -> str:  # noqa: N802
+        """The graph in TF's GraphDef text format; raises the recorded error if not ok()."""
+        from opgraph.graph_def import to_graph_def_text  # noqa: PLC0415
+
+        self.status().raise_if_error()
+        return to_graph_def_text(self._root.graph)
+
+    def __repr__(self) -> str:
+        return f"<Scope prefix='{self._prefix}' ok={self.ok()}>"
+
+    # ---- naming -------------------------------------------------------------------------
+    def _unique(self, base: str) -> str:
+        names = self._names
+        graph = self._root.graph
+        full = f"{self._prefix}/" if self._prefix else ""
+        if base not in names and not graph.has_name(full + base):
+            names[base] = 0
+            return base
+        n = names.get(base, 0)
+        while True:
+            n += 1
+            cand = f"{base}_{n}"
+            if cand not in names and not graph.has_name(full + cand):
+                break
+        names[base] = n
+        names[cand] = 0
+        return cand
+
+    def GetUniqueNameForOp(self, default_name: str) -> str:  # noqa: N802
+        """The full node name the next op gets (reserving it). An explicit name already
+        used is an AlreadyExistsError."""
+        if self._op_name is None:
+            unique = self._unique(default_name)
+        else:
+            unique = self._op_name
+            full = f"{self._prefix}/{unique}" if self._prefix else unique
+            if unique in self._names or self._root.graph.has_name(full):
+                msg = (f"Duplicate node name '{full}': WithOpName names are used as given and "
+                       f"must be unique")
+                raise errors.AlreadyExistsError(msg)
+            self._names[unique] = 0
+        return self._full_name(unique)
+
+    def _full_name(self, name: str) -> str:
+        return f"{self._prefix}/{name}" if self._prefix else name
+
+    # ---- building -----------------------------------------------------------------------
+    def build_op(self, op_type, inputs, attrs, site=None) -> Operation:
+        """Validate and add one node; the op wrappers' single entry point.
+
+        ``inputs`` follows the OpDef's input args (a list for ``N * T`` args); ``attrs`` maps
+        attr names to values (defaults filled here). Returns the Operation, or a failed one
+        after recording the error (raising it under ExitOnError).
+        """
+        op_def = get_op_def(op_type) if isinstance(op_type, str) else op_type
+        site = site or user_site()
+        # 1. Inputs (implicit constants are created first, as TF does).
+        flat, list_lengths, poisoned, err = self._convert_inputs(op_def, inputs, site)
+        if err is None and not poisoned:
+            try:
+                name = self.GetUniqueNameForOp(op_def.name)
+            except errors.OpError as e:
+                name = self._full_name(self._op_name or op_def.name)
+                err = e.with_context(f" (op: '{op_def.name}', created at {site})", name,
+                                     op_def.name, site)
+        else:
+            name = self._full_name(self._op_name or op_def.name)
+        if err is not None or poisoned:
+            return self._failed(op_def, name, attrs, site, err)
+        try:
+            op = self._make_operation(op_def, name, flat, list_lengths, attrs, site)
+        except errors.OpError as e:
+            shapes = ", ".join(o.shape.compact() for o in flat)
+            ctx = (f" for node '{name}' (op: '{op_def.name}') created at {site}"
+                   + (f" with input shapes: {shapes}" if flat else "") + ".")
+            return self._failed(op_def, name, attrs, site, e.with_context(ctx, name,
+                                                                          op_def.name, site))
+        self._root.graph.add_operation(op)
+        return op
+
+    def _failed(self, op_def, name, attrs, site, err) -> Operation:
+        n = len(op_def.outputs)
+        op = Operation(name, op_def, (), dict(attrs), (None,) * n, (_UNKNOWN,) * n,
+                       graph=self._root.graph, site=site, failed=True)
+        if err is not None:
+            self.UpdateStatus(err)
+        return op
+
+    def _convert_inputs(self, op_def, inputs, site):
+        """Flatten ``inputs`` to Outputs. Returns (flat, list lengths, poisoned, error)."""
+        if len(inputs) != len(op_def.inputs):
+            msg = (f"{op_def.name} takes {len(op_def.inputs)} inputs "
+                   f"({', '.join(a.name for a in op_def.inputs)}) but got {len(inputs)}")
+            return [], {}, False, errors.InvalidArgumentError(msg, None, op_def.name, site)
+        flat, lengths, poisoned = [], {}, False
+        graph = self._root.graph
+        for arg, value in zip(op_def.inputs, inputs):
+            if arg.is_list:
+                if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or \
+                        hasattr(value, "operation"):
+                    msg = (f"Input '{arg.name}' of {op_def.name} expects a list of tensors "
+                           f"({arg.type_str()}) but got {type(value).__name__}")
+                    return [], {}, False, errors.InvalidArgumentError(msg, None, op_def.name,
+                                                                      site)
+                items = list(value)
+                lengths[arg.number_attr] = len(items)
+            else:
+                items = [value]
+            for item in items:
+                out = self._as_output(item, op_def, arg, site)
+                if isinstance(out, errors.OpError):
+                    return [], {}, False, out
+                if out.op.failed:
+                    poisoned = True
+                elif out.op.graph is not graph:
+                    msg = (f"Input '{arg.name}' of {op_def.name} is '{out.name}' from another "
+                           f"graph; an op can only consume tensors of its own scope's graph")
+                    return [], {}, False, errors.InvalidArgumentError(msg, None, op_def.name,
+                                                                      site)
+                flat.append(out)
+        return flat, lengths, poisoned, None
+
+    def _as_output(self, value, op_def, arg, site):
+        if isinstance(value, Output):
+            return value
+        op_out = getattr(value, "output", None)
+        if isinstance(op_out, Output):
+            return op_out
+        if isinstance(value, Operation):
+            if value.num_outputs == 1:
+                return Output(value, 0)
+            msg = (f"Input '{arg.name}' of {op_def.name} got Operation '{value.name}' with "
+                   f"{value.num_outputs} outputs; pass one of its Outputs")
+            return errors.InvalidArgumentError(msg, None, op_def.name, site)
+        if hasattr(value, "operation"):          # multi-output wrapper
+            msg = (f"Input '{arg.name}' of {op_def.name} got a {type(value).__name__} with "
+                   f"several outputs; pass one of them")
+            return errors.InvalidArgumentError(msg, None, op_def.name, site)
+        dtype = value.dtype if isinstance(value, Input) else None
+        raw = value.value if isinstance(value, Input) else value
+        if isinstance(raw, Output) or hasattr(raw, "operation"):
+            return self._as_output(raw, op_def, arg, site)
+        try:
+            array = to_ndarray(raw, dtype)
+        except errors.OpError as e:
+            return e.with_context(f" (input '{arg.name}' of {op_def.name}, created at {site})",
+                                  None, op_def.name, site)
+        const_scope = self.NewSubScope("Const")._copy(_kernel_label="")
+        const = const_scope.build_op("Const", [], {"value": array, "dtype": array.dtype},
+                                     site)
+        return Output(const, 0)
+
+    def _make_operation(self, op_def, name, flat, list_lengths, user_attrs, site):
+        attr_defs = op_def.attrs
+        inferred = op_def.inferred_attrs
+        final = {}
+        for k, v in user_attrs.items():
+            d = attr_defs.get(k)
+            if d is None or k in inferred:
+                settable = ", ".join((*op_def.required_attrs, *op_def.optional_attrs))
+                why = "is inferred from the inputs" if d else "does not exist"
+                msg = f"Attr '{k}' {why}; {op_def.name} takes attrs: {settable or 'none'}"
+                raise errors.InvalidArgumentError(msg)
+            final[k] = d.check(v)
+        # Attrs inferred from the inputs: list lengths and type variables.
+        for k, n in list_lengths.items():
+            final[k] = attr_defs[k].check(n)
+        sources = {}
+        i = 0
+        for arg in op_def.inputs:
+            count = list_lengths[arg.number_attr] if arg.is_list else 1
+            for out in flat[i:i + count]:
+                dt = out.dtype
+                if arg.fixed_type is not None:
+                    if dt is not arg.fixed_type:
+                        msg = (f"Input '{arg.name}' of '{op_def.name}' Op has type {dt} that "
+                               f"does not match expected type of {arg.fixed_type}")
+                        raise errors.InvalidArgumentError(msg)
+                elif arg.type_attr in sources:
+                    if final[arg.type_attr] is not dt:
+                        msg = (f"Inconsistent values for attr '{arg.type_attr}': "
+                               f"{final[arg.type_attr]} (from input '{sources[arg.type_attr]}')"
+                               f" vs. {dt} (from input '{arg.name}')")
+                        raise errors.InvalidArgumentError(msg)
+                else:
+                    d = attr_defs[arg.type_attr]
+                    if d.allowed is not None and dt not in d.allowed:
+                        allowed = ", ".join(t.name for t in d.allowed)
+                        msg = (f"Value passed to parameter '{arg.name}' has DataType {dt} not "
+                               f"in list of allowed values: {allowed}")
+                        raise errors.InvalidArgumentError(msg)
+                    final[arg.type_attr] = dt
+                    sources[arg.type_attr] = arg.name
+            i += count
+        for k, d in attr_defs.items():
+            if k not in final:
+                if d.has_default:
+                    final[k] = d.default
+                elif k in inferred:     # an empty list input leaves T undetermined
+                    msg = f"Cannot infer attr '{k}' from an empty list input"
+                    raise errors.InvalidArgumentError(msg)
+                else:
+                    msg = f"Missing required attr '{k}' ({d.type_str})"
+                    raise errors.InvalidArgumentError(msg)
+        final = {k: final[k] for k in attr_defs}      # OpDef order
+        out_dtypes = []
+        for arg in op_def.outputs:
+            dt = arg.fixed_type or final[arg.type_attr]
+            out_dtypes.extend([dt] * (final[arg.number_attr] if arg.is_list else 1))
+        in_values = [o.op.output_values[o.index] if o.op.output_values else None for o in flat]
+        ctx = InferenceContext(op_def, final, [o.shape for o in flat],
+                               [o.dtype for o in flat], in_values)
+        shapes = op_def.shape_fn(ctx)
+        if len(shapes) != len(out_dtypes):
+            msg = f"Shape function returned {len(shapes)} shapes for {len(out_dtypes)} outputs"
+            raise errors.InternalError(msg)
+        shapes = tuple(s if isinstance(s, TensorShape) else TensorShape(s) for s in shapes)
+        values = op_def.value_fn(ctx) if op_def.value_fn is not None else None
+        return Operation(name, op_def, tuple(flat), final, tuple(out_dtypes), shapes,
+                         graph=self._root.graph, control_inputs=self._control_deps,
+                         device=self._device, kernel_label=self._kernel_label,
+                         colocation=self._colocation, site=site, output_values=values)
+
+
+def _as_operation(value) -> Operation:
+    if isinstance(value, Operation):
+        return value
+    if isinstance(value, Output):
+        return value.op
+    op = getattr(value, "operation", None)
+    if isinstance(op, Operation):
+        return op
+    msg = f"Expected an Operation, Output or op wrapper, but got {type(value).__name__}"
+    raise errors.InvalidArgumentError(msg)

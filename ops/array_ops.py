@@ -1,0 +1,130 @@
+"""Array ops: Const, Placeholder, PlaceholderWithDefault, Identity, Shape."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from opgraph import errors
+from opgraph.inputs import to_ndarray
+from opgraph.op_def import OpDef
+from opgraph.registry import register_op
+from opgraph.scope import user_site
+from opgraph.shapes import TensorShape
+from opgraph.wrappers import OpWrapper, make_wrapper
+
+__all__ = ["Const", "Placeholder", "PlaceholderWithDefault", "Identity", "Shape"]
+
+
+def _const_shape(c):
+    return [TensorShape._from_tuple(c.attr("value").shape)]
+
+
+def _const_value(c):
+    return [c.attr("value")]
+
+
+register_op(OpDef(
+    "Const",
+    outputs=["output: dtype"],
+    attrs=["value: tensor  # the constant's value", "dtype: type"],
+    shape_fn=_const_shape, value_fn=_const_value,
+    doc="A constant tensor. Python scalars, nested lists and numpy arrays passed as inputs "
+        "become Const nodes automatically (python float -> float32, int -> int32)."))
+
+
+class Const(make_wrapper("Const")):
+    """Const(scope, value, dtype=None): a constant from a Python value or numpy array.
+
+    Typing follows TF's Python API (python float -> float32, int -> int32, numpy keeps its
+    dtype); ``dtype`` converts explicitly (with range checks for integer types).
+    """
+
+    def __init__(self, scope, value, dtype=None):  # noqa: D107
+        site = user_site()
+        try:
+            array = to_ndarray(value, dtype)
+        except errors.OpError as e:
+            name = scope._full_name(scope._op_name or "Const")
+            err = e.with_context(f" for node '{name}' (op: 'Const') created at {site}.", name,
+                                 "Const", site)
+            self.operation = scope._failed(self._op_def, name, {}, site, err)
+            self.output = _failed_output(self.operation)
+            return
+        self.operation = scope.build_op(self._op_def, [], {"value": array,
+                                                           "dtype": array.dtype}, site)
+        self.output = _failed_output(self.operation) if self.operation.failed else \
+            self.operation.output(0)
+
+
+def _failed_output(op):
+    from opgraph.graph import Output  # noqa: PLC0415
+
+    return Output(op, 0)
+
+
+def _placeholder_shape(c):
+    return [c.attr("shape")]
+
+
+register_op(OpDef(
+    "Placeholder",
+    outputs=["output: dtype"],
+    attrs=["dtype: type  # element type of the fed tensor",
+           "shape: shape = ?  # static shape; None dims are unknown; default: unknown rank"],
+    shape_fn=_placeholder_shape,
+    doc="A tensor whose value is fed at run time (ClientSession.Run feeds). Feeding a value "
+        "whose dtype or shape conflicts with the declared one is an InvalidArgumentError."))
+Placeholder = make_wrapper("Placeholder")
+
+
+def _placeholder_with_default_shape(c):
+    declared = c.attr("shape")
+    if not c.input(0).is_compatible_with(declared):
+        msg = (f"The default value's shape {c.input(0)} is not compatible with the "
+               f"declared shape {declared}")
+        raise errors.InvalidArgumentError(msg)
+    return [declared]
+
+
+register_op(OpDef(
+    "PlaceholderWithDefault",
+    inputs=["input: dtype  # the value used when nothing is fed"],
+    outputs=["output: dtype"],
+    attrs=["dtype: type", "shape: shape  # the (more general) shape a fed value may have"],
+    shape_fn=_placeholder_with_default_shape,
+    doc="Passes `input` through unless a value is fed for it; a fed value may have any shape "
+        "compatible with `shape`."))
+PlaceholderWithDefault = make_wrapper("PlaceholderWithDefault")
+
+
+register_op(OpDef(
+    "Identity",
+    inputs=["input: T"], outputs=["output: T"], attrs=["T: type"],
+    shape_fn=lambda c: [c.input(0)],
+    value_fn=lambda c: [c.input_tensor(0)],
+    doc="Returns its input unchanged."))
+Identity = make_wrapper("Identity")
+
+
+def _shape_shape(c):
+    rank = c.input(0).rank
+    return [TensorShape._from_tuple((rank,))]
+
+
+def _shape_value(c):
+    s = c.input(0)
+    if not s.is_fully_defined():
+        return [None]
+    return [np.array(s.dims, dtype=c.attr("out_type").as_numpy_dtype)]
+
+
+register_op(OpDef(
+    "Shape",
+    inputs=["input: T"], outputs=["output: out_type  # 1-D: the dims of `input`"],
+    attrs=["T: type", "out_type: {int32, int64} = int32"],
+    shape_fn=_shape_shape, value_fn=_shape_value,
+    doc="The shape of `input` as a 1-D tensor. Its value is known at build time when the "
+        "input's static shape is fully defined, so shape functions downstream can read it."))
+Shape = make_wrapper("Shape")
+
+assert issubclass(Shape, OpWrapper)

@@ -1,0 +1,259 @@
+"""Convolution ops: Conv2D, Conv2DBackpropInput (V1) and Conv2DBackpropInputV2.
+
+Every rule TF's kernels enforce is checked here, at build time, whenever the dims it needs
+are known (TF's own shape function for V2 checks none of them); the same shape functions run
+again on the actual shapes at run time for whatever was unknown. Filters are always HWIO
+``[filter_height, filter_width, in_depth / groups, out_depth]``; ``strides``, ``dilations``
+and the pairs of ``explicit_paddings`` are read in ``data_format`` order.
+"""
+
+from __future__ import annotations
+
+from opgraph import errors
+from opgraph.op_def import OpDef
+from opgraph.registry import register_op
+from opgraph.shape_inference import InferenceContext
+from opgraph.shapes import TensorShape
+from opgraph.windows import effective_filter_size, windowed_output_size
+from opgraph.wrappers import make_wrapper
+
+__all__ = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropInputV2", "conv_params"]
+
+CONV_ATTRS = (
+    "T: {half, bfloat16, float, double, int32}",
+    "strides: list(int)  # 4 ints in data_format order; batch and depth strides must be 1",
+    "use_cudnn_on_gpu: bool = true  # accepted for compatibility; no effect",
+    "padding: {'SAME', 'VALID', 'EXPLICIT'}",
+    "explicit_paddings: list(int) = []  # 8 ints (before/after per dim) iff padding is "
+    "EXPLICIT",
+    "data_format: {'NHWC', 'NCHW'} = 'NHWC'  # layout of input, output and out_backprop",
+    "dilations: list(int) = [1, 1, 1, 1]  # 4 ints in data_format order",
+)
+_DIMS = {"NHWC": (0, 1, 2, 3), "NCHW": (0, 2, 3, 1)}   # positions of N, H, W, C
+
+
+class ConvParams:
+    """Validated conv attrs: format, (sh, sw), (dh, dw), padding, ((pt, pb), (pl, pr))."""
+
+    __slots__ = ("data_format", "strides", "dilations", "padding", "explicit")
+
+    def __init__(self, data_format, strides, dilations, padding, explicit):
+        self.data_format, self.strides, self.dilations = data_format, strides, dilations
+        self.padding, self.explicit = padding, explicit
+
+    def split(self, shape: TensorShape):
+        """(N, H, W, C) of a rank-4 shape in this data format."""
+        d = shape.dims
+        n, h, w, c = _DIMS[self.data_format]
+        return d[n], d[h], d[w], d[c]
+
+    def join(self, n, h, w, c) -> TensorShape:
+        dims = (n, h, w, c) if self.data_format == "NHWC" else (n, c, h, w)
+        return TensorShape._from_tuple(dims)
+
+    def out_size(self, axis: int, in_size, k):
+        """Forward output size along spatial axis 0 (height) or 1 (width), or None."""
+        if in_size is None or k is None:
+            return None
+        before, after = self.explicit[axis]
+        return windowed_output_size(in_size, k, self.strides[axis], self.dilations[axis],
+                                    self.padding, before, after)[0]
+
+    def pads_before(self, in_hw, k_hw) -> tuple[int, int]:
+        """(pad_top, pad_left) for known input and filter spatial sizes."""
+        return tuple(windowed_output_size(in_hw[a], k_hw[a], self.strides[a],
+                                          self.dilations[a], self.padding,
+                                          *self.explicit[a])[1] for a in (0, 1))
+
+
+def conv_params(attrs: dict) -> ConvParams:
+    """Validate the conv attrs (TF's kernel-constructor checks) and return ConvParams."""
+    fmt = attrs["data_format"]
+    n, h, w, c = _DIMS[fmt]
+    strides, dilations = attrs["strides"], attrs["dilations"]
+    if len(strides) != 4:
+        msg = (f"Sliding window strides field must specify 4 dimensions, but got "
+               f"{len(strides)}: {list(strides)}")
+        raise errors.InvalidArgumentError(msg)
+    if strides[n] != 1 or strides[c] != 1:
+        msg = (f"Current implementation does not yet support strides in the batch and depth "
+               f"dimensions; strides must be 1 at positions {n} and {c} for {fmt}, but got "
+               f"{list(strides)}")
+        raise errors.UnimplementedError(msg)
+    if strides[h] < 1 or strides[w] < 1:
+        msg = f"Row and column strides should be larger than 0, but got {list(strides)}"
+        raise errors.InvalidArgumentError(msg)
+    if len(dilations) != 4:
+        msg = (f"Sliding window dilations field must specify 4 dimensions, but got "
+               f"{len(dilations)}: {list(dilations)}")
+        raise errors.InvalidArgumentError(msg)
+    if dilations[n] != 1 or dilations[c] != 1:
+        msg = (f"Current implementation does not yet support dilations in the batch and depth "
+               f"dimensions; dilations must be 1 at positions {n} and {c} for {fmt}, but got "
+               f"{list(dilations)}")
+        raise errors.UnimplementedError(msg)
+    if dilations[h] < 1 or dilations[w] < 1:
+        msg = f"Dilated rates should be larger than 0, but got {list(dilations)}"
+        raise errors.InvalidArgumentError(msg)
+    padding, pads = attrs["padding"], attrs["explicit_paddings"]
+    if padding == "EXPLICIT":
+        if len(pads) != 8:
+            msg = (f"explicit_paddings attribute must contain 8 values when padding is "
+                   f"EXPLICIT, but got {len(pads)}: {list(pads)}")
+            raise errors.InvalidArgumentError(msg)
+        if any(p < 0 for p in pads):
+            msg = f"All elements of explicit_paddings must be nonnegative, but got {list(pads)}"
+            raise errors.InvalidArgumentError(msg)
+        if any(pads[2 * i] or pads[2 * i + 1] for i in (n, c)):
+            msg = (f"Nonzero explicit padding in the batch or depth dimensions is not "
+                   f"supported: {list(pads)} ({fmt})")
+            raise errors.InvalidArgumentError(msg)
+        explicit = ((pads[2 * h], pads[2 * h + 1]), (pads[2 * w], pads[2 * w + 1]))
+    else:
+        if pads:
+            msg = (f"explicit_paddings attribute must be empty if the padding attribute is not "
+                   f"EXPLICIT, but padding is {padding} and explicit_paddings is {list(pads)}")
+            raise errors.InvalidArgumentError(msg)
+        explicit = ((0, 0), (0, 0))
+    return ConvParams(fmt, (strides[h], strides[w]), (dilations[h], dilations[w]), padding,
+                      explicit)
+
+
+def _groups(in_depth, filter_in_depth):
+    """Number of groups, checking divisibility; None when unknown."""
+    if filter_in_depth is not None and filter_in_depth <= 0:
+        msg = f"filter in_depth (dim 2) must be strictly greater than zero, but is {filter_in_depth}"
+        raise errors.InvalidArgumentError(msg)
+    if in_depth is None or filter_in_depth is None:
+        return None
+    if in_depth % filter_in_depth:
+        msg = (f"input depth must be evenly divisible by filter in_depth (grouped convolution)"
+               f": input depth {in_depth}, filter in_depth {filter_in_depth}")
+        raise errors.InvalidArgumentError(msg)
+    return in_depth // filter_in_depth
+
+
+def _check_out_depth(out_depth, groups):
+    if out_depth is not None and groups and out_depth % groups:
+        msg = (f"filter out_depth must be divisible by the number of groups: out_depth "
+               f"{out_depth}, groups {groups}")
+        raise errors.InvalidArgumentError(msg)
+
+
+def _conv2d_shape(c: InferenceContext):
+    p = conv_params(c.attrs)
+    x = c.with_rank(0, 4)
+    f = c.with_rank(1, 4)
+    n, h, w, depth = p.split(x)
+    kh, kw, f_in, f_out = f.dims
+    _check_out_depth(f_out, _groups(depth, f_in))
+    return [p.join(n, p.out_size(0, h, kh), p.out_size(1, w, kw), f_out)]
+
+
+def _check_backprop_input(c: InferenceContext, p: ConvParams, x: TensorShape,
+                          f: TensorShape, dy: TensorShape) -> TensorShape:
+    """The rules shared by both backprop-input ops; returns the (refined) input shape."""
+    n, h, w, depth = p.split(x)
+    kh, kw, f_in, f_out = f.dims
+    dn, dh, dw, d_depth = p.split(dy)
+    if n is not None and dn is not None and n != dn:
+        msg = (f"input and out_backprop must have the same batch size, but input batch is {n} "
+               f"and out_backprop batch is {dn}")
+        raise errors.InvalidArgumentError(msg)
+    n = n if n is not None else dn
+    groups = _groups(depth, f_in)
+    if f_out is not None and d_depth is not None and f_out != d_depth:
+        msg = (f"filter and out_backprop must have the same out_depth, but filter out_depth "
+               f"(dim 3) is {f_out} and out_backprop depth is {d_depth}")
+        raise errors.InvalidArgumentError(msg)
+    _check_out_depth(f_out if f_out is not None else d_depth, groups)
+    spatial = []
+    for axis, (size, k, out) in enumerate(((h, kh, dh), (w, kw, dw))):
+        if size is None and k is not None and out is not None and p.strides[axis] == 1:
+            # Stride 1 makes the input size recoverable from the output size.
+            eff = effective_filter_size(k, p.dilations[axis])
+            if p.padding == "SAME":
+                size = out
+            else:
+                size = out + eff - 1 - sum(p.explicit[axis])
+                size = size if size >= 0 else None
+        computed = p.out_size(axis, size, k)
+        if computed is not None and out is not None and computed != out:
+            name = ("height", "width")[axis]
+            msg = (f"Size of out_backprop doesn't match computed: actual = {out}, computed = "
+                   f"{computed} for {name} (input {size}, filter {k}, stride "
+                   f"{p.strides[axis]}, dilation {p.dilations[axis]}, padding {p.padding})")
+            raise errors.InvalidArgumentError(msg)
+        spatial.append(size)
+    return p.join(n, spatial[0], spatial[1], depth)
+
+
+def _conv2d_backprop_input_v2_shape(c: InferenceContext):
+    p = conv_params(c.attrs)
+    x, f, dy = c.with_rank(0, 4), c.with_rank(1, 4), c.with_rank(2, 4)
+    return [_check_backprop_input(c, p, x, f, dy)]
+
+
+def _conv2d_backprop_input_shape(c: InferenceContext):
+    p = conv_params(c.attrs)
+    sizes_shape = c.input(0)
+    if sizes_shape.rank not in (None, 1):
+        msg = f"input_sizes must be 1-D, but has shape {sizes_shape}"
+        raise errors.InvalidArgumentError(msg)
+    f, dy = c.with_rank(1, 4), c.with_rank(2, 4)
+    count = sizes_shape.dims[0] if sizes_shape.rank == 1 else None
+    if count is not None and count not in (2, 4):
+        msg = (f"Conv2DBackpropInput requires input_sizes to contain 4 values or 2 values, but "
+               f"got: {count}")
+        raise errors.InvalidArgumentError(msg)
+    sizes = c.input_tensor(0)
+    if sizes is None:
+        x = TensorShape._from_tuple((None,) * 4)
+    else:
+        values = [int(v) for v in sizes.ravel()]
+        if any(v < 0 for v in values):
+            msg = f"All elements of input_sizes must be >= 0, but got {values}"
+            raise errors.InvalidArgumentError(msg)
+        if len(values) == 4:
+            x = TensorShape._from_tuple(tuple(values))
+        else:   # [H, W]: batch from out_backprop, depth from the filter
+            x = p.join(p.split(dy)[0], values[0], values[1], f.dims[2])
+    return [_check_backprop_input(c, p, x, f, dy)]
+
+
+register_op(OpDef(
+    "Conv2D",
+    inputs=["input: T  # [batch, height, width, in_depth] (NHWC) or NCHW",
+            "filter: T  # [filter_height, filter_width, in_depth / groups, out_depth]"],
+    outputs=["output: T"],
+    attrs=CONV_ATTRS,
+    shape_fn=_conv2d_shape, recheck_shapes_at_run_time=True,
+    doc="2-D convolution (cross-correlation) of `input` with `filter`. An input depth that is "
+        "a multiple of the filter's in_depth is a grouped convolution."))
+Conv2D = make_wrapper("Conv2D")
+
+register_op(OpDef(
+    "Conv2DBackpropInput",
+    inputs=["input_sizes: int32  # shape of Conv2D's input: 4 values, or 2 values [H, W]",
+            "filter: T  # [filter_height, filter_width, in_depth / groups, out_depth]",
+            "out_backprop: T  # gradient w.r.t. Conv2D's output"],
+    outputs=["output: T  # gradient w.r.t. Conv2D's input, shaped by input_sizes"],
+    attrs=CONV_ATTRS,
+    shape_fn=_conv2d_backprop_input_shape, recheck_shapes_at_run_time=True,
+    doc="Gradient of Conv2D with respect to its input, whose shape is given as a tensor. "
+        "When input_sizes is a build-time constant its value gives the static output shape."))
+Conv2DBackpropInput = make_wrapper("Conv2DBackpropInput")
+
+register_op(OpDef(
+    "Conv2DBackpropInputV2",
+    inputs=["input: T  # Conv2D's input; only its shape is used",
+            "filter: T  # [filter_height, filter_width, in_depth / groups, out_depth]",
+            "out_backprop: T  # gradient w.r.t. Conv2D's output"],
+    outputs=["output: T  # gradient w.r.t. Conv2D's input (shape of `input`)"],
+    attrs=CONV_ATTRS,
+    shape_fn=_conv2d_backprop_input_v2_shape, recheck_shapes_at_run_time=True,
+    doc="Gradient of Conv2D with respect to its input (the transposed convolution). Every "
+        "kernel-time rule is checked at build time where the dims are known: ranks, "
+        "strides/dilations/paddings, depth divisibility, batch and out_depth agreement, and "
+        "out_backprop's spatial size against Conv2D's output size for `input`."))
+Conv2DBackpropInputV2 = make_wrapper("Conv2DBackpropInputV2")
