@@ -1,4 +1,5 @@
-"""Sliding-window arithmetic shared by shape functions and kernels (TF's kernel_shape_util).
+"""Sliding-window arithmetic shared by shape functions and kernels (TF's kernel_shape_util),
+and the validated geometry of the conv ops' attrs (ConvParams).
 
 All divisions truncate toward zero, as C++ does: VALID with in=1, k=4, s=2 gives
 (1 - 4 + 2) / 2 = 0 (not -1 as Python's floor division would give).
@@ -7,8 +8,10 @@ All divisions truncate toward zero, as C++ does: VALID with in=1, k=4, s=2 gives
 from __future__ import annotations
 
 from opgraph import errors
+from opgraph.shapes import TensorShape
 
-__all__ = ["effective_filter_size", "windowed_output_size", "trunc_div"]
+__all__ = ["ConvParams", "conv_params", "effective_filter_size", "trunc_div",
+           "windowed_output_size"]
 
 
 def trunc_div(a: int, b: int) -> int:
@@ -55,3 +58,93 @@ def windowed_output_size(in_size: int, k: int, stride: int, dilation: int, paddi
                f"effective_filter_size: {eff}, stride: {stride}]")
         raise errors.InvalidArgumentError(msg)
     return out, pad_before, pad_after
+
+
+_DIMS = {"NHWC": (0, 1, 2, 3), "NCHW": (0, 2, 3, 1)}   # positions of N, H, W, C
+
+
+class ConvParams:
+    """Validated conv attrs: format, (sh, sw), (dh, dw), padding, ((pt, pb), (pl, pr))."""
+
+    __slots__ = ("data_format", "strides", "dilations", "padding", "explicit")
+
+    def __init__(self, data_format, strides, dilations, padding, explicit):
+        self.data_format, self.strides, self.dilations = data_format, strides, dilations
+        self.padding, self.explicit = padding, explicit
+
+    def split(self, shape: TensorShape):
+        """(N, H, W, C) of a rank-4 shape in this data format."""
+        d = shape.dims
+        n, h, w, c = _DIMS[self.data_format]
+        return d[n], d[h], d[w], d[c]
+
+    def join(self, n, h, w, c) -> TensorShape:
+        dims = (n, h, w, c) if self.data_format == "NHWC" else (n, c, h, w)
+        return TensorShape._from_tuple(dims)
+
+    def out_size(self, axis: int, in_size, k):
+        """Forward output size along spatial axis 0 (height) or 1 (width), or None."""
+        if in_size is None or k is None:
+            return None
+        before, after = self.explicit[axis]
+        return windowed_output_size(in_size, k, self.strides[axis], self.dilations[axis],
+                                    self.padding, before, after)[0]
+
+    def pads_before(self, in_hw, k_hw) -> tuple[int, int]:
+        """(pad_top, pad_left) for known input and filter spatial sizes."""
+        return tuple(windowed_output_size(in_hw[a], k_hw[a], self.strides[a],
+                                          self.dilations[a], self.padding,
+                                          *self.explicit[a])[1] for a in (0, 1))
+
+
+def conv_params(attrs: dict) -> ConvParams:
+    """Validate the conv attrs (TF's kernel-constructor checks) and return ConvParams."""
+    fmt = attrs["data_format"]
+    n, h, w, c = _DIMS[fmt]
+    strides, dilations = attrs["strides"], attrs["dilations"]
+    if len(strides) != 4:
+        msg = (f"Sliding window strides field must specify 4 dimensions, but got "
+               f"{len(strides)}: {list(strides)}")
+        raise errors.InvalidArgumentError(msg)
+    if strides[n] != 1 or strides[c] != 1:
+        msg = (f"Current implementation does not yet support strides in the batch and depth "
+               f"dimensions; strides must be 1 at positions {n} and {c} for {fmt}, but got "
+               f"{list(strides)}")
+        raise errors.UnimplementedError(msg)
+    if strides[h] < 1 or strides[w] < 1:
+        msg = f"Row and column strides should be larger than 0, but got {list(strides)}"
+        raise errors.InvalidArgumentError(msg)
+    if len(dilations) != 4:
+        msg = (f"Sliding window dilations field must specify 4 dimensions, but got "
+               f"{len(dilations)}: {list(dilations)}")
+        raise errors.InvalidArgumentError(msg)
+    if dilations[n] != 1 or dilations[c] != 1:
+        msg = (f"Current implementation does not yet support dilations in the batch and depth "
+               f"dimensions; dilations must be 1 at positions {n} and {c} for {fmt}, but got "
+               f"{list(dilations)}")
+        raise errors.UnimplementedError(msg)
+    if dilations[h] < 1 or dilations[w] < 1:
+        msg = f"Dilated rates should be larger than 0, but got {list(dilations)}"
+        raise errors.InvalidArgumentError(msg)
+    padding, pads = attrs["padding"], attrs["explicit_paddings"]
+    if padding == "EXPLICIT":
+        if len(pads) != 8:
+            msg = (f"explicit_paddings attribute must contain 8 values when padding is "
+                   f"EXPLICIT, but got {len(pads)}: {list(pads)}")
+            raise errors.InvalidArgumentError(msg)
+        if any(p < 0 for p in pads):
+            msg = f"All elements of explicit_paddings must be nonnegative, but got {list(pads)}"
+            raise errors.InvalidArgumentError(msg)
+        if any(pads[2 * i] or pads[2 * i + 1] for i in (n, c)):
+            msg = (f"Nonzero explicit padding in the batch or depth dimensions is not "
+                   f"supported: {list(pads)} ({fmt})")
+            raise errors.InvalidArgumentError(msg)
+        explicit = ((pads[2 * h], pads[2 * h + 1]), (pads[2 * w], pads[2 * w + 1]))
+    else:
+        if pads:
+            msg = (f"explicit_paddings attribute must be empty if the padding attribute is not "
+                   f"EXPLICIT, but padding is {padding} and explicit_paddings is {list(pads)}")
+            raise errors.InvalidArgumentError(msg)
+        explicit = ((0, 0), (0, 0))
+    return ConvParams(fmt, (strides[h], strides[w]), (dilations[h], dilations[w]), padding,
+                      explicit)
