@@ -1,0 +1,13 @@
+"""Execution: ClientSession, devices, the kernel registry and the kernels.
+
+Kernels are found by op type name (``registered_kernels("Conv2DBackpropInputV2")``); this
+package never imports the ``ops`` wrappers, only the op definitions they registered.
+"""
+
+from runtime import kernels as _kernels  # noqa: F401  (registers the kernels)
+from runtime.devices import Device, available_devices
+from runtime.kernel_registry import Kernel, KernelDef, register_kernel, registered_kernels
+from runtime.session import ClientSession, RunMetadata, RunOptions
+
+__all__ = ["ClientSession", "Device", "Kernel", "KernelDef", "RunMetadata", "RunOptions",
+           "available_devices", "register_kernel", "registered_kernels"]

@@ -1,0 +1,254 @@
+"""ClientSession: run a Scope's graph.
+
+    >>> sess = ClientSession(root)
+    >>> out = sess.Run({x: x_value}, [y])          # list of numpy arrays
+    >>> out = sess.Run(y)                           # a single fetch gives one array
+
+Run forms (as the C++ API): ``Run(fetches)``, ``Run(feeds, fetches)``,
+``Run(feeds, fetches, targets)`` and ``Run(run_options, feeds, fetches, targets,
+run_metadata)``. Feeds map an Output (or op wrapper, or "name:0") to a value; any Output may
+be fed. Each (feeds, fetches, targets) is compiled once into a straight-line plan and cached;
+the graph may keep growing after the first Run (new nodes only add plans). One session may
+be Run from several threads at once.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from opgraph import errors
+from opgraph.graph import Operation, Output
+from opgraph.inputs import to_ndarray
+from opgraph.scope import Scope
+from runtime import devices
+from runtime.executor import StepStats, compile_plan
+from runtime.kernel_registry import find_kernel
+
+__all__ = ["ClientSession", "RunOptions", "RunMetadata"]
+
+
+class RunOptions:
+    """Per-Run options. ``trace_level`` > NO_TRACE records per-node step stats into the
+    RunMetadata passed to Run."""
+
+    NO_TRACE, SOFTWARE_TRACE, HARDWARE_TRACE, FULL_TRACE = 0, 1, 2, 3
+
+    def __init__(self, trace_level: int = 0):
+        self.trace_level = trace_level
+
+
+class RunMetadata:
+    """Filled by a traced Run: ``step_stats.node_stats`` (name, type, device, start,
+    duration, output shapes and dtypes per node)."""
+
+    def __init__(self):
+        self.step_stats = StepStats()
+
+
+def _as_output(graph, value, what: str) -> Output:
+    if isinstance(value, Output):
+        out = value
+    elif isinstance(value, str):
+        name, _, idx = value.partition(":")
+        out = graph.get_operation(name).output(int(idx) if idx else 0)
+    elif isinstance(getattr(value, "output", None), Output):
+        out = value.output
+    elif isinstance(value, Operation):
+        out = value.output(0)
+    else:
+        msg = f"Cannot use {type(value).__name__} {value!r} as a {what}; expected an Output"
+        raise errors.InvalidArgumentError(msg)
+    if out.op.failed:
+        msg = f"{what.capitalize()} '{out.name}' belongs to an op that failed to build"
+        raise errors.FailedPreconditionError(msg, out.op.name, out.op.type, out.op.site)
+    if out.op.graph is not graph:
+        msg = f"{what.capitalize()} '{out.name}' is from another graph than this session's"
+        raise errors.InvalidArgumentError(msg, out.op.name, out.op.type, out.op.site)
+    return out
+
+
+def _as_target(graph, value) -> Operation:
+    if isinstance(value, Operation):
+        op = value
+    elif isinstance(value, str):
+        op = graph.get_operation(value)
+    elif isinstance(value, Output):
+        op = value.op
+    elif isinstance(getattr(value, "operation", None), Operation):
+        op = value.operation
+    else:
+        msg = f"Cannot use {type(value).__name__} as a target; expected an Operation"
+        raise errors.InvalidArgumentError(msg)
+    if op.graph is not graph or op.failed:
+        msg = f"Target '{op.name}' is not a node of this session's graph"
+        raise errors.InvalidArgumentError(msg, op.name, op.type, op.site)
+    return op
+
+
+def _convert_feed(out: Output, value) -> np.ndarray:
+    want = out.dtype
+    if isinstance(value, (np.ndarray, np.generic)):
+        arr = np.asarray(value)
+        if arr.dtype != want.as_numpy_dtype:
+            msg = (f"Fed value for '{out.name}' has dtype {arr.dtype} but the tensor's dtype is "
+                   f"{want.name}")
+            raise errors.InvalidArgumentError(msg, out.op.name, out.op.type, out.op.site)
+    else:
+        try:
+            arr = to_ndarray(value, want)
+        except errors.OpError as e:
+            msg = f"Cannot feed {value!r} to '{out.name}' ({want.name}): {e.message}"
+            raise errors.InvalidArgumentError(msg, out.op.name, out.op.type, out.op.site) \
+                from None
+    if not out.shape.is_compatible_with(arr.shape):
+        msg = (f"Fed value for '{out.name}' has shape {list(arr.shape)}, which is not "
+               f"compatible with the tensor's static shape {out.shape}")
+        raise errors.InvalidArgumentError(msg, out.op.name, out.op.type, out.op.site)
+    return arr
+
+
+class ClientSession:
+    """Runs the graph of ``scope``; refuses a scope that is not ok()."""
+
+    def __init__(self, scope: Scope, target: str = "", options=None):
+        if not isinstance(scope, Scope):
+            msg = f"ClientSession needs a Scope, got {type(scope).__name__}"
+            raise TypeError(msg)
+        if target:
+            msg = f"Only in-process sessions are supported (target ''), got {target!r}"
+            raise errors.UnimplementedError(msg)
+        self._scope = scope
+        self._check_scope()
+        self._graph = scope.graph()
+        self._devices = devices.available_devices()
+        self._lock = threading.RLock()
+        self._plans = {}
+        self._placed = {}       # node name -> (device name, kernel)
+        self._folded = {}       # node name -> tuple of output values
+
+    def _check_scope(self):
+        status = self._scope.status()
+        if not status.ok():
+            first = status.errors[0]
+            more = "\n".join(f"  - {e.message}" for e in status.errors[1:])
+            msg = (f"The scope has {len(status.errors)} build error(s); fix them before running."
+                   f"\n  - {first.message}" + (f"\n{more}" if more else ""))
+            raise type(first)(msg, first.op_name, first.op_type, first.site)
+
+    # ---- used by compile_plan -----------------------------------------------------------
+    def placement(self, node):
+        """(device name, kernel) for ``node``: placed and instantiated once per session."""
+        placed = self._placed.get(node.name)
+        if placed is None:
+            placed = self._place(node)
+            self._placed[node.name] = placed
+        return placed
+
+    def _place(self, node):
+        if node.colocation and not node.device:
+            target = self._graph.get_operation(node.colocation[0])
+            return self._place_on(node, [d for d in self._devices
+                                         if d.name == self.placement(target)[0]])
+        return self._place_on(node, devices.resolve_requested(node, self._devices))
+
+    def _place_on(self, node, candidates):
+        miss = None
+        for dev in candidates:
+            try:
+                kdef = find_kernel(node, dev.device_type)
+            except errors.NotFoundError as e:
+                miss = miss or e
+                continue
+            try:
+                return dev.name, kdef.kernel_class(node)
+            except errors.OpError as e:
+                ctx = f" (kernel for node '{node.name}' (op: '{node.type}') created at {node.site})"
+                raise e.with_context(ctx, node.name, node.type, node.site) from None
+        raise miss
+
+    def fold(self, op, step, args):
+        """The outputs of constant ``op``, computed once per session."""
+        values = self._folded.get(op.name)
+        if values is None:
+            from runtime.executor import _node_error  # noqa: PLC0415
+
+            try:
+                result = step.call(*args)
+            except Exception as e:  # noqa: BLE001
+                raise _node_error(e, step) from e
+            values = (result,) if op.num_outputs == 1 else tuple(result)
+            self._folded[op.name] = values
+        return values
+
+    # ---- Run ----------------------------------------------------------------------------
+    def Run(self, *args, **kwargs):  # noqa: N802  (TF's C++ name)
+        """Run(fetches) | Run(feeds, fetches) | Run(feeds, fetches, targets) |
+        Run(run_options, feeds, fetches, targets, run_metadata).
+
+        Returns a list of numpy arrays for a list of fetches, one array for a single fetch,
+        and None when there are only targets.
+        """
+        options = metadata = None
+        if args and isinstance(args[0], RunOptions):
+            options, *args = args
+            if len(args) == 4:
+                metadata = args.pop()
+        feeds, fetches, targets = None, None, None
+        if len(args) == 1:
+            fetches = args[0]
+        elif len(args) == 2:
+            feeds, fetches = args
+        elif len(args) == 3:
+            feeds, fetches, targets = args
+        elif args:
+            msg = f"Run takes at most 5 positional arguments, got {len(args) + bool(options)}"
+            raise TypeError(msg)
+        feeds = kwargs.pop("feeds", feeds)
+        fetches = kwargs.pop("fetches", fetches)
+        targets = kwargs.pop("targets", targets)
+        options = kwargs.pop("run_options", options)
+        metadata = kwargs.pop("run_metadata", metadata)
+        if kwargs:
+            msg = f"Run got unexpected keyword arguments: {', '.join(kwargs)}"
+            raise TypeError(msg)
+        return self._run(feeds or {}, fetches, targets or (), options, metadata)
+
+    def _run(self, feeds, fetches, targets, options, metadata):
+        self._check_scope()
+        graph = self._graph
+        single = fetches is not None and not isinstance(fetches, (list, tuple))
+        fetch_list = [] if fetches is None else [fetches] if single else list(fetches)
+        if not isinstance(targets, (list, tuple)):
+            targets = [targets]
+        if not fetch_list and not targets:
+            msg = "Must specify at least one target to fetch or execute."
+            raise errors.InvalidArgumentError(msg)
+        fetch_outs = tuple(_as_output(graph, f, "fetch") for f in fetch_list)
+        target_ops = tuple(_as_target(graph, t) for t in targets)
+        feed_outs, feed_values = [], []
+        for k, v in feeds.items():
+            out = _as_output(graph, k, "feed")
+            if out in feed_outs:
+                msg = f"Endpoint '{out.name}' fed more than once."
+                raise errors.InvalidArgumentError(msg)
+            feed_outs.append(out)
+            feed_values.append(_convert_feed(out, v))
+        key = (tuple(feed_outs), fetch_outs, target_ops)
+        plan = self._plans.get(key)
+        if plan is None:
+            with self._lock:
+                plan = self._plans.get(key)
+                if plan is None:
+                    plan = compile_plan(self, key[0], fetch_outs, target_ops)
+                    self._plans[key] = plan
+        if options is not None and options.trace_level > RunOptions.NO_TRACE:
+            stats = metadata.step_stats if metadata is not None else StepStats()
+            results = plan.run_traced(feed_values, stats)
+        else:
+            results = plan.run(feed_values)
+        results = [r if isinstance(r, np.ndarray) else np.asarray(r) for r in results]
+        if single:
+            return results[0]
+        return results if fetch_list else None
