@@ -130,6 +130,9 @@ def as_dtype(value) -> DType:
     """
     if isinstance(value, DType):
         return value
+    if value is None:             # np.dtype(None) would silently give float64
+        msg = "Cannot convert None to a DType"
+        raise TypeError(msg)
     if isinstance(value, str):
         found = _BY_NAME.get(value)
         if found is not None:

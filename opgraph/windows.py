@@ -84,8 +84,11 @@ class ConvParams:
 
     def out_size(self, axis: int, in_size, k):
         """Forward output size along spatial axis 0 (height) or 1 (width), or None."""
-        if in_size is None or k is None:
+        if in_size is None:
             return None
+        if k is None:   # SAME's output size does not depend on the filter (as in TF)
+            return trunc_div(in_size + self.strides[axis] - 1, self.strides[axis]) \
+                if self.padding == "SAME" else None
         before, after = self.explicit[axis]
         return windowed_output_size(in_size, k, self.strides[axis], self.dilations[axis],
                                     self.padding, before, after)[0]

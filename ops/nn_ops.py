@@ -79,12 +79,13 @@ def _check_backprop_input(c: InferenceContext, p: ConvParams, x: TensorShape,
     _check_out_depth(f_out if f_out is not None else d_depth, groups)
     spatial = []
     for axis, (size, k, out) in enumerate(((h, kh, dh), (w, kw, dw))):
-        if size is None and k is not None and out is not None and p.strides[axis] == 1:
+        if size is None and out is not None and p.strides[axis] == 1 and \
+                (k is not None or p.padding == "SAME"):
             # Stride 1 makes the input size recoverable from the output size.
-            eff = effective_filter_size(k, p.dilations[axis])
             if p.padding == "SAME":
                 size = out
             else:
+                eff = effective_filter_size(k, p.dilations[axis])
                 size = out + eff - 1 - sum(p.explicit[axis])
                 size = size if size >= 0 else None
         computed = p.out_size(axis, size, k)
