@@ -229,6 +229,9 @@ class Scope:
                                      op_def.name, site)
         else:
             name = self._full_name(self._op_name or op_def.name)
+            if err is not None and err.op_name is None:     # name the node and its site
+                err = err.with_context(f" for node '{name}' (op: '{op_def.name}') created at "
+                                       f"{site}.", name, op_def.name, site)
         if err is not None or poisoned:
             return self._failed(op_def, name, attrs, site, err)
         try:
@@ -307,8 +310,7 @@ class Scope:
         try:
             array = to_ndarray(raw, dtype)
         except errors.OpError as e:
-            return e.with_context(f" (input '{arg.name}' of {op_def.name}, created at {site})",
-                                  None, op_def.name, site)
+            return e.with_context(f" (input '{arg.name}')", None, op_def.name, site)
         const_scope = self.NewSubScope("Const")._copy(_kernel_label="")
         const = const_scope.build_op("Const", [], {"value": array, "dtype": array.dtype},
                                      site)
