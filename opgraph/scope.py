@@ -114,6 +114,10 @@ class Scope:
         deps = list(self._control_deps)
         for o in ops:
             op = _as_operation(o)
+            if op.graph is not self._root.graph:
+                msg = (f"Control dependency '{op.name}' is from another graph; an op can only "
+                       f"depend on ops of its own scope's graph")
+                raise errors.InvalidArgumentError(msg)
             if op not in deps:
                 deps.append(op)
         return self._copy(_control_deps=tuple(deps))
@@ -220,6 +224,8 @@ class Scope:
         site = site or user_site()
         # 1. Inputs (implicit constants are created first, as TF does).
         flat, list_lengths, poisoned, err = self._convert_inputs(op_def, inputs, site)
+        if self._control_deps and any(c.failed for c in self._control_deps):
+            poisoned = True     # a failed op is not in the graph: skip quietly, as for inputs
         if err is None and not poisoned:
             try:
                 name = self.GetUniqueNameForOp(op_def.name)
