@@ -1,0 +1,725 @@
+"""Pure-numpy 2-D convolution math for the CPU runtime: forward conv2d and its input gradient.
+
+(The measured figures behind the design are in ``docs/conv_kernel.md``; the summary is here.)
+
+Interface
+---------
+``conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format)`` and
+``conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, data_format)``;
+the filter is always HWIO ``[kh, kw, cin_per_group, cout]``, ``groups = C_in // cin_per_group``.
+Row ``h`` of the input is read by output row ``i`` through tap ``di`` when
+``h == i*sh + di*dh - pad_top``; positions outside the input read zero (so the padding after is
+implicit). ``conv2d_backprop_input`` is the exact adjoint of ``conv2d_forward``.
+``conv2d_backprop_input_workspace_bytes(...)`` reports the temporary memory a call will allocate.
+
+Dtypes: float32/float64 natively; float16 and bfloat16 (``ml_dtypes``) in float32, rounded once
+when the result is written; integers accumulate in int64 and wrap to the input type like C++.
+
+Design (why it is fast)
+-----------------------
+Measured on the target machine (2 cores, AVX-512, OpenBLAS through numpy; float32 GEMM peak
+~350-380 GFLOP/s with both cores, ~150-165 GFLOP/s single-threaded on the GEMM shapes used here):
+
+* The arithmetic is one GEMM per block; all the time outside it is memory traffic. A GEMM whose
+  operand was just written (still in the 2 MiB L2 of that core) runs at ~150 GFLOP/s per core;
+  the same GEMM over a 58 MB operand built up front runs at 77 GFLOP/s *with both cores* (it
+  becomes bandwidth-bound: K=576, N=64 is only ~32 flop/byte). So everything is blocked: a block
+  of output rows is gathered into a small per-thread buffer (~1-2 MiB) and immediately consumed by
+  the GEMM that writes the result in place (``matmul(..., out=result_view)``).
+* Both cores: numpy releases the GIL in copies and GEMMs, so two Python threads each process their
+  own blocks (gather -> GEMM -> write) with OpenBLAS set to one thread for the duration (via
+  OpenBLAS' own ``set_num_threads``, found in numpy's bundled library; restored afterwards). Two
+  threads each calling a 2-thread OpenBLAS oversubscribe and measured no faster than one; one
+  Python thread with 2-thread OpenBLAS leaves the gathers single-threaded (A: ~15 ms vs ~10 ms).
+  When the OpenBLAS control is not found, one Python thread and threaded OpenBLAS are used.
+* Algorithms for the input gradient, chosen per configuration by a traffic estimate:
+
+  - ``gather`` (im2col on dy + GEMM, one GEMM per block per stride phase): for stride ``s`` the
+    input positions split into ``sh*sw`` phases (sub-pixel decomposition); inside a phase it is a
+    stride-1 correlation of (zero-padded) dy with the taps that reach that phase, so the patches
+    hold ``~kh*kw/(sh*sw) * Cout`` values per input pixel and the GEMM writes dx directly.
+    Traffic ~ |dx| * kh*kw*Cout/(sh*sw) copies. Best when C_in is not small (A, B, C, D).
+  - ``scatter`` (GEMM + col2im): ``col = dy @ W^T`` (``kh*kw*Cin`` values per dy pixel), then one
+    vectorised add per tap into per-phase accumulators. Traffic ~ |dy| * kh*kw*Cin read-modify-
+    writes. Best when C_in is small relative to Cout (F: 3 input channels, 7x7, stride 2: 28x less
+    traffic than the gather). With few channels the col buffer is laid out channel-first
+    ``[tap, Cin, n, i, j]`` (the GEMM transposes dy for free through BLAS ``trans`` flags), so
+    each tap's add runs over whole image rows instead of 3-element channel vectors.
+
+  The forward conv uses the gather engine (strided taps, no phases).
+* Memory: every temporary is per block and per thread; blocks are sized to ~2 MiB of patches,
+  so the temporary memory is a few MiB whatever the batch (see the workspace function).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+try:  # optional bfloat16
+    import ml_dtypes as _ml_dtypes
+
+    _BF16 = np.dtype(_ml_dtypes.bfloat16)
+except Exception:  # pragma: no cover - optional dependency
+    _BF16 = None
+
+__all__ = [
+    "conv2d_forward",
+    "conv2d_backprop_input",
+    "conv2d_backprop_input_workspace_bytes",
+    "choose_backprop_input_algorithm",
+]
+
+# --------------------------------------------------------------------------------------------
+# tunables (module-level so tests can force paths)
+# --------------------------------------------------------------------------------------------
+#: Target bytes of the per-thread patch/col buffer of one block (fits the 2 MiB L2 with slack).
+BLOCK_BYTES = 1 << 21
+#: Number of worker threads (the calling thread counts as one).
+NUM_THREADS = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                         else (os.cpu_count() or 1)))
+#: Below this many multiply-adds a call runs on the calling thread alone (thread hand-off ~50 us).
+PARALLEL_MIN_MACS = 1 << 22
+#: Force an algorithm for conv2d_backprop_input: None (auto), "gather" or "scatter".
+FORCE_ALGORITHM = None
+#: Force the physical layout of the blocks: None (auto), "pm" (pixel-major) or "cf" (channel-first).
+FORCE_LAYOUT = None
+
+
+# --------------------------------------------------------------------------------------------
+# threads and OpenBLAS control
+# --------------------------------------------------------------------------------------------
+class _BlasThreads:
+    """Set OpenBLAS (numpy's bundled copy) to one thread while our own threads run."""
+
+    def __init__(self):
+        self._set = self._get = None
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = None
+        try:
+            libdir = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+            for path in sorted(glob.glob(os.path.join(libdir, "*openblas*"))):
+                lib = ctypes.CDLL(path)
+                for suffix in ("64_", "", "_64"):
+                    for prefix in ("scipy_openblas_", "openblas_"):
+                        s = getattr(lib, prefix + "set_num_threads" + suffix, None)
+                        g = getattr(lib, prefix + "get_num_threads" + suffix, None)
+                        if s is not None and g is not None:
+                            s.restype = None
+                            s.argtypes = [ctypes.c_int]
+                            g.restype = ctypes.c_int
+                            self._set, self._get = s, g
+                            return
+        except Exception:  # pragma: no cover - platform dependent
+            self._set = self._get = None
+
+    @property
+    def available(self):
+        return self._set is not None
+
+    def __enter__(self):
+        with self._lock:
+            if self._depth == 0:
+                self._saved = self._get()
+                self._set(1)
+            self._depth += 1
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                self._set(self._saved)
+
+
+_BLAS = _BlasThreads()
+_POOL = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool():
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=max(1, NUM_THREADS - 1),
+                                       thread_name_prefix="opgraph-conv")
+        return _POOL
+
+
+def _run_tasks(tasks, worker, nthreads):
+    """Run worker(ws, task) for each task; ws is a per-thread workspace dict."""
+    if nthreads <= 1 or len(tasks) <= 1:
+        ws = {}
+        for t in tasks:
+            worker(ws, t)
+        return
+    it = iter(tasks)
+    lock = threading.Lock()
+
+    def loop():
+        ws = {}
+        while True:
+            with lock:
+                t = next(it, None)
+            if t is None:
+                return
+            worker(ws, t)
+
+    with _BLAS:
+        futs = [_pool().submit(loop) for _ in range(nthreads - 1)]
+        try:
+            loop()
+        finally:
+            for f in futs:
+                f.result()
+
+
+def _buf(ws, key, size, dtype):
+    """A flat per-thread scratch buffer of at least ``size`` elements (reused across blocks)."""
+    b = ws.get(key)
+    if b is None or b.size < size or b.dtype != dtype:
+        b = np.empty(max(size, 1), dtype)
+        ws[key] = b
+    return b[:size]
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def _compute_dtype(dt):
+    dt = np.dtype(dt)
+    if dt == np.float64:
+        return np.dtype(np.float64)
+    if dt in (np.float32, np.float16) or (_BF16 is not None and dt == _BF16):
+        return np.dtype(np.float32)
+    if np.issubdtype(dt, np.integer) or dt == np.bool_:
+        return np.dtype(np.int64)
+    if np.issubdtype(dt, np.complexfloating):
+        return np.dtype(np.complex128)
+    return np.dtype(np.float64)
+
+
+def _nhwc(a, data_format):
+    return a if data_format == "NHWC" else a.transpose(0, 2, 3, 1)
+
+
+def _store(dst, src):
+    """dst[...] = src with C-like wraparound for integer results."""
+    if dst.dtype != src.dtype and np.issubdtype(dst.dtype, np.integer):
+        np.copyto(dst, src, casting="unsafe")
+    else:
+        np.copyto(dst, src, casting="unsafe")
+
+
+def _blasable2d(a):
+    """True if a 2-D array can be handed to BLAS without a copy (numpy's own rule)."""
+    if a.ndim != 2:
+        return False
+    isz = a.itemsize
+    s0, s1 = a.strides
+    m, n = a.shape
+    if m <= 1 or n <= 1:
+        return (s1 == isz or n <= 1) and (s0 % isz == 0)
+    if s1 == isz:
+        return s0 % isz == 0 and s0 >= n * isz
+    if s0 == isz:
+        return s1 % isz == 0 and s1 >= m * isz
+    return False
+
+
+def _as_2d(a, m, n):
+    """View a (possibly strided) array as [m, n] without copying, or return None."""
+    try:
+        v = a.view()
+        v.shape = (m, n)  # raises if a copy would be needed
+    except (AttributeError, ValueError):
+        return None
+    return v if _blasable2d(v) else None
+
+
+def _matmul_into(a, b, out, ws, key):
+    """out[...] = a @ b for 2-D operands; writes straight into ``out`` when BLAS can."""
+    if out.dtype == a.dtype and _blasable2d(out) and out.strides[1] == out.itemsize:
+        np.matmul(a, b, out=out)
+        return
+    tmp = _buf(ws, key, out.shape[0] * out.shape[1], a.dtype).reshape(out.shape)
+    np.matmul(a, b, out=tmp)
+    _store(out, tmp)
+
+
+# --------------------------------------------------------------------------------------------
+# the gather engine: out[n, q, r, :] = sum_t src[n, q*sh + oh_t, r*sw + ow_t, :] @ W_t
+# --------------------------------------------------------------------------------------------
+class _GatherJob:
+    """One gather-GEMM: out (logical NHWC view [N, Q, R, Co]) from src (logical NHWC view
+    [N, Hs, Ws, Cs]) through taps with row offsets ``offs_h`` and column offsets ``offs_w``
+    (src coordinates, may be out of range = zero), output steps ``step``; weights
+    ``wk[g]`` of shape [Th, Tw, Csg, Cog] (compute dtype)."""
+
+    __slots__ = ("src", "out", "offs_h", "offs_w", "step", "wk", "groups", "wmat")
+
+    def __init__(self, src, out, offs_h, offs_w, step, wk, groups):
+        self.src, self.out = src, out
+        self.offs_h, self.offs_w = list(offs_h), list(offs_w)
+        self.step, self.wk, self.groups = step, wk, groups
+
+
+def _gather_units(job, cdt):
+    """Split a job's output into blocks (n0, n1, q0, q1) of about BLOCK_BYTES of patches."""
+    n, q, r, _ = job.out.shape
+    t = len(job.offs_h) * len(job.offs_w)
+    cs = job.src.shape[3]
+    row_bytes = max(1, r * t * cs * cdt.itemsize)
+    rows = max(1, BLOCK_BYTES // row_bytes)
+    units = []
+    if rows >= q:
+        per = max(1, rows // max(q, 1))
+        for n0 in range(0, n, per):
+            units.append((n0, min(n, n0 + per), 0, q))
+    else:
+        # balance the row chunks inside an image
+        nchunk = -(-q // rows)
+        rows = -(-q // nchunk)
+        for n0 in range(n):
+            for q0 in range(0, q, rows):
+                units.append((n0, n0 + 1, q0, min(q, q0 + rows)))
+    return units
+
+
+def _gather_run(jobs, cdt, layout, nthreads):
+    tasks = []
+    for job in jobs:
+        n, q, r, co = job.out.shape
+        if n == 0 or q == 0 or r == 0 or co == 0:
+            continue
+        t = len(job.offs_h) * len(job.offs_w)
+        if t == 0 or job.src.shape[3] == 0:
+            job.out[...] = 0
+            continue
+        g = job.groups
+        csg = job.src.shape[3] // g
+        cog = co // g
+        th, tw = len(job.offs_h), len(job.offs_w)
+        if layout == "pm":  # patches [g][m, (t, c)] @ wmat[g] [(t, c), o]
+            job.wmat = np.ascontiguousarray(
+                job.wk.reshape(g, th * tw * csg, cog))
+        else:  # wmat[g] [o, (t, c)] @ patches[g] [(t, c), pixels]
+            job.wmat = np.ascontiguousarray(
+                job.wk.reshape(g, th * tw * csg, cog).transpose(0, 2, 1))
+        for u in _gather_units(job, cdt):
+            tasks.append((job, u))
+    if not tasks:
+        return
+
+    def worker(ws, task):
+        _gather_block(ws, task[0], task[1], cdt, layout)
+
+    _run_tasks(tasks, worker, nthreads)
+
+
+def _gather_block(ws, job, unit, cdt, layout):
+    n0, n1, q0, q1 = unit
+    src = job.src
+    _, hs, wsz, cs = src.shape
+    _, _, r, co = job.out.shape
+    sh, sw = job.step
+    g = job.groups
+    csg, cog = cs // g, co // g
+    oh_, ow_ = job.offs_h, job.offs_w
+    th, tw = len(oh_), len(ow_)
+    un, uq = n1 - n0, q1 - q0
+    # source window needed by this block
+    r0 = q0 * sh + min(oh_)
+    r1 = (q1 - 1) * sh + max(oh_) + 1
+    c0 = min(ow_)
+    c1 = (r - 1) * sw + max(ow_) + 1
+    if r0 >= 0 and c0 >= 0 and r1 <= hs and c1 <= wsz:
+        s = src[n0:n1]
+        base_h, base_w = 0, 0
+    else:  # zero-padded copy of the window (compute dtype), borders zeroed
+        nr, nc = r1 - r0, c1 - c0
+        if layout == "pm":
+            s = _buf(ws, "pad", un * nr * nc * cs, cdt).reshape(un, nr, nc, cs)
+        else:
+            s = _buf(ws, "pad", un * nr * nc * cs, cdt).reshape(un, cs, nr, nc)
+            s = s.transpose(0, 2, 3, 1)
+        vr0, vr1 = max(r0, 0), min(r1, hs)
+        vc0, vc1 = max(c0, 0), min(c1, wsz)
+        if vr0 >= vr1 or vc0 >= vc1:
+            s[...] = 0
+        else:
+            if vr0 > r0:
+                s[:, : vr0 - r0] = 0
+            if vr1 < r1:
+                s[:, vr1 - r0:] = 0
+            if vc0 > c0:
+                s[:, vr0 - r0: vr1 - r0, : vc0 - c0] = 0
+            if vc1 < c1:
+                s[:, vr0 - r0: vr1 - r0, vc1 - c0:] = 0
+            s[:, vr0 - r0: vr1 - r0, vc0 - c0: vc1 - c0] = src[n0:n1, vr0:vr1, vc0:vc1]
+        base_h, base_w = r0, c0
+    t = th * tw
+    k = t * csg
+    m = uq * r
+    # patches
+    if layout == "pm":
+        pbuf = _buf(ws, "pat", g * un * m * k, cdt)
+        pat = pbuf.reshape(g, un, uq, r, th, tw, csg)
+        pview = pat.transpose(1, 2, 3, 4, 5, 0, 6)  # [un, uq, r, th, tw, g, csg]
+    else:
+        pbuf = _buf(ws, "pat", un * g * k * m, cdt)
+        pat = pbuf.reshape(un, g, th, tw, csg, uq, r)
+        pview = pat.transpose(0, 5, 6, 2, 3, 1, 4)  # [un, uq, r, th, tw, g, csg]
+    for a, oh in enumerate(oh_):
+        rs = q0 * sh + oh - base_h
+        rsl = slice(rs, rs + (uq - 1) * sh + 1, sh)
+        for b, ow in enumerate(ow_):
+            cs0 = ow - base_w
+            csl = slice(cs0, cs0 + (r - 1) * sw + 1, sw)
+            pview[:, :, :, a, b] = s[:, rsl, csl].reshape(un, uq, r, g, csg)
+    # GEMM(s) into the output
+    out = job.out[n0:n1, q0:q1]  # logical [un, uq, r, co]
+    if layout == "pm":
+        p3 = pbuf.reshape(g, un * m, k)
+        for gi in range(g):
+            o = out[..., gi * cog:(gi + 1) * cog]
+            o2 = _as_2d(o, un * m, cog)
+            if o2 is not None:
+                _matmul_into(p3[gi], job.wmat[gi], o2, ws, "otmp")
+            else:
+                tmp = _buf(ws, "otmp", un * m * cog, cdt).reshape(un * m, cog)
+                np.matmul(p3[gi], job.wmat[gi], out=tmp)
+                _store(o, tmp.reshape(un, uq, r, cog))
+    else:
+        p4 = pbuf.reshape(un, g, k, m)
+        for gi in range(g):
+            o = out[..., gi * cog:(gi + 1) * cog].transpose(0, 3, 1, 2)  # [un, cog, uq, r]
+            for ni in range(un):
+                o2 = _as_2d(o[ni], cog, m)
+                if o2 is not None:
+                    _matmul_into(job.wmat[gi], p4[ni, gi], o2, ws, "otmp")
+                else:
+                    tmp = _buf(ws, "otmp", cog * m, cdt).reshape(cog, m)
+                    np.matmul(job.wmat[gi], p4[ni, gi], out=tmp)
+                    _store(o[ni], tmp.reshape(cog, uq, r))
+
+
+# --------------------------------------------------------------------------------------------
+# forward
+# --------------------------------------------------------------------------------------------
+def _groups_of(c_in, cig):
+    return c_in // cig if cig > 0 else 1
+
+
+def conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format="NHWC"):
+    """y = conv2d(x, w). x: 4-D array in data_format; w: [kh, kw, cin_per_group, cout] (HWIO).
+
+    strides=(sh, sw), dilations=(dh, dw) ints >= 1; pads_before=(pad_top, pad_left) >= 0;
+    out_hw=(oh, ow) the output spatial size. groups = C_in // w.shape[2]. Positions outside the
+    input read 0. Returns y [N, oh, ow, cout] (NHWC) or [N, cout, oh, ow] (NCHW), dtype of x.
+    """
+    x = np.asarray(x)
+    w = np.asarray(w)
+    assert x.ndim == 4 and w.ndim == 4 and data_format in ("NHWC", "NCHW")
+    xv = _nhwc(x, data_format)
+    n, h, wd, cin = xv.shape
+    kh, kw, cig, cout = w.shape
+    oh, ow = int(out_hw[0]), int(out_hw[1])
+    sh, sw = int(strides[0]), int(strides[1])
+    dh, dw = int(dilations[0]), int(dilations[1])
+    pt, pl = int(pads_before[0]), int(pads_before[1])
+    odt = x.dtype
+    cdt = _compute_dtype(odt)
+    if data_format == "NHWC":
+        y = np.empty((n, oh, ow, cout), odt)
+    else:
+        y = np.empty((n, cout, oh, ow), odt)
+    yv = _nhwc(y, data_format)
+    if y.size == 0:
+        return y
+    if kh == 0 or kw == 0 or cig == 0 or cin == 0 or h == 0 or wd == 0:
+        y[...] = 0
+        return y
+    g = _groups_of(cin, cig)
+    cog = cout // g
+    wk = w.astype(cdt).reshape(kh, kw, cig, g, cog).transpose(3, 0, 1, 2, 4)  # [g,kh,kw,cig,cog]
+    offs_h = [di * dh - pt for di in range(kh)]
+    offs_w = [dj * dw - pl for dj in range(kw)]
+    job = _GatherJob(xv, yv, offs_h, offs_w, (sh, sw), wk, g)
+    layout = FORCE_LAYOUT or ("cf" if data_format == "NCHW" else "pm")
+    macs = n * oh * ow * kh * kw * cig * cout
+    nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
+    if not _BLAS.available:
+        nth = 1
+    _gather_run([job], cdt, layout, nth)
+    return y
+
+
+# --------------------------------------------------------------------------------------------
+# backprop input
+# --------------------------------------------------------------------------------------------
+def _phase_taps(k, d, s, pad, ph):
+    """Taps (di, a) reaching input phase ph: h = ph + s*q reads dy row q + a via tap di."""
+    out = []
+    for di in range(k):
+        v = ph + pad - di * d
+        if v % s == 0:
+            out.append((di, v // s))
+    return out
+
+
+def choose_backprop_input_algorithm(dy_shape_nhwc, w_shape, input_shape_nhwc, strides):
+    """'gather' or 'scatter' for a configuration (shapes in logical NHWC order)."""
+    n, oh, ow, cout = dy_shape_nhwc
+    kh, kw, cig, _ = w_shape
+    _, h, wd, cin = input_shape_nhwc
+    sh, sw = strides
+    g = _groups_of(cin, cig)
+    # values moved per output element: gather copies kh*kw/(sh*sw) * Cout_g per dx element,
+    # scatter writes kh*kw*Cin per dy pixel and then read-modify-writes them (3 streams).
+    gather = n * h * wd * cin * (kh * kw * (cout // max(g, 1))) / (sh * sw) * 2.0
+    scatter = n * oh * ow * kh * kw * cin * 4.0 + n * h * wd * cin * 2.0
+    return "gather" if gather <= scatter else "scatter"
+
+
+def conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before,
+                          data_format="NHWC"):
+    """dx = gradient of conv2d wrt its input (the exact adjoint of conv2d_forward).
+
+    input_shape: the 4-D shape of x in data_format. Returns dx with shape input_shape, dtype of dy.
+    """
+    dy = np.asarray(dy)
+    w = np.asarray(w)
+    assert dy.ndim == 4 and w.ndim == 4 and len(input_shape) == 4
+    assert data_format in ("NHWC", "NCHW")
+    input_shape = tuple(int(v) for v in input_shape)
+    odt = dy.dtype
+    cdt = _compute_dtype(odt)
+    dx = np.empty(input_shape, odt)
+    dxv = _nhwc(dx, data_format)
+    dyv = _nhwc(dy, data_format)
+    n, h, wd, cin = dxv.shape
+    _, oh, ow, cout = dyv.shape
+    kh, kw, cig, _ = w.shape
+    sh, sw = int(strides[0]), int(strides[1])
+    dh, dw = int(dilations[0]), int(dilations[1])
+    pt, pl = int(pads_before[0]), int(pads_before[1])
+    if dx.size == 0:
+        return dx
+    if oh == 0 or ow == 0 or cout == 0 or kh == 0 or kw == 0 or cig == 0:
+        dx[...] = 0
+        return dx
+    g = _groups_of(cin, cig)
+    cog = cout // g
+    algo = FORCE_ALGORITHM or choose_backprop_input_algorithm(
+        dyv.shape, w.shape, dxv.shape, (sh, sw))
+    macs = n * oh * ow * kh * kw * cig * cout
+    nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
+    if not _BLAS.available:
+        nth = 1
+    wc = w.astype(cdt, copy=False)
+    if algo == "gather":
+        layout = FORCE_LAYOUT or ("cf" if data_format == "NCHW" else "pm")
+        jobs = []
+        for ph in range(sh):
+            tap_h = _phase_taps(kh, dh, sh, pt, ph)
+            for pw in range(sw):
+                tap_w = _phase_taps(kw, dw, sw, pl, pw)
+                out = dxv[:, ph::sh, pw::sw, :]
+                if not tap_h or not tap_w:
+                    if out.size:
+                        out[...] = 0
+                    continue
+                dis = [t[0] for t in tap_h]
+                djs = [t[0] for t in tap_w]
+                # wk[g, th, tw, cog (source channel), cig (output channel)]
+                sub = wc[np.ix_(dis, djs)]  # [th, tw, cig, cout]
+                wk = sub.reshape(len(dis), len(djs), cig, g, cog).transpose(3, 0, 1, 4, 2)
+                jobs.append(_GatherJob(dyv, out, [t[1] for t in tap_h], [t[1] for t in tap_w],
+                                       (1, 1), wk, g))
+        _gather_run(jobs, cdt, layout, nth)
+    else:
+        layout = FORCE_LAYOUT or ("cf" if (data_format == "NCHW" or cig < 16) else "pm")
+        _scatter_run(dyv, wc, dxv, (sh, sw), (dh, dw), (pt, pl), g, cdt, layout, nth)
+    return dx
+
+
+# --------------------------------------------------------------------------------------------
+# the scatter engine (GEMM + col2im), phase-split accumulators
+# --------------------------------------------------------------------------------------------
+def _scatter_run(dyv, wc, dxv, strides, dilations, pads, g, cdt, layout, nth):
+    n, h, wd, cin = dxv.shape
+    _, oh, ow, cout = dyv.shape
+    kh, kw, cig, _ = wc.shape
+    cog = cout // g
+    sh, sw = strides
+    dh, dw = dilations
+    pt, pl = pads
+    t = kh * kw
+    # wcat[g]: [cog, (t, cig)]  (pm: col = dy_g @ wcat[g]);  wcatT[g]: [(t, cig), cog]
+    wk = wc.reshape(kh, kw, cig, g, cog).transpose(3, 4, 0, 1, 2).reshape(g, cog, t * cig)
+    wcat = np.ascontiguousarray(wk)
+    wcatT = np.ascontiguousarray(wk.transpose(0, 2, 1))
+    # taps -> (phase, q offset)
+    taps = []
+    for di in range(kh):
+        vh = di * dh - pt
+        ph = vh % sh
+        eh = (vh - ph) // sh
+        for dj in range(kw):
+            vw = dj * dw - pl
+            pw = vw % sw
+            ew = (vw - pw) // sw
+            taps.append((di * kw + dj, ph, eh, pw, ew))
+    # direct accumulation into dx when it is a single phase in compute dtype and good layout
+    direct = (sh == 1 and sw == 1 and dxv.dtype == cdt)
+    if direct:
+        phys = dxv.base if dxv.base is not None else dxv
+        if layout == "pm":
+            direct = dxv.strides[3] == dxv.itemsize
+        else:
+            direct = dxv.strides[2] == dxv.itemsize and dxv.strides[3] > dxv.strides[1]
+        del phys
+    # units: images per block so the col buffer is about BLOCK_BYTES*2; row chunks otherwise
+    col_row = ow * t * cin * cdt.itemsize  # bytes of col per dy row
+    img_bytes = max(1, col_row * oh)
+    budget = 2 * BLOCK_BYTES
+    tasks = []
+    if img_bytes <= budget:
+        per = max(1, budget // img_bytes)
+        if nth > 1:
+            per = max(1, min(per, -(-n // (2 * nth))))
+        for n0 in range(0, n, per):
+            tasks.append([(n0, min(n, n0 + per), 0, oh)])
+    else:
+        rows = max(1, budget // max(col_row, 1))
+        for n0 in range(n):
+            tasks.append([(n0, n0 + 1, i0, min(oh, i0 + rows)) for i0 in range(0, oh, rows)])
+    hq = [len(range(p, h, sh)) for p in range(sh)]
+    wq = [len(range(p, wd, sw)) for p in range(sw)]
+
+    def worker(ws, task):
+        n0, n1 = task[0][0], task[0][1]
+        un = n1 - n0
+        # accumulators per phase: logical [un, hq, wq, cin]
+        accs = {}
+        if direct:
+            a = dxv[n0:n1]
+            a[...] = 0
+            accs[(0, 0)] = a
+        else:
+            tot = sum(un * hq[a] * wq[b] * cin for a in range(sh) for b in range(sw))
+            abuf = _buf(ws, "acc", tot, cdt)
+            abuf[...] = 0
+            off = 0
+            for a in range(sh):
+                for b in range(sw):
+                    sz = un * hq[a] * wq[b] * cin
+                    if layout == "pm":
+                        v = abuf[off:off + sz].reshape(un, hq[a], wq[b], cin)
+                    else:
+                        v = abuf[off:off + sz].reshape(cin, un, hq[a], wq[b]).transpose(1, 2, 3, 0)
+                    accs[(a, b)] = v
+                    off += sz
+        for (_, _, i0, i1) in task:
+            ui = i1 - i0
+            m = un * ui * ow
+            blk = dyv[n0:n1, i0:i1]  # [un, ui, ow, cout]
+            d2 = _as_2d(blk, m, cout)
+            if d2 is None or d2.dtype != cdt:
+                dbuf = _buf(ws, "dy", m * cout, cdt).reshape(m, cout)
+                _store(dbuf.reshape(un, ui, ow, cout), blk)
+                d2 = dbuf
+            cbuf = _buf(ws, "col", g * m * t * cig, cdt)
+            cols = []
+            for gi in range(g):
+                dg = d2[:, gi * cog:(gi + 1) * cog]
+                if layout == "pm":
+                    c = cbuf[gi * m * t * cig:(gi + 1) * m * t * cig].reshape(m, t * cig)
+                    np.matmul(dg, wcat[gi], out=c)
+                    cols.append(c.reshape(un, ui, ow, t, cig))
+                else:
+                    c = cbuf[gi * m * t * cig:(gi + 1) * m * t * cig].reshape(t * cig, m)
+                    np.matmul(wcatT[gi], dg.T, out=c)
+                    cols.append(c.reshape(t, cig, un, ui, ow).transpose(2, 3, 4, 0, 1))
+            for (ti, ph, eh, pw, ew) in taps:
+                # dy row i -> acc row i + eh, valid 0 <= i+eh < hq[ph]
+                lo_i = max(i0, -eh)
+                hi_i = min(i1, hq[ph] - eh)
+                lo_j = max(0, -ew)
+                hi_j = min(ow, wq[pw] - ew)
+                if lo_i >= hi_i or lo_j >= hi_j:
+                    continue
+                acc = accs[(ph, pw)]
+                dst = acc[:, lo_i + eh:hi_i + eh, lo_j + ew:hi_j + ew]
+                for gi in range(g):
+                    srcv = cols[gi][:, lo_i - i0:hi_i - i0, lo_j:hi_j, ti]
+                    if g == 1:
+                        np.add(dst, srcv, out=dst)
+                    else:
+                        d = dst[..., gi * cig:(gi + 1) * cig]
+                        np.add(d, srcv, out=d)
+        if not direct:
+            for (a, b), v in accs.items():
+                _store(dxv[n0:n1, a::sh, b::sw], v)
+
+    _run_tasks(tasks, worker, nth)
+
+
+# --------------------------------------------------------------------------------------------
+# workspace accounting
+# --------------------------------------------------------------------------------------------
+def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, strides, dilations,
+                                          pads_before, data_format="NHWC", dtype=np.float32):
+    """Upper bound of the temporary memory (bytes) conv2d_backprop_input allocates for a call,
+    excluding the returned dx (computed from the same block plan as the kernel)."""
+    cdt = _compute_dtype(dtype)
+    isz = cdt.itemsize
+    dys = tuple(dy_shape) if data_format == "NHWC" else (
+        dy_shape[0], dy_shape[2], dy_shape[3], dy_shape[1])
+    xs = tuple(input_shape) if data_format == "NHWC" else (
+        input_shape[0], input_shape[2], input_shape[3], input_shape[1])
+    n, oh, ow, cout = dys
+    _, h, wd, cin = xs
+    kh, kw, cig, _ = w_shape
+    sh, sw = strides
+    dh, dw = dilations
+    if 0 in (n, h, wd, cin, oh, ow, cout, kh, kw, cig):
+        return 0
+    algo = FORCE_ALGORITHM or choose_backprop_input_algorithm(dys, w_shape, xs, (sh, sw))
+    nth = NUM_THREADS if _BLAS.available else 1
+    weights = 2 * kh * kw * cig * cout * isz
+    if algo == "gather":
+        # per thread: patches <= max(BLOCK_BYTES, one output row), pad window, output temp
+        th = -(-kh // sh)
+        tw = -(-kw // sw)
+        q, r = -(-h // sh), -(-wd // sw)
+        row = r * th * tw * cout * isz
+        pat = max(BLOCK_BYTES, row)
+        rows = max(1, pat // max(row, 1))
+        rows = min(rows, q) if rows < q else rows
+        pix = pat // max(th * tw * cout * isz, 1)  # output pixels per block
+        pad = (pix // max(r, 1) + th + 1) * (r + tw + 1) * cout * isz * max(1, rows // max(q, 1))
+        otmp = pix * cin * isz
+        return nth * (pat + pad + otmp) + weights
+    t = kh * kw
+    col_row = ow * t * cin * isz
+    img = col_row * oh
+    budget = 2 * BLOCK_BYTES
+    if img <= budget:
+        per = max(1, budget // img)
+        un = min(per, n)
+        col = un * img
+        dyb = un * oh * ow * cout * isz
+        acc = un * h * wd * cin * isz
+    else:
+        rows = max(1, budget // col_row)
+        col = rows * col_row
+        dyb = rows * ow * cout * isz
+        acc = h * wd * cin * isz
+    return nth * (col + dyb + acc) + weights
