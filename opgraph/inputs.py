@@ -121,6 +121,9 @@ def to_ndarray(value, dtype=None) -> np.ndarray:
     if "bool" in kinds and len(kinds) > 1:
         msg = f"Cannot convert {value!r} to a tensor: it mixes bools with other kinds"
         raise errors.InvalidArgumentError(msg)
+    if "str" in kinds and len(kinds) > 1:
+        msg = f"Cannot convert {value!r} to a tensor: it mixes strings with other kinds"
+        raise errors.InvalidArgumentError(msg)
     if kinds <= {"int"}:
         if arr.dtype.kind not in "iu" or (arr.size and (arr.min() < _INT32.min or
                                                         arr.max() > _INT32.max)):
