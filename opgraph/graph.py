@@ -70,7 +70,7 @@ class Operation:
 
     __slots__ = ("name", "type", "op_def", "inputs", "control_inputs", "attrs", "device",
                  "kernel_label", "colocation", "site", "graph", "output_dtypes",
-                 "output_shapes", "output_values", "failed", "id", "meta")
+                 "output_shapes", "output_values", "failed", "id", "_meta")
 
     def __init__(self, name, op_def, inputs, attrs, output_dtypes, output_shapes, *,
                  graph, control_inputs=(), device="", kernel_label="", colocation=(),
@@ -91,7 +91,14 @@ class Operation:
         self.output_values = output_values    # build-time constant values or None
         self.failed = failed
         self.id = -1
-        self.meta = {}
+        self._meta = None
+
+    @property
+    def meta(self) -> dict:
+        """Per-node extras (fx's ``node.meta``), created on first use."""
+        if self._meta is None:
+            self._meta = {}
+        return self._meta
 
     @property
     def outputs(self) -> tuple[Output, ...]:

@@ -133,6 +133,15 @@ class AttrDef:
     def check(self, value):
         """Validate and normalise a value (lists become tuples). Raises InvalidArgumentError."""
         if self.is_list:
+            # Fast path: a list/tuple of plain ints for list(int) (the conv attrs).
+            if self.kind == "int" and (type(value) is list or type(value) is tuple) and \
+                    all(type(v) is int for v in value):
+                out = tuple(value)
+                if self.minimum is not None and len(out) < self.minimum:
+                    msg = (f"Length for attr '{self.name}' of {len(out)} must be at least "
+                           f"minimum {self.minimum}")
+                    raise errors.InvalidArgumentError(msg)
+                return out
             if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, np.ndarray)):
                 msg = (f"Attr '{self.name}' expects a list({self.kind}) but got "
                        f"{type(value).__name__} {value!r}")
@@ -151,6 +160,9 @@ class AttrDef:
 
     def _check_one(self, v):
         kind = self.kind
+        if kind == "string" and type(v) is str and self.allowed is not None and \
+                v in self.allowed:
+            return v        # fast path: an allowed string (padding, data_format)
         if kind == "int":
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
                 self._wrong(v, "int")

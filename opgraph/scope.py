@@ -268,7 +268,7 @@ class Scope:
         flat, lengths, poisoned = [], {}, False
         graph = self._root.graph
         for arg, value in zip(op_def.inputs, inputs):
-            if arg.is_list:
+            if arg.number_attr is not None:     # a list input (N * T)
                 if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or \
                         hasattr(value, "operation"):
                     msg = (f"Input '{arg.name}' of {op_def.name} expects a list of tensors "
@@ -278,6 +278,22 @@ class Scope:
                 items = list(value)
                 lengths[arg.number_attr] = len(items)
             else:
+                if value.__class__ is not Output:
+                    wrapped = getattr(value, "output", None)    # a single-output wrapper
+                    if wrapped.__class__ is Output:
+                        value = wrapped
+                if value.__class__ is Output:       # fast path: nothing to convert
+                    op = value.op
+                    if op.failed:
+                        poisoned = True
+                    elif op.graph is not graph:
+                        msg = (f"Input '{arg.name}' of {op_def.name} is '{value.name}' from "
+                               f"another graph; an op can only consume tensors of its own "
+                               f"scope's graph")
+                        return [], {}, False, errors.InvalidArgumentError(msg, None,
+                                                                          op_def.name, site)
+                    flat.append(value)
+                    continue
                 items = [value]
             for item in items:
                 out = self._as_output(item, op_def, arg, site)
@@ -323,9 +339,11 @@ class Scope:
         return Output(const, 0)
 
     def _make_operation(self, op_def, name, flat, list_lengths, user_attrs, site):
+        # Hot path of graph building: plain loops over precomputed OpDef data, no
+        # per-input property calls (see benchmarks/build_graph.py).
         attr_defs = op_def.attrs
         inferred = op_def.inferred_attrs
-        final = {}
+        given = {}
         for k, v in user_attrs.items():
             d = attr_defs.get(k)
             if d is None or k in inferred:
@@ -333,65 +351,79 @@ class Scope:
                 why = "is inferred from the inputs" if d else "does not exist"
                 msg = f"Attr '{k}' {why}; {op_def.name} takes attrs: {settable or 'none'}"
                 raise errors.InvalidArgumentError(msg)
-            final[k] = d.check(v)
+            given[k] = d.check(v)
         # Attrs inferred from the inputs: list lengths and type variables.
         for k, n in list_lengths.items():
-            final[k] = attr_defs[k].check(n)
+            given[k] = attr_defs[k].check(n)
+        in_shapes, in_dtypes, in_values = [], [], []
         sources = {}
         i = 0
         for arg in op_def.inputs:
-            count = list_lengths[arg.number_attr] if arg.is_list else 1
-            for out in flat[i:i + count]:
-                dt = out.dtype
-                if arg.fixed_type is not None:
-                    if dt is not arg.fixed_type:
+            count = 1 if arg.number_attr is None else list_lengths[arg.number_attr]
+            fixed, type_attr = arg.fixed_type, arg.type_attr
+            for j in range(i, i + count):
+                out = flat[j]
+                src, idx = out.op, out.index
+                dt = src.output_dtypes[idx]
+                in_dtypes.append(dt)
+                in_shapes.append(src.output_shapes[idx])
+                vals = src.output_values
+                in_values.append(vals[idx] if vals else None)
+                if fixed is not None:
+                    if dt is not fixed:
                         msg = (f"Input '{arg.name}' of '{op_def.name}' Op has type {dt} that "
-                               f"does not match expected type of {arg.fixed_type}")
+                               f"does not match expected type of {fixed}")
                         raise errors.InvalidArgumentError(msg)
-                elif arg.type_attr in sources:
-                    if final[arg.type_attr] is not dt:
-                        msg = (f"Inconsistent values for attr '{arg.type_attr}': "
-                               f"{final[arg.type_attr]} (from input '{sources[arg.type_attr]}')"
+                elif type_attr in sources:
+                    if given[type_attr] is not dt:
+                        msg = (f"Inconsistent values for attr '{type_attr}': "
+                               f"{given[type_attr]} (from input '{sources[type_attr]}')"
                                f" vs. {dt} (from input '{arg.name}')")
                         raise errors.InvalidArgumentError(msg)
                 else:
-                    d = attr_defs[arg.type_attr]
+                    d = attr_defs[type_attr]
                     if d.allowed is not None and dt not in d.allowed:
                         allowed = ", ".join(t.name for t in d.allowed)
                         msg = (f"Value passed to parameter '{arg.name}' has DataType {dt} not "
                                f"in list of allowed values: {allowed}")
                         raise errors.InvalidArgumentError(msg)
-                    final[arg.type_attr] = dt
-                    sources[arg.type_attr] = arg.name
+                    given[type_attr] = dt
+                    sources[type_attr] = arg.name
             i += count
+        final = {}                                      # every attr, in OpDef order
         for k, d in attr_defs.items():
-            if k not in final:
+            v = given.get(k, _MISSING)
+            if v is _MISSING:
                 if d.has_default:
-                    final[k] = d.default
+                    v = d.default
                 elif k in inferred:     # an empty list input leaves T undetermined
                     msg = f"Cannot infer attr '{k}' from an empty list input"
                     raise errors.InvalidArgumentError(msg)
                 else:
                     msg = f"Missing required attr '{k}' ({d.type_str})"
                     raise errors.InvalidArgumentError(msg)
-        final = {k: final[k] for k in attr_defs}      # OpDef order
+            final[k] = v
         out_dtypes = []
         for arg in op_def.outputs:
             dt = arg.fixed_type or final[arg.type_attr]
-            out_dtypes.extend([dt] * (final[arg.number_attr] if arg.is_list else 1))
-        in_values = [o.op.output_values[o.index] if o.op.output_values else None for o in flat]
-        ctx = InferenceContext(op_def, final, [o.shape for o in flat],
-                               [o.dtype for o in flat], in_values)
+            if arg.number_attr is None:
+                out_dtypes.append(dt)
+            else:
+                out_dtypes.extend([dt] * final[arg.number_attr])
+        ctx = InferenceContext(op_def, final, in_shapes, in_dtypes, in_values)
         shapes = op_def.shape_fn(ctx)
         if len(shapes) != len(out_dtypes):
             msg = f"Shape function returned {len(shapes)} shapes for {len(out_dtypes)} outputs"
             raise errors.InternalError(msg)
-        shapes = tuple(s if isinstance(s, TensorShape) else TensorShape(s) for s in shapes)
+        shapes = tuple(s if s.__class__ is TensorShape else TensorShape(s) for s in shapes)
         values = op_def.value_fn(ctx) if op_def.value_fn is not None else None
         return Operation(name, op_def, tuple(flat), final, tuple(out_dtypes), shapes,
                          graph=self._root.graph, control_inputs=self._control_deps,
                          device=self._device, kernel_label=self._kernel_label,
                          colocation=self._colocation, site=site, output_values=values)
+
+
+_MISSING = object()
 
 
 def _as_operation(value) -> Operation:

@@ -100,8 +100,31 @@ class ConvParams:
                                           *self.explicit[a])[1] for a in (0, 1))
 
 
+_PARAMS_CACHE: dict = {}
+
+
 def conv_params(attrs: dict) -> ConvParams:
-    """Validate the conv attrs (TF's kernel-constructor checks) and return ConvParams."""
+    """Validate the conv attrs (TF's kernel-constructor checks) and return ConvParams.
+
+    Valid results are cached by attr values (ConvParams is treated as immutable).
+    """
+    key = (attrs["data_format"], attrs["strides"], attrs["dilations"], attrs["padding"],
+           attrs["explicit_paddings"])
+    try:
+        return _PARAMS_CACHE[key]
+    except (KeyError, TypeError):      # TypeError: unhashable (lists): no caching
+        pass
+    params = _conv_params(attrs)
+    try:
+        if len(_PARAMS_CACHE) >= 4096:
+            _PARAMS_CACHE.clear()
+        _PARAMS_CACHE[key] = params
+    except TypeError:
+        pass
+    return params
+
+
+def _conv_params(attrs: dict) -> ConvParams:
     fmt = attrs["data_format"]
     n, h, w, c = _DIMS[fmt]
     strides, dilations = attrs["strides"], attrs["dilations"]

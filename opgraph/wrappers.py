@@ -80,6 +80,7 @@ class OpWrapper:
     """Base of the generated op classes."""
 
     _op_def = None
+    _single_output = False      # one non-list output: the wrapper has ``.output``
     Attrs = AttrsBase
 
     def __init__(self, scope: Scope, *args, attrs=None, **kwargs):
@@ -114,12 +115,12 @@ class OpWrapper:
                 values.update(attrs)
         values.update(zip(op_def.required_attrs, args[n_in:]))
         values.update(kwargs)
-        self.operation = scope.build_op(op_def, inputs, values, user_site())
-        outs = self.operation.outputs if not self.operation.failed else tuple(
-            Output(self.operation, i) for i in range(len(op_def.outputs)))
-        if len(op_def.outputs) == 1 and not op_def.outputs[0].is_list:
-            self.output = outs[0]
+        self.operation = op = scope.build_op(op_def, inputs, values, user_site())
+        if self._single_output:
+            self.output = Output(op, 0)
         else:
+            outs = op.outputs if not op.failed else tuple(
+                Output(op, i) for i in range(len(op_def.outputs)))
             self.outputs = outs
             for arg, out in zip(op_def.outputs, outs):
                 setattr(self, arg.name, out)
@@ -188,7 +189,9 @@ def make_wrapper(op_type: str, base: type = OpWrapper) -> type:
     attrs_cls = type("Attrs", (AttrsBase,), attrs_ns)
     attrs_cls.__qualname__ = f"{op_def.name}.Attrs"
 
+    single = len(op_def.outputs) == 1 and not op_def.outputs[0].is_list
     ns = {"_op_def": op_def, "Attrs": attrs_cls, "__doc__": _doc(op_def),
+          "_single_output": single,
           "__module__": base.__module__ if base is not OpWrapper else "ops"}
     for name in op_def.optional_attrs:
         shortcut = _shortcut(attrs_cls, name)
