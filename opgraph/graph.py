@@ -159,11 +159,14 @@ class Graph:
         op.id = len(self._ops)
         self._ops[op.name] = op
         g = self._nx
-        g.add_node(op.name, op=op)
+        name = op.name
+        g.add_node(name, op=op)
+        # Explicit edge keys (the input index; "^" for the one control edge between two ops)
+        # spare networkx a key search per edge.
         for i, src in enumerate(op.inputs):
-            g.add_edge(src.op.name, op.name, src_output=src.index, dst_input=i)
+            g.add_edge(src.op.name, name, i, src_output=src.index, dst_input=i)
         for c in op.control_inputs:
-            g.add_edge(c.name, op.name, control=True)
+            g.add_edge(c.name, name, "^", control=True)
         self.version += 1
 
     def has_name(self, name: str) -> bool:

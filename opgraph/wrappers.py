@@ -103,7 +103,7 @@ class OpWrapper:
                 msg = f"{op_def.name}() missing input '{arg.name}' ({self._arg_names()})"
                 raise TypeError(msg)
             inputs.append(kwargs.pop(arg.name))
-        values = {}
+        values = dict(zip(op_def.required_attrs, args[n_in:])) if attrs is None else {}
         if attrs is not None:
             if isinstance(attrs, AttrsBase):
                 if attrs._op_def is not op_def:
@@ -113,8 +113,9 @@ class OpWrapper:
                 values.update(attrs._values)
             else:
                 values.update(attrs)
-        values.update(zip(op_def.required_attrs, args[n_in:]))
-        values.update(kwargs)
+            values.update(zip(op_def.required_attrs, args[n_in:]))
+        if kwargs:
+            values.update(kwargs)
         self.operation = op = scope.build_op(op_def, inputs, values, user_site())
         if self._single_output:
             self.output = Output(op, 0)
