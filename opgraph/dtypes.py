@@ -122,6 +122,10 @@ TYPE_SETS = {
 }
 
 
+_PYTHON_TYPES = {float: DT_FLOAT, int: DT_INT32, bool: DT_BOOL, complex: DT_COMPLEX128,
+                 str: DT_STRING, bytes: DT_STRING}
+
+
 def as_dtype(value) -> DType:
     """Convert a DType, numpy dtype/type or name ("float32", "float", "DT_FLOAT") to a DType.
 
@@ -133,6 +137,8 @@ def as_dtype(value) -> DType:
     if value is None:             # np.dtype(None) would silently give float64
         msg = "Cannot convert None to a DType"
         raise TypeError(msg)
+    if isinstance(value, type) and value in _PYTHON_TYPES:   # TF's Python rules, not numpy's
+        return _PYTHON_TYPES[value]
     if isinstance(value, str):
         found = _BY_NAME.get(value)
         if found is not None:

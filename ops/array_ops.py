@@ -41,12 +41,17 @@ class Const(make_wrapper("Const")):
 
     def __init__(self, scope, value, dtype=None):  # noqa: D107
         site = user_site()
+        err = None
         try:
             array = to_ndarray(value, dtype)
         except errors.OpError as e:
+            err = e
+        except TypeError as e:                # an unknown dtype: a build error like any other
+            err = errors.InvalidArgumentError(str(e))
+        if err is not None:
             name = scope._full_name(scope._op_name or "Const")
-            err = e.with_context(f" for node '{name}' (op: 'Const') created at {site}.", name,
-                                 "Const", site)
+            err = err.with_context(f" for node '{name}' (op: 'Const') created at {site}.",
+                                   name, "Const", site)
             self.operation = scope._failed(self._op_def, name, {}, site, err)
             self.output = _failed_output(self.operation)
             return

@@ -110,3 +110,10 @@ def test_bfloat16_with_ml_dtypes():
 def test_string_dtype_from_numpy_strings():
     assert as_dtype(np.dtype("U3")) is opgraph.DT_STRING
     assert as_dtype("string") is opgraph.DT_STRING
+
+
+@pytest.mark.parametrize(("py_type", "expected"), [
+    (float, "float32"), (int, "int32"), (bool, "bool"), (complex, "complex128"), (str, "string")])
+def test_as_dtype_of_python_types_follows_tf(py_type, expected):
+    # TF's tf.as_dtype(float) is float32, not numpy's float64.
+    assert as_dtype(py_type).name == expected

@@ -158,3 +158,15 @@ def test_to_ndarray_directly():
         to_ndarray([[1], 2])
     with pytest.raises(ValueError, match="does not fit in int32"):
         to_ndarray([2**33])
+
+
+def test_const_with_unknown_dtype_is_recorded_like_any_build_error():
+    import ops
+    from opgraph import Scope, errors
+
+    root = Scope.NewRootScope()
+    c = ops.Const(root, [1, 2], dtype="nope")
+    assert c.operation.failed and not root.ok()
+    err = root.status().errors[0]
+    assert isinstance(err, errors.InvalidArgumentError)
+    assert "nope" in str(err) and err.op_type == "Const" and "test_inputs.py" in err.site
