@@ -155,24 +155,52 @@ def _pool():
         return _POOL
 
 
+_TLS = threading.local()
+#: Per-thread scratch buffers are kept between calls (re-faulting fresh pages in every call
+#: costs more than the copies) unless they exceed this many bytes in total.
+KEEP_WORKSPACE_BYTES = 32 << 20
+
+
+def _workspace():
+    ws = getattr(_TLS, "ws", None)
+    if ws is None:
+        ws = _TLS.ws = {}
+    return ws
+
+
+def _trim_workspace(ws):
+    if sum(b.nbytes for b in ws.values()) > KEEP_WORKSPACE_BYTES:
+        ws.clear()
+
+
+def release_workspaces():
+    """Drop the calling thread's cached scratch buffers (the pool threads drop theirs when a
+    call leaves more than KEEP_WORKSPACE_BYTES)."""
+    _workspace().clear()
+
+
 def _run_tasks(tasks, worker, nthreads):
     """Run worker(ws, task) for each task; ws is a per-thread workspace dict."""
     if nthreads <= 1 or len(tasks) <= 1:
-        ws = {}
+        ws = _workspace()
         for t in tasks:
             worker(ws, t)
+        _trim_workspace(ws)
         return
     it = iter(tasks)
     lock = threading.Lock()
 
     def loop():
-        ws = {}
-        while True:
-            with lock:
-                t = next(it, None)
-            if t is None:
-                return
-            worker(ws, t)
+        ws = _workspace()
+        try:
+            while True:
+                with lock:
+                    t = next(it, None)
+                if t is None:
+                    return
+                worker(ws, t)
+        finally:
+            _trim_workspace(ws)
 
     with _BLAS:
         futs = [_pool().submit(loop) for _ in range(nthreads - 1)]
@@ -265,7 +293,7 @@ class _GatherJob:
     (src coordinates, may be out of range = zero), output steps ``step``; weights
     ``wk[g]`` of shape [Th, Tw, Csg, Cog] (compute dtype)."""
 
-    __slots__ = ("src", "out", "offs_h", "offs_w", "step", "wk", "groups", "wmat")
+    __slots__ = ("src", "out", "offs_h", "offs_w", "step", "wk", "groups", "wmat", "wino")
 
     def __init__(self, src, out, offs_h, offs_w, step, wk, groups):
         self.src, self.out = src, out
@@ -277,6 +305,7 @@ class _GatherJob:
         if oh_ord != sorted(oh_ord) or ow_ord != sorted(ow_ord):
             wk = wk[:, oh_ord][:, :, ow_ord]
         self.step, self.wk, self.groups = step, wk, groups
+        self.wino = None
 
 
 def _gather_units(job, cdt):
@@ -300,6 +329,8 @@ def _gather_units(job, cdt):
         # balance the row chunks inside an image
         nchunk = -(-q // rows)
         rows = -(-q // nchunk)
+        if job.wino is not None:
+            rows += rows % 2
         for n0 in range(n):
             for q0 in range(0, q, rows):
                 units.append((n0, n0 + 1, q0, min(q, q0 + rows)))
@@ -320,7 +351,14 @@ def _gather_run(jobs, cdt, layout, nthreads):
         csg = job.src.shape[3] // g
         cog = co // g
         th, tw = len(job.offs_h), len(job.offs_w)
-        if layout == "pm":  # patches [g][m, (t, c)] @ wmat[g] [(t, c), o]
+        if _winograd_ok(job, cdt, layout):
+            # U = G g G^T per (source channel, output channel), float64 then compute dtype
+            g3 = job.wk[0].astype(np.float64).reshape(3, 3, csg * cog)
+            t1 = np.matmul(_WG_G, g3.reshape(3, -1)).reshape(4, 3, csg * cog)  # G g
+            wu = np.matmul(_WG_G, t1)  # [4(a), 4(b), i*o]: (G g) G^T per a
+            job.wino = wu.reshape(16, csg, cog).astype(cdt)
+            job.wmat = None
+        elif layout == "pm":  # patches [g][m, (t, c)] @ wmat[g] [(t, c), o]
             job.wmat = np.ascontiguousarray(
                 job.wk.reshape(g, th * tw * csg, cog))
         else:  # wmat[g] [o, (t, c)] @ patches[g] [(t, c), pixels]
@@ -332,9 +370,119 @@ def _gather_run(jobs, cdt, layout, nthreads):
         return
 
     def worker(ws, task):
-        _gather_block(ws, task[0], task[1], cdt, layout)
+        if task[0].wino is not None:
+            _winograd_block(ws, task[0], task[1], cdt)
+        else:
+            _gather_block(ws, task[0], task[1], cdt, layout)
 
     _run_tasks(tasks, worker, nthreads)
+
+
+def _src_window(ws, src, n0, n1, r0, r1, c0, c1, cdt, layout, need_cdt):
+    """src[n0:n1, r0:r1, c0:c1] with zeros outside src: a view when in range (and, with
+    need_cdt, already in the compute dtype), else a zero-bordered copy in a per-thread buffer.
+    Returns (array, base_h, base_w): array index 0 is source row base_h / column base_w."""
+    _, hs, wsz, cs = src.shape
+    un = n1 - n0
+    if (r0 >= 0 and c0 >= 0 and r1 <= hs and c1 <= wsz
+            and (not need_cdt or src.dtype == cdt)):
+        return src[n0:n1], 0, 0
+    nr, nc = r1 - r0, c1 - c0
+    if layout == "pm":
+        s = _buf(ws, "pad", un * nr * nc * cs, cdt).reshape(un, nr, nc, cs)
+    else:
+        s = _buf(ws, "pad", un * nr * nc * cs, cdt).reshape(un, cs, nr, nc)
+        s = s.transpose(0, 2, 3, 1)
+    vr0, vr1 = max(r0, 0), min(r1, hs)
+    vc0, vc1 = max(c0, 0), min(c1, wsz)
+    if vr0 >= vr1 or vc0 >= vc1:
+        s[...] = 0
+    else:
+        if vr0 > r0:
+            s[:, : vr0 - r0] = 0
+        if vr1 < r1:
+            s[:, vr1 - r0:] = 0
+        if vc0 > c0:
+            s[:, vr0 - r0: vr1 - r0, : vc0 - c0] = 0
+        if vc1 < c1:
+            s[:, vr0 - r0: vr1 - r0, vc1 - c0:] = 0
+        s[:, vr0 - r0: vr1 - r0, vc0 - c0: vc1 - c0] = src[n0:n1, vr0:vr1, vc0:vc1]
+    return s, r0, c0
+
+
+# Winograd F(2x2, 3x3) for correlations: y = A^T [(G g G^T) * (B^T d B)] A
+_WG_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+#: Use Winograd F(2x2,3x3) for eligible blocks (3x3 taps, step 1, consecutive offsets, no
+#: groups, float, pixel-major) with at least this many channels on both sides; None disables.
+WINOGRAD_MIN_CHANNELS = None
+
+
+def _winograd_ok(job, cdt, layout):
+    if WINOGRAD_MIN_CHANNELS is None or layout != "pm" or job.groups != 1:
+        return False
+    if cdt not in (np.float32, np.float64) or job.step != (1, 1):
+        return False
+    oh_, ow_ = job.offs_h, job.offs_w
+    if len(oh_) != 3 or len(ow_) != 3:
+        return False
+    if oh_[2] - oh_[1] != 1 or oh_[1] - oh_[0] != 1 or ow_[2] - ow_[1] != 1 or ow_[1] - ow_[0] != 1:
+        return False
+    return min(job.src.shape[3], job.out.shape[3]) >= WINOGRAD_MIN_CHANNELS
+
+
+def _winograd_block(ws, job, unit, cdt):
+    n0, n1, q0, q1 = unit
+    _, _, r, co = job.out.shape
+    cs = job.src.shape[3]
+    un, uq = n1 - n0, q1 - q0
+    tq, tr = (uq + 1) // 2, (r + 1) // 2
+    r0 = q0 + job.offs_h[0]
+    r1 = r0 + 2 * tq + 2
+    c0 = job.offs_w[0]
+    c1 = c0 + 2 * tr + 2
+    s, bh, bw = _src_window(ws, job.src, n0, n1, r0, r1, c0, c1, cdt, "pm", True)
+    s = s[:, r0 - bh:r1 - bh, c0 - bw:c1 - bw]  # [un, 2tq+2, 2tr+2, cs]
+    w2 = 2 * tr + 2
+    nt = un * tq * tr
+    # input transform B^T d B, rows then columns
+    t_ = _buf(ws, "wgT", 4 * un * tq * w2 * cs, cdt).reshape(4, un, tq, w2, cs)
+    d0, d1 = s[:, 0:2 * tq:2], s[:, 1:2 * tq + 1:2]
+    d2, d3 = s[:, 2:2 * tq + 2:2], s[:, 3:2 * tq + 3:2]
+    np.subtract(d0, d2, out=t_[0])
+    np.add(d1, d2, out=t_[1])
+    np.subtract(d2, d1, out=t_[2])
+    np.subtract(d1, d3, out=t_[3])
+    v = _buf(ws, "wgV", 16 * nt * cs, cdt).reshape(4, 4, un, tq, tr, cs)
+    e0, e1 = t_[:, :, :, 0:2 * tr:2], t_[:, :, :, 1:2 * tr + 1:2]
+    e2, e3 = t_[:, :, :, 2:2 * tr + 2:2], t_[:, :, :, 3:2 * tr + 3:2]
+    np.subtract(e0, e2, out=v[:, 0])
+    np.add(e1, e2, out=v[:, 1])
+    np.subtract(e2, e1, out=v[:, 2])
+    np.subtract(e1, e3, out=v[:, 3])
+    # 16 GEMMs
+    m = _buf(ws, "wgM", 16 * nt * co, cdt).reshape(16, nt, co)
+    np.matmul(v.reshape(16, nt, cs), job.wino, out=m)
+    m = m.reshape(4, 4, un, tq, tr, co)
+    # output transform A^T M A, rows then columns
+    z = _buf(ws, "wgZ", 8 * nt * co, cdt).reshape(2, 4, un, tq, tr, co)
+    np.add(m[0], m[1], out=z[0])
+    np.add(z[0], m[2], out=z[0])
+    np.subtract(m[1], m[2], out=z[1])
+    np.subtract(z[1], m[3], out=z[1])
+    out = job.out[n0:n1, q0:q1]
+    if uq % 2 == 0 and r % 2 == 0 and out.dtype == cdt:
+        y = out
+    else:
+        y = _buf(ws, "wgY", un * 2 * tq * 2 * tr * co, cdt).reshape(un, 2 * tq, 2 * tr, co)
+    for i in (0, 1):
+        y0 = y[:, i::2, 0::2]
+        y1 = y[:, i::2, 1::2]
+        np.add(z[i, 0], z[i, 1], out=y0)
+        np.add(y0, z[i, 2], out=y0)
+        np.subtract(z[i, 1], z[i, 2], out=y1)
+        np.subtract(y1, z[i, 3], out=y1)
+    if y is not out:
+        _store(out, y[:, :uq, :r])
 
 
 def _gather_block(ws, job, unit, cdt, layout):
@@ -353,31 +501,7 @@ def _gather_block(ws, job, unit, cdt, layout):
     r1 = (q1 - 1) * sh + max(oh_) + 1
     c0 = min(ow_)
     c1 = (r - 1) * sw + max(ow_) + 1
-    if r0 >= 0 and c0 >= 0 and r1 <= hs and c1 <= wsz:
-        s = src[n0:n1]
-        base_h, base_w = 0, 0
-    else:  # zero-padded copy of the window (compute dtype), borders zeroed
-        nr, nc = r1 - r0, c1 - c0
-        if layout == "pm":
-            s = _buf(ws, "pad", un * nr * nc * cs, cdt).reshape(un, nr, nc, cs)
-        else:
-            s = _buf(ws, "pad", un * nr * nc * cs, cdt).reshape(un, cs, nr, nc)
-            s = s.transpose(0, 2, 3, 1)
-        vr0, vr1 = max(r0, 0), min(r1, hs)
-        vc0, vc1 = max(c0, 0), min(c1, wsz)
-        if vr0 >= vr1 or vc0 >= vc1:
-            s[...] = 0
-        else:
-            if vr0 > r0:
-                s[:, : vr0 - r0] = 0
-            if vr1 < r1:
-                s[:, vr1 - r0:] = 0
-            if vc0 > c0:
-                s[:, vr0 - r0: vr1 - r0, : vc0 - c0] = 0
-            if vc1 < c1:
-                s[:, vr0 - r0: vr1 - r0, vc1 - c0:] = 0
-            s[:, vr0 - r0: vr1 - r0, vc0 - c0: vc1 - c0] = src[n0:n1, vr0:vr1, vc0:vc1]
-        base_h, base_w = r0, c0
+    s, base_h, base_w = _src_window(ws, src, n0, n1, r0, r1, c0, c1, cdt, layout, False)
     t = th * tw
     k = t * csg
     m = uq * r
