@@ -219,6 +219,7 @@ def memory_report():
     w = rng.standard_normal(w_shape, dtype=np.float32)
     dy = rng.standard_normal((n, oh, ow, cout), dtype=np.float32)
     conv_impl.conv2d_backprop_input(dy, w, x_shape, (s, s), (d, d), (pt, pl), fmt)  # warm pool
+    conv_impl.release_workspaces()  # so the per-thread block buffers are allocated (and counted)
     out_bytes = int(np.prod(x_shape)) * 4
     tracemalloc.start()
     try:

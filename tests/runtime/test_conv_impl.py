@@ -37,7 +37,7 @@ TOL = {np.float64: 1e-10, np.float32: 1e-5, np.float16: 1e-2}
 def _restore_flags():
     saved = {k: getattr(conv_impl, k) for k in
              ("FORCE_ALGORITHM", "FORCE_LAYOUT", "BLOCK_BYTES", "TARGET_ROWS", "SCATTER_BYTES",
-              "NUM_THREADS", "PARALLEL_MIN_MACS")}
+              "NUM_THREADS", "PARALLEL_MIN_MACS", "WINOGRAD_MIN_CHANNELS", "TINY_MACS")}
     yield
     for k, v in saved.items():
         setattr(conv_impl, k, v)
@@ -94,11 +94,14 @@ def test_matches_reference(s, d, pads, fmt, groups, dtype):
     rng = np.random.default_rng(hash((s, d, pads, fmt, groups, str(dtype))) % 2**32)
     x, w, dy, out_hw, pb = _case(rng, 2, 7, 8, 4, 6, 3, 2, (s, s), (d, d), pads, groups, fmt,
                                  dtype)
-    y = conv_impl.conv2d_forward(x, w, (s, s), (d, d), pb, out_hw, fmt)
-    _check(y, conv2d_forward_ref(x, w, (s, s), (d, d), pb, out_hw, fmt), dtype, "forward")
-    dx = conv_impl.conv2d_backprop_input(dy, w, x.shape, (s, s), (d, d), pb, fmt)
-    _check(dx, conv2d_backprop_input_ref(dy, w, x.shape, (s, s), (d, d), pb, fmt), dtype,
-           "backprop_input")
+    yr = conv2d_forward_ref(x, w, (s, s), (d, d), pb, out_hw, fmt)
+    dxr = conv2d_backprop_input_ref(dy, w, x.shape, (s, s), (d, d), pb, fmt)
+    for algo in (None, "direct", "gather", "scatter"):
+        conv_impl.FORCE_ALGORITHM = algo
+        y = conv_impl.conv2d_forward(x, w, (s, s), (d, d), pb, out_hw, fmt)
+        _check(y, yr, dtype, f"forward ({algo})")
+        dx = conv_impl.conv2d_backprop_input(dy, w, x.shape, (s, s), (d, d), pb, fmt)
+        _check(dx, dxr, dtype, f"backprop_input ({algo})")
 
 
 def test_int32_wraps_like_cpp():
@@ -120,9 +123,12 @@ def test_int32_wraps_like_cpp():
 # ---------------------------------------------------------------------------------------------
 # (2) adjoint identity <conv(x, w), dy> == <x, conv_backprop_input(dy, w)>
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("algo", [None, "gather", "scatter"])
+@pytest.mark.parametrize("algo", [None, "direct", "gather", "scatter", "winograd"])
 @pytest.mark.parametrize("seed", range(6))
 def test_adjoint_identity(seed, algo):
+    if algo == "winograd":
+        conv_impl.WINOGRAD_MIN_CHANNELS = 1
+        algo = "gather"
     conv_impl.FORCE_ALGORITHM = algo
     rng = np.random.default_rng(seed)
     fmt = ["NHWC", "NCHW"][seed % 2]
@@ -216,7 +222,8 @@ if given is not None:
             pads=tuple(draw(st.integers(0, 3)) for _ in range(4)),
             groups=groups, fmt=draw(st.sampled_from(["NHWC", "NCHW"])),
             dtype=draw(st.sampled_from([np.float32, np.float64, np.int32, np.float16])),
-            algo=draw(st.sampled_from([None, "gather", "scatter"])),
+            algo=draw(st.sampled_from([None, "direct", "gather", "scatter"])),
+            winograd=draw(st.booleans()),
             layout=draw(st.sampled_from([None, "pm", "cf"])),
             tiny_blocks=draw(st.booleans()),
             seed=draw(st.integers(0, 2**31 - 1)),
@@ -227,6 +234,7 @@ if given is not None:
     def test_property_random_configs(cfg):
         conv_impl.FORCE_ALGORITHM = cfg["algo"]
         conv_impl.FORCE_LAYOUT = cfg["layout"]
+        conv_impl.WINOGRAD_MIN_CHANNELS = 1 if cfg["winograd"] else None
         if cfg["tiny_blocks"]:
             conv_impl.BLOCK_BYTES = 64
             conv_impl.TARGET_ROWS = 1
@@ -322,19 +330,26 @@ def test_empty_tensors(name, fmt, dtype):
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("layout", ["pm", "cf"])
-@pytest.mark.parametrize("algo", ["gather", "scatter"])
+@pytest.mark.parametrize("algo", ["direct", "gather", "scatter", "winograd"])
 @pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
 def test_each_algorithm_path(algo, layout, fmt, threads, dtype):
+    if algo == "winograd":  # Winograd F(2x2,3x3) blocks inside the gather engine (opt-in)
+        conv_impl.WINOGRAD_MIN_CHANNELS = 1
+        algo = "gather"
     conv_impl.FORCE_ALGORITHM = algo
     conv_impl.FORCE_LAYOUT = layout
     conv_impl.NUM_THREADS = threads
     conv_impl.PARALLEL_MIN_MACS = 0
     rng = np.random.default_rng(3)
-    for s, d, pads, groups in [((1, 1), (1, 1), (1, 1, 1, 1), 1), ((2, 2), (1, 1), (1, 2, 1, 2), 1),
-                               ((2, 3), (2, 1), (0, 1, 2, 0), 2), ((1, 1), (2, 2), (2, 2, 2, 2), 3)]:
-        x, w, dy, out_hw, pb = _case(rng, 4, 9, 10, 3 * groups, 2 * groups, 3, 4, s, d, pads,
-                                     groups, fmt, dtype)
+    for s, d, pads, groups, k in [((1, 1), (1, 1), (1, 1, 1, 1), 1, (3, 4)),
+                                  ((2, 2), (1, 1), (1, 2, 1, 2), 1, (3, 4)),
+                                  ((2, 3), (2, 1), (0, 1, 2, 0), 2, (3, 4)),
+                                  ((1, 1), (2, 2), (2, 2, 2, 2), 3, (3, 4)),
+                                  ((1, 1), (1, 1), (1, 1, 1, 1), 1, (3, 3)),  # Winograd-eligible
+                                  ((1, 1), (1, 1), (0, 2, 2, 1), 1, (3, 3))]:
+        x, w, dy, out_hw, pb = _case(rng, 4, 9, 10, 3 * groups, 2 * groups, k[0], k[1], s, d,
+                                     pads, groups, fmt, dtype)
         _check(conv_impl.conv2d_backprop_input(dy, w, x.shape, s, d, pb, fmt),
                conv2d_backprop_input_ref(dy, w, x.shape, s, d, pb, fmt), dtype,
                f"{algo}/{layout} s{s} d{d} g{groups}")
@@ -349,6 +364,8 @@ def test_algorithm_choice():
         (4, 112, 112, 64), (7, 7, 3, 64), (4, 224, 224, 3), (2, 2)) == "scatter"
     assert conv_impl.choose_backprop_input_algorithm(
         (8, 56, 56, 64), (3, 3, 64, 64), (8, 56, 56, 64), (1, 1)) == "gather"
+    assert conv_impl.choose_backprop_input_algorithm(
+        (1, 8, 8, 4), (3, 3, 4, 4), (1, 8, 8, 4), (1, 1)) == "direct"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,10 +402,11 @@ def test_temporary_memory_is_bounded():
     rng = np.random.default_rng(5)
     w = rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
     peaks = {}
-    for n in (8, 64):
+    for n in (64, 512):
         dy = rng.standard_normal((n, 12, 12, 32)).astype(np.float32)
         shape = (n, 12, 12, 32)
         conv_impl.conv2d_backprop_input(dy, w, shape, (1, 1), (1, 1), (1, 1))
+        conv_impl.release_workspaces()
         tracemalloc.start()
         try:
             base, _ = tracemalloc.get_traced_memory()
@@ -401,7 +419,12 @@ def test_temporary_memory_is_bounded():
         bound = conv_impl.conv2d_backprop_input_workspace_bytes(
             dy.shape, w.shape, shape, (1, 1), (1, 1), (1, 1), "NHWC", np.float32)
         assert peaks[n] <= bound, (n, peaks[n], bound)
-    assert peaks[64] <= 2 * peaks[8] + (1 << 20)
+    assert peaks[512] <= 1.5 * peaks[64] + (1 << 20)
+    # the reported bound itself is independent of the batch for the blocked engines
+    b = [conv_impl.conv2d_backprop_input_workspace_bytes(
+        (n, 14, 14, 256), (3, 3, 256, 256), (n, 14, 14, 256), (1, 1), (1, 1), (1, 1))
+        for n in (32, 256, 4096)]
+    assert b[0] == b[1] == b[2] < 256 << 20
 
 
 # ---------------------------------------------------------------------------------------------

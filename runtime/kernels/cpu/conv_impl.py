@@ -161,10 +161,15 @@ _TLS = threading.local()
 KEEP_WORKSPACE_BYTES = 32 << 20
 
 
+_ALL_WS = []
+
+
 def _workspace():
     ws = getattr(_TLS, "ws", None)
     if ws is None:
         ws = _TLS.ws = {}
+        with _POOL_LOCK:
+            _ALL_WS.append(ws)
     return ws
 
 
@@ -174,9 +179,10 @@ def _trim_workspace(ws):
 
 
 def release_workspaces():
-    """Drop the calling thread's cached scratch buffers (the pool threads drop theirs when a
-    call leaves more than KEEP_WORKSPACE_BYTES)."""
-    _workspace().clear()
+    """Drop every thread's cached scratch buffers. Call only while no convolution runs."""
+    with _POOL_LOCK:
+        for ws in _ALL_WS:
+            ws.clear()
 
 
 def _run_tasks(tasks, worker, nthreads):
@@ -563,6 +569,64 @@ def _gather_block(ws, job, unit, cdt, layout):
 
 
 # --------------------------------------------------------------------------------------------
+# tiny problems: a handful of numpy calls (the blocked engines cost ~60-90 us of Python)
+# --------------------------------------------------------------------------------------------
+#: Calls with fewer multiply-adds than this (and no groups) use the one-GEMM direct path.
+TINY_MACS = 1 << 17
+
+
+def _finish(res_nhwc, odt, data_format):
+    if data_format == "NCHW":
+        res_nhwc = res_nhwc.transpose(0, 3, 1, 2)
+    if res_nhwc.dtype != odt:
+        return res_nhwc.astype(odt, order="C")  # int64 -> int32 wraps like C++; f32 -> f16 rounds once
+    return np.ascontiguousarray(res_nhwc)
+
+
+def _tiny_forward(xv, w, strides, dilations, pads, out_hw, cdt, odt, data_format):
+    n, h, wd, cin = xv.shape
+    kh, kw, _, cout = w.shape
+    (sh, sw), (dh, dw), (pt, pl), (oh, ow) = strides, dilations, pads, out_hw
+    hp = max((oh - 1) * sh + (kh - 1) * dh + 1, pt)
+    wp = max((ow - 1) * sw + (kw - 1) * dw + 1, pl)
+    p = np.zeros((n, hp, wp, cin), cdt)
+    hv, wv = min(h, hp - pt), min(wd, wp - pl)
+    if hv > 0 and wv > 0:
+        p[:, pt:pt + hv, pl:pl + wv] = xv[:, :hv, :wv]
+    st = p.strides
+    v = np.lib.stride_tricks.as_strided(
+        p, (n, oh, ow, kh, kw, cin), (st[0], sh * st[1], sw * st[2], dh * st[1], dw * st[2],
+                                      st[3]), writeable=False)
+    y = np.matmul(v.reshape(n * oh * ow, kh * kw * cin), w.reshape(kh * kw * cin, cout).astype(
+        cdt, copy=False))
+    return _finish(y.reshape(n, oh, ow, cout), odt, data_format)
+
+
+def _tiny_backprop(dyv, w, in_nhwc, strides, dilations, pads, cdt, odt, data_format):
+    """dx = stride-1 correlation of the zero-dilated, zero-padded dy with the flipped filter."""
+    n, h, wd, cin = in_nhwc
+    _, oh, ow, cout = dyv.shape
+    kh, kw, _, _ = w.shape
+    (sh, sw), (dh, dw), (pt, pl) = strides, dilations, pads
+    lo_h, lo_w = pt - (kh - 1) * dh, pl - (kw - 1) * dw
+    hp, wp = h + (kh - 1) * dh, wd + (kw - 1) * dw
+    p = np.zeros((n, hp, wp, cout), cdt)
+    i0, j0 = max(0, -(-lo_h // sh)), max(0, -(-lo_w // sw))
+    i1, j1 = min(oh, -(-(hp + lo_h) // sh)), min(ow, -(-(wp + lo_w) // sw))
+    if i1 > i0 and j1 > j0:
+        p[:, i0 * sh - lo_h:(i1 - 1) * sh - lo_h + 1:sh,
+          j0 * sw - lo_w:(j1 - 1) * sw - lo_w + 1:sw] = dyv[:, i0:i1, j0:j1]
+    st = p.strides
+    v = np.lib.stride_tricks.as_strided(
+        p, (n, h, wd, kh, kw, cout), (st[0], st[1], st[2], dh * st[1], dw * st[2], st[3]),
+        writeable=False)
+    # patch tap (a, b) reads P row h + a*dh = dy-space row h + pt - (kh-1-a)*dh: filter tap kh-1-a
+    wm = w[::-1, ::-1].transpose(0, 1, 3, 2).reshape(kh * kw * cout, cin).astype(cdt, copy=False)
+    dx = np.matmul(v.reshape(n * h * wd, kh * kw * cout), wm)
+    return _finish(dx.reshape(n, h, wd, cin), odt, data_format)
+
+
+# --------------------------------------------------------------------------------------------
 # forward
 # --------------------------------------------------------------------------------------------
 def _groups_of(c_in, cig):
@@ -600,12 +664,15 @@ def conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format="N
         return y
     g = _groups_of(cin, cig)
     cog = cout // g
+    macs = n * oh * ow * kh * kw * cig * cout
+    if g == 1 and (macs < TINY_MACS if FORCE_ALGORITHM is None else FORCE_ALGORITHM == "direct"):
+        return _tiny_forward(xv, w, (sh, sw), (dh, dw), (pt, pl), (oh, ow), cdt, odt,
+                             data_format)
     wk = w.astype(cdt).reshape(kh, kw, cig, g, cog).transpose(3, 0, 1, 2, 4)  # [g,kh,kw,cig,cog]
     offs_h = [di * dh - pt for di in range(kh)]
     offs_w = [dj * dw - pl for dj in range(kw)]
     job = _GatherJob(xv, yv, offs_h, offs_w, (sh, sw), wk, g)
     layout = FORCE_LAYOUT or ("cf" if data_format == "NCHW" else "pm")
-    macs = n * oh * ow * kh * kw * cig * cout
     nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
     if not _BLAS.available:
         nth = 1
@@ -627,12 +694,14 @@ def _phase_taps(k, d, s, pad, ph):
 
 
 def choose_backprop_input_algorithm(dy_shape_nhwc, w_shape, input_shape_nhwc, strides):
-    """'gather' or 'scatter' for a configuration (shapes in logical NHWC order)."""
+    """'direct', 'gather' or 'scatter' for a configuration (shapes in logical NHWC order)."""
     n, oh, ow, cout = dy_shape_nhwc
     kh, kw, cig, _ = w_shape
     _, h, wd, cin = input_shape_nhwc
     sh, sw = strides
     g = _groups_of(cin, cig)
+    if g == 1 and n * oh * ow * kh * kw * cig * cout < TINY_MACS:
+        return "direct"
     # values moved per output element: gather copies kh*kw/(sh*sw) * Cout_g per dx element,
     # scatter writes kh*kw*Cin per dy pixel and adds them (the GEMM is wider, so weighted 3).
     gather = n * h * wd * kh * kw * (cout // max(g, 1)) / (sh * sw) * 2.0
@@ -669,32 +738,21 @@ def conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before,
         return dx
     g = _groups_of(cin, cig)
     cog = cout // g
+    macs = n * oh * ow * kh * kw * cig * cout
     algo = FORCE_ALGORITHM or choose_backprop_input_algorithm(
         dyv.shape, w.shape, dxv.shape, (sh, sw))
-    macs = n * oh * ow * kh * kw * cig * cout
+    if algo == "direct":
+        if g == 1:
+            return _tiny_backprop(dyv, w, dxv.shape, (sh, sw), (dh, dw), (pt, pl), cdt, odt,
+                                  data_format)
+        algo = "gather"
     nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
     if not _BLAS.available:
         nth = 1
     wc = w.astype(cdt, copy=False)
     if algo == "gather":
         layout = FORCE_LAYOUT or ("cf" if data_format == "NCHW" else "pm")
-        jobs = []
-        for ph in range(sh):
-            tap_h = _phase_taps(kh, dh, sh, pt, ph)
-            for pw in range(sw):
-                tap_w = _phase_taps(kw, dw, sw, pl, pw)
-                out = dxv[:, ph::sh, pw::sw, :]
-                if not tap_h or not tap_w:
-                    if out.size:
-                        out[...] = 0
-                    continue
-                dis = [t[0] for t in tap_h]
-                djs = [t[0] for t in tap_w]
-                # wk[g, th, tw, cog (source channel), cig (output channel)]
-                sub = wc[np.ix_(dis, djs)]  # [th, tw, cig, cout]
-                wk = sub.reshape(len(dis), len(djs), cig, g, cog).transpose(3, 0, 1, 4, 2)
-                jobs.append(_GatherJob(dyv, out, [t[1] for t in tap_h], [t[1] for t in tap_w],
-                                       (1, 1), wk, g))
+        jobs = _backprop_gather_jobs(dyv, wc, dxv, (sh, sw), (dh, dw), (pt, pl), g, True)
         _gather_run(jobs, cdt, layout, nth)
     else:
         layout = FORCE_LAYOUT or ("cf" if (data_format == "NCHW" or cig < 16) else "pm")
@@ -702,9 +760,55 @@ def conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before,
     return dx
 
 
+def _backprop_gather_jobs(dyv, wc, dxv, strides, dilations, pads, g, zero_empty):
+    """One gather job per stride phase (sub-pixel decomposition of the input gradient)."""
+    kh, kw, cig, cout = wc.shape
+    cog = cout // g
+    (sh, sw), (dh, dw), (pt, pl) = strides, dilations, pads
+    jobs = []
+    for ph in range(sh):
+        tap_h = _phase_taps(kh, dh, sh, pt, ph)
+        for pw in range(sw):
+            tap_w = _phase_taps(kw, dw, sw, pl, pw)
+            out = dxv[:, ph::sh, pw::sw, :]
+            if not tap_h or not tap_w:
+                if out.size and zero_empty:
+                    out[...] = 0
+                continue
+            dis = [t[0] for t in tap_h]
+            djs = [t[0] for t in tap_w]
+            # wk[g, th, tw, cog (source channel), cig (output channel)]
+            sub = wc[np.ix_(dis, djs)]  # [th, tw, cig, cout]
+            wk = sub.reshape(len(dis), len(djs), cig, g, cog).transpose(3, 0, 1, 4, 2)
+            jobs.append(_GatherJob(dyv, out, [t[1] for t in tap_h], [t[1] for t in tap_w],
+                                   (1, 1), wk, g))
+    return jobs
+
+
 # --------------------------------------------------------------------------------------------
 # the scatter engine (GEMM + col2im), phase-split accumulators
 # --------------------------------------------------------------------------------------------
+def _scatter_tasks(n, oh, ow, t, cin, cdt, nth):
+    """Blocks of the scatter: images per block so the col buffer is about SCATTER_BYTES; row
+    chunks of one image otherwise (a task's chunks share the accumulator, so one thread)."""
+    # units: images per block so the col buffer is about BLOCK_BYTES*2; row chunks otherwise
+    col_row = ow * t * cin * cdt.itemsize  # bytes of col per dy row
+    img_bytes = max(1, col_row * oh)
+    budget = SCATTER_BYTES
+    tasks = []
+    if img_bytes <= budget:
+        per = max(1, budget // img_bytes)
+        if nth > 1:
+            per = max(1, min(per, -(-n // (2 * nth))))
+        for n0 in range(0, n, per):
+            tasks.append([(n0, min(n, n0 + per), 0, oh)])
+    else:
+        rows = max(1, budget // max(col_row, 1))
+        for n0 in range(n):
+            tasks.append([(n0, n0 + 1, i0, min(oh, i0 + rows)) for i0 in range(0, oh, rows)])
+    return tasks
+
+
 def _scatter_run(dyv, wc, dxv, strides, dilations, pads, g, cdt, layout, nth):
     n, h, wd, cin = dxv.shape
     _, oh, ow, cout = dyv.shape
@@ -738,21 +842,7 @@ def _scatter_run(dyv, wc, dxv, strides, dilations, pads, g, cdt, layout, nth):
         direct = dxv.strides[3] == dxv.itemsize
     else:
         direct = sh == 1 and sw == 1 and dxv.strides[2] == dxv.itemsize
-    # units: images per block so the col buffer is about BLOCK_BYTES*2; row chunks otherwise
-    col_row = ow * t * cin * cdt.itemsize  # bytes of col per dy row
-    img_bytes = max(1, col_row * oh)
-    budget = SCATTER_BYTES
-    tasks = []
-    if img_bytes <= budget:
-        per = max(1, budget // img_bytes)
-        if nth > 1:
-            per = max(1, min(per, -(-n // (2 * nth))))
-        for n0 in range(0, n, per):
-            tasks.append([(n0, min(n, n0 + per), 0, oh)])
-    else:
-        rows = max(1, budget // max(col_row, 1))
-        for n0 in range(n):
-            tasks.append([(n0, n0 + 1, i0, min(oh, i0 + rows)) for i0 in range(0, oh, rows)])
+    tasks = _scatter_tasks(n, oh, ow, t, cin, cdt, nth)
     hq = [len(range(p, h, sh)) for p in range(sh)]
     wq = [len(range(p, wd, sw)) for p in range(sw)]
 
@@ -829,52 +919,84 @@ def _scatter_run(dyv, wc, dxv, strides, dilations, pads, g, cdt, layout, nth):
 # --------------------------------------------------------------------------------------------
 # workspace accounting
 # --------------------------------------------------------------------------------------------
+# workspace accounting (mirrors the block plans above)
+# --------------------------------------------------------------------------------------------
+def _gather_block_elems(job, unit, wino):
+    n0, n1, q0, q1 = unit
+    _, _, r, co = job.out.shape
+    cs = job.src.shape[3]
+    un, uq = n1 - n0, q1 - q0
+    if wino:
+        tq, tr = (uq + 1) // 2, (r + 1) // 2
+        nt = un * tq * tr
+        return {"pad": un * (2 * tq + 2) * (2 * tr + 2) * cs, "wgT": 4 * un * tq * (2 * tr + 2) * cs,
+                "wgV": 16 * nt * cs, "wgM": 16 * nt * co, "wgZ": 8 * nt * co,
+                "wgY": un * 4 * tq * tr * co}
+    sh, sw = job.step
+    t = len(job.offs_h) * len(job.offs_w)
+    nr = (uq - 1) * sh + job.offs_h[-1] - job.offs_h[0] + 1
+    nc = (r - 1) * sw + job.offs_w[-1] - job.offs_w[0] + 1
+    return {"pad": un * nr * nc * cs, "pat": un * uq * r * t * cs, "otmp": un * uq * r * co}
+
+
 def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, strides, dilations,
                                           pads_before, data_format="NHWC", dtype=np.float32):
-    """Upper bound of the temporary memory (bytes) conv2d_backprop_input allocates for a call,
-    excluding the returned dx (computed from the same block plan as the kernel)."""
+    """Upper bound of the temporary memory (bytes) one conv2d_backprop_input call allocates
+    besides the returned dx: the per-thread block buffers (kept between calls, up to
+    KEEP_WORKSPACE_BYTES per thread) and the rearranged weights. It follows the same block plan
+    as the kernel, so it does not grow with the batch (except for the 'direct' path, used only
+    below TINY_MACS)."""
     cdt = _compute_dtype(dtype)
     isz = cdt.itemsize
-    dys = tuple(dy_shape) if data_format == "NHWC" else (
-        dy_shape[0], dy_shape[2], dy_shape[3], dy_shape[1])
-    xs = tuple(input_shape) if data_format == "NHWC" else (
-        input_shape[0], input_shape[2], input_shape[3], input_shape[1])
-    n, oh, ow, cout = dys
-    _, h, wd, cin = xs
-    kh, kw, cig, _ = w_shape
-    sh, sw = strides
-    dh, dw = dilations
+    nhwc = (0, 1, 2, 3) if data_format == "NHWC" else (0, 2, 3, 1)
+    dyn = tuple(int(dy_shape[i]) for i in nhwc)
+    xn = tuple(int(input_shape[i]) for i in nhwc)
+    n, oh, ow, cout = dyn
+    _, h, wd, cin = xn
+    kh, kw, cig, _ = (int(v) for v in w_shape)
     if 0 in (n, h, wd, cin, oh, ow, cout, kh, kw, cig):
         return 0
-    algo = FORCE_ALGORITHM or choose_backprop_input_algorithm(dys, w_shape, xs, (sh, sw))
-    nth = NUM_THREADS if _BLAS.available else 1
-    weights = 2 * kh * kw * cig * cout * isz
-    if algo == "gather":
-        # per thread: patches <= max(BLOCK_BYTES, one output row), pad window, output temp
-        th = -(-kh // sh)
-        tw = -(-kw // sw)
-        q, r = -(-h // sh), -(-wd // sw)
-        row = r * th * tw * cout * isz
-        pat = max(BLOCK_BYTES, row)
-        rows = max(1, pat // max(row, 1))
-        rows = min(rows, q) if rows < q else rows
-        pix = pat // max(th * tw * cout * isz, 1)  # output pixels per block
-        pad = (pix // max(r, 1) + th + 1) * (r + tw + 1) * cout * isz * max(1, rows // max(q, 1))
-        otmp = pix * cin * isz
-        return nth * (pat + pad + otmp) + weights
+    g = _groups_of(cin, cig)
     t = kh * kw
-    col_row = ow * t * cin * isz
-    img = col_row * oh
-    budget = SCATTER_BYTES
-    if img <= budget:
-        per = max(1, budget // img)
-        un = min(per, n)
-        col = un * img
-        dyb = un * oh * ow * cout * isz
-        acc = un * h * wd * cin * isz
+    wbytes = 3 * t * cig * cout * isz
+    algo = FORCE_ALGORITHM or choose_backprop_input_algorithm(dyn, (kh, kw, cig, cout), xn,
+                                                              tuple(strides))
+    if algo == "direct" and g == 1:
+        hp, wp = h + (kh - 1) * dilations[0], wd + (kw - 1) * dilations[1]
+        return (n * hp * wp * cout + n * h * wd * t * cout + n * h * wd * cin) * isz + wbytes
+    if algo == "direct":
+        algo = "gather"
+    macs = n * oh * ow * t * cig * cout
+    nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64
+                          and _BLAS.available) else 1
+    zero = np.zeros((), cdt)
+    dummy_dy = np.broadcast_to(zero, dyn)
+    dummy_dx = np.broadcast_to(zero, xn)
+    dummy_w = np.broadcast_to(zero, (kh, kw, cig, cout))
+    per_key = {}
+    if algo == "gather":
+        layout = FORCE_LAYOUT or ("cf" if data_format == "NCHW" else "pm")
+        jobs = _backprop_gather_jobs(dummy_dy, dummy_w, dummy_dx, tuple(strides),
+                                     tuple(dilations), tuple(pads_before), g, False)
+        ntask = 0
+        for job in jobs:
+            wino = _winograd_ok(job, cdt, layout)
+            job.wino = True if wino else None
+            for u in _gather_units(job, cdt):
+                ntask += 1
+                for k, v in _gather_block_elems(job, u, wino).items():
+                    per_key[k] = max(per_key.get(k, 0), v)
     else:
-        rows = max(1, budget // col_row)
-        col = rows * col_row
-        dyb = rows * ow * cout * isz
-        acc = h * wd * cin * isz
-    return nth * (col + dyb + acc) + weights
+        tasks = _scatter_tasks(n, oh, ow, t, cin, cdt, nth)
+        ntask = len(tasks)
+        sh, sw = strides
+        accs = sum(len(range(a, h, sh)) * len(range(b, wd, sw))
+                   for a in range(sh) for b in range(sw)) * cin
+        for task in tasks:
+            un = task[0][1] - task[0][0]
+            per_key["acc"] = max(per_key.get("acc", 0), un * accs)
+            for (_, _, i0, i1) in task:
+                m = un * (i1 - i0) * ow
+                per_key["dy"] = max(per_key.get("dy", 0), m * cout)
+                per_key["col"] = max(per_key.get("col", 0), m * t * cin)
+    return min(nth, max(ntask, 1)) * sum(per_key.values()) * isz + wbytes
