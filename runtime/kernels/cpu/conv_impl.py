@@ -1,7 +1,5 @@
 """Pure-numpy 2-D convolution math for the CPU runtime: forward conv2d and its input gradient.
 
-(The measured figures behind the design are in ``docs/conv_kernel.md``; the summary is here.)
-
 Interface
 ---------
 ``conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format)`` and
@@ -10,45 +8,49 @@ the filter is always HWIO ``[kh, kw, cin_per_group, cout]``, ``groups = C_in // 
 Row ``h`` of the input is read by output row ``i`` through tap ``di`` when
 ``h == i*sh + di*dh - pad_top``; positions outside the input read zero (so the padding after is
 implicit). ``conv2d_backprop_input`` is the exact adjoint of ``conv2d_forward``.
-``conv2d_backprop_input_workspace_bytes(...)`` reports the temporary memory a call will allocate.
+``conv2d_backprop_input_workspace_bytes(...)`` bounds the temporary memory of a call;
+``choose_backprop_input_algorithm(...)`` says which algorithm a call uses.
 
 Dtypes: float32/float64 natively; float16 and bfloat16 (``ml_dtypes``) in float32, rounded once
 when the result is written; integers accumulate in int64 and wrap to the input type like C++.
 
-Design (why it is fast)
------------------------
-Measured on the target machine (2 cores, AVX-512, OpenBLAS through numpy; float32 GEMM peak
-~350-380 GFLOP/s with both cores, ~150-165 GFLOP/s single-threaded on the GEMM shapes used here):
+Design (the measurements behind it are in docs/conv_kernel.md)
+--------------------------------------------------------------
+Machine: 2 cores, AVX-512, 2 MiB L2 per core; numpy float32 GEMM peak 360-395 GFLOP/s with both
+cores, ~195 on one; on the thin GEMM shapes of a convolution ~145 (A: N=64) to ~180 (C) per core.
 
-* The arithmetic is one GEMM per block; all the time outside it is memory traffic. A GEMM whose
-  operand was just written (still in the 2 MiB L2 of that core) runs at ~150 GFLOP/s per core;
-  the same GEMM over a 58 MB operand built up front runs at 77 GFLOP/s *with both cores* (it
-  becomes bandwidth-bound: K=576, N=64 is only ~32 flop/byte). So everything is blocked: a block
-  of output rows is gathered into a small per-thread buffer (~1-2 MiB) and immediately consumed by
-  the GEMM that writes the result in place (``matmul(..., out=result_view)``).
-* Both cores: numpy releases the GIL in copies and GEMMs, so two Python threads each process their
-  own blocks (gather -> GEMM -> write) with OpenBLAS set to one thread for the duration (via
-  OpenBLAS' own ``set_num_threads``, found in numpy's bundled library; restored afterwards). Two
-  threads each calling a 2-thread OpenBLAS oversubscribe and measured no faster than one; one
-  Python thread with 2-thread OpenBLAS leaves the gathers single-threaded (A: ~15 ms vs ~10 ms).
-  When the OpenBLAS control is not found, one Python thread and threaded OpenBLAS are used.
-* Algorithms for the input gradient, chosen per configuration by a traffic estimate:
+* Blocked: a GEMM over a 58 MB im2col matrix built up front ran at 77 GFLOP/s on both cores
+  (bandwidth-bound); the same work in blocks whose operand was just written runs at ~290. So
+  each block of output rows is gathered into a small per-thread buffer and consumed at once by a
+  GEMM that writes the result in place (``matmul(..., out=...)``). Buffers are kept per thread
+  between calls (fresh multi-MiB buffers fault pages that serialize the threads: C 29.5 ms ->
+  24.6 ms) and bounded by the block plan, not by the batch.
+* Both cores: two Python threads process blocks (numpy drops the GIL), with OpenBLAS set to one
+  thread meanwhile through its own ``set_num_threads`` in numpy's bundled library (ctypes; no
+  new dependency; reference counted and restored). A-like loop: 10.2 ms that way, 15.3 ms with
+  one Python thread and 2-thread BLAS, 16.6 ms oversubscribed (2 x 2 threads).
+* Algorithms for the input gradient, chosen per call:
 
-  - ``gather`` (im2col on dy + GEMM, one GEMM per block per stride phase): for stride ``s`` the
-    input positions split into ``sh*sw`` phases (sub-pixel decomposition); inside a phase it is a
-    stride-1 correlation of (zero-padded) dy with the taps that reach that phase, so the patches
-    hold ``~kh*kw/(sh*sw) * Cout`` values per input pixel and the GEMM writes dx directly.
-    Traffic ~ |dx| * kh*kw*Cout/(sh*sw) copies. Best when C_in is not small (A, B, C, D).
-  - ``scatter`` (GEMM + col2im): ``col = dy @ W^T`` (``kh*kw*Cin`` values per dy pixel), then one
-    vectorised add per tap into per-phase accumulators. Traffic ~ |dy| * kh*kw*Cin read-modify-
-    writes. Best when C_in is small relative to Cout (F: 3 input channels, 7x7, stride 2: 28x less
-    traffic than the gather). With few channels the col buffer is laid out channel-first
-    ``[tap, Cin, n, i, j]`` (the GEMM transposes dy for free through BLAS ``trans`` flags), so
-    each tap's add runs over whole image rows instead of 3-element channel vectors.
+  - ``direct`` (fewer than TINY_MACS multiply-adds, no groups): zero-dilated padded dy, one
+    strided im2col view, one GEMM; a handful of numpy calls (E: 0.09 ms -> 0.01 ms).
+  - ``gather``: sub-pixel split of strides into ``sh*sw`` phases, each a stride-1 correlation of
+    padded dy with the taps reaching it; per block one strided copy (tap offsets are arithmetic,
+    so the patches are a single ``as_strided`` view) and one GEMM writing dx. Traffic
+    ~ |dx pixels| * kh*kw*Cout/(sh*sw). Chosen for A, C, D.
+  - ``scatter`` (GEMM + col2im): ``col = dy @ W^T`` per block, one vectorised add per tap into dx
+    (pixel-major: any stride, adds run over channel vectors) or into per-phase accumulators
+    (channel-first, used when C_in is small: the adds then run over image rows; F 17.7 -> 8.6 ms).
+    Traffic ~ |dy pixels| * kh*kw*Cin. Chosen for B and F.
+  - Winograd F(2x2,3x3) blocks (opt-in via WINOGRAD_MIN_CHANNELS): 2.25x fewer multiplies, but
+    the transforms are memory-bound here: C 34-37 ms against 24-26 ms, so off by default.
 
-  The forward conv uses the gather engine (strided taps, no phases).
-* Memory: every temporary is per block and per thread; blocks are sized to ~2 MiB of patches,
-  so the temporary memory is a few MiB whatever the batch (see the workspace function).
+  The forward conv uses the gather engine with strided taps (or ``direct`` when tiny).
+* Result (benchmarks/conv_backprop_input.py; ratio = torch NCHW time / ours): A 8.7 ms (0.61),
+  B 10.3 ms (0.72), C 23.9 ms (0.81, 79% of GEMM peak), D 2.5 ms (0.42), E 0.01 ms (1.14),
+  F 9.0 ms (1.65); 1.4-5x faster than a plain numpy GEMM + col2im everywhere. A-D stay below
+  torch because OpenBLAS runs their thin GEMMs (N = C_in = 64 / 32) at 85-145 GFLOP/s per core
+  where oneDNN's direct convolution reaches ~280-350 GFLOP/s on both cores. Temporary memory for
+  C at batch 256: 20.3 MiB measured (bound 24.1 MiB; dx itself is 49 MiB).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ __all__ = [
     "conv2d_backprop_input",
     "conv2d_backprop_input_workspace_bytes",
     "choose_backprop_input_algorithm",
+    "release_workspaces",
 ]
 
 # --------------------------------------------------------------------------------------------
