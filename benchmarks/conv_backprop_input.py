@@ -234,7 +234,8 @@ def memory_report():
     temp = peak - base - dx.nbytes
     est = conv_impl.conv2d_backprop_input_workspace_bytes(
         dy.shape, w_shape, x_shape, (s, s), (d, d), (pt, pl), fmt, np.float32)
-    print(f"\nPeak temporary memory, workload C at batch 256 (dx itself {out_bytes / 2**20:.1f} MiB, "
+    print(f"\nPeak temporary memory, workload C at batch 256 "
+          f"(dx itself {out_bytes / 2**20:.1f} MiB, "
           f"input dy {dy.nbytes / 2**20:.1f} MiB): measured {temp / 2**20:.2f} MiB "
           f"(tracemalloc peak minus dx), kernel's own bound "
           f"{est / 2**20:.2f} MiB; {t * 1e3:.0f} ms under tracemalloc")

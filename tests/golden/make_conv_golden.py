@@ -1,4 +1,6 @@
-"""Generate tests/golden/conv_golden.npz ONCE with torch (run: python tests/golden/make_conv_golden.py).
+"""Generate tests/golden/conv_golden.npz ONCE with torch.
+
+Run: python tests/golden/make_conv_golden.py
 
 For each configuration it records dy, the HWIO filter, the attributes and torch's input
 gradient (``torch.nn.grad.conv2d_input``, i.e. conv_transpose2d) in the configuration's data

@@ -250,11 +250,8 @@ def _nhwc(a, data_format):
 
 
 def _store(dst, src):
-    """dst[...] = src with C-like wraparound for integer results."""
-    if dst.dtype != src.dtype and np.issubdtype(dst.dtype, np.integer):
-        np.copyto(dst, src, casting="unsafe")
-    else:
-        np.copyto(dst, src, casting="unsafe")
+    """dst[...] = src, rounding once to dst's dtype (integers wrap like C++)."""
+    np.copyto(dst, src, casting="unsafe")
 
 
 def _blasable2d(a):
@@ -582,7 +579,8 @@ def _finish(res_nhwc, odt, data_format):
     if data_format == "NCHW":
         res_nhwc = res_nhwc.transpose(0, 3, 1, 2)
     if res_nhwc.dtype != odt:
-        return res_nhwc.astype(odt, order="C")  # int64 -> int32 wraps like C++; f32 -> f16 rounds once
+        # int64 -> int32 wraps like C++; float32 -> float16/bfloat16 rounds once
+        return res_nhwc.astype(odt, order="C")
     return np.ascontiguousarray(res_nhwc)
 
 
@@ -932,7 +930,8 @@ def _gather_block_elems(job, unit, wino):
     if wino:
         tq, tr = (uq + 1) // 2, (r + 1) // 2
         nt = un * tq * tr
-        return {"pad": un * (2 * tq + 2) * (2 * tr + 2) * cs, "wgT": 4 * un * tq * (2 * tr + 2) * cs,
+        return {"pad": un * (2 * tq + 2) * (2 * tr + 2) * cs,
+                "wgT": 4 * un * tq * (2 * tr + 2) * cs,
                 "wgV": 16 * nt * cs, "wgM": 16 * nt * co, "wgZ": 8 * nt * co,
                 "wgY": un * 4 * tq * tr * co}
     sh, sw = job.step
