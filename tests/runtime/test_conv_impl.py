@@ -448,3 +448,40 @@ def test_bfloat16(fmt):
     for got, ref in ((y, yr), (dx, dxr)):
         scale = max(1.0, float(np.abs(ref).max()))
         assert float(np.abs(got.astype(np.float64) - ref).max()) <= 2e-2 * scale
+
+
+# ---------------------------------------------------------------------------------------------
+# concurrent calls (the executor may run kernels in parallel)
+# ---------------------------------------------------------------------------------------------
+def test_concurrent_calls_agree():
+    import threading
+
+    conv_impl.PARALLEL_MIN_MACS = 0
+    rng = np.random.default_rng(12)
+    dy = rng.standard_normal((6, 9, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    shape = (6, 9, 9, 8)
+    ref = conv2d_backprop_input_ref(dy, w, shape, (1, 1), (1, 1), (1, 1))
+    before = conv_impl._BLAS._get() if conv_impl._BLAS.available else None
+    results, errors = [], []
+
+    def job(algo):
+        try:
+            for _ in range(3):
+                results.append(conv_impl.conv2d_backprop_input(dy, w, shape, (1, 1), (1, 1),
+                                                               (1, 1)))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    conv_impl.FORCE_ALGORITHM = "gather"
+    threads = [threading.Thread(target=job, args=(None,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 12
+    for r in results:
+        _check(r, ref, np.float32, "concurrent")
+    if before is not None:
+        assert conv_impl._BLAS._get() == before  # OpenBLAS thread count restored

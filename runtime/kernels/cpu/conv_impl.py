@@ -59,6 +59,7 @@ import ctypes
 import glob
 import os
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -164,15 +165,26 @@ _TLS = threading.local()
 KEEP_WORKSPACE_BYTES = 32 << 20
 
 
-_ALL_WS = []
+class _Workspace(dict):
+    """A thread's scratch buffers by name (a dict subclass so it can be weakly referenced:
+    the buffers go away with the thread)."""
+
+    __slots__ = ("__weakref__",)
+    __hash__ = object.__hash__  # identity, so a WeakSet can hold it
+
+    def __eq__(self, other):
+        return self is other
+
+
+_ALL_WS = weakref.WeakSet()
 
 
 def _workspace():
     ws = getattr(_TLS, "ws", None)
     if ws is None:
-        ws = _TLS.ws = {}
+        ws = _TLS.ws = _Workspace()
         with _POOL_LOCK:
-            _ALL_WS.append(ws)
+            _ALL_WS.add(ws)
     return ws
 
 
@@ -184,7 +196,7 @@ def _trim_workspace(ws):
 def release_workspaces():
     """Drop every thread's cached scratch buffers. Call only while no convolution runs."""
     with _POOL_LOCK:
-        for ws in _ALL_WS:
+        for ws in list(_ALL_WS):
             ws.clear()
 
 
