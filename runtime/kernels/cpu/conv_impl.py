@@ -713,7 +713,8 @@ def choose_backprop_input_algorithm(dy_shape_nhwc, w_shape, input_shape_nhwc, st
     _, h, wd, cin = input_shape_nhwc
     sh, sw = strides
     g = _groups_of(cin, cig)
-    if g == 1 and n * oh * ow * kh * kw * cig * cout < TINY_MACS:
+    if (g == 1 and n * oh * ow * kh * kw * cig * cout < TINY_MACS
+            and n * h * wd * kh * kw * cout < 8 * TINY_MACS):  # its patches stay small too
         return "direct"
     # values moved per output element: gather copies kh*kw/(sh*sw) * Cout_g per dx element,
     # scatter writes kh*kw*Cin per dy pixel and adds them (the GEMM is wider, so weighted 3).
