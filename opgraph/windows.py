@@ -124,34 +124,31 @@ def conv_params(attrs: dict) -> ConvParams:
     return params
 
 
+def _window_attr(name: str, values, fmt: str, positive_msg: str) -> tuple[int, int]:
+    """(height, width) entries of a 4-int strides/dilations attr, after TF's checks."""
+    n, h, w, c = _DIMS[fmt]
+    if len(values) != 4:
+        msg = (f"Sliding window {name} field must specify 4 dimensions, but got "
+               f"{len(values)}: {list(values)}")
+        raise errors.InvalidArgumentError(msg)
+    if values[n] != 1 or values[c] != 1:
+        msg = (f"Current implementation does not yet support {name} in the batch and depth "
+               f"dimensions; {name} must be 1 at positions {n} and {c} for {fmt}, but got "
+               f"{list(values)}")
+        raise errors.UnimplementedError(msg)
+    if values[h] < 1 or values[w] < 1:
+        msg = f"{positive_msg}, but got {list(values)}"
+        raise errors.InvalidArgumentError(msg)
+    return values[h], values[w]
+
+
 def _conv_params(attrs: dict) -> ConvParams:
     fmt = attrs["data_format"]
     n, h, w, c = _DIMS[fmt]
-    strides, dilations = attrs["strides"], attrs["dilations"]
-    if len(strides) != 4:
-        msg = (f"Sliding window strides field must specify 4 dimensions, but got "
-               f"{len(strides)}: {list(strides)}")
-        raise errors.InvalidArgumentError(msg)
-    if strides[n] != 1 or strides[c] != 1:
-        msg = (f"Current implementation does not yet support strides in the batch and depth "
-               f"dimensions; strides must be 1 at positions {n} and {c} for {fmt}, but got "
-               f"{list(strides)}")
-        raise errors.UnimplementedError(msg)
-    if strides[h] < 1 or strides[w] < 1:
-        msg = f"Row and column strides should be larger than 0, but got {list(strides)}"
-        raise errors.InvalidArgumentError(msg)
-    if len(dilations) != 4:
-        msg = (f"Sliding window dilations field must specify 4 dimensions, but got "
-               f"{len(dilations)}: {list(dilations)}")
-        raise errors.InvalidArgumentError(msg)
-    if dilations[n] != 1 or dilations[c] != 1:
-        msg = (f"Current implementation does not yet support dilations in the batch and depth "
-               f"dimensions; dilations must be 1 at positions {n} and {c} for {fmt}, but got "
-               f"{list(dilations)}")
-        raise errors.UnimplementedError(msg)
-    if dilations[h] < 1 or dilations[w] < 1:
-        msg = f"Dilated rates should be larger than 0, but got {list(dilations)}"
-        raise errors.InvalidArgumentError(msg)
+    strides = _window_attr("strides", attrs["strides"], fmt,
+                           "Row and column strides should be larger than 0")
+    dilations = _window_attr("dilations", attrs["dilations"], fmt,
+                             "Dilated rates should be larger than 0")
     padding, pads = attrs["padding"], attrs["explicit_paddings"]
     if padding == "EXPLICIT":
         if len(pads) != 8:
@@ -172,5 +169,4 @@ def _conv_params(attrs: dict) -> ConvParams:
                    f"EXPLICIT, but padding is {padding} and explicit_paddings is {list(pads)}")
             raise errors.InvalidArgumentError(msg)
         explicit = ((0, 0), (0, 0))
-    return ConvParams(fmt, (strides[h], strides[w]), (dilations[h], dilations[w]), padding,
-                      explicit)
+    return ConvParams(fmt, strides, dilations, padding, explicit)

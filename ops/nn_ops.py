@@ -132,10 +132,13 @@ def _conv2d_backprop_input_shape(c: InferenceContext):
     return [_check_backprop_input(c, p, x, f, dy)]
 
 
+_FILTER = "filter: T  # [filter_height, filter_width, in_depth / groups, out_depth]"
+_OUT_BACKPROP = "out_backprop: T  # gradient w.r.t. Conv2D's output"
+
 register_op(OpDef(
     "Conv2D",
     inputs=["input: T  # [batch, height, width, in_depth] (NHWC) or NCHW",
-            "filter: T  # [filter_height, filter_width, in_depth / groups, out_depth]"],
+            _FILTER],
     outputs=["output: T"],
     attrs=CONV_ATTRS,
     shape_fn=_conv2d_shape, recheck_shapes_at_run_time=True,
@@ -146,8 +149,7 @@ Conv2D = make_wrapper("Conv2D")
 register_op(OpDef(
     "Conv2DBackpropInput",
     inputs=["input_sizes: int32  # shape of Conv2D's input: 4 values, or 2 values [H, W]",
-            "filter: T  # [filter_height, filter_width, in_depth / groups, out_depth]",
-            "out_backprop: T  # gradient w.r.t. Conv2D's output"],
+            _FILTER, _OUT_BACKPROP],
     outputs=["output: T  # gradient w.r.t. Conv2D's input, shaped by input_sizes"],
     attrs=CONV_ATTRS,
     shape_fn=_conv2d_backprop_input_shape, recheck_shapes_at_run_time=True,
@@ -158,8 +160,7 @@ Conv2DBackpropInput = make_wrapper("Conv2DBackpropInput")
 register_op(OpDef(
     "Conv2DBackpropInputV2",
     inputs=["input: T  # Conv2D's input; only its shape is used",
-            "filter: T  # [filter_height, filter_width, in_depth / groups, out_depth]",
-            "out_backprop: T  # gradient w.r.t. Conv2D's output"],
+            _FILTER, _OUT_BACKPROP],
     outputs=["output: T  # gradient w.r.t. Conv2D's input (shape of `input`)"],
     attrs=CONV_ATTRS,
     shape_fn=_conv2d_backprop_input_v2_shape, recheck_shapes_at_run_time=True,
