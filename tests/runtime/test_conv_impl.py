@@ -37,7 +37,8 @@ TOL = {np.float64: 1e-10, np.float32: 1e-5, np.float16: 1e-2}
 def _restore_flags():
     saved = {k: getattr(conv_impl, k) for k in
              ("FORCE_ALGORITHM", "FORCE_LAYOUT", "BLOCK_BYTES", "TARGET_ROWS", "SCATTER_BYTES",
-              "NUM_THREADS", "PARALLEL_MIN_MACS", "WINOGRAD_MIN_CHANNELS", "TINY_MACS")}
+              "NUM_THREADS", "PARALLEL_MIN_MACS", "WINOGRAD_MIN_CHANNELS", "TINY_MACS",
+              "PER_TAP_MAX_CHANNELS")}
     yield
     for k, v in saved.items():
         setattr(conv_impl, k, v)
@@ -123,11 +124,14 @@ def test_int32_wraps_like_cpp():
 # ---------------------------------------------------------------------------------------------
 # (2) adjoint identity <conv(x, w), dy> == <x, conv_backprop_input(dy, w)>
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("algo", [None, "direct", "gather", "scatter", "winograd"])
+@pytest.mark.parametrize("algo", [None, "direct", "gather", "scatter", "winograd", "per_tap"])
 @pytest.mark.parametrize("seed", range(6))
 def test_adjoint_identity(seed, algo):
     if algo == "winograd":
         conv_impl.WINOGRAD_MIN_CHANNELS = 1
+        algo = "gather"
+    if algo == "per_tap":
+        conv_impl.PER_TAP_MAX_CHANNELS = 1 << 30
         algo = "gather"
     conv_impl.FORCE_ALGORITHM = algo
     rng = np.random.default_rng(seed)
@@ -224,6 +228,7 @@ if given is not None:
             dtype=draw(st.sampled_from([np.float32, np.float64, np.int32, np.float16])),
             algo=draw(st.sampled_from([None, "direct", "gather", "scatter"])),
             winograd=draw(st.booleans()),
+            per_tap=draw(st.booleans()),
             layout=draw(st.sampled_from([None, "pm", "cf"])),
             tiny_blocks=draw(st.booleans()),
             seed=draw(st.integers(0, 2**31 - 1)),
@@ -235,6 +240,7 @@ if given is not None:
         conv_impl.FORCE_ALGORITHM = cfg["algo"]
         conv_impl.FORCE_LAYOUT = cfg["layout"]
         conv_impl.WINOGRAD_MIN_CHANNELS = 1 if cfg["winograd"] else None
+        conv_impl.PER_TAP_MAX_CHANNELS = (1 << 30) if cfg["per_tap"] else None
         if cfg["tiny_blocks"]:
             conv_impl.BLOCK_BYTES = 64
             conv_impl.TARGET_ROWS = 1
@@ -330,12 +336,15 @@ def test_empty_tensors(name, fmt, dtype):
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("layout", ["pm", "cf"])
-@pytest.mark.parametrize("algo", ["direct", "gather", "scatter", "winograd"])
+@pytest.mark.parametrize("algo", ["direct", "gather", "scatter", "winograd", "per_tap"])
 @pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
 def test_each_algorithm_path(algo, layout, fmt, threads, dtype):
     if algo == "winograd":  # Winograd F(2x2,3x3) blocks inside the gather engine (opt-in)
         conv_impl.WINOGRAD_MIN_CHANNELS = 1
+        algo = "gather"
+    if algo == "per_tap":  # one GEMM per tap from the padded source (opt-in)
+        conv_impl.PER_TAP_MAX_CHANNELS = 1 << 30
         algo = "gather"
     conv_impl.FORCE_ALGORITHM = algo
     conv_impl.FORCE_LAYOUT = layout
@@ -485,3 +494,36 @@ def test_concurrent_calls_agree():
         _check(r, ref, np.float32, "concurrent")
     if before is not None:
         assert conv_impl._BLAS._get() == before  # OpenBLAS thread count restored
+
+
+@pytest.mark.parametrize("flags", [{}, {"FORCE_ALGORITHM": "gather"},
+                                   {"FORCE_ALGORITHM": "scatter"}, {"NUM_THREADS": 1},
+                                   {"WINOGRAD_MIN_CHANNELS": 1},
+                                   {"PER_TAP_MAX_CHANNELS": 1 << 30}])
+def test_workspace_bound_holds(flags):
+    for k, v in flags.items():
+        setattr(conv_impl, k, v)
+    rng = np.random.default_rng(13)
+    cases = [((64, 12, 12, 32), (3, 3, 32, 32), 1, 1, "NHWC"),
+             ((16, 20, 20, 16), (4, 4, 16, 24), 2, 1, "NHWC"),
+             ((16, 16, 20, 20), (3, 3, 16, 24), 2, 1, "NCHW"),
+             ((4, 3, 50, 50), (7, 7, 3, 16), 2, 3, "NCHW")]
+    for shp, ws, s, p, fmt in cases:
+        n, h, w, _ = shp if fmt == "NHWC" else (shp[0], shp[2], shp[3], shp[1])
+        oh, ow = -(-h // s), -(-w // s)
+        dys = (n, oh, ow, ws[3]) if fmt == "NHWC" else (n, ws[3], oh, ow)
+        dy = rng.standard_normal(dys).astype(np.float32)
+        wt = rng.standard_normal(ws).astype(np.float32)
+        conv_impl.conv2d_backprop_input(dy, wt, shp, (s, s), (1, 1), (p, p), fmt)
+        conv_impl.release_workspaces()
+        tracemalloc.start()
+        try:
+            base, _ = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            dx = conv_impl.conv2d_backprop_input(dy, wt, shp, (s, s), (1, 1), (p, p), fmt)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        bound = conv_impl.conv2d_backprop_input_workspace_bytes(dy.shape, ws, shp, (s, s),
+                                                                (1, 1), (p, p), fmt)
+        assert peak - base - dx.nbytes <= bound, (shp, peak - base - dx.nbytes, bound)

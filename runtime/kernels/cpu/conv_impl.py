@@ -236,6 +236,8 @@ def _buf(ws, key, size, dtype):
     """A flat per-thread scratch buffer of at least ``size`` elements (reused across blocks)."""
     b = ws.get(key)
     if b is None or b.size < size or b.dtype != dtype:
+        b = None
+        ws.pop(key, None)  # free the smaller one first (no transient double)
         b = np.empty(max(size, 1), dtype)
         ws[key] = b
     return b[:size]
@@ -311,7 +313,8 @@ class _GatherJob:
     (src coordinates, may be out of range = zero), output steps ``step``; weights
     ``wk[g]`` of shape [Th, Tw, Csg, Cog] (compute dtype)."""
 
-    __slots__ = ("src", "out", "offs_h", "offs_w", "step", "wk", "groups", "wmat", "wino")
+    __slots__ = ("src", "out", "offs_h", "offs_w", "step", "wk", "groups", "wmat", "wino",
+                 "wtap")
 
     def __init__(self, src, out, offs_h, offs_w, step, wk, groups):
         self.src, self.out = src, out
@@ -324,6 +327,7 @@ class _GatherJob:
             wk = wk[:, oh_ord][:, :, ow_ord]
         self.step, self.wk, self.groups = step, wk, groups
         self.wino = None
+        self.wtap = None
 
 
 def _gather_units(job, cdt):
@@ -369,7 +373,10 @@ def _gather_run(jobs, cdt, layout, nthreads):
         csg = job.src.shape[3] // g
         cog = co // g
         th, tw = len(job.offs_h), len(job.offs_w)
-        if _winograd_ok(job, cdt, layout):
+        if _taps_ok(job, layout):
+            job.wtap = np.ascontiguousarray(job.wk[0])  # [th, tw, cs, co]
+            job.wmat = None
+        elif _winograd_ok(job, cdt, layout):
             # U = G g G^T per (source channel, output channel), float64 then compute dtype
             g3 = job.wk[0].astype(np.float64).reshape(3, 3, csg * cog)
             t1 = np.matmul(_WG_G, g3.reshape(3, -1)).reshape(4, 3, csg * cog)  # G g
@@ -388,7 +395,9 @@ def _gather_run(jobs, cdt, layout, nthreads):
         return
 
     def worker(ws, task):
-        if task[0].wino is not None:
+        if task[0].wtap is not None:
+            _taps_block(ws, task[0], task[1], cdt)
+        elif task[0].wino is not None:
             _winograd_block(ws, task[0], task[1], cdt)
         else:
             _gather_block(ws, task[0], task[1], cdt, layout)
@@ -396,13 +405,13 @@ def _gather_run(jobs, cdt, layout, nthreads):
     _run_tasks(tasks, worker, nthreads)
 
 
-def _src_window(ws, src, n0, n1, r0, r1, c0, c1, cdt, layout, need_cdt):
+def _src_window(ws, src, n0, n1, r0, r1, c0, c1, cdt, layout, need_cdt, force_copy=False):
     """src[n0:n1, r0:r1, c0:c1] with zeros outside src: a view when in range (and, with
     need_cdt, already in the compute dtype), else a zero-bordered copy in a per-thread buffer.
     Returns (array, base_h, base_w): array index 0 is source row base_h / column base_w."""
     _, hs, wsz, cs = src.shape
     un = n1 - n0
-    if (r0 >= 0 and c0 >= 0 and r1 <= hs and c1 <= wsz
+    if (not force_copy and r0 >= 0 and c0 >= 0 and r1 <= hs and c1 <= wsz
             and (not need_cdt or src.dtype == cdt)):
         return src[n0:n1], 0, 0
     nr, nc = r1 - r0, c1 - c0
@@ -501,6 +510,57 @@ def _winograd_block(ws, job, unit, cdt):
         np.subtract(y1, z[i, 3], out=y1)
     if y is not out:
         _store(out, y[:, :uq, :r])
+
+
+#: Stride-1 blocks (backprop phases, stride-1 forward) with at most this many source channels
+#: run one GEMM per filter tap straight from the zero-padded source, with no im2col copy: on a
+#: row-flattened padded block every tap's operand is a plain 2-D slice (row stride = C), so BLAS
+#: reads it in place. The result rows use the padded width; the extra columns are dropped when
+#: the block is written. Opt-in (None = off): in isolation a block of workload A took 577 us
+#: per-tap against 684 us for a per-tap-copy im2col + GEMM, but against the single strided
+#: im2col copy used here it measured even (A: 8.5-8.8 ms vs 8.9-9.6 ms, single-threaded
+#: 17.1 vs 15.6 ms) and slower on D (2.8 vs 2.4 ms): the nine thin GEMMs (K = C) run slower
+#: than one GEMM with K = 9*C, which eats the saved copy.
+PER_TAP_MAX_CHANNELS = None
+
+
+def _taps_ok(job, layout):
+    if PER_TAP_MAX_CHANNELS is None or layout != "pm" or job.groups != 1:
+        return False
+    if job.step != (1, 1) or len(job.offs_h) * len(job.offs_w) < 2:
+        return False
+    return job.src.shape[3] <= PER_TAP_MAX_CHANNELS
+
+
+def _taps_block(ws, job, unit, cdt):
+    n0, n1, q0, q1 = unit
+    _, _, r, co = job.out.shape
+    cs = job.src.shape[3]
+    oh_, ow_ = job.offs_h, job.offs_w
+    un, uq = n1 - n0, q1 - q0
+    r0, r1 = q0 + oh_[0], q1 + oh_[-1]
+    c0, c1 = ow_[0], r - 1 + ow_[-1] + 1
+    s, _, _ = _src_window(ws, job.src, n0, n1, r0, r1, c0, c1, cdt, "pm", True, True)
+    nr, nc = r1 - r0, c1 - c0
+    flat = s.reshape(un * nr * nc, cs)
+    m_eff = (uq - 1) * nc + r  # padded-width rows that hold every valid output
+    acc = _buf(ws, "tacc", uq * nc * co, cdt).reshape(uq * nc, co)
+    tmp = _buf(ws, "ttmp", m_eff * co, cdt).reshape(m_eff, co)
+    a_acc = acc[:m_eff]
+    for ni in range(un):
+        base = ni * nr * nc
+        first = True
+        for ai, a in enumerate(oh_):
+            for bi, b in enumerate(ow_):
+                off = base + (a - oh_[0]) * nc + (b - ow_[0])
+                src2 = flat[off:off + m_eff]
+                if first:
+                    np.matmul(src2, job.wtap[ai, bi], out=a_acc)
+                    first = False
+                else:
+                    np.matmul(src2, job.wtap[ai, bi], out=tmp)
+                    np.add(a_acc, tmp, out=a_acc)
+        _store(job.out[n0 + ni, q0:q1], acc.reshape(uq, nc, co)[:, :r])
 
 
 def _gather_block(ws, job, unit, cdt, layout):
@@ -935,11 +995,15 @@ def _scatter_run(dyv, wc, dxv, strides, dilations, pads, g, cdt, layout, nth):
 # --------------------------------------------------------------------------------------------
 # workspace accounting (mirrors the block plans above)
 # --------------------------------------------------------------------------------------------
-def _gather_block_elems(job, unit, wino):
+def _gather_block_elems(job, unit, wino, taps=False):
     n0, n1, q0, q1 = unit
     _, _, r, co = job.out.shape
     cs = job.src.shape[3]
     un, uq = n1 - n0, q1 - q0
+    if taps:
+        nr = uq + job.offs_h[-1] - job.offs_h[0]
+        nc = r + job.offs_w[-1] - job.offs_w[0]
+        return {"pad": un * nr * nc * cs, "tacc": uq * nc * co, "ttmp": ((uq - 1) * nc + r) * co}
     if wino:
         tq, tr = (uq + 1) // 2, (r + 1) // 2
         nt = un * tq * tr
@@ -973,7 +1037,9 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
         return 0
     g = _groups_of(cin, cig)
     t = kh * kw
-    wbytes = 3 * t * cig * cout * isz
+    # rearranged weight copies (phase subsets, transposes, contiguous GEMM operands) and the
+    # interpreter's own small objects of a call
+    wbytes = 6 * t * cig * cout * isz + (128 << 10)
     algo = FORCE_ALGORITHM or choose_backprop_input_algorithm(dyn, (kh, kw, cig, cout), xn,
                                                               tuple(strides))
     if algo == "direct" and g == 1:
@@ -995,11 +1061,14 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
                                      tuple(dilations), tuple(pads_before), g, False)
         ntask = 0
         for job in jobs:
-            wino = _winograd_ok(job, cdt, layout)
+            taps = _taps_ok(job, layout)
+            wino = not taps and _winograd_ok(job, cdt, layout)
             job.wino = True if wino else None
+            if wino:  # its float64 transform temporaries and the transformed filter
+                wbytes += 37 * cig * cout * 8 + 16 * cig * cout * isz
             for u in _gather_units(job, cdt):
                 ntask += 1
-                for k, v in _gather_block_elems(job, u, wino).items():
+                for k, v in _gather_block_elems(job, u, wino, taps).items():
                     per_key[k] = max(per_key.get(k, 0), v)
     else:
         tasks = _scatter_tasks(n, oh, ow, t, cin, cdt, nth)
