@@ -43,6 +43,8 @@ cores, ~195 on one; on the thin GEMM shapes of a convolution ~145 (A: N=64) to ~
     Traffic ~ |dy pixels| * kh*kw*Cin. Chosen for B and F.
   - Winograd F(2x2,3x3) blocks (opt-in via WINOGRAD_MIN_CHANNELS): 2.25x fewer multiplies, but
     the transforms are memory-bound here: C 34-37 ms against 24-26 ms, so off by default.
+  - one GEMM per tap straight from the padded block, no im2col (opt-in via
+    PER_TAP_MAX_CHANNELS): even on A, slower on D (2.8 vs 2.4 ms), so off by default.
 
   The forward conv uses the gather engine with strided taps (or ``direct`` when tiny).
 * Result (benchmarks/conv_backprop_input.py; ratio = torch NCHW time / ours): A 8.7 ms (0.61),
