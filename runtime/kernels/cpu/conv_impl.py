@@ -47,12 +47,12 @@ cores, ~195 on one; on the thin GEMM shapes of a convolution ~145 (A: N=64) to ~
     PER_TAP_MAX_CHANNELS): even on A, slower on D (2.8 vs 2.4 ms), so off by default.
 
   The forward conv uses the gather engine with strided taps (or ``direct`` when tiny).
-* Result (benchmarks/conv_backprop_input.py; ratio = torch NCHW time / ours): A 8.7 ms (0.61),
-  B 10.3 ms (0.72), C 23.9 ms (0.81, 79% of GEMM peak), D 2.5 ms (0.42), E 0.01 ms (1.14),
-  F 9.0 ms (1.65); 1.4-5x faster than a plain numpy GEMM + col2im everywhere. A-D stay below
-  torch because OpenBLAS runs their thin GEMMs (N = C_in = 64 / 32) at 85-145 GFLOP/s per core
-  where oneDNN's direct convolution reaches ~280-350 GFLOP/s on both cores. Temporary memory for
-  C at batch 256: 20.3 MiB measured (bound 24.1 MiB; dx itself is 49 MiB).
+* Result (benchmarks/conv_backprop_input.py; ratio = torch NCHW time / ours): A 8.5-9.5 ms
+  (0.56-0.63), B 10.5 ms (0.69), C 23.9 ms (0.83, 79% of GEMM peak), D 2.4 ms (0.43), E 0.01 ms
+  (1.17), F 8.7 ms (1.67); 1.4-4.7x faster than a plain numpy GEMM + col2im everywhere. A-D stay
+  below torch because OpenBLAS runs their thin GEMMs (N = C_in = 64 / 32) at 85-145 GFLOP/s per
+  core where oneDNN's direct convolution reaches ~290-350 GFLOP/s on both cores. Temporary
+  memory for C at batch 256: 20.3 MiB measured (bound 30.9 MiB; dx itself is 49 MiB).
 """
 
 from __future__ import annotations
