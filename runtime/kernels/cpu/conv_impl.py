@@ -95,7 +95,8 @@ NUM_THREADS = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_g
                          else (os.cpu_count() or 1)))
 #: Below this many multiply-adds a call runs on the calling thread alone (thread hand-off ~50 us).
 PARALLEL_MIN_MACS = 1 << 22
-#: Force an algorithm for conv2d_backprop_input: None (auto), "gather" or "scatter".
+#: Force an algorithm: None (auto), "direct", "gather" or "scatter" (the forward conv honours
+#: "direct"; any other value runs its gather engine).
 FORCE_ALGORITHM = None
 #: Force the physical layout of the blocks: None (auto), "pm" (pixel-major) or "cf" (channel-first).
 FORCE_LAYOUT = None
@@ -113,8 +114,12 @@ class _BlasThreads:
         self._depth = 0
         self._saved = None
         try:
-            libdir = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
-            for path in sorted(glob.glob(os.path.join(libdir, "*openblas*"))):
+            npdir = os.path.dirname(np.__file__)
+            paths = []
+            for libdir in (os.path.join(npdir, os.pardir, "numpy.libs"),  # Linux wheels
+                           os.path.join(npdir, ".dylibs")):  # macOS wheels
+                paths += sorted(glob.glob(os.path.join(libdir, "*openblas*")))
+            for path in paths:
                 lib = ctypes.CDLL(path)
                 for suffix in ("64_", "", "_64"):
                     for prefix in ("scipy_openblas_", "openblas_"):
