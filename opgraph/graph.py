@@ -10,6 +10,8 @@ the executor relies on.
 
 from __future__ import annotations
 
+import weakref
+
 import networkx as nx
 
 from opgraph import errors
@@ -69,7 +71,7 @@ class Operation:
     """
 
     __slots__ = ("name", "type", "op_def", "inputs", "control_inputs", "attrs", "device",
-                 "kernel_label", "colocation", "site", "graph", "output_dtypes",
+                 "kernel_label", "colocation", "site", "_graph", "output_dtypes",
                  "output_shapes", "output_values", "failed", "id", "_meta")
 
     def __init__(self, name, op_def, inputs, attrs, output_dtypes, output_shapes, *,
@@ -85,7 +87,9 @@ class Operation:
         self.kernel_label = kernel_label
         self.colocation = colocation          # tuple of op names
         self.site = site                      # "file.py:12" of the user's call
-        self.graph = graph
+        # A weak back-reference: the graph owns its operations, so a dropped graph is freed
+        # at once by reference counting instead of waiting for the cycle collector.
+        self._graph = weakref.ref(graph)
         self.output_dtypes = output_dtypes
         self.output_shapes = output_shapes
         self.output_values = output_values    # build-time constant values or None
@@ -99,6 +103,11 @@ class Operation:
         if self._meta is None:
             self._meta = {}
         return self._meta
+
+    @property
+    def graph(self):
+        """The Graph this operation belongs to (None once that graph is gone)."""
+        return self._graph()
 
     @property
     def outputs(self) -> tuple[Output, ...]:

@@ -193,3 +193,23 @@ def test_version_bumps_on_every_add():
     ops.Const(root, 1)
     ops.Placeholder(root, DT_INT32)
     assert root.graph().version == v0 + 2
+
+
+def test_dropped_graph_is_freed_without_the_cycle_collector():
+    import gc
+    import weakref
+
+    import ops
+    from opgraph import DT_FLOAT, Scope
+
+    gc.disable()
+    try:
+        root = Scope.NewRootScope()
+        x = ops.Placeholder(root, DT_FLOAT)
+        ops.Identity(root, ops.Identity(root, x))
+        graph_ref = weakref.ref(root.graph())
+        del root
+        assert graph_ref() is None            # freed by reference counting alone
+        assert x.operation.graph is None      # a surviving op no longer pins its graph
+    finally:
+        gc.enable()
