@@ -8,9 +8,13 @@ In one process it measures the float32 GEMM peak (numpy matmul), then for each w
   torch     torch.nn.grad.conv2d_input, NCHW tensors                (if torch is installed)
   torch_cl  the same with channels_last tensors                      (if torch is installed)
   numpy     a plain "one GEMM + col2im" numpy baseline
+  jax       jax.jit of the VJP of lax.conv_general_dilated              (if jax is installed)
+  tf        TF's own kernel for the V1 op Conv2DBackpropInput (V2 has none in TF) inside a
+            tf.function                                                (if tensorflow is installed)
 Medians over repeats, with a pause between implementations (OpenBLAS / OpenMP worker threads
 spin after a call and slow down whatever runs next). ratio = torch time / our time (>1: we are
-faster). Every workload's result is checked against torch (and the numpy baseline).
+faster); r_jax and r_tf likewise. Every workload's result is checked against each peer (and the
+numpy baseline).
 Finally the peak temporary memory of the kernel for workload C at batch 256 is measured with
 tracemalloc (numpy reports its allocations to it).
 """
@@ -121,7 +125,40 @@ def session_runner(x_shape, w_shape, dy_shape, s, d, fmt):
     return run
 
 
-def run_workload(name, spec, repeats, peak, torch):
+def jax_runner(jax, in_shape, w, s, d, pads, fmt):
+    """A jitted dx = VJP of jax's forward conv, in ``fmt`` layout."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    x0 = jnp.zeros(in_shape, jnp.float32)
+
+    @jax.jit
+    def dx(w_, dy_):
+        def conv(x):
+            return lax.conv_general_dilated(x, w_, (s, s), pads, rhs_dilation=(d, d),
+                                            dimension_numbers=(fmt, "HWIO", fmt))
+        return jax.vjp(conv, x0)[1](dy_)[0]
+
+    wj = jnp.asarray(w)
+    return lambda dy_: dx(wj, dy_).block_until_ready()
+
+
+def tf_runner(tf, in_shape, w, s, d, fmt):
+    """TF's V1 kernel (same math: input_sizes = input's shape) in a tf.function."""
+    strides = [1, s, s, 1] if fmt == "NHWC" else [1, 1, s, s]
+    dil = [1, d, d, 1] if fmt == "NHWC" else [1, 1, d, d]
+    wt = tf.constant(w)
+
+    @tf.function
+    def dx(dy_):
+        return tf.raw_ops.Conv2DBackpropInput(input_sizes=list(in_shape), filter=wt,
+                                              out_backprop=dy_, strides=strides,
+                                              padding="SAME", dilations=dil, data_format=fmt)
+
+    return lambda dy_: dx(dy_).numpy()
+
+
+def run_workload(name, spec, repeats, peak, torch, peers=None):
     x_shape, w_shape, s, d, fmt = spec
     n, h, wd, cin = x_shape
     kh, kw, _, cout = w_shape
@@ -189,6 +226,23 @@ def run_workload(name, spec, repeats, peak, torch):
         t_torch_cl = timeit(lambda: tcall(dyc, wc), repeats, min_time)
         time.sleep(PAUSE_S)
 
+    peer_times, peer_errs = {}, {}
+    for pname, module in (peers or {}).items():
+        try:
+            if pname == "jax":
+                call = jax_runner(module, in_shape, w, s, d, [(pt, pb), (pl, pr)], fmt)
+                arg = module.numpy.asarray(dy)
+            else:
+                call = tf_runner(module, in_shape, w, s, d, fmt)
+                arg = module.constant(dy)
+            pres = np.asarray(call(arg))
+        except Exception as e:  # a peer that cannot run this configuration: say so, go on
+            print(f"  ({pname} failed on {name}: {type(e).__name__}: {str(e)[:120]})")
+            continue
+        peer_errs[pname] = float(np.abs(pres - res).max()) / max(1.0, float(np.abs(pres).max()))
+        peer_times[pname] = timeit(lambda call=call, arg=arg: call(arg), repeats, min_time)
+        time.sleep(PAUSE_S)
+
     def ms(t):
         return "n/a" if t is None else f"{t * 1e3:9.2f}"
 
@@ -197,14 +251,18 @@ def run_workload(name, spec, repeats, peak, torch):
     ratio_cl = "n/a" if t_torch_cl is None else f"{t_torch_cl / t_ours:5.2f}"
     algo = conv_impl.choose_backprop_input_algorithm(
         dy_nhwc.shape, w_shape, x_shape, (s, s))
+    peer_cols = "".join(
+        f" {ms(peer_times.get(p)):>9s} "
+        f"{'n/a' if p not in peer_times else f'{peer_times[p] / t_ours:5.2f}':>6s}"
+        for p in (peers or {}))
+    bad = {p: e for p, e in {"torch": err_torch, **peer_errs}.items()
+           if e is not None and e >= 1e-4}
     print(f"{name:7s} {ms(t_ours)} {ms(t_sess):>9s} {ms(t_torch):>9s} {ms(t_torch_cl):>9s} "
           f"{ms(t_np):>9s} {gf:8.1f} {100 * gf / peak:6.1f}% {ratio:>6s} {ratio_cl:>6s} "
-          f"{t_np / t_ours:6.2f}  {algo:7s} "
-          f"{'ok' if err_torch is None or err_torch < 1e-4 else 'MISMATCH %.2g' % err_torch}"
+          f"{t_np / t_ours:6.2f}{peer_cols}  {algo:7s} "
+          f"{'ok' if not bad else 'MISMATCH ' + str(bad)}"
           f"{'' if err_np < 1e-4 else ' NUMPY-MISMATCH %.2g' % err_np}")
-    if err_torch is not None and err_torch >= 1e-4:
-        return False
-    return err_np < 1e-4
+    return not bad and err_np < 1e-4
 
 
 def memory_report():
@@ -247,6 +305,8 @@ def main(argv=None):
     ap.add_argument("--only", default="", help="comma-separated workload names (e.g. A,F)")
     ap.add_argument("--no-memory", action="store_true", help="skip the batch-256 memory check")
     ap.add_argument("--no-torch", action="store_true", help="do not import torch")
+    ap.add_argument("--peers", default="jax,tf",
+                    help="other peers to time when installed: jax, tf (comma-separated; '' none)")
     args = ap.parse_args(argv)
     repeats = 3 if args.quick else 9
     names = [s.strip() for s in args.only.split(",") if s.strip()] or list(WORKLOADS)
@@ -256,6 +316,18 @@ def main(argv=None):
             import torch  # noqa: F811
         except ImportError:
             torch = None
+    peers = {}
+    for pname in [p.strip() for p in args.peers.split(",") if p.strip()]:
+        try:
+            if pname == "jax":
+                import jax
+                peers["jax"] = jax
+            elif pname == "tf":
+                os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+                import tensorflow as tf
+                peers["tf"] = tf
+        except ImportError:
+            pass
     peak = gemm_peak(repeats)
     print(f"float32 GEMM peak (numpy matmul 2048^3, this run): {peak:.0f} GFLOP/s; "
           f"threads: {conv_impl.NUM_THREADS}, OpenBLAS control: {conv_impl._BLAS.available}"
@@ -263,11 +335,11 @@ def main(argv=None):
              f"({torch.get_num_threads()} threads)"))
     time.sleep(PAUSE_S)
     print(f"{'work':7s} {'ours ms':>9s} {'session':>9s} {'torch':>9s} {'torch_cl':>9s} "
-          f"{'numpy':>9s} {'GFLOP/s':>8s} {'%peak':>7s} {'ratio':>6s} {'r_cl':>6s} {'r_np':>6s}  "
-          f"{'algo':7s} check")
+          f"{'numpy':>9s} {'GFLOP/s':>8s} {'%peak':>7s} {'ratio':>6s} {'r_cl':>6s} {'r_np':>6s}"
+          + "".join(f" {p:>9s} {'r_' + p:>6s}" for p in peers) + f"  {'algo':7s} check")
     ok = True
     for name in names:
-        ok &= run_workload(name, WORKLOADS[name], repeats, peak, torch)
+        ok &= run_workload(name, WORKLOADS[name], repeats, peak, torch, peers)
     if not args.no_memory and (not args.only or "C" in names):
         memory_report()
     return 0 if ok else 1

@@ -875,7 +875,9 @@ def _scatter_tasks(n, oh, ow, t, cin, cdt, nth):
     # units: images per block so the col buffer is about BLOCK_BYTES*2; row chunks otherwise
     col_row = ow * t * cin * cdt.itemsize  # bytes of col per dy row
     img_bytes = max(1, col_row * oh)
-    budget = SCATTER_BYTES
+    # With few input channels each tap's add is short, so per-call overhead dominates: bigger
+    # blocks (fewer adds) measured F 9.0 -> 7.9 ms; B (64 channels) gains nothing from them.
+    budget = SCATTER_BYTES * (2 if cin < 16 else 1)
     tasks = []
     if img_bytes <= budget:
         per = max(1, budget // img_bytes)
