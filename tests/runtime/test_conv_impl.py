@@ -229,7 +229,7 @@ if given is not None:
             algo=draw(st.sampled_from([None, "direct", "gather", "scatter"])),
             winograd=draw(st.booleans()),
             per_tap=draw(st.booleans()),
-            layout=draw(st.sampled_from([None, "pm", "cf"])),
+            layout=draw(st.sampled_from([None, "pm", "cf", "flat"])),
             tiny_blocks=draw(st.booleans()),
             seed=draw(st.integers(0, 2**31 - 1)),
         )
@@ -335,7 +335,7 @@ def test_empty_tensors(name, fmt, dtype):
 # (8) every algorithm / layout / threading path against the reference
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("layout", ["pm", "cf"])
+@pytest.mark.parametrize("layout", ["pm", "cf", "flat"])
 @pytest.mark.parametrize("algo", ["direct", "gather", "scatter", "winograd", "per_tap"])
 @pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
@@ -498,6 +498,7 @@ def test_concurrent_calls_agree():
 
 @pytest.mark.parametrize("flags", [{}, {"FORCE_ALGORITHM": "gather"},
                                    {"FORCE_ALGORITHM": "scatter"}, {"NUM_THREADS": 1},
+                                   {"FORCE_ALGORITHM": "scatter", "FORCE_LAYOUT": "flat"},
                                    {"WINOGRAD_MIN_CHANNELS": 1},
                                    {"PER_TAP_MAX_CHANNELS": 1 << 30}])
 def test_workspace_bound_holds(flags):
