@@ -27,7 +27,10 @@ def test_wheel_installs_opgraph_ops_and_runtime(tmp_path):
     # the wheel, imported from outside the source tree.
     venv.create(env_dir, with_pip=True, system_site_packages=True)
     py = env_dir / ("Scripts" if os.name == "nt" else "bin") / "python"
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
+    # --ignore-installed: a copy installed outside the venv (CI installs the project first)
+    # must not make pip skip the wheel.
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed",
+                    str(wheel)],
                    check=True)
     probe = ("import opgraph, ops, runtime, runtime.kernels.cpu.nn_kernels as k; "
              "import sys; print(opgraph.__file__); print(ops.__file__); "
