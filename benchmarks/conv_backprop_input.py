@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
+from opgraph.windows import windowed_output_size  # noqa: E402
 from runtime.kernels.cpu import conv_impl  # noqa: E402
 
 # name: (input NHWC, filter HWIO, stride, dilation, data_format)
@@ -50,10 +51,8 @@ PAUSE_S = 0.25
 
 
 def same_pad(in_size, k, s, d):
-    out = -(-in_size // s)
-    eff = (k - 1) * d + 1
-    total = max((out - 1) * s + eff - in_size, 0)
-    return out, total // 2, total - total // 2
+    """(output size, pad before, pad after) of TF's SAME padding for one spatial dim."""
+    return windowed_output_size(in_size, k, s, d, "SAME")
 
 
 def timeit(fn, repeats, min_time=0.0):

@@ -158,7 +158,7 @@ class Graph:
     def __init__(self):
         self._nx = nx.MultiDiGraph()
         self._ops: dict[str, Operation] = {}
-        self.version = 0   # bumped on every change; sessions key cached plans on it
+        self.version = 0   # bumped on every change, so tools can tell the graph grew
 
     def add_operation(self, op: Operation) -> None:
         """Insert a built operation and its edges. The name must be new."""

@@ -19,17 +19,14 @@ __all__ = ["InferenceContext"]
 class InferenceContext:
     """Inputs' shapes, dtypes and constant values, plus the node's attrs."""
 
-    __slots__ = ("op_def", "attrs", "input_shapes", "input_dtypes", "_input_values",
-                 "at_run_time")
+    __slots__ = ("op_def", "attrs", "input_shapes", "input_dtypes", "_input_values")
 
-    def __init__(self, op_def, attrs: dict, input_shapes, input_dtypes, input_values=None,
-                 at_run_time: bool = False):
+    def __init__(self, op_def, attrs: dict, input_shapes, input_dtypes, input_values=None):
         self.op_def = op_def
         self.attrs = attrs
         self.input_shapes = input_shapes
         self.input_dtypes = input_dtypes
         self._input_values = input_values
-        self.at_run_time = at_run_time   # True when the shapes are the actual ones
 
     @property
     def num_inputs(self) -> int:
@@ -59,17 +56,3 @@ class InferenceContext:
                    f"'{self.input_name(i)}' (shape {s.compact()})")
             raise errors.InvalidArgumentError(msg)
         return s
-
-    @staticmethod
-    def merge_dim(a, b, what: str):
-        """The merged dim of ``a`` and ``b`` (None is unknown); error naming ``what``."""
-        if a is None:
-            return b
-        if b is None or a == b:
-            return a
-        msg = f"Dimensions must be equal, but are {a} and {b} ({what})"
-        raise errors.InvalidArgumentError(msg)
-
-    @staticmethod
-    def unchanged(shape: TensorShape) -> list[TensorShape]:
-        return [shape]

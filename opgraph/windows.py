@@ -72,9 +72,9 @@ class ConvParams:
         self.data_format, self.strides, self.dilations = data_format, strides, dilations
         self.padding, self.explicit = padding, explicit
 
-    def split(self, shape: TensorShape):
-        """(N, H, W, C) of a rank-4 shape in this data format."""
-        d = shape.dims
+    def split(self, shape):
+        """(N, H, W, C) of a rank-4 TensorShape or plain shape tuple in this data format."""
+        d = shape.dims if isinstance(shape, TensorShape) else shape
         n, h, w, c = _DIMS[self.data_format]
         return d[n], d[h], d[w], d[c]
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from opgraph import errors
+from opgraph.graph import Output
 from opgraph.inputs import to_ndarray
 from opgraph.op_def import OpDef
 from opgraph.registry import register_op
 from opgraph.scope import user_site
 from opgraph.shapes import TensorShape
-from opgraph.wrappers import OpWrapper, make_wrapper
+from opgraph.wrappers import make_wrapper
 
 __all__ = ["Const", "Placeholder", "PlaceholderWithDefault", "Identity", "Shape"]
 
@@ -53,18 +54,10 @@ class Const(make_wrapper("Const")):
             err = err.with_context(f" for node '{name}' (op: 'Const') created at {site}.",
                                    name, "Const", site)
             self.operation = scope._failed(self._op_def, name, {}, site, err)
-            self.output = _failed_output(self.operation)
-            return
-        self.operation = scope.build_op(self._op_def, [], {"value": array,
-                                                           "dtype": array.dtype}, site)
-        self.output = _failed_output(self.operation) if self.operation.failed else \
-            self.operation.output(0)
-
-
-def _failed_output(op):
-    from opgraph.graph import Output  # noqa: PLC0415
-
-    return Output(op, 0)
+        else:
+            self.operation = scope.build_op(self._op_def, [], {"value": array,
+                                                               "dtype": array.dtype}, site)
+        self.output = Output(self.operation, 0)
 
 
 def _placeholder_shape(c):
@@ -131,5 +124,3 @@ register_op(OpDef(
     doc="The shape of `input` as a 1-D tensor. Its value is known at build time when the "
         "input's static shape is fully defined, so shape functions downstream can read it."))
 Shape = make_wrapper("Shape")
-
-assert issubclass(Shape, OpWrapper)

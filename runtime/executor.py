@@ -28,7 +28,8 @@ from opgraph import errors
 from opgraph.shape_inference import InferenceContext
 from opgraph.shapes import TensorShape
 
-__all__ = ["Plan", "compile_plan", "StepStats", "NodeExecStats"]
+__all__ = ["Plan", "compile_plan", "StepStats", "NodeExecStats", "node_error",
+           "unfed_placeholder_error"]
 
 _plan_ids = itertools.count()
 
@@ -95,7 +96,7 @@ class Plan:
             return self._fn(*feed_values)
         except Exception as e:  # noqa: BLE001  (every kernel failure becomes an OpError)
             step = self._failing_step(e.__traceback__)
-            raise _node_error(e, step) from e
+            raise node_error(e, step) from e
 
     def _failing_step(self, tb):
         step = None
@@ -116,7 +117,7 @@ class Plan:
             try:
                 result = step.call(*args)
             except Exception as e:  # noqa: BLE001
-                raise _node_error(e, step) from e
+                raise node_error(e, step) from e
             t1 = time.perf_counter()
             results = (result,) if len(step.outs) == 1 else tuple(result)
             env.update(zip(step.outs, results))
@@ -127,7 +128,17 @@ class Plan:
         return [env[v] for v in self._fetch_vars]
 
 
-def _node_error(e: Exception, step) -> errors.OpError:
+def unfed_placeholder_error(op) -> errors.InvalidArgumentError:
+    """TF's "You must feed a value for placeholder tensor ..." naming ``op``."""
+    shape = op.output_shapes[0]
+    shape_text = "" if shape.dims is None else f" and shape {shape}"
+    msg = (f"You must feed a value for placeholder tensor '{op.name}' with dtype "
+           f"{op.output_dtypes[0].name}{shape_text} (created at {op.site})")
+    return errors.InvalidArgumentError(msg, op.name, op.type, op.site)
+
+
+def node_error(e: Exception, step) -> errors.OpError:
+    """``e`` (raised by ``step``'s kernel) as the matching OpError naming the node."""
     if step is None:
         if isinstance(e, errors.OpError):
             return e
@@ -153,8 +164,7 @@ def _rechecking(node, call):
 
     def checked(*inputs):
         ctx = InferenceContext(op_def, attrs, [TensorShape._from_tuple(np.shape(a))
-                                               for a in inputs], dtypes, inputs,
-                               at_run_time=True)
+                                               for a in inputs], dtypes, inputs)
         op_def.shape_fn(ctx)
         return call(*inputs)
     return checked
@@ -184,11 +194,7 @@ def compile_plan(session, feeds, fetches, targets) -> Plan:
     ops = prune(feed_set, fetches, targets)
     for op in ops:
         if op.type == "Placeholder":
-            shape = "" if op.output_shapes[0].dims is None else \
-                f" and shape {op.output_shapes[0]}"
-            msg = (f"You must feed a value for placeholder tensor '{op.name}' with dtype "
-                   f"{op.output_dtypes[0].name}{shape} (created at {op.site})")
-            raise errors.InvalidArgumentError(msg, op.name, op.type, op.site)
+            raise unfed_placeholder_error(op)
 
     var = {}            # Output -> variable name
     namespace = {}
@@ -209,8 +215,8 @@ def compile_plan(session, feeds, fetches, targets) -> Plan:
         outs = [f"v{op.id}_{k}" for k in range(op.num_outputs)]
         step = _Step(op, device, call, args, outs)
         foldable = (getattr(kernel, "foldable", True) and not op.control_inputs
-                    and all(o.op.name in constant_ops for o in op.inputs if o not in feed_set)
-                    and not any(o in feed_set for o in op.inputs))
+                    and all(o not in feed_set and o.op.name in constant_ops
+                            for o in op.inputs))
         if foldable:
             constant_ops.add(op.name)
             values = session.fold(op, step, [namespace[a] for a in args])

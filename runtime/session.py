@@ -23,7 +23,7 @@ from opgraph.graph import Operation, Output
 from opgraph.inputs import to_ndarray
 from opgraph.scope import Scope
 from runtime import devices
-from runtime.executor import StepStats, compile_plan
+from runtime.executor import StepStats, compile_plan, node_error
 from runtime.kernel_registry import find_kernel
 
 __all__ = ["ClientSession", "RunOptions", "RunMetadata"]
@@ -172,12 +172,10 @@ class ClientSession:
         """The outputs of constant ``op``, computed once per session."""
         values = self._folded.get(op.name)
         if values is None:
-            from runtime.executor import _node_error  # noqa: PLC0415
-
             try:
                 result = step.call(*args)
             except Exception as e:  # noqa: BLE001
-                raise _node_error(e, step) from e
+                raise node_error(e, step) from e
             values = (result,) if op.num_outputs == 1 else tuple(result)
             self._folded[op.name] = values
         return values

@@ -6,6 +6,7 @@ import numpy as np
 
 from opgraph import errors
 from opgraph.dtypes import ALL_TYPES
+from runtime.executor import unfed_placeholder_error
 from runtime.kernel_registry import Kernel, register_kernel
 
 _ANY = {"T": ALL_TYPES}
@@ -27,12 +28,8 @@ class ConstCpu(Kernel):
 class PlaceholderCpu(Kernel):
     foldable = False
 
-    def compute(self):
-        n = self.node
-        shape = "" if n.attrs["shape"].dims is None else f" and shape {n.attrs['shape']}"
-        msg = (f"You must feed a value for placeholder tensor '{n.name}' with dtype "
-               f"{n.attrs['dtype'].name}{shape}")
-        raise errors.InvalidArgumentError(msg, n.name, n.type, n.site)
+    def compute(self):   # the executor refuses unfed placeholders before running; defensive
+        raise unfed_placeholder_error(self.node)
 
 
 @register_kernel("PlaceholderWithDefault", "CPU", {"dtype": ALL_TYPES})

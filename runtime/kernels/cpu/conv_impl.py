@@ -928,17 +928,7 @@ def _scatter_run(dyv, wc, dxv, strides, dilations, pads, g, cdt, layout, nth):
     wk = wc.reshape(kh, kw, cig, g, cog).transpose(3, 4, 0, 1, 2).reshape(g, cog, t * cig)
     wcat = np.ascontiguousarray(wk)
     wcatT = np.ascontiguousarray(wk.transpose(0, 2, 1))
-    # taps -> (phase, q offset)
-    taps = []
-    for di in range(kh):
-        vh = di * dh - pt
-        ph = vh % sh
-        eh = (vh - ph) // sh
-        for dj in range(kw):
-            vw = dj * dw - pl
-            pw = vw % sw
-            ew = (vw - pw) // sw
-            taps.append((di * kw + dj, ph, eh, pw, ew))
+    taps = _tap_offsets(kh, kw, strides, dilations, pads)
     # accumulate straight into dx when it has the compute dtype and the adds stay contiguous:
     # pixel-major blocks add channel runs (any stride: dx[:, ph::sh, pw::sw] is fine);
     # channel-first blocks add row runs (stride 1 only). Otherwise per-phase accumulators.

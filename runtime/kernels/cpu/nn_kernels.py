@@ -24,26 +24,17 @@ class _ConvKernel(Kernel):
     def _backprop_input(self, input_shape, w, dy):
         p = self.params
         check_allocation(input_shape, dy.dtype.itemsize, f"{self.node.type} output")
-        _, h, wd, _ = p.split(_Dims(input_shape))
+        _, h, wd, _ = p.split(input_shape)
         pads = p.pads_before((h, wd), w.shape[:2])
         return conv_impl.conv2d_backprop_input(dy, w, tuple(input_shape), p.strides,
                                                p.dilations, pads, p.data_format)
-
-
-class _Dims:
-    """Adapter so ConvParams.split works on a concrete shape tuple."""
-
-    __slots__ = ("dims",)
-
-    def __init__(self, shape):
-        self.dims = tuple(int(d) for d in shape)
 
 
 @register_kernel("Conv2D", "CPU", CONV_TYPES)
 class Conv2DCpu(_ConvKernel):
     def compute(self, x, w):
         p = self.params
-        n, h, wd, _ = p.split(_Dims(x.shape))
+        n, h, wd, _ = p.split(x.shape)
         kh, kw, _, out_depth = w.shape
         out_h, out_w = p.out_size(0, h, kh), p.out_size(1, wd, kw)
         check_allocation(p.join(n, out_h, out_w, out_depth).dims, x.dtype.itemsize,
@@ -64,6 +55,6 @@ class Conv2DBackpropInputCpu(_ConvKernel):
     def compute(self, input_sizes, w, dy):
         sizes = [int(v) for v in input_sizes.ravel()]
         if len(sizes) == 2:   # [H, W]: batch from out_backprop, depth from the filter
-            n = self.params.split(_Dims(dy.shape))[0]
+            n = self.params.split(dy.shape)[0]
             sizes = list(self.params.join(n, sizes[0], sizes[1], w.shape[2]).dims)
         return self._backprop_input(sizes, w, dy)
