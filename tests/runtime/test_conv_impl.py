@@ -19,7 +19,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from runtime.kernels.cpu import conv_impl
+from runtime.kernels.cpu import conv_impl, native
 from tests.reference import (
     conv2d_backprop_input_ref,
     conv2d_forward_ref,
@@ -38,7 +38,7 @@ def _restore_flags():
     saved = {k: getattr(conv_impl, k) for k in
              ("FORCE_ALGORITHM", "FORCE_LAYOUT", "BLOCK_BYTES", "TARGET_ROWS", "SCATTER_BYTES",
               "NUM_THREADS", "PARALLEL_MIN_MACS", "WINOGRAD_MIN_CHANNELS", "TINY_MACS",
-              "PER_TAP_MAX_CHANNELS")}
+              "PER_TAP_MAX_CHANNELS", "USE_NATIVE", "NATIVE_CHANNEL_CHUNK", "NATIVE_BLOCK_BYTES")}
     yield
     for k, v in saved.items():
         setattr(conv_impl, k, v)
@@ -371,6 +371,11 @@ def test_algorithm_choice():
     # few input channels, large kernel, stride 2 (workload F) -> scatter; 64->64 3x3 -> gather
     assert conv_impl.choose_backprop_input_algorithm(
         (4, 112, 112, 64), (7, 7, 3, 64), (4, 224, 224, 3), (2, 2)) == "scatter"
+    # 64->64 3x3: the compiled direct kernel when it is available, else the numpy gather engine
+    expected = "native" if native.load() is not None else "gather"
+    assert conv_impl.choose_backprop_input_algorithm(
+        (8, 56, 56, 64), (3, 3, 64, 64), (8, 56, 56, 64), (1, 1)) == expected
+    conv_impl.USE_NATIVE = False
     assert conv_impl.choose_backprop_input_algorithm(
         (8, 56, 56, 64), (3, 3, 64, 64), (8, 56, 56, 64), (1, 1)) == "gather"
     assert conv_impl.choose_backprop_input_algorithm(

@@ -69,6 +69,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from runtime.kernels.cpu import native as _native
+
 try:  # optional bfloat16
     import ml_dtypes as _ml_dtypes
 
@@ -101,6 +103,10 @@ PARALLEL_MIN_MACS = 1 << 22
 #: Force an algorithm: None (auto), "direct", "gather" or "scatter" (the forward conv honours
 #: "direct"; any other value runs its gather engine).
 FORCE_ALGORITHM = None
+#: Use the compiled direct kernel (native.py) where it applies; False = numpy algorithms only.
+USE_NATIVE = True
+#: Input channels per weight chunk of the compiled kernel (0 = the kernel's own choice).
+NATIVE_CHANNEL_CHUNK = 0
 #: Force the physical layout of the blocks: None (auto), "pm" (pixel-major), "cf" (channel-first)
 #: or "flat" (scatter only: whole-row flat adds; channel-first elsewhere).
 FORCE_LAYOUT = None
@@ -325,7 +331,7 @@ class _GatherJob:
     ``wk[g]`` of shape [Th, Tw, Csg, Cog] (compute dtype)."""
 
     __slots__ = ("src", "out", "offs_h", "offs_w", "step", "wk", "groups", "wmat", "wino",
-                 "wtap")
+                 "wtap", "native")
 
     def __init__(self, src, out, offs_h, offs_w, step, wk, groups):
         self.src, self.out = src, out
@@ -339,6 +345,7 @@ class _GatherJob:
         self.step, self.wk, self.groups = step, wk, groups
         self.wino = None
         self.wtap = None
+        self.native = None
 
 
 def _gather_units(job, cdt):
@@ -350,6 +357,25 @@ def _gather_units(job, cdt):
     cs = job.src.shape[3]
     row_bytes = max(1, r * t * cs * cdt.itemsize)  # patches of one output row
     rows = max(1, min(BLOCK_BYTES // row_bytes, -(-TARGET_ROWS // max(r, 1))))
+    return _row_units(n, q, rows, even=job.wino is not None)
+
+
+#: Bytes of source rows and output rows one block of the compiled kernel aims at: it sweeps
+#: them once per block of output channels, so they should stay in the 2 MiB L2 with the weights.
+NATIVE_BLOCK_BYTES = 1 << 19
+
+
+def _native_units(job):
+    n, q, r, co = job.out.shape
+    _, _, wsz, cs = job.src.shape
+    row_bytes = 4 * (wsz * cs * job.step[0] + r * co)
+    return _row_units(n, q, max(1, NATIVE_BLOCK_BYTES // max(row_bytes, 1)))
+
+
+def _row_units(n, q, rows, even=False):
+    """Blocks (n0, n1, q0, q1) of about ``rows`` output rows: whole images when a block holds
+    one or more, else balanced row chunks of one image (an even count with ``even``); at least
+    two blocks per thread when there are enough rows."""
     total_rows = n * q
     if NUM_THREADS > 1 and total_rows >= 2 * NUM_THREADS:
         rows = max(1, min(rows, total_rows // (2 * NUM_THREADS)))
@@ -359,10 +385,9 @@ def _gather_units(job, cdt):
         for n0 in range(0, n, per):
             units.append((n0, min(n, n0 + per), 0, q))
     else:
-        # balance the row chunks inside an image
         nchunk = -(-q // rows)
         rows = -(-q // nchunk)
-        if job.wino is not None:
+        if even:
             rows += rows % 2
         for n0 in range(n):
             for q0 in range(0, q, rows):
@@ -384,7 +409,11 @@ def _gather_run(jobs, cdt, layout, nthreads):
         csg = job.src.shape[3] // g
         cog = co // g
         th, tw = len(job.offs_h), len(job.offs_w)
-        if _taps_ok(job, layout):
+        nat = _native_for(job, cdt)
+        if nat is not None:
+            job.native = nat
+            job.wmat = nat.pack_weights(job.wk[0])
+        elif _taps_ok(job, layout):
             job.wtap = np.ascontiguousarray(job.wk[0])  # [th, tw, cs, co]
             job.wmat = None
         elif _winograd_ok(job, cdt, layout):
@@ -400,13 +429,15 @@ def _gather_run(jobs, cdt, layout, nthreads):
         else:  # wmat[g] [o, (t, c)] @ patches[g] [(t, c), pixels]
             job.wmat = np.ascontiguousarray(
                 job.wk.reshape(g, th * tw * csg, cog).transpose(0, 2, 1))
-        for u in _gather_units(job, cdt):
+        for u in (_native_units(job) if job.native is not None else _gather_units(job, cdt)):
             tasks.append((job, u))
     if not tasks:
         return
 
     def worker(ws, task):
-        if task[0].wtap is not None:
+        if task[0].native is not None:
+            _native_block(ws, task[0], task[1])
+        elif task[0].wtap is not None:
             _taps_block(ws, task[0], task[1], cdt)
         elif task[0].wino is not None:
             _winograd_block(ws, task[0], task[1], cdt)
@@ -414,6 +445,51 @@ def _gather_run(jobs, cdt, layout, nthreads):
             _gather_block(ws, task[0], task[1], cdt, layout)
 
     _run_tasks(tasks, worker, nthreads)
+
+
+def _native_for(job, cdt):
+    """The compiled kernel if it runs this job (one group, float32 compute, output channels a
+    multiple of its vector width, not forced elsewhere), else None."""
+    if not USE_NATIVE or FORCE_ALGORITHM not in (None, "native"):
+        return None
+    if job.groups != 1 or cdt != np.float32 or job.wino is not None:
+        return None
+    nat = _native.load()
+    if nat is None or job.out.shape[3] % nat.vector_width:
+        return None
+    return nat
+
+
+def _native_staging(src_shape, out_shape, unit, offs_h, step):
+    """Rows [r0, r1) of src one block reads, and the staging buffer sizes (elements)."""
+    n0, n1, q0, q1 = unit
+    _, hs, wsz, cs = src_shape
+    _, _, r, co = out_shape
+    r0 = min(max(0, q0 * step[0] + offs_h[0]), hs)
+    r1 = max(r0, min(hs, (q1 - 1) * step[0] + offs_h[-1] + 1))
+    return r0, r1, (n1 - n0) * (r1 - r0) * wsz * cs, (n1 - n0) * (q1 - q0) * r * co
+
+
+def _native_block(ws, job, unit):
+    """One block through the compiled kernel. Operands it cannot address in place (other
+    dtypes, channel-first views) go through float32 NHWC staging buffers of this block only."""
+    nat = job.native
+    n0, n1, q0, q1 = unit
+    src, out = job.src[n0:n1], job.out[n0:n1, q0:q1]
+    offs_h = job.offs_h
+    if not nat.addressable(src):
+        r0, r1, nsrc, _ = _native_staging(job.src.shape, job.out.shape, unit, offs_h, job.step)
+        buf = _buf(ws, "nsrc", nsrc, np.float32).reshape(n1 - n0, r1 - r0, *src.shape[2:])
+        _store(buf, src[:, r0:r1])
+        src, offs_h = buf, [o - r0 for o in offs_h]
+    if nat.addressable(out):
+        nat.gather_conv(src, out, offs_h, job.offs_w, job.step, q0, job.wmat,
+                        NATIVE_CHANNEL_CHUNK)
+    else:
+        tmp = _buf(ws, "nout", out.size, np.float32).reshape(out.shape)
+        nat.gather_conv(src, tmp, offs_h, job.offs_w, job.step, q0, job.wmat,
+                        NATIVE_CHANNEL_CHUNK)
+        _store(out, tmp)
 
 
 def _src_window(ws, src, n0, n1, r0, r1, c0, c1, cdt, layout, need_cdt, force_copy=False):
@@ -777,8 +853,10 @@ def _phase_taps(k, d, s, pad, ph):
     return out
 
 
-def choose_backprop_input_algorithm(dy_shape_nhwc, w_shape, input_shape_nhwc, strides):
-    """'direct', 'gather' or 'scatter' for a configuration (shapes in logical NHWC order)."""
+def choose_backprop_input_algorithm(dy_shape_nhwc, w_shape, input_shape_nhwc, strides,
+                                    dtype=np.float32):
+    """'direct', 'native', 'gather' or 'scatter' for a configuration (shapes in logical NHWC
+    order; dtype that of dy)."""
     n, oh, ow, cout = dy_shape_nhwc
     kh, kw, cig, _ = w_shape
     _, h, wd, cin = input_shape_nhwc
@@ -787,6 +865,10 @@ def choose_backprop_input_algorithm(dy_shape_nhwc, w_shape, input_shape_nhwc, st
     if (g == 1 and n * oh * ow * kh * kw * cig * cout < TINY_MACS
             and n * h * wd * kh * kw * cout < 8 * TINY_MACS):  # its patches stay small too
         return "direct"
+    if g == 1 and USE_NATIVE and _compute_dtype(dtype) == np.float32:
+        nat = _native.load()
+        if nat is not None and cin % nat.vector_width == 0:
+            return "native"
     # values moved per output element: gather copies kh*kw/(sh*sw) * Cout_g per dx element,
     # scatter writes kh*kw*Cin per dy pixel and adds them (the GEMM is wider, so weighted 3).
     gather = n * h * wd * kh * kw * (cout // max(g, 1)) / (sh * sw) * 2.0
@@ -825,7 +907,7 @@ def conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before,
     cog = cout // g
     macs = n * oh * ow * kh * kw * cig * cout
     algo = FORCE_ALGORITHM or choose_backprop_input_algorithm(
-        dyv.shape, w.shape, dxv.shape, (sh, sw))
+        dyv.shape, w.shape, dxv.shape, (sh, sw), odt)
     if algo == "direct":
         if g == 1:
             return _tiny_backprop(dyv, w, dxv.shape, (sh, sw), (dh, dw), (pt, pl), cdt, odt,
@@ -835,7 +917,7 @@ def conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before,
     if not _BLAS.available:
         nth = 1
     wc = w.astype(cdt, copy=False)
-    if algo == "gather":
+    if algo in ("gather", "native"):  # native: the gather plan, blocks in the compiled kernel
         layout = _gather_layout(data_format)
         jobs = _backprop_gather_jobs(dyv, wc, dxv, (sh, sw), (dh, dw), (pt, pl), g, True)
         _gather_run(jobs, cdt, layout, nth)
@@ -1144,7 +1226,7 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
     # interpreter's own small objects of a call
     wbytes = 6 * t * cig * cout * isz + (128 << 10)
     algo = FORCE_ALGORITHM or choose_backprop_input_algorithm(dyn, (kh, kw, cig, cout), xn,
-                                                              tuple(strides))
+                                                              tuple(strides), dtype)
     if algo == "direct" and g == 1:
         hp, wp = h + (kh - 1) * dilations[0], wd + (kw - 1) * dilations[1]
         return (n * hp * wp * cout + n * h * wd * t * cout + n * h * wd * cin) * isz + wbytes
@@ -1158,7 +1240,25 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
     dummy_dx = np.broadcast_to(zero, xn)
     dummy_w = np.broadcast_to(zero, (kh, kw, cig, cout))
     per_key = {}
+    if algo == "native":
+        jobs = _backprop_gather_jobs(dummy_dy, dummy_w, dummy_dx, tuple(strides),
+                                     tuple(dilations), tuple(pads_before), g, False)
+        # staging buffers (counted always: whether dy and dx need them depends on their
+        # strides, not only on the format and dtype)
+        ntask = 0
+        for job in jobs:
+            if _native_for(job, cdt) is None:  # falls back to the numpy gather engine
+                algo = "gather"
+                break
+            for u in _native_units(job):
+                ntask += 1
+                _, _, nsrc, nout = _native_staging(job.src.shape, job.out.shape, u,
+                                                   job.offs_h, job.step)
+                per_key["nsrc"] = max(per_key.get("nsrc", 0), nsrc)
+                per_key["nout"] = max(per_key.get("nout", 0), nout)
+        wbytes += t * cig * cout * isz  # the packed weights
     if algo == "gather":
+        per_key = {}
         layout = _gather_layout(data_format)
         jobs = _backprop_gather_jobs(dummy_dy, dummy_w, dummy_dx, tuple(strides),
                                      tuple(dilations), tuple(pads_before), g, False)
