@@ -11,9 +11,11 @@
  * The weights come packed as blocks of BW = NV*VL output channels: wpk[block][a][b][c][BW]
  * (the last block may be narrower, a multiple of VL), so the microkernel streams them
  * contiguously. The microkernel keeps an RB-pixel x NV-vector tile of out in registers and, per
- * input channel, does NV vector loads of w, RB broadcasts of src and RB*NV FMAs. The input
- * channels are processed in chunks whose weights (taps x chunk x BW floats) stay in L1, each
- * chunk sweeping every pixel of the call before the next chunk adds to the same outputs.
+ * input channel, does NV vector loads of w, RB broadcasts of src and RB*NV FMAs. A row of
+ * pixels is cut into near-equal tiles; at the row's ends the taps of a tile are grouped by the
+ * pixels they read inside the source, one sub-tile call per group, so edges need no padding.
+ * Very large weight panels are split into input-channel chunks that each sweep every pixel of
+ * the call before the next chunk adds to the same outputs.
  */
 #include <stdlib.h>
 
@@ -36,8 +38,9 @@
 #define BCAST(v) ((vf){(v), (v), (v), (v)})
 #endif
 #define BW (NV * VL)
-/* bytes of weights one channel chunk may stream (L2 is 1-2 MiB; whole panels measured best) */
-#define CHUNK_WEIGHT_BYTES 262144
+/* bytes of weights one channel chunk may stream: whole panels measured best while they fit
+ * the 1-2 MiB L2 (C: 295 KiB per block; chunks of 64 or 128 channels were no faster) */
+#define CHUNK_WEIGHT_BYTES (1L << 20)
 
 typedef float vf __attribute__((vector_size(VL * 4)));
 typedef float vfu __attribute__((vector_size(VL * 4), aligned(4))); /* unaligned access */
@@ -108,23 +111,35 @@ int opgraph_gather_conv_f32(const float *src, long s_n, long s_h, long s_w, int 
     if (N <= 0 || Q <= 0 || R <= 0)
         return 0;
     const int T = th * tw;
-    if (cchunk <= 0) {
-        cchunk = CHUNK_WEIGHT_BYTES / (T * BW * (int)sizeof(float));
-        if (cchunk < 4)
-            cchunk = 4;
+    if (cchunk <= 0) { /* near-equal chunks whose weights fit CHUNK_WEIGHT_BYTES */
+        const long panel = (long)T * Cs * BW * (long)sizeof(float);
+        const long nchunk = (panel + CHUNK_WEIGHT_BYTES - 1) / CHUNK_WEIGHT_BYTES;
+        cchunk = (int)((Cs + nchunk - 1) / nchunk);
     }
     if (cchunk > Cs)
         cchunk = Cs;
-    long *soff = malloc(sizeof(long) * 2 * (size_t)T);
+    /* the row of pixels is cut into ntile near-equal tiles of at most RB pixels; colo/cohi
+     * [tile][b]: the pixels of a tile whose tap column b reads inside the source row */
+    const int ntile = (R + RB - 1) / RB;
+    long *soff = malloc(sizeof(long) * 2 * (size_t)T
+                        + sizeof(int) * (2 * (size_t)ntile * tw + ntile + 1));
     if (!soff)
         return -2;
     long *woff = soff + T;
-    /* output columns whose taps all read inside the source row: [rlo, rhi) */
-    int rlo = 0, rhi = R;
-    while (rlo < R && (long)rlo * stepw + offw[0] < 0)
-        rlo++;
-    while (rhi > rlo && (long)(rhi - 1) * stepw + offw[tw - 1] >= Ws)
-        rhi--;
+    int *colo = (int *)(woff + T), *cohi = colo + (size_t)ntile * tw;
+    int *tr = cohi + (size_t)ntile * tw;
+    for (int i = 0; i <= ntile; i++)
+        tr[i] = (int)((long)R * i / ntile);
+    for (int i = 0; i < ntile; i++)
+        for (int b = 0; b < tw; b++) {
+            int lo = tr[i], hi = tr[i + 1];
+            while (lo < hi && (long)lo * stepw + offw[b] < 0)
+                lo++;
+            while (hi > lo && (long)(hi - 1) * stepw + offw[b] >= Ws)
+                hi--;
+            colo[i * tw + b] = lo - tr[i];
+            cohi[i * tw + b] = hi - tr[i];
+        }
     const long ps = (long)stepw * s_w;
     for (int c0 = 0; c0 < Co; c0 += BW) {
         const int nv = Co - c0 >= BW ? NV : (Co - c0) / VL;
@@ -137,26 +152,46 @@ int opgraph_gather_conv_f32(const float *src, long s_n, long s_h, long s_w, int 
                 for (int q = 0; q < Q; q++) {
                     float *orow = out + n * o_n + q * o_h + c0;
                     const long qs = (long)(q0 + q) * steph;
-                    for (int r = 0; r < R;) {
-                        const int inside = r >= rlo && r < rhi;
-                        const int rb = inside ? (rhi - r < RB ? rhi - r : RB) : 1;
-                        int t = 0;
-                        for (int a = 0; a < th; a++) {
-                            const long hh = qs + offh[a];
-                            if (hh < 0 || hh >= Hs)
+                    for (int i = 0; i < ntile; i++) {
+                        const int r = tr[i], rb = tr[i + 1] - r;
+                        const int *lo = colo + i * tw, *hi = cohi + i * tw;
+                        float *o = orow + r * o_w;
+                        /* Tap columns reading the same pixel range [plo, phi) of the tile form
+                         * one microkernel call on that sub-tile; the tile's first call writes
+                         * it (or it is zeroed first), the others add to it. */
+                        int init = k0 > 0;
+                        for (int b0 = 0; b0 < tw; b0++) {
+                            const int plo = lo[b0], phi = hi[b0];
+                            int seen = plo >= phi; /* empty, or done with an earlier column */
+                            for (int b = 0; b < b0 && !seen; b++)
+                                seen = lo[b] == plo && hi[b] == phi;
+                            if (seen)
                                 continue;
-                            for (int b = 0; b < tw; b++) {
-                                const long ww = (long)r * stepw + offw[b];
-                                if (!inside && (ww < 0 || ww >= Ws))
-                                    continue;
-                                soff[t] = hh * s_h + ww * s_w;
-                                woff[t] = ((long)(a * tw + b) * Cs + k0) * width;
-                                t++;
+                            if (!init && (plo > 0 || phi < rb)) {
+                                MICRO_TABLE[nv - 1][rb - 1](sn, ps, soff, woff, 0, kc, wblk, o,
+                                                            o_w, 0);
+                                init = 1;
                             }
+                            int t = 0;
+                            for (int a = 0; a < th; a++) {
+                                const long hh = qs + offh[a];
+                                if (hh < 0 || hh >= Hs)
+                                    continue;
+                                for (int b = b0; b < tw; b++) {
+                                    if (lo[b] != plo || hi[b] != phi)
+                                        continue;
+                                    soff[t] = hh * s_h + ((long)(r + plo) * stepw + offw[b]) * s_w;
+                                    woff[t] = ((long)(a * tw + b) * Cs + k0) * width;
+                                    t++;
+                                }
+                            }
+                            MICRO_TABLE[nv - 1][phi - plo - 1](sn, ps, soff, woff, t, kc, wblk,
+                                                               o + plo * o_w, o_w, init);
+                            init = 1;
                         }
-                        MICRO_TABLE[nv - 1][rb - 1](sn, ps, soff, woff, t, kc, wblk,
-                                                    orow + r * o_w, o_w, k0 > 0);
-                        r += rb;
+                        if (!init) /* no tap column reads inside the source: zeros */
+                            MICRO_TABLE[nv - 1][rb - 1](sn, ps, soff, woff, 0, kc, wblk, o, o_w,
+                                                        0);
                     }
                 }
             }
