@@ -23,7 +23,7 @@
 #include <immintrin.h>
 #define VL 16
 #define NV 2
-#define RB 12
+#define RB 14
 #define BCAST(v) ((vf)_mm512_set1_ps(v))
 #elif defined(__AVX__)
 #include <immintrin.h>
@@ -77,11 +77,13 @@ typedef float vfu __attribute__((vector_size(VL * 4), aligned(4))); /* unaligned
 typedef void (*micro_fn)(const float *, long, const long *, const long *, int, int,
                          const float *, float *, long, int);
 
-#if RB == 12
+#if RB == 14
 #define MICROS(N) MICRO(1, N) MICRO(2, N) MICRO(3, N) MICRO(4, N) MICRO(5, N) MICRO(6, N) \
-    MICRO(7, N) MICRO(8, N) MICRO(9, N) MICRO(10, N) MICRO(11, N) MICRO(12, N)
+    MICRO(7, N) MICRO(8, N) MICRO(9, N) MICRO(10, N) MICRO(11, N) MICRO(12, N) MICRO(13, N) \
+    MICRO(14, N)
 #define TABLE(N) {micro_1_##N, micro_2_##N, micro_3_##N, micro_4_##N, micro_5_##N, micro_6_##N, \
-    micro_7_##N, micro_8_##N, micro_9_##N, micro_10_##N, micro_11_##N, micro_12_##N}
+    micro_7_##N, micro_8_##N, micro_9_##N, micro_10_##N, micro_11_##N, micro_12_##N,          \
+    micro_13_##N, micro_14_##N}
 #elif RB == 6
 #define MICROS(N) MICRO(1, N) MICRO(2, N) MICRO(3, N) MICRO(4, N) MICRO(5, N) MICRO(6, N)
 #define TABLE(N) {micro_1_##N, micro_2_##N, micro_3_##N, micro_4_##N, micro_5_##N, micro_6_##N}
