@@ -202,3 +202,30 @@ int opgraph_gather_conv_f32(const float *src, long s_n, long s_h, long s_w, int 
     free(soff);
     return 0;
 }
+
+/* dst[i, p, c] = src[i, p, c] for i < A, p < P, c < C, every stride in elements: the staging
+ * copy between channel-first (NCHW) views and the kernel's channel-last blocks. It walks
+ * 16 x 16 tiles of the (p, c) plane so both sides are read and written in cache-line runs. */
+void opgraph_copy3d_f32(const float *src, long sa, long sp, long sc, float *dst, long da,
+                        long dp, long dc, int A, int P, int C)
+{
+    enum { TILE = 16 };
+    for (int i = 0; i < A; i++) {
+        const float *s = src + i * sa;
+        float *d = dst + i * da;
+        for (int p0 = 0; p0 < P; p0 += TILE) {
+            const int p1 = P - p0 < TILE ? P : p0 + TILE;
+            for (int c0 = 0; c0 < C; c0 += TILE) {
+                const int c1 = C - c0 < TILE ? C : c0 + TILE;
+                if (dc == 1)
+                    for (int p = p0; p < p1; p++)
+                        for (int c = c0; c < c1; c++)
+                            d[p * dp + c] = s[p * sp + c * sc];
+                else
+                    for (int c = c0; c < c1; c++)
+                        for (int p = p0; p < p1; p++)
+                            d[p * dp + c * dc] = s[p * sp + c * sc];
+            }
+        }
+    }
+}

@@ -480,7 +480,7 @@ def _native_block(ws, job, unit):
     if not nat.addressable(src):
         r0, r1, nsrc, _ = _native_staging(job.src.shape, job.out.shape, unit, offs_h, job.step)
         buf = _buf(ws, "nsrc", nsrc, np.float32).reshape(n1 - n0, r1 - r0, *src.shape[2:])
-        _store(buf, src[:, r0:r1])
+        (nat.copy if src.dtype == np.float32 else _store)(buf, src[:, r0:r1])
         src, offs_h = buf, [o - r0 for o in offs_h]
     if nat.addressable(out):
         nat.gather_conv(src, out, offs_h, job.offs_w, job.step, q0, job.wmat,
@@ -489,7 +489,7 @@ def _native_block(ws, job, unit):
         tmp = _buf(ws, "nout", out.size, np.float32).reshape(out.shape)
         nat.gather_conv(src, tmp, offs_h, job.offs_w, job.step, q0, job.wmat,
                         NATIVE_CHANNEL_CHUNK)
-        _store(out, tmp)
+        (nat.copy if out.dtype == np.float32 else _store)(out, tmp)
 
 
 def _src_window(ws, src, n0, n1, r0, r1, c0, c1, cdt, layout, need_cdt, force_copy=False):
