@@ -217,11 +217,6 @@ def test_backprop_input_auto_choice_is_native(fmt, native_calls):
 
 
 @needs_native
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "_native_block stages a float32 operand it cannot address with NativeConv.copy, which "
-    "rejects strides that are not multiples of 4 bytes (e.g. a field of a packed structured "
-    "array): conv2d_backprop_input and conv2d_forward raise ValueError('copy: at most 4-D, "
-    "element-aligned strides') instead of staging with numpy as before commit 30e9460"))
 def test_unaligned_float32_operand_is_staged():
     rng = np.random.default_rng(13)
     dy = np.zeros((2, 6, 7, 8), [("x", "f4"), ("y", "u1")])["x"]  # strides of 5-byte records
@@ -425,6 +420,8 @@ def test_gather_conv_rejects_bad_arguments():
         nat.gather_conv(src, odd, *args, nat.pack_weights(_rand(rng, (2, 2, 3, VW + 1))))
     with pytest.raises(ValueError):  # packed weights of the wrong size
         nat.gather_conv(src, out, *args, wpk[:-1])
+    with pytest.raises(ValueError, match="contiguous"):  # a strided copy of the right size
+        nat.gather_conv(src, out, *args, np.repeat(wpk, 2)[::2])
     with pytest.raises(ValueError):  # packed weights of the wrong dtype
         nat.gather_conv(src, out, *args, wpk.astype(np.float64))
     with pytest.raises(ValueError):  # batch mismatch
@@ -595,11 +592,6 @@ def test_workspace_bound(fmt, dtype, n, h, w, c, native_calls):
 
 
 @needs_native
-@pytest.mark.xfail(strict=True, reason=(
-    "conv2d_backprop_input_workspace_bytes: after the 'native' branch the `if algo == "
-    "'gather'` is not an elif, so a native call also adds the scatter plan's buffers (acc, "
-    "dy, col) and takes the scatter task count: the bound is safe but ~10x loose and depends "
-    "on SCATTER_BYTES, which the native path never uses"))
 def test_workspace_bound_follows_the_native_plan():
     args = ((2, VW, 48, 48), (3, 3, VW, VW), (2, VW, 48, 48), (1, 1), (1, 1), (1, 1), "NCHW",
             np.float16)

@@ -470,6 +470,16 @@ def _native_staging(src_shape, out_shape, unit, offs_h, step):
     return r0, r1, (n1 - n0) * (r1 - r0) * wsz * cs, (n1 - n0) * (q1 - q0) * r * co
 
 
+def _stage(nat, dst, src):
+    """dst[...] = src: the kernel's tiled copy for element-aligned float32 views, numpy's
+    (which also converts dtypes and takes any strides) otherwise."""
+    if src.dtype == dst.dtype == np.float32 and all(s % 4 == 0
+                                                     for s in src.strides + dst.strides):
+        nat.copy(dst, src)
+    else:
+        _store(dst, src)
+
+
 def _native_block(ws, job, unit):
     """One block through the compiled kernel. Operands it cannot address in place (other
     dtypes, channel-first views) go through float32 NHWC staging buffers of this block only."""
@@ -480,7 +490,7 @@ def _native_block(ws, job, unit):
     if not nat.addressable(src):
         r0, r1, nsrc, _ = _native_staging(job.src.shape, job.out.shape, unit, offs_h, job.step)
         buf = _buf(ws, "nsrc", nsrc, np.float32).reshape(n1 - n0, r1 - r0, *src.shape[2:])
-        (nat.copy if src.dtype == np.float32 else _store)(buf, src[:, r0:r1])
+        _stage(nat, buf, src[:, r0:r1])
         src, offs_h = buf, [o - r0 for o in offs_h]
     if nat.addressable(out):
         nat.gather_conv(src, out, offs_h, job.offs_w, job.step, q0, job.wmat,
@@ -489,7 +499,7 @@ def _native_block(ws, job, unit):
         tmp = _buf(ws, "nout", out.size, np.float32).reshape(out.shape)
         nat.gather_conv(src, tmp, offs_h, job.offs_w, job.step, q0, job.wmat,
                         NATIVE_CHANNEL_CHUNK)
-        (nat.copy if out.dtype == np.float32 else _store)(out, tmp)
+        _stage(nat, out, tmp)
 
 
 def _src_window(ws, src, n0, n1, r0, r1, c0, c1, cdt, layout, need_cdt, force_copy=False):
@@ -1273,7 +1283,7 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
                 ntask += 1
                 for k, v in _gather_block_elems(job, u, wino, taps).items():
                     per_key[k] = max(per_key.get(k, 0), v)
-    elif _scatter_layout(data_format, cig, g) == "flat":
+    elif algo == "scatter" and _scatter_layout(data_format, cig, g) == "flat":
         geo = _FlatGeometry(h, wd, oh, ow, _tap_offsets(kh, kw, strides, dilations,
                                                          pads_before), strides)
         tasks = _scatter_tasks(n, oh, geo.wp, t, cin, cdt, nth)
@@ -1286,7 +1296,7 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
                 m = un * (i1 - i0) * geo.wp
                 per_key["dy"] = max(per_key.get("dy", 0), m * cout)
                 per_key["col"] = max(per_key.get("col", 0), m * t * cin)
-    else:
+    elif algo == "scatter":
         tasks = _scatter_tasks(n, oh, ow, t, cin, cdt, nth)
         ntask = len(tasks)
         sh, sw = strides

@@ -164,9 +164,11 @@ class NativeConv:
         if not self.supports(src, out):
             raise ValueError(f"unsupported operands: src {src.dtype}{src.shape} strides "
                              f"{src.strides}, out {out.dtype}{out.shape} strides {out.strides}")
-        if wpk.dtype != np.float32 or wpk.size != len(offs_h) * len(offs_w) * cs * co:
+        if (wpk.dtype != np.float32 or wpk.size != len(offs_h) * len(offs_w) * cs * co
+                or not wpk.flags.c_contiguous):
             raise ValueError(f"packed weights: expected {len(offs_h) * len(offs_w) * cs * co} "
-                             f"float32 values, got {wpk.size} {wpk.dtype}")
+                             f"contiguous float32 values (pack_weights), got {wpk.size} "
+                             f"{wpk.dtype}, contiguous={wpk.flags.c_contiguous}")
         oh = np.ascontiguousarray(offs_h, np.int32)
         ow = np.ascontiguousarray(offs_w, np.int32)
         ss, os_ = [s // 4 for s in src.strides], [s // 4 for s in out.strides]
