@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from runtime.kernels.cpu import native
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,6 +44,17 @@ def test_wheel_installs_opgraph_ops_and_runtime(tmp_path):
     assert len(files) == 4
     for f in files:
         assert str(env_dir) in f, f"{f} was not imported from the installed wheel"
+    # the wheel carries the compiled kernel's C source, and it builds from the installed copy
+    probe = ("from runtime.kernels.cpu import native; print(native.SOURCE.is_file()); "
+             "print(native.load() is not None, native.unavailable_reason())")
+    out = subprocess.run([str(py), "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                         check=False, env={**os.environ, "PYTHONPATH": "",
+                                           "OPGRAPH_CACHE_DIR": str(tmp_path / "cache")})
+    assert out.returncode == 0, out.stderr
+    has_source, built = out.stdout.split()[:2]
+    assert has_source == "True"
+    if native.load() is not None:  # a compiler is here, so the installed copy must build too
+        assert built == "True", out.stdout
 
 
 @pytest.mark.parametrize("script", ["quickstart.py", "static_check.py"])
