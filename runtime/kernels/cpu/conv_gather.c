@@ -59,7 +59,7 @@ typedef float vfu __attribute__((vector_size(VL * 4), aligned(4))); /* unaligned
         for (int t = 0; t < T; t++) {                                                          \
             const float *sp = s + soff[t];                                                     \
             const float *wp = w + woff[t];                                                     \
-            for (int c = 0; c < C; c++) {                                                      \
+            _Pragma("GCC unroll 2") for (int c = 0; c < C; c++) {                              \
                 vf wv[NVV];                                                                    \
                 _Pragma("GCC unroll 4") for (int j = 0; j < NVV; j++)                          \
                     wv[j] = *(const vfu *)(wp + (long)c * (NVV * VL) + j * VL);                \
