@@ -7,8 +7,7 @@ dilations, paddings, kernel sizes, layouts, dtypes, threads, channel chunks and 
 the adjoint identity <conv(x), dy> == <x, conv_backprop_input(dy)>, torch's
 ``torch.nn.grad.conv2d_input`` (when installed), and a numpy einsum written here for
 ``NativeConv.gather_conv`` called directly (every row width up to four microkernel tiles,
-row offset q0, strided views, argument checks), numpy's own copy for ``NativeConv.copy`` (the
-staging copy). Every conv_impl test asserts that the compiled kernel really ran (a counting wrapper
+row offset q0, strided views, argument checks). Every conv_impl test asserts that the compiled kernel really ran (a counting wrapper
 around ``conv_impl._native_block``). Channel counts derive from the kernel's vector and block
 widths, so the tests hold on AVX-512, AVX2 and generic builds alike. The loader tests cover
 OPGRAPH_NATIVE=0, a missing or failing compiler, the build cache and the self-check; the last
@@ -374,10 +373,12 @@ def _gather_ref(src, w, offs_h, offs_w, step, q0, q, r):
 
 
 @needs_native
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 @pytest.mark.parametrize("cchunk", [0, 2])
-def test_gather_conv_direct(cchunk):
+def test_gather_conv_direct(cchunk, layout):
     # every row width from 1 to past three 14-pixel tiles: each tile size of the microkernel,
-    # tiles whose edge taps read partly outside the source, and interior tiles
+    # tiles whose edge taps read partly outside the source, and interior tiles; source and
+    # output are strided views stored channel-last or channel-first (read and written in place)
     rng = np.random.default_rng(8)
     n, hs, cs, co = 2, 9, 5, CH_TWO
     q, q0 = 5, 2  # output row q reads source rows (q0 + q)*2 + offs_h
@@ -388,17 +389,24 @@ def test_gather_conv_direct(cchunk):
         for stepw in (1, 2):
             ws = max(1, r * stepw - 1)
             step = (2, stepw)
-            src_big = _rand(rng, (n, hs, ws + 3, cs + 2))
-            src = src_big[:, :, 1:ws + 1, 1:cs + 1]  # a strided view of the source too
-            big = np.full((n, 2 * q + 1, 2 * r, co + 3), np.nan, np.float32)
-            out = big[:, 1::2, ::2, :co]
+            written = np.zeros((n, 2 * q + 1, 2 * r, co + 3), bool)
+            written[:, 1::2, ::2, :co] = True
+            if layout == "NHWC":
+                src_big = _rand(rng, (n, hs, ws + 3, cs + 2))
+                src = src_big[:, :, 1:ws + 1, 1:cs + 1]
+                big = np.full((n, 2 * q + 1, 2 * r, co + 3), np.nan, np.float32)
+                out = big[:, 1::2, ::2, :co]
+            else:
+                src_big = _rand(rng, (n, cs + 2, hs, ws + 3))
+                src = src_big[:, 1:cs + 1, :, 1:ws + 1].transpose(0, 2, 3, 1)
+                big = np.full((n, co + 3, 2 * q + 1, 2 * r), np.nan, np.float32)
+                out = big[:, :co, 1::2, ::2].transpose(0, 2, 3, 1)
+                written = written.transpose(0, 3, 1, 2)
             assert nat.supports(src, out)
             nat.gather_conv(src, out, offs_h, offs_w, step, q0, wpk, cchunk)
             ref = _gather_ref(src, w, offs_h, offs_w, step, q0, q, r)
             err = float(np.abs(out - ref).max())
             assert err <= 1e-5 * max(1.0, float(np.abs(ref).max())), (r, stepw, err)
-            written = np.zeros(big.shape, bool)
-            written[:, 1::2, ::2, :co] = True
             assert np.isnan(big[~written]).all(), (r, stepw)  # nothing outside the view
 
 
@@ -429,39 +437,6 @@ def test_gather_conv_rejects_bad_arguments():
     with pytest.raises(ValueError):  # refused by the kernel itself (step 0)
         nat.gather_conv(src, out, [0, 1], [0, 1], (0, 1), 0, wpk)
     assert (out == 7.0).all()  # rejected calls write nothing
-
-
-@needs_native
-def test_copy_matches_numpy():
-    # NativeConv.copy (the NCHW <-> NHWC staging copy) against numpy's assignment: transposed,
-    # sliced, reversed and lower-dimensional views, sizes on and off its 16 x 16 tiles
-    rng = np.random.default_rng(12)
-    a = _rand(rng, (3, 17, 33, 40))
-    cases = [(a.transpose(0, 2, 3, 1), (3, 33, 40, 17)),       # channel-first -> last
-             (a, (3, 17, 33, 40)),                             # plain
-             (a[:, ::-1, 1::3, ::2].transpose(0, 3, 1, 2), (3, 20, 17, 11)),
-             (a[1].transpose(1, 0, 2), (33, 17, 40)),
-             (a[0, 3].T, (40, 33)), (a[2, 0, 5, ::-3], (14,)), (a[:0], (0, 17, 33, 40))]
-    for k, (src, shape) in enumerate(cases):
-        # the destination: a view into a NaN-filled array one larger in every axis, in the
-        # natural axis order, or (4-D) stored channel-first like an NCHW tensor
-        perm = (0, 3, 1, 2) if len(shape) == 4 else tuple(range(len(shape)))
-        for order in {tuple(range(len(shape))), perm}:
-            stored = tuple(shape[i] for i in order)
-            big = np.full((2,) + tuple(v + 1 for v in stored), np.nan, np.float32)
-            view = big[(1,) + tuple(slice(0, v) for v in stored)].transpose(np.argsort(order))
-            assert view.shape == shape
-            nat.copy(view, src)
-            np.testing.assert_array_equal(view, src, err_msg=str(k))
-            assert np.isnan(big).sum() == big.size - view.size, k  # nothing else written
-    dst = np.zeros((3, 4), np.float32)
-    for bad_dst, bad_src in [(dst, np.zeros((4, 3), np.float32)),             # shapes differ
-                             (dst, np.zeros((3, 4))),                           # float64
-                             (np.zeros((1,) * 5, np.float32), np.zeros((1,) * 5, np.float32)),
-                             (dst, np.zeros((3, 4), [("x", "f4"), ("y", "u1")])["x"])]:
-        with pytest.raises(ValueError):
-            nat.copy(bad_dst, bad_src)
-    assert not dst.any()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
-/* Direct (im2col-free) stride-phase convolution for float32 NHWC data: the compiled core of
+/* Direct (im2col-free) stride-phase convolution for float32 data: the compiled core of
  * runtime/kernels/cpu/conv_impl.py's "native" algorithm. Built and loaded by native.py.
  *
  *   out[n, q, r, :] = sum_{a, b, c} src[n, (q0 + q)*steph + offh[a], r*stepw + offw[b], c]
  *                                   * w[a, b, c, :]
  *
- * Source positions outside [0, Hs) x [0, Ws) read zero. Channels are contiguous (stride 1) in
- * both src and out; every other stride is in elements, so strided views (a stride phase of dx)
- * are written in place. offh and offw are ascending.
+ * Source positions outside [0, Hs) x [0, Ws) read zero. Every stride is in elements, so NHWC
+ * and NCHW data and strided views (a stride phase of dx) are read and written in place; the
+ * fast case has contiguous output channels, other outputs go through a small tile buffer.
+ * offh and offw are ascending.
  *
  * The weights come packed as blocks of BW = NV*VL output channels: wpk[block][a][b][c][BW]
  * (the last block may be narrower, a multiple of VL), so the microkernel streams them
@@ -19,14 +20,15 @@
  */
 #include <stdlib.h>
 
-#if defined(__AVX512F__)
+#if defined(__AVX__)
 #include <immintrin.h>
+#endif
+#if defined(__AVX512F__)
 #define VL 16
 #define NV 2
 #define RB 14
 #define BCAST(v) ((vf)_mm512_set1_ps(v))
 #elif defined(__AVX__)
-#include <immintrin.h>
 #define VL 8
 #define NV 2
 #define RB 6
@@ -45,17 +47,39 @@
 typedef float vf __attribute__((vector_size(VL * 4)));
 typedef float vfu __attribute__((vector_size(VL * 4), aligned(4))); /* unaligned access */
 
+/* A tile's outputs when out's channels are not contiguous (channel stride oc): through a buffer
+ * buf[pixel][channel] of the tile's rb pixels x width channels. */
+static void tile_load_strided(float *buf, const float *o, long ops, long oc, int rb, int width)
+{
+    for (int i = 0; i < rb; i++)
+        for (int k = 0; k < width; k++)
+            buf[i * width + k] = o[i * ops + k * oc];
+}
+
+static void tile_store_strided(const float *buf, float *o, long ops, long oc, int rb, int width)
+{
+    for (int k = 0; k < width; k++)
+        for (int i = 0; i < rb; i++)
+            o[i * ops + k * oc] = buf[i * width + k];
+}
+
 /* One RBV-pixel x NVV-vector tile over T taps and C channels. Tap t reads src + soff[t] (pixel
- * i at + i*ps) and weights w + woff[t] (channel c at + c*NVV*VL). init: add to what out holds. */
+ * i, channel c at + i*ps + c*cs) and weights w + woff[t] (channel c at + c*NVV*VL); out pixel i,
+ * channel k is at o + i*ops + k*oc. init: add to what out holds. */
 #define MICRO(RBV, NVV)                                                                        \
-    static void micro_##RBV##_##NVV(const float *s, long ps, const long *soff,                 \
+    static void micro_##RBV##_##NVV(const float *s, long ps, long cs, const long *soff,        \
                                     const long *woff, int T, int C, const float *w, float *o,  \
-                                    long ops, int init)                                        \
+                                    long ops, long oc, int init)                               \
     {                                                                                          \
         vf acc[RBV][NVV];                                                                      \
+        float buf[RBV * NVV * VL];                                                             \
+        if (init && oc != 1)                                                                   \
+            tile_load_strided(buf, o, ops, oc, RBV, NVV * VL);                                 \
         _Pragma("GCC unroll 16") for (int i = 0; i < RBV; i++)                                 \
             _Pragma("GCC unroll 4") for (int j = 0; j < NVV; j++)                              \
-                acc[i][j] = init ? *(const vfu *)(o + i * ops + j * VL) : (vf){0};             \
+                acc[i][j] = !init ? (vf){0}                                                    \
+                          : oc == 1 ? *(const vfu *)(o + i * ops + j * VL)                     \
+                                    : *(const vfu *)(buf + (i * NVV + j) * VL);                \
         for (int t = 0; t < T; t++) {                                                          \
             const float *sp = s + soff[t];                                                     \
             const float *wp = w + woff[t];                                                     \
@@ -63,19 +87,27 @@ typedef float vfu __attribute__((vector_size(VL * 4), aligned(4))); /* unaligned
                 vf wv[NVV];                                                                    \
                 _Pragma("GCC unroll 4") for (int j = 0; j < NVV; j++)                          \
                     wv[j] = *(const vfu *)(wp + (long)c * (NVV * VL) + j * VL);                \
+                const float *spc = sp + c * cs;                                                \
                 _Pragma("GCC unroll 16") for (int i = 0; i < RBV; i++) {                       \
-                    vf x = BCAST(sp[i * ps + c]);                                              \
+                    vf x = BCAST(spc[i * ps]);                                                 \
                     _Pragma("GCC unroll 4") for (int j = 0; j < NVV; j++) acc[i][j] += x * wv[j]; \
                 }                                                                              \
             }                                                                                  \
         }                                                                                      \
-        _Pragma("GCC unroll 16") for (int i = 0; i < RBV; i++)                                 \
-            _Pragma("GCC unroll 4") for (int j = 0; j < NVV; j++)                              \
-                *(vfu *)(o + i * ops + j * VL) = acc[i][j];                                    \
+        if (oc == 1) {                                                                         \
+            _Pragma("GCC unroll 16") for (int i = 0; i < RBV; i++)                             \
+                _Pragma("GCC unroll 4") for (int j = 0; j < NVV; j++)                          \
+                    *(vfu *)(o + i * ops + j * VL) = acc[i][j];                                \
+        } else {                                                                               \
+            _Pragma("GCC unroll 16") for (int i = 0; i < RBV; i++)                             \
+                _Pragma("GCC unroll 4") for (int j = 0; j < NVV; j++)                          \
+                    *(vfu *)(buf + (i * NVV + j) * VL) = acc[i][j];                            \
+            tile_store_strided(buf, o, ops, oc, RBV, NVV * VL);                                \
+        }                                                                                      \
     }
 
-typedef void (*micro_fn)(const float *, long, const long *, const long *, int, int,
-                         const float *, float *, long, int);
+typedef void (*micro_fn)(const float *, long, long, const long *, const long *, int, int,
+                         const float *, float *, long, long, int);
 
 #if RB == 14
 #define MICROS(N) MICRO(1, N) MICRO(2, N) MICRO(3, N) MICRO(4, N) MICRO(5, N) MICRO(6, N) \
@@ -103,8 +135,9 @@ int opgraph_conv_vector_width(void) { return VL; }
 /* See the file comment. q0: absolute index of out's first row (src rows are absolute).
  * cchunk: input channels per chunk, 0 = automatic. Returns 0, or -1 for arguments this kernel
  * does not take (the caller then uses another algorithm), -2 when out of memory. */
-int opgraph_gather_conv_f32(const float *src, long s_n, long s_h, long s_w, int Hs, int Ws,
-                            int Cs, float *out, long o_n, long o_h, long o_w, int N, int Q,
+int opgraph_gather_conv_f32(const float *src, long s_n, long s_h, long s_w, long s_c, int Hs,
+                            int Ws, int Cs, float *out, long o_n, long o_h, long o_w, long o_c,
+                            int N, int Q,
                             int R, int Co, const int *offh, int th, const int *offw, int tw,
                             int steph, int stepw, int q0, const float *wpk, int cchunk)
 {
@@ -150,9 +183,9 @@ int opgraph_gather_conv_f32(const float *src, long s_n, long s_h, long s_w, int 
         for (int k0 = 0; k0 < Cs; k0 += cchunk) {
             const int kc = Cs - k0 < cchunk ? Cs - k0 : cchunk;
             for (int n = 0; n < N; n++) {
-                const float *sn = src + n * s_n + k0;
+                const float *sn = src + n * s_n + k0 * s_c;
                 for (int q = 0; q < Q; q++) {
-                    float *orow = out + n * o_n + q * o_h + c0;
+                    float *orow = out + n * o_n + q * o_h + c0 * o_c;
                     const long qs = (long)(q0 + q) * steph;
                     for (int i = 0; i < ntile; i++) {
                         const int r = tr[i], rb = tr[i + 1] - r;
@@ -170,8 +203,8 @@ int opgraph_gather_conv_f32(const float *src, long s_n, long s_h, long s_w, int 
                             if (seen)
                                 continue;
                             if (!init && (plo > 0 || phi < rb)) {
-                                MICRO_TABLE[nv - 1][rb - 1](sn, ps, soff, woff, 0, kc, wblk, o,
-                                                            o_w, 0);
+                                MICRO_TABLE[nv - 1][rb - 1](sn, ps, s_c, soff, woff, 0, kc, wblk,
+                                                            o, o_w, o_c, 0);
                                 init = 1;
                             }
                             int t = 0;
@@ -187,13 +220,14 @@ int opgraph_gather_conv_f32(const float *src, long s_n, long s_h, long s_w, int 
                                     t++;
                                 }
                             }
-                            MICRO_TABLE[nv - 1][phi - plo - 1](sn, ps, soff, woff, t, kc, wblk,
-                                                               o + plo * o_w, o_w, init);
+                            MICRO_TABLE[nv - 1][phi - plo - 1](sn, ps, s_c, soff, woff, t, kc,
+                                                               wblk, o + plo * o_w, o_w, o_c,
+                                                               init);
                             init = 1;
                         }
                         if (!init) /* no tap column reads inside the source: zeros */
-                            MICRO_TABLE[nv - 1][rb - 1](sn, ps, soff, woff, 0, kc, wblk, o, o_w,
-                                                        0);
+                            MICRO_TABLE[nv - 1][rb - 1](sn, ps, s_c, soff, woff, 0, kc, wblk, o,
+                                                        o_w, o_c, 0);
                     }
                 }
             }
@@ -201,31 +235,4 @@ int opgraph_gather_conv_f32(const float *src, long s_n, long s_h, long s_w, int 
     }
     free(soff);
     return 0;
-}
-
-/* dst[i, p, c] = src[i, p, c] for i < A, p < P, c < C, every stride in elements: the staging
- * copy between channel-first (NCHW) views and the kernel's channel-last blocks. It walks
- * 16 x 16 tiles of the (p, c) plane so both sides are read and written in cache-line runs. */
-void opgraph_copy3d_f32(const float *src, long sa, long sp, long sc, float *dst, long da,
-                        long dp, long dc, int A, int P, int C)
-{
-    enum { TILE = 16 };
-    for (int i = 0; i < A; i++) {
-        const float *s = src + i * sa;
-        float *d = dst + i * da;
-        for (int p0 = 0; p0 < P; p0 += TILE) {
-            const int p1 = P - p0 < TILE ? P : p0 + TILE;
-            for (int c0 = 0; c0 < C; c0 += TILE) {
-                const int c1 = C - c0 < TILE ? C : c0 + TILE;
-                if (dc == 1)
-                    for (int p = p0; p < p1; p++)
-                        for (int c = c0; c < c1; c++)
-                            d[p * dp + c] = s[p * sp + c * sc];
-                else
-                    for (int c = c0; c < c1; c++)
-                        for (int p = p0; p < p1; p++)
-                            d[p * dp + c * dc] = s[p * sp + c * sc];
-            }
-        }
-    }
 }

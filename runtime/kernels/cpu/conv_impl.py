@@ -470,19 +470,10 @@ def _native_staging(src_shape, out_shape, unit, offs_h, step):
     return r0, r1, (n1 - n0) * (r1 - r0) * wsz * cs, (n1 - n0) * (q1 - q0) * r * co
 
 
-def _stage(nat, dst, src):
-    """dst[...] = src: the kernel's tiled copy for element-aligned float32 views, numpy's
-    (which also converts dtypes and takes any strides) otherwise."""
-    if src.dtype == dst.dtype == np.float32 and all(s % 4 == 0
-                                                     for s in src.strides + dst.strides):
-        nat.copy(dst, src)
-    else:
-        _store(dst, src)
-
-
 def _native_block(ws, job, unit):
-    """One block through the compiled kernel. Operands it cannot address in place (other
-    dtypes, channel-first views) go through float32 NHWC staging buffers of this block only."""
+    """One block through the compiled kernel. It reads and writes float32 views of any layout
+    in place; other dtypes (float16, bfloat16) and unaligned views go through float32 NHWC
+    staging buffers of this block only."""
     nat = job.native
     n0, n1, q0, q1 = unit
     src, out = job.src[n0:n1], job.out[n0:n1, q0:q1]
@@ -490,7 +481,7 @@ def _native_block(ws, job, unit):
     if not nat.addressable(src):
         r0, r1, nsrc, _ = _native_staging(job.src.shape, job.out.shape, unit, offs_h, job.step)
         buf = _buf(ws, "nsrc", nsrc, np.float32).reshape(n1 - n0, r1 - r0, *src.shape[2:])
-        _stage(nat, buf, src[:, r0:r1])
+        _store(buf, src[:, r0:r1])
         src, offs_h = buf, [o - r0 for o in offs_h]
     if nat.addressable(out):
         nat.gather_conv(src, out, offs_h, job.offs_w, job.step, q0, job.wmat,
@@ -499,7 +490,7 @@ def _native_block(ws, job, unit):
         tmp = _buf(ws, "nout", out.size, np.float32).reshape(out.shape)
         nat.gather_conv(src, tmp, offs_h, job.offs_w, job.step, q0, job.wmat,
                         NATIVE_CHANNEL_CHUNK)
-        _stage(nat, out, tmp)
+        _store(out, tmp)
 
 
 def _src_window(ws, src, n0, n1, r0, r1, c0, c1, cdt, layout, need_cdt, force_copy=False):

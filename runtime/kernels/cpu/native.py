@@ -103,13 +103,10 @@ class NativeConv:
         self._lib = lib
         L, I, P = ctypes.c_long, ctypes.c_int, ctypes.c_void_p
         fn = lib.opgraph_gather_conv_f32
-        fn.argtypes = [P, L, L, L, I, I, I, P, L, L, L, I, I, I, I, P, I, P, I, I, I, I, P, I]
+        fn.argtypes = [P, L, L, L, L, I, I, I, P, L, L, L, L, I, I, I, I, P, I, P, I, I, I, I,
+                       P, I]
         fn.restype = I
         self._fn = fn
-        cp = lib.opgraph_copy3d_f32
-        cp.argtypes = [P, L, L, L, P, L, L, L, I, I, I]
-        cp.restype = None
-        self._copy = cp
         lib.opgraph_conv_block_width.restype = I
         lib.opgraph_conv_vector_width.restype = I
         #: output channels per packed weight block
@@ -119,31 +116,14 @@ class NativeConv:
 
     @staticmethod
     def addressable(a) -> bool:
-        """True if the kernel can read or write the NHWC view ``a`` in place: float32 with
-        contiguous channels and element-aligned strides."""
-        return (a.dtype == np.float32 and (a.strides[3] == 4 or a.shape[3] <= 1)
-                and all(s % 4 == 0 for s in a.strides))
+        """True if the kernel can read or write the 4-D view ``a`` in place: float32 with
+        element-aligned strides (any layout)."""
+        return a.dtype == np.float32 and all(s % 4 == 0 for s in a.strides)
 
     def supports(self, src, out) -> bool:
         """True if gather_conv takes these operands as they are."""
         return (self.addressable(src) and self.addressable(out)
                 and out.shape[3] % self.vector_width == 0)
-
-    def copy(self, dst, src):
-        """dst[...] = src for float32 arrays of one shape (up to 4-D, any strides): a tiled
-        copy, fast between channel-first and channel-last views where numpy's is not."""
-        if dst.shape != src.shape or dst.dtype != np.float32 or src.dtype != np.float32:
-            raise ValueError(f"copy: float32 arrays of one shape expected, got "
-                             f"{src.dtype}{src.shape} -> {dst.dtype}{dst.shape}")
-        if dst.ndim > 4 or any(s % 4 for s in src.strides + dst.strides):
-            raise ValueError("copy: at most 4-D, element-aligned strides")
-        shape = (1,) * (4 - dst.ndim) + dst.shape
-        ss = (0,) * (4 - dst.ndim) + tuple(s // 4 for s in src.strides)
-        ds = (0,) * (4 - dst.ndim) + tuple(s // 4 for s in dst.strides)
-        for i in range(shape[0]):  # the 3 inner axes in C
-            self._copy(src.ctypes.data + 4 * i * ss[0], ss[1], ss[2], ss[3],
-                       dst.ctypes.data + 4 * i * ds[0], ds[1], ds[2], ds[3],
-                       shape[1], shape[2], shape[3])
 
     def pack_weights(self, wk):
         """[th, tw, Cs, Co] weights -> the kernel's packed layout (blocks of block_width)."""
@@ -172,8 +152,8 @@ class NativeConv:
         oh = np.ascontiguousarray(offs_h, np.int32)
         ow = np.ascontiguousarray(offs_w, np.int32)
         ss, os_ = [s // 4 for s in src.strides], [s // 4 for s in out.strides]
-        rc = self._fn(src.ctypes.data, ss[0], ss[1], ss[2], hs, ws, cs,
-                      out.ctypes.data, os_[0], os_[1], os_[2], n, q, r, co,
+        rc = self._fn(src.ctypes.data, ss[0], ss[1], ss[2], ss[3], hs, ws, cs,
+                      out.ctypes.data, os_[0], os_[1], os_[2], os_[3], n, q, r, co,
                       oh.ctypes.data, len(oh), ow.ctypes.data, len(ow),
                       int(step[0]), int(step[1]), int(q0), wpk.ctypes.data, int(cchunk))
         if rc == -2:
