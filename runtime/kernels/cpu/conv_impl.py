@@ -331,7 +331,7 @@ class _GatherJob:
     ``wk[g]`` of shape [Th, Tw, Csg, Cog] (compute dtype)."""
 
     __slots__ = ("src", "out", "offs_h", "offs_w", "step", "wk", "groups", "wmat", "wino",
-                 "wtap", "native")
+                 "wtap", "native", "plan")
 
     def __init__(self, src, out, offs_h, offs_w, step, wk, groups):
         self.src, self.out = src, out
@@ -346,6 +346,7 @@ class _GatherJob:
         self.wino = None
         self.wtap = None
         self.native = None
+        self.plan = None  # the compiled kernel's run(n0, n1, q0, q1) when no staging is needed
 
 
 def _gather_units(job, cdt):
@@ -413,6 +414,9 @@ def _gather_run(jobs, cdt, layout, nthreads):
         if nat is not None:
             job.native = nat
             job.wmat = nat.pack_weights(job.wk[0])
+            if nat.addressable(job.src) and nat.addressable(job.out):
+                job.plan = nat.plan(job.src, job.out, job.offs_h, job.offs_w, job.step,
+                                    job.wmat, NATIVE_CHANNEL_CHUNK)
         elif _taps_ok(job, layout):
             job.wtap = np.ascontiguousarray(job.wk[0])  # [th, tw, cs, co]
             job.wmat = None
@@ -472,10 +476,13 @@ def _native_staging(src_shape, out_shape, unit, offs_h, step):
 
 def _native_block(ws, job, unit):
     """One block through the compiled kernel. It reads and writes float32 views of any layout
-    in place; other dtypes (float16, bfloat16) and unaligned views go through float32 NHWC
-    staging buffers of this block only."""
+    in place (through ``job.plan``); other dtypes (float16, bfloat16) and unaligned views go
+    through float32 NHWC staging buffers of this block only."""
     nat = job.native
     n0, n1, q0, q1 = unit
+    if job.plan is not None:  # operands addressed in place
+        job.plan(n0, n1, q0, q1)
+        return
     src, out = job.src[n0:n1], job.out[n0:n1, q0:q1]
     offs_h = job.offs_h
     if not nat.addressable(src):

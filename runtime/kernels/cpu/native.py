@@ -137,6 +137,13 @@ class NativeConv:
         """out[n, q, r, :] = sum over taps (a, b) and channels c of
         src[n, (q0+q)*step[0] + offs_h[a], r*step[1] + offs_w[b], c] * w[a, b, c, :],
         reading zero outside src. offs_h/offs_w ascending; wpk from pack_weights."""
+        self.plan(src, out, offs_h, offs_w, step, wpk, cchunk, q0)(0, src.shape[0], 0,
+                                                                    out.shape[1])
+
+    def plan(self, src, out, offs_h, offs_w, step, wpk, cchunk=0, q_base=0):
+        """Validate the operands of gather_conv once; returns ``run(n0, n1, q0, q1)``, which
+        computes images [n0, n1) and output rows [q0, q1) (row 0 of ``out`` being absolute row
+        ``q_base``) with a few microseconds of Python per call."""
         n, hs, ws, cs = src.shape
         nn, q, r, co = out.shape
         if nn != n:
@@ -151,15 +158,24 @@ class NativeConv:
                              f"{wpk.dtype}, contiguous={wpk.flags.c_contiguous}")
         oh = np.ascontiguousarray(offs_h, np.int32)
         ow = np.ascontiguousarray(offs_w, np.int32)
-        ss, os_ = [s // 4 for s in src.strides], [s // 4 for s in out.strides]
-        rc = self._fn(src.ctypes.data, ss[0], ss[1], ss[2], ss[3], hs, ws, cs,
-                      out.ctypes.data, os_[0], os_[1], os_[2], os_[3], n, q, r, co,
-                      oh.ctypes.data, len(oh), ow.ctypes.data, len(ow),
-                      int(step[0]), int(step[1]), int(q0), wpk.ctypes.data, int(cchunk))
-        if rc == -2:
-            raise MemoryError("native convolution: out of memory for the tap tables")
-        if rc != 0:
-            raise ValueError(f"native convolution refused its arguments (code {rc})")
+        ss0, ss1, ss2, ss3 = (s // 4 for s in src.strides)
+        os0, os1, os2, os3 = (s // 4 for s in out.strides)
+        sptr, optr = src.ctypes.data, out.ctypes.data
+        fixed = (oh.ctypes.data, len(oh), ow.ctypes.data, len(ow), int(step[0]), int(step[1]))
+        fn, wptr, cchunk, q_base = self._fn, wpk.ctypes.data, int(cchunk), int(q_base)
+        keep = (src, out, oh, ow, wpk)  # the pointers above stay valid while run lives
+
+        def run(n0, n1, q0, q1):
+            rc = fn(sptr + 4 * n0 * ss0, ss0, ss1, ss2, ss3, hs, ws, cs,
+                    optr + 4 * (n0 * os0 + q0 * os1), os0, os1, os2, os3, n1 - n0, q1 - q0,
+                    r, co, *fixed, q_base + q0, wptr, cchunk)
+            if rc == -2:
+                raise MemoryError("native convolution: out of memory for the tap tables")
+            if rc != 0:
+                raise ValueError(f"native convolution refused its arguments (code {rc})")
+
+        run.operands = keep
+        return run
 
 
 def _self_check(nat: NativeConv):
