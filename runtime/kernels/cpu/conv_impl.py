@@ -1,4 +1,4 @@
-"""Pure-numpy 2-D convolution math for the CPU runtime: forward conv2d and its input gradient.
+"""2-D convolution math for the CPU runtime: forward conv2d and its input gradient.
 
 Interface
 ---------
@@ -16,46 +16,52 @@ when the result is written; integers accumulate in int64 and wrap to the input t
 
 Design (the measurements behind it are in docs/conv_kernel.md)
 --------------------------------------------------------------
-Machine: 2 cores, AVX-512, 2 MiB L2 per core; numpy float32 GEMM peak 360-395 GFLOP/s with both
+Machine: 2 cores, AVX-512, 2 MiB L2 per core; numpy float32 GEMM peak 360-400 GFLOP/s with both
 cores, ~195 on one; on the thin GEMM shapes of a convolution ~145 (A: N=64) to ~180 (C) per core.
 
+* ``native`` (the default wherever it applies): a direct convolution compiled from
+  conv_gather.c on first use (native.py: the machine's C compiler, cached, self-checked; numpy
+  algorithms below when there is no compiler or ``OPGRAPH_NATIVE=0``). OpenBLAS runs the thin
+  GEMMs of A-D at half its peak, and no numpy arrangement of the data closed that gap (see the
+  ``gather`` figures below). The kernel keeps a 14-pixel x 32-channel output tile in AVX-512
+  registers and streams packed weights, with the stride phases and tap offsets of the gather
+  plan below and no im2col: ~200 GFLOP/s per core on every shape measured. It reads and writes
+  float32 NHWC or NCHW views in place; float16/bfloat16 blocks go through float32 buffers.
+  Applies to one-group float32-compute convolutions whose output channels are a multiple of the
+  vector width (16). Result: A 4.7-5.5 ms, B 5.9-6.8, C 17-20, D 0.9-1.07 (was 9.1, 11, 24-27,
+  2.3 with the numpy algorithms); 1.0-1.2x torch's oneDNN on A-D.
 * Blocked: a GEMM over a 58 MB im2col matrix built up front ran at 77 GFLOP/s on both cores
   (bandwidth-bound); the same work in blocks whose operand was just written runs at ~290. So
   each block of output rows is gathered into a small per-thread buffer and consumed at once by a
   GEMM that writes the result in place (``matmul(..., out=...)``). Buffers are kept per thread
   between calls (fresh multi-MiB buffers fault pages that serialize the threads: C 29.5 ms ->
   24.6 ms) and bounded by the block plan, not by the batch.
-* Both cores: two Python threads process blocks (numpy drops the GIL), with OpenBLAS set to one
-  thread meanwhile through its own ``set_num_threads`` in numpy's bundled library (ctypes; no
-  new dependency; reference counted and restored). A-like loop: 10.2 ms that way, 15.3 ms with
-  one Python thread and 2-thread BLAS, 16.6 ms oversubscribed (2 x 2 threads).
-* Algorithms for the input gradient, chosen per call:
+* Both cores: two Python threads process blocks (numpy and ctypes drop the GIL), with OpenBLAS
+  set to one thread meanwhile through its own ``set_num_threads`` in numpy's bundled library
+  (ctypes; no new dependency; reference counted and restored). A-like loop: 10.2 ms that way,
+  15.3 ms with one Python thread and 2-thread BLAS, 16.6 ms oversubscribed (2 x 2 threads).
+* The numpy algorithms for the input gradient, chosen per call where ``native`` does not apply:
 
   - ``direct`` (fewer than TINY_MACS multiply-adds, no groups): zero-dilated padded dy, one
     strided im2col view, one GEMM; a handful of numpy calls (E: 0.09 ms -> 0.01 ms).
   - ``gather``: sub-pixel split of strides into ``sh*sw`` phases, each a stride-1 correlation of
     padded dy with the taps reaching it; per block one strided copy (tap offsets are arithmetic,
     so the patches are a single ``as_strided`` view) and one GEMM writing dx. Traffic
-    ~ |dx pixels| * kh*kw*Cout/(sh*sw). Chosen for A, C, D.
+    ~ |dx pixels| * kh*kw*Cout/(sh*sw). A 9.1 ms, C 24 ms, D 2.4 ms.
   - ``scatter`` (GEMM + col2im): ``col = dy @ W^T`` per block, one vectorised add per tap into dx
     (pixel-major: any stride, adds run over channel vectors) or into per-phase accumulators
     (channel-first: the adds run over image rows; F 17.7 -> 8.6 ms). With few input channels
     and one group, the ``flat`` layout pads dy's rows with zeros to the accumulators' row
     width, so each tap is ONE contiguous add at a flat offset (the zero columns make what
     spills past a row's end zero): F 8.6 -> 6.9 ms. Traffic ~ |dy pixels| * kh*kw*Cin.
-    Chosen for B and F.
+    Chosen for F (3 input channels: ``native`` does not apply) and, without ``native``, B.
   - Winograd F(2x2,3x3) blocks (opt-in via WINOGRAD_MIN_CHANNELS): 2.25x fewer multiplies, but
     the transforms are memory-bound here: C 34-37 ms against 24-26 ms, so off by default.
   - one GEMM per tap straight from the padded block, no im2col (opt-in via
     PER_TAP_MAX_CHANNELS): even on A, slower on D (2.8 vs 2.4 ms), so off by default.
 
-  The forward conv uses the gather engine with strided taps (or ``direct`` when tiny).
-* Result (benchmarks/conv_backprop_input.py; ratio = torch NCHW time / ours): A 8.5-9.5 ms
-  (0.56-0.63), B 10.5 ms (0.69), C 23.9 ms (0.83, 79% of GEMM peak), D 2.4 ms (0.43), E 0.01 ms
-  (1.17), F 8.7 ms (1.67); 1.4-4.7x faster than a plain numpy GEMM + col2im everywhere. A-D stay
-  below torch because OpenBLAS runs their thin GEMMs (N = C_in = 64 / 32) at 85-145 GFLOP/s per
-  core where oneDNN's direct convolution reaches ~290-350 GFLOP/s on both cores. Temporary
-  memory for C at batch 256: 20.3 MiB measured (bound 30.9 MiB; dx itself is 49 MiB).
+  The forward conv uses the same engines with strided taps (``native`` when it applies).
+  Temporary memory for C at batch 256: 6.75 MiB measured (bound 16.6 MiB; dx is 49 MiB).
 """
 
 from __future__ import annotations
