@@ -68,6 +68,7 @@ def fresh_loader(monkeypatch):
     """Loader tests: start from an unloaded state and forget it afterwards (before monkeypatch
     restores the environment), so later tests load the real kernel again."""
     native._reset()
+    monkeypatch.delenv("OPGRAPH_NATIVE", raising=False)  # the tests set it where they need it
     yield monkeypatch
     native._reset()
 
