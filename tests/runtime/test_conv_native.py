@@ -578,3 +578,36 @@ def test_workspace_bound_follows_the_native_plan():
         conv_impl.SCATTER_BYTES = scatter_bytes
         bounds.add(conv_impl.conv2d_backprop_input_workspace_bytes(*args))
     assert len(bounds) == 1, bounds
+
+
+# ---------------------------------------------------------------------------------------------
+# grouped convolutions: one compiled job per group over channel slices
+# ---------------------------------------------------------------------------------------------
+@needs_native
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("groups,s,d", [(2, (1, 1), (1, 1)), (3, (2, 2), (1, 1)),
+                                        (2, (1, 2), (2, 1))])
+def test_grouped_convs_run_per_group(groups, s, d, fmt, dtype, native_calls):
+    rng = np.random.default_rng(21 + groups)
+    cig, cog = VW, 2 * VW  # channels per group: dx's are the kernel's outputs in backprop
+    n, h, wd, kh, kw = 2, 9, 16, 3, 3
+    pads = (1, 1, 1, 0)
+    oh = valid_out(h, kh, s[0], d[0], pads[0], pads[1])
+    ow = valid_out(wd, kw, s[1], d[1], pads[2], pads[3])
+    x = _rand(rng, (n, h, wd, cig * groups), dtype)
+    w = _rand(rng, (kh, kw, cig, cog * groups), dtype)
+    dy = _rand(rng, (n, oh, ow, cog * groups), dtype)
+    if fmt == "NCHW":
+        x, dy = x.transpose(0, 3, 1, 2).copy(), dy.transpose(0, 3, 1, 2).copy()
+    assert conv_impl.choose_backprop_input_algorithm(
+        (n, oh, ow, cog * groups), w.shape, (n, h, wd, cig * groups), s, dtype) == "native"
+    dx = conv_impl.conv2d_backprop_input(dy, w, x.shape, s, d, (pads[0], pads[2]), fmt)
+    _check(dx, conv2d_backprop_input_ref(dy, w, x.shape, s, d, (pads[0], pads[2]), fmt), dtype,
+           "grouped backprop")
+    assert native_calls
+    native_calls.clear()
+    y = conv_impl.conv2d_forward(x, w, s, d, (pads[0], pads[2]), (oh, ow), fmt)
+    _check(y, conv2d_forward_ref(x, w, s, d, (pads[0], pads[2]), (oh, ow), fmt), dtype,
+           "grouped forward")
+    assert native_calls

@@ -27,8 +27,8 @@ cores, ~195 on one; on the thin GEMM shapes of a convolution ~145 (A: N=64) to ~
   registers and streams packed weights, with the stride phases and tap offsets of the gather
   plan below and no im2col: ~200 GFLOP/s per core on every shape measured. It reads and writes
   float32 NHWC or NCHW views in place; float16/bfloat16 blocks go through float32 buffers.
-  Applies to one-group float32-compute convolutions whose output channels are a multiple of the
-  vector width (16). Result: A 4.7-5.5 ms, B 5.9-6.8, C 17-20, D 0.9-1.07 (was 9.1, 11, 24-27,
+  Applies to float32-compute convolutions whose output channels per group are a multiple of
+  the vector width (16); a grouped one runs as one job per group over channel slices. Result: A 4.7-5.5 ms, B 5.9-6.8, C 17-20, D 0.9-1.07 (was 9.1, 11, 24-27,
   2.3 with the numpy algorithms); 1.0-1.2x torch's oneDNN on A-D.
 * Blocked: a GEMM over a 58 MB im2col matrix built up front ran at 77 GFLOP/s on both cores
   (bandwidth-bound); the same work in blocks whose operand was just written runs at ~290. So
@@ -106,8 +106,9 @@ NUM_THREADS = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_g
                          else (os.cpu_count() or 1)))
 #: Below this many multiply-adds a call runs on the calling thread alone (thread hand-off ~50 us).
 PARALLEL_MIN_MACS = 1 << 22
-#: Force an algorithm: None (auto), "direct", "gather" or "scatter" (the forward conv honours
-#: "direct"; any other value runs its gather engine).
+#: Force an algorithm: None (auto), "direct", "native", "gather" or "scatter" (the forward conv
+#: honours "direct" and "native"; any other value runs its numpy gather engine). "native" runs
+#: the jobs the compiled kernel takes and leaves the others to the numpy gather engine.
 FORCE_ALGORITHM = None
 #: Use the compiled direct kernel (native.py) where it applies; False = numpy algorithms only.
 USE_NATIVE = True
@@ -404,7 +405,7 @@ def _row_units(n, q, rows, even=False):
 
 def _gather_run(jobs, cdt, layout, nthreads):
     tasks = []
-    for job in jobs:
+    for job in _split_groups(jobs, cdt):
         n, q, r, co = job.out.shape
         if n == 0 or q == 0 or r == 0 or co == 0:
             continue
@@ -458,16 +459,34 @@ def _gather_run(jobs, cdt, layout, nthreads):
 
 
 def _native_for(job, cdt):
-    """The compiled kernel if it runs this job (one group, float32 compute, output channels a
-    multiple of its vector width, not forced elsewhere), else None."""
+    """The compiled kernel if it runs this job (float32 compute, output channels per group a
+    multiple of its vector width, not forced elsewhere), else None. It runs one group per job:
+    see _split_groups."""
     if not USE_NATIVE or FORCE_ALGORITHM not in (None, "native"):
         return None
-    if job.groups != 1 or cdt != np.float32 or job.wino is not None:
+    if cdt != np.float32 or job.wino is not None:
         return None
     nat = _native.load()
-    if nat is None or job.out.shape[3] % nat.vector_width:
+    if nat is None or (job.out.shape[3] // job.groups) % nat.vector_width:
         return None
     return nat
+
+
+def _split_groups(jobs, cdt):
+    """Grouped jobs the compiled kernel runs become one job per group over channel slices of
+    the same views (the kernel takes any strides); other jobs stay as they are."""
+    out = []
+    for job in jobs:
+        if job.groups == 1 or _native_for(job, cdt) is None:
+            out.append(job)
+            continue
+        g = job.groups
+        csg, cog = job.src.shape[3] // g, job.out.shape[3] // g
+        for gi in range(g):
+            out.append(_GatherJob(job.src[..., gi * csg:(gi + 1) * csg],
+                                  job.out[..., gi * cog:(gi + 1) * cog], job.offs_h,
+                                  job.offs_w, job.step, job.wk[gi:gi + 1], 1))
+    return out
 
 
 def _native_staging(src_shape, out_shape, unit, offs_h, step):
@@ -879,9 +898,9 @@ def choose_backprop_input_algorithm(dy_shape_nhwc, w_shape, input_shape_nhwc, st
     if (g == 1 and n * oh * ow * kh * kw * cig * cout < TINY_MACS
             and n * h * wd * kh * kw * cout < 8 * TINY_MACS):  # its patches stay small too
         return "direct"
-    if g == 1 and USE_NATIVE and _compute_dtype(dtype) == np.float32:
+    if USE_NATIVE and _compute_dtype(dtype) == np.float32:
         nat = _native.load()
-        if nat is not None and cin % nat.vector_width == 0:
+        if nat is not None and cig % nat.vector_width == 0:  # dx channels per group
             return "native"
     # values moved per output element: gather copies kh*kw/(sh*sw) * Cout_g per dx element,
     # scatter writes kh*kw*Cin per dy pixel and adds them (the GEMM is wider, so weighted 3).
@@ -1260,7 +1279,7 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
         # staging buffers (counted always: whether dy and dx need them depends on their
         # strides, not only on the format and dtype)
         ntask = 0
-        for job in jobs:
+        for job in _split_groups(jobs, cdt):
             if _native_for(job, cdt) is None:  # falls back to the numpy gather engine
                 algo = "gather"
                 break
