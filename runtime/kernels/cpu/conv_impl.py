@@ -464,7 +464,7 @@ def _native_for(job, cdt):
     see _split_groups."""
     if not USE_NATIVE or FORCE_ALGORITHM not in (None, "native"):
         return None
-    if cdt != np.float32 or job.wino is not None:
+    if cdt != np.float32:
         return None
     nat = _native.load()
     if nat is None or (job.out.shape[3] // job.groups) % nat.vector_width:
@@ -937,7 +937,6 @@ def conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before,
         dx[...] = 0
         return dx
     g = _groups_of(cin, cig)
-    cog = cout // g
     macs = n * oh * ow * kh * kw * cig * cout
     algo = FORCE_ALGORITHM or choose_backprop_input_algorithm(
         dyv.shape, w.shape, dxv.shape, (sh, sw), odt)
