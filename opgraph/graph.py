@@ -72,7 +72,8 @@ class Operation:
 
     __slots__ = ("name", "type", "op_def", "inputs", "control_inputs", "attrs", "device",
                  "kernel_label", "colocation", "site", "_graph", "output_dtypes",
-                 "output_shapes", "output_values", "failed", "id", "_meta")
+                 "output_shapes", "output_values", "failed", "id", "_meta", "shape_complete",
+                 "values_read")
 
     def __init__(self, name, op_def, inputs, attrs, output_dtypes, output_shapes, *,
                  graph, control_inputs=(), device="", kernel_label="", colocation=(),
@@ -96,6 +97,10 @@ class Operation:
         self.failed = failed
         self.id = -1
         self._meta = None
+        #: True when the shape function saw fully known input shapes and every value it
+        #: read: the static output shapes are then exact and need no run-time re-check.
+        self.shape_complete = False
+        self.values_read = ()     # inputs whose values the shape function read
 
     @property
     def meta(self) -> dict:

@@ -27,6 +27,7 @@ import ast
 import re
 from collections.abc import Callable
 
+import attrs as _attrs
 import numpy as np
 
 from opgraph import dtypes, errors
@@ -34,7 +35,16 @@ from opgraph.shapes import TensorShape
 
 __all__ = ["ArgDef", "AttrDef", "OpDef", "NO_DEFAULT"]
 
-NO_DEFAULT = object()
+
+class _NoDefault:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+
+NO_DEFAULT = _NoDefault()
+_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 _KINDS = ("int", "float", "bool", "string", "type", "shape", "tensor", "func")
 _ARG_RE = re.compile(r"^\s*(\w+)\s*:\s*(?:(\w+)\s*\*\s*)?(\w+)\s*$")
 _ATTR_RE = re.compile(r"^\s*(\w+)\s*:\s*(.+?)\s*(?:=\s*(.+?))?\s*(?:>=\s*(-?\d+))?\s*$")
@@ -45,24 +55,31 @@ def _split_doc(spec: str) -> tuple[str, str]:
     return body, doc.strip()
 
 
+@_attrs.frozen
 class ArgDef:
-    """An input or output: ``name: T``, ``name: int32`` or ``name: N * T``."""
+    """An input or output: ``name: T``, ``name: int32`` or ``name: N * T``.
 
-    __slots__ = ("name", "type_attr", "fixed_type", "number_attr", "doc")
+    Built from a spec string with ``ArgDef.parse(spec)``.
+    """
 
-    def __init__(self, spec: str):
-        body, self.doc = _split_doc(spec)
+    name: str
+    type_attr: str | None = None
+    fixed_type: dtypes.DType | None = None
+    number_attr: str | None = None
+    doc: str = ""
+
+    @classmethod
+    def parse(cls, spec: str) -> ArgDef:
+        body, doc = _split_doc(spec)
         m = _ARG_RE.match(body)
         if not m:
             msg = f"Bad arg spec {spec!r}: expected 'name: T', 'name: int32' or 'name: N * T'"
             raise errors.InvalidArgumentError(msg)
-        self.name, self.number_attr, type_name = m.groups()
+        name, number_attr, type_name = m.groups()
         try:
-            self.fixed_type = dtypes.as_dtype(type_name)
-            self.type_attr = None
+            return cls(name, None, dtypes.as_dtype(type_name), number_attr, doc)
         except TypeError:
-            self.fixed_type = None
-            self.type_attr = type_name
+            return cls(name, type_name, None, number_attr, doc)
 
     @property
     def is_list(self) -> bool:
@@ -73,38 +90,51 @@ class ArgDef:
         return f"{self.number_attr} * {t}" if self.number_attr else t
 
 
+@_attrs.frozen
 class AttrDef:
-    """One attr: kind, list-ness, allowed values, default and minimum."""
+    """One attr: kind, list-ness, allowed values, default and minimum.
 
-    __slots__ = ("name", "kind", "is_list", "allowed", "default", "minimum", "doc")
+    Built from a spec string with ``AttrDef.parse(spec)``; ``check(value)`` validates and
+    normalises a value for it.
+    """
 
-    def __init__(self, spec: str):
-        body, self.doc = _split_doc(spec)
+    name: str
+    kind: str
+    is_list: bool = False
+    allowed: tuple | None = None
+    default: object = NO_DEFAULT
+    minimum: int | None = None
+    doc: str = ""
+
+    @classmethod
+    def parse(cls, spec: str) -> AttrDef:
+        body, doc = _split_doc(spec)
         m = _ATTR_RE.match(body)
         if not m:
             msg = f"Bad attr spec {spec!r}: expected 'name: kind [= default] [>= min]'"
             raise errors.InvalidArgumentError(msg)
-        self.name, kind, default, minimum = m.groups()
-        self.minimum = None if minimum is None else int(minimum)
-        self.allowed = None
-        self.is_list = kind.startswith("list(") and kind.endswith(")")
-        if self.is_list:
+        name, kind, default, minimum = m.groups()
+        minimum = None if minimum is None else int(minimum)
+        allowed = None
+        is_list = kind.startswith("list(") and kind.endswith(")")
+        if is_list:
             kind = kind[5:-1].strip()
         if kind.startswith("{"):
             items = [s.strip() for s in kind.strip("{}").split(",") if s.strip()]
             if items and items[0][0] in "'\"":
-                self.kind, self.allowed = "string", tuple(ast.literal_eval(s) for s in items)
+                kind, allowed = "string", tuple(ast.literal_eval(s) for s in items)
             else:
-                self.kind = "type"
-                self.allowed = tuple(dtypes.as_dtype(s) for s in items)
+                allowed = tuple(dtypes.as_dtype(s) for s in items)
+                kind = "type"
         elif kind in dtypes.TYPE_SETS:
-            self.kind, self.allowed = "type", dtypes.TYPE_SETS[kind]
-        elif kind in _KINDS:
-            self.kind = kind
-        else:
+            kind, allowed = "type", dtypes.TYPE_SETS[kind]
+        elif kind not in _KINDS:
             msg = f"Bad attr kind {kind!r} in {spec!r}; expected one of {', '.join(_KINDS)}"
             raise errors.InvalidArgumentError(msg)
-        self.default = NO_DEFAULT if default is None else self.check(self._parse(default))
+        a = cls(name, kind, is_list, allowed, NO_DEFAULT, minimum, doc)
+        if default is None:
+            return a
+        return _attrs.evolve(a, default=a.check(a._parse(default)))
 
     def _parse(self, text: str):
         text = text.strip()
@@ -135,7 +165,7 @@ class AttrDef:
         if self.is_list:
             # Fast path: a list/tuple of plain ints for list(int) (the conv attrs).
             if self.kind == "int" and (type(value) is list or type(value) is tuple) and \
-                    all(type(v) is int for v in value):
+                    all(type(v) is int and _INT64_MIN <= v <= _INT64_MAX for v in value):
                 out = tuple(value)
                 if self.minimum is not None and len(out) < self.minimum:
                     msg = (f"Length for attr '{self.name}' of {len(out)} must be at least "
@@ -167,6 +197,10 @@ class AttrDef:
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
                 self._wrong(v, "int")
             v = int(v)
+            if not _INT64_MIN <= v <= _INT64_MAX:
+                msg = (f"Value for attr '{self.name}' of {v} is out of range for an int attr "
+                       f"(int64: [{_INT64_MIN}, {_INT64_MAX}])")
+                raise errors.InvalidArgumentError(msg)
         elif kind == "float":
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number)):
                 self._wrong(v, "float")
@@ -177,7 +211,10 @@ class AttrDef:
             v = bool(v)
         elif kind == "string":
             if isinstance(v, bytes):
-                v = v.decode()
+                try:
+                    v = v.decode()
+                except UnicodeDecodeError:
+                    self._wrong(v, "string (valid UTF-8)")
             if not isinstance(v, str):
                 self._wrong(v, "string")
         elif kind == "type":
@@ -188,7 +225,7 @@ class AttrDef:
         elif kind == "shape":
             try:
                 v = TensorShape(v)
-            except (errors.InvalidArgumentError, TypeError):
+            except (errors.InvalidArgumentError, TypeError, ValueError, OverflowError):
                 self._wrong(v, "shape")
         elif kind == "tensor":
             if not isinstance(v, np.ndarray):
@@ -209,47 +246,70 @@ class AttrDef:
         raise errors.InvalidArgumentError(msg)
 
 
+def _parse_args(specs) -> tuple:
+    return tuple(a if isinstance(a, ArgDef) else ArgDef.parse(a) for a in specs)
+
+
+def _parse_attrs(specs) -> dict:
+    if isinstance(specs, dict):
+        return dict(specs)
+    parsed = (a if isinstance(a, AttrDef) else AttrDef.parse(a) for a in specs)
+    return {a.name: a for a in parsed}
+
+
+@_attrs.frozen(eq=False)
 class OpDef:
     """The declaration of one op type: args, attrs, shape function and doc.
 
     Args:
       name: the op type (CamelCase), also the wrapper's class name and default node name.
-      inputs / outputs / attrs: spec strings (see module doc).
-      shape_fn: ``fn(InferenceContext) -> list[TensorShape]``, one shape per output.
-      value_fn: optional ``fn(InferenceContext) -> list[np.ndarray | None]``: output values
-        known at build time (Const, Shape of a known shape), readable by later shape functions.
+      inputs / outputs / attrs: spec strings (see module doc) or parsed ArgDef / AttrDef.
+      shape_fn: ``fn(InferenceContext) -> list[TensorShape]``, one shape per output. The
+        executor re-runs it on the actual inputs (shapes and values) before the kernel
+        whenever what it read at build time was not fully known.
+      value_fn: optional ``fn(InferenceContext) -> list[np.ndarray | TensorShape | None]``:
+        output values known at build time (Const, Shape of a known shape), readable by later
+        shape functions; a TensorShape is a partially known shape value (Shape of
+        ``[?, 9, 9, 3]``).
       doc: one paragraph, shown by ``help()`` on the wrapper.
-      recheck_shapes_at_run_time: re-run ``shape_fn`` on the actual shapes at run time when the
-        static shapes were not fully known (ops whose kernels rely on the checks it makes).
+      stateful: the op has side effects or non-deterministic output (never constant-folded).
     """
 
-    def __init__(self, name: str, *, inputs=(), outputs=(), attrs=(),
-                 shape_fn: Callable, value_fn: Callable | None = None, doc: str = "",
-                 recheck_shapes_at_run_time: bool = False):
-        self.name = name
-        self.inputs = tuple(ArgDef(s) for s in inputs)
-        self.outputs = tuple(ArgDef(s) for s in outputs)
-        self.attrs = {a.name: a for a in (AttrDef(s) for s in attrs)}
-        self.shape_fn = shape_fn
-        self.value_fn = value_fn
-        self.doc = doc
-        self.recheck_shapes_at_run_time = recheck_shapes_at_run_time
+    name: str
+    inputs: tuple = _attrs.field(default=(), converter=_parse_args)
+    outputs: tuple = _attrs.field(default=(), converter=_parse_args)
+    attrs: dict = _attrs.field(default=(), converter=_parse_attrs)
+    shape_fn: Callable = _attrs.field(kw_only=True)
+    value_fn: Callable | None = _attrs.field(default=None, kw_only=True)
+    doc: str = _attrs.field(default="", kw_only=True)
+    stateful: bool = _attrs.field(default=False, kw_only=True)
+    #: attrs derived from the inputs' dtypes and list lengths; never passed by users.
+    inferred_attrs: tuple = _attrs.field(init=False)
+    #: attrs without a default: positional wrapper arguments after the inputs.
+    required_attrs: tuple = _attrs.field(init=False)
+    #: attrs with a default: set through the wrapper's ``Attrs``.
+    optional_attrs: tuple = _attrs.field(init=False)
+
+    def __attrs_post_init__(self):
         inferred = set()
         for arg in self.inputs:
             inferred.update(x for x in (arg.type_attr, arg.number_attr) if x)
         for arg in (*self.inputs, *self.outputs):
             for ref in (arg.type_attr, arg.number_attr):
                 if ref and ref not in self.attrs:
-                    msg = f"Op {name}: arg '{arg.name}' refers to undeclared attr '{ref}'"
+                    msg = f"Op {self.name}: arg '{arg.name}' refers to undeclared attr '{ref}'"
                     raise errors.InvalidArgumentError(msg)
-        #: attrs derived from the inputs' dtypes and list lengths; never passed by users.
-        self.inferred_attrs = tuple(a for a in self.attrs if a in inferred)
-        #: attrs without a default: positional wrapper arguments after the inputs.
-        self.required_attrs = tuple(a for a, d in self.attrs.items()
-                                    if a not in inferred and not d.has_default)
-        #: attrs with a default: set through the wrapper's ``Attrs``.
-        self.optional_attrs = tuple(a for a, d in self.attrs.items()
-                                    if a not in inferred and d.has_default)
+        set_ = object.__setattr__
+        set_(self, "inferred_attrs", tuple(a for a in self.attrs if a in inferred))
+        set_(self, "required_attrs", tuple(a for a, d in self.attrs.items()
+                                           if a not in inferred and not d.has_default))
+        set_(self, "optional_attrs", tuple(a for a, d in self.attrs.items()
+                                           if a not in inferred and d.has_default))
+
+    def type_attrs(self) -> dict:
+        """Type attrs -> allowed DTypes (every DType when the attr is unrestricted)."""
+        return {n: (a.allowed if a.allowed is not None else dtypes.ALL_TYPES)
+                for n, a in self.attrs.items() if a.kind == "type" and not a.is_list}
 
     def signature(self) -> str:
         ins = ", ".join(f"{a.name}:{a.type_str()}" for a in self.inputs)

@@ -416,11 +416,21 @@ class Scope:
             msg = f"Shape function returned {len(shapes)} shapes for {len(out_dtypes)} outputs"
             raise errors.InternalError(msg)
         shapes = tuple(s if s.__class__ is TensorShape else TensorShape(s) for s in shapes)
+        complete = ctx.complete
+        if complete:
+            for s in in_shapes:
+                if not s.is_fully_defined():
+                    complete = False
+                    break
+        values_read = ctx.values_read
         values = op_def.value_fn(ctx) if op_def.value_fn is not None else None
-        return Operation(name, op_def, tuple(flat), final, tuple(out_dtypes), shapes,
-                         graph=self._root.graph, control_inputs=self._control_deps,
-                         device=self._device, kernel_label=self._kernel_label,
-                         colocation=self._colocation, site=site, output_values=values)
+        op = Operation(name, op_def, tuple(flat), final, tuple(out_dtypes), shapes,
+                       graph=self._root.graph, control_inputs=self._control_deps,
+                       device=self._device, kernel_label=self._kernel_label,
+                       colocation=self._colocation, site=site, output_values=values)
+        op.shape_complete = complete
+        op.values_read = values_read
+        return op
 
 
 _MISSING = object()

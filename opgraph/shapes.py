@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from opgraph import errors
 
-__all__ = ["TensorShape", "as_shape", "unknown_shape"]
+__all__ = ["TensorShape", "as_shape", "make_shape", "unknown_shape"]
+
+_MAX_DIM = 2 ** 63 - 1
 
 
 class TensorShape:
@@ -25,20 +27,34 @@ class TensorShape:
         if isinstance(dims, TensorShape):
             self._dims = dims._dims
             return
-        if isinstance(dims, int):
+        if isinstance(dims, int) and not isinstance(dims, bool):
             dims = (dims,)
+        if isinstance(dims, (set, frozenset, dict, str, bytes)) or not hasattr(dims, "__iter__"):
+            hint = (" (a C++ brace list {2, 2} is a Python list [2, 2], not a set)"
+                    if isinstance(dims, (set, frozenset)) else "")
+            msg = (f"A shape must be a list or tuple of dims (int or None), but got "
+                   f"{type(dims).__name__} {dims!r}{hint}")
+            raise errors.InvalidArgumentError(msg)
         out = []
         for d in dims:
-            if d is None or d == -1:
+            if d is None:
                 out.append(None)
                 continue
-            try:
-                v = int(d)
-            except (TypeError, ValueError):
-                msg = f"Shape dimensions must be int or None, but got {d!r} in {list(dims)!r}"
-                raise errors.InvalidArgumentError(msg) from None
-            if v != d or v < 0:
-                msg = f"Shape dimensions must be >= 0 or None (unknown), but got {d!r}"
+            if isinstance(d, bool) or not hasattr(d, "__index__"):
+                if isinstance(d, float) and d.is_integer():
+                    v = int(d)
+                else:
+                    msg = (f"Shape dimensions must be int or None, but got {d!r} in "
+                           f"{list(dims)!r}")
+                    raise errors.InvalidArgumentError(msg)
+            else:
+                v = d.__index__()
+            if v == -1:
+                out.append(None)
+                continue
+            if v < 0 or v > _MAX_DIM:
+                msg = (f"Shape dimensions must be >= 0 (or -1/None for unknown) and fit in "
+                       f"int64, but got {d!r}")
                 raise errors.InvalidArgumentError(msg)
             out.append(v)
         self._dims = tuple(out)
@@ -165,6 +181,14 @@ def as_shape(value) -> TensorShape:
     if isinstance(value, TensorShape):
         return value
     return TensorShape(value)
+
+
+def make_shape(dims) -> TensorShape:
+    """A TensorShape from a tuple/list of int|None (validated; fast for plain ints)."""
+    if type(dims) is tuple and all(d is None or (type(d) is int and 0 <= d <= _MAX_DIM)
+                                   for d in dims):
+        return TensorShape._from_tuple(dims)
+    return TensorShape(dims)
 
 
 def unknown_shape(rank: int | None = None) -> TensorShape:

@@ -19,7 +19,7 @@ from opgraph.op_def import format_attr_value
 from opgraph.registry import get_op_def
 from opgraph.scope import Scope, user_site
 
-__all__ = ["OpWrapper", "make_wrapper", "camel_case"]
+__all__ = ["OpWrapper", "declare", "make_wrapper", "camel_case"]
 
 
 def camel_case(attr_name: str) -> str:
@@ -117,14 +117,48 @@ class OpWrapper:
         if kwargs:
             values.update(kwargs)
         self.operation = op = scope.build_op(op_def, inputs, values, user_site())
+        self._set_outputs(op)
+
+    def _set_outputs(self, op):
+        """``.output`` (one output) or ``.outputs``, plus one member per output arg named as
+        cc_op_gen names it (``add.z``, ``split.output[i]`` for a list output)."""
+        op_def = self._op_def
         if self._single_output:
-            self.output = Output(op, 0)
+            self.output = out = Output(op, 0)
+            if op_def.outputs[0].name != "output":
+                setattr(self, op_def.outputs[0].name, out)
+            return
+        if op.failed:
+            n = {a.number_attr: 0 for a in op_def.outputs if a.is_list}
+            outs = tuple(Output(op, i) for i in range(len(op.output_dtypes)))
         else:
-            outs = op.outputs if not op.failed else tuple(
-                Output(op, i) for i in range(len(op_def.outputs)))
-            self.outputs = outs
-            for arg, out in zip(op_def.outputs, outs):
-                setattr(self, arg.name, out)
+            n = {a.number_attr: op.attrs[a.number_attr] for a in op_def.outputs if a.is_list}
+            outs = op.outputs
+        self.outputs = tuple(outs)
+        i = 0
+        for arg in op_def.outputs:
+            if arg.is_list:
+                count = n[arg.number_attr]
+                setattr(self, arg.name, list(outs[i:i + count]))
+                i += count
+            else:
+                setattr(self, arg.name, outs[i] if i < len(outs) else Output(op, i))
+                i += 1
+        if len(self.outputs) == 1 and not any(a.is_list for a in op_def.outputs):
+            self.output = self.outputs[0]
+
+    def __getitem__(self, i):
+        """``op[i]``: output i (TF's ``op.output[i]`` / ``op[i]`` for multi-output ops)."""
+        outs = getattr(self, "outputs", None)
+        return outs[i] if outs is not None else [self.output][i]
+
+    def __len__(self) -> int:
+        outs = getattr(self, "outputs", None)
+        return len(outs) if outs is not None else 1
+
+    def __iter__(self):
+        outs = getattr(self, "outputs", None)
+        return iter(outs if outs is not None else [self.output])
 
     @classmethod
     def _arg_names(cls) -> str:
@@ -149,18 +183,40 @@ def _doc(op_def) -> str:
     lines += [f"  {n}: {op_def.attrs[n].type_str}" + (f" -- {op_def.attrs[n].doc}"
                                                        if op_def.attrs[n].doc else "")
               for n in op_def.required_attrs] or ["  (none)"]
-    lines.append(f"Optional attrs (set with {op_def.name}.Attrs().Setter(value)):")
+    lines.append(f"Optional attrs (set with {op_def.name}.Attrs().Setter(value) or as "
+                 f"keywords):")
     for n in op_def.optional_attrs:
         d = op_def.attrs[n]
         lines.append(f"  {camel_case(n)}({n}: {d.type_str}) -- defaults to "
                      f"{format_attr_value(d.default)}" + (f". {d.doc}" if d.doc else ""))
     if not op_def.optional_attrs:
         lines.append("  (none)")
+    types = {n: op_def.attrs[n] for n in op_def.inferred_attrs
+             if op_def.attrs[n].kind == "type"}
     if op_def.inferred_attrs:
         lines.append("Inferred from the inputs: " + ", ".join(op_def.inferred_attrs))
+    if types:
+        lines.append("Allowed dtypes:")
+        lines += [f"  {n}: " + (", ".join(t.name for t in d.allowed) if d.allowed else "any")
+                  for n, d in types.items()]
     lines.append("Outputs:")
     lines += [f"  {a.name}: {a.type_str()}" + (f" -- {a.doc}" if a.doc else "")
               for a in op_def.outputs] or ["  (none)"]
+    single = len(op_def.outputs) == 1 and not op_def.outputs[0].is_list
+    lines.append("Returns:")
+    if single:
+        name = op_def.outputs[0].name
+        alias = f" (also .{name})" if name != "output" else ""
+        lines.append(f"  an op whose .output{alias} is the result Output; pass it wherever an "
+                     f"input is expected, fetch it with ClientSession.Run, .operation is the "
+                     f"node.")
+    elif op_def.outputs:
+        members = ", ".join(f".{a.name}" + ("[i]" if a.is_list else "") for a in op_def.outputs)
+        lines.append(f"  an op with members {members} (and .outputs, a list); .operation is "
+                     f"the node.")
+    else:
+        lines.append("  an op with no outputs: use .operation as a Run target or control "
+                     "dependency.")
     return "\n".join(lines)
 
 
@@ -212,3 +268,19 @@ def make_wrapper(op_type: str, base: type = OpWrapper) -> type:
                for n in op_def.optional_attrs]
     cls.__signature__ = inspect.Signature(params)
     return cls
+
+
+def declare(name: str, *, inputs=(), outputs=(), attrs=(), shape_fn, value_fn=None,
+            doc: str = "", stateful: bool = False, base: type = OpWrapper) -> type:
+    """Register an op and return its generated wrapper class: the one declaration of an op.
+
+        Relu = declare("Relu", inputs=["features: T"], outputs=["activations: T"],
+                       attrs=["T: realnumbertype"], shape_fn=unchanged_shape,
+                       doc="max(features, 0).")
+    """
+    from opgraph.op_def import OpDef  # noqa: PLC0415
+    from opgraph.registry import register_op  # noqa: PLC0415
+
+    register_op(OpDef(name, inputs=inputs, outputs=outputs, attrs=attrs, shape_fn=shape_fn,
+                      value_fn=value_fn, doc=doc, stateful=stateful))
+    return make_wrapper(name, base)

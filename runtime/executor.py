@@ -9,9 +9,10 @@ time. The pieces:
 * constant folding: ops whose inputs are all constants (and not fed) are computed once per
   session and enter the plan as captured values, as TF's constant folding does;
 * release: a ``del`` after each intermediate's last consumer, so memory is freed early;
-* run-time shape checks: ops that ask for it (``OpDef.recheck_shapes_at_run_time``) and had
-  unknown static dims re-run their shape function on the actual shapes first, so the
-  messages are the build-time ones;
+* run-time shape checks: an op whose shape function saw partial shapes or unknown values at
+  build time (or reads a value fed in this Run) re-runs it on the actual inputs first, so
+  the messages are the build-time ones; the inferred output sizes are guarded against the
+  allocation limit before the kernel runs and its results are checked against them;
 * errors: the generated code's line numbers map back to nodes, so a failing kernel costs
   nothing until it fails and then names its node, op type, device and creation site.
 """
@@ -27,6 +28,7 @@ import numpy as np
 from opgraph import errors
 from opgraph.shape_inference import InferenceContext
 from opgraph.shapes import TensorShape
+from runtime.memory import check_allocation
 
 __all__ = ["Plan", "compile_plan", "StepStats", "NodeExecStats", "node_error",
            "unfed_placeholder_error"]
@@ -157,17 +159,58 @@ def node_error(e: Exception, step) -> errors.OpError:
     return cls(f"{type(e).__name__}: {e}{ctx}", node.name, node.type, node.site)
 
 
+def _check_results(node, results, shapes):
+    """The kernel's results must have the shapes and dtypes inference promised."""
+    for k, (r, s) in enumerate(zip(results, shapes)):
+        want = node.output_dtypes[k]
+        shape = np.shape(r)
+        if not s.is_compatible_with(shape) or (
+                want is not None and getattr(r, "dtype", None) != want.as_numpy_dtype):
+            msg = (f"Kernel for {node.type} returned output {k} with shape {list(shape)} and "
+                   f"dtype {getattr(r, 'dtype', type(r).__name__)}, but shape inference "
+                   f"gives {s} and {want.name if want else '?'} (a kernel bug)")
+            raise errors.InternalError(msg)
+
+
 def _rechecking(node, call):
-    """Wrap ``call`` so the node's shape function checks the actual input shapes first."""
+    """Wrap ``call`` so the node's shape function first checks the actual inputs (shapes and
+    values), the inferred output sizes are guarded, and the results are checked against it."""
     op_def, attrs = node.op_def, node.attrs
     dtypes = [o.dtype for o in node.inputs]
+    out_types = node.output_dtypes
+    single = len(out_types) == 1
 
     def checked(*inputs):
         ctx = InferenceContext(op_def, attrs, [TensorShape._from_tuple(np.shape(a))
                                                for a in inputs], dtypes, inputs)
-        op_def.shape_fn(ctx)
-        return call(*inputs)
+        shapes = op_def.shape_fn(ctx)
+        for s, dt in zip(shapes, out_types):
+            if s.dims and dt is not None:
+                check_allocation(s.dims, _itemsize(dt), f"{node.type} output")
+        result = call(*inputs)
+        _check_results(node, (result,) if single else (result or ()), shapes)
+        return result
     return checked
+
+
+def _itemsize(dt) -> int:
+    try:
+        return dt.as_numpy_dtype.itemsize or 8
+    except errors.UnimplementedError:
+        return 2
+
+
+def _guard_static(node) -> None:
+    """Refuse a node whose (exact) static output sizes exceed the allocation limit."""
+    for s, dt in zip(node.output_shapes, node.output_dtypes):
+        if s.dims and dt is not None and s.is_fully_defined():
+            check_allocation(s.dims, _itemsize(dt), f"{node.type} output")
+
+
+def needs_recheck(op, feed_set) -> bool:
+    """Whether ``op``'s shape function must run again on the actual inputs: it saw partial
+    shapes or unknown values at build time, or a value it read is fed in this Run."""
+    return not op.shape_complete or any(op.inputs[i] in feed_set for i in op.values_read)
 
 
 def prune(feeds: set, fetches, targets) -> list:
@@ -208,9 +251,13 @@ def compile_plan(session, feeds, fetches, targets) -> Plan:
     for op in ops:
         device, kernel = session.placement(op)
         call = kernel.compute
-        if op.op_def.recheck_shapes_at_run_time and not all(
-                o.shape.is_fully_defined() for o in op.inputs):
+        if needs_recheck(op, feed_set):
             call = _rechecking(op, call)
+        else:
+            try:
+                _guard_static(op)
+            except errors.OpError as e:
+                raise node_error(e, _Step(op, device, call, (), ())) from None
         args = [var[o] for o in op.inputs]
         outs = [f"v{op.id}_{k}" for k in range(op.num_outputs)]
         step = _Step(op, device, call, args, outs)

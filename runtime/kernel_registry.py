@@ -1,7 +1,11 @@
 """Kernel registry keyed by (op type, device type, dtype constraints, label).
 
-    @register_kernel("Conv2DBackpropInputV2", device="CPU", constraints={"T": FLOAT_TYPES})
+    @register_kernel("Conv2DBackpropInputV2")          # dtypes: the op's own allowed set
     class Conv2DBackpropInputV2Cpu(Kernel): ...
+
+    @register_kernel("LeakyRelu")                      # a plain function; attrs by keyword
+    def leaky_relu(features, *, alpha):
+        return np.where(features > 0, features, features * alpha)
 
 Selection for a node on a device type follows TF: registrations for that op and device whose
 label equals the node's kernel label ("" when none) and whose every constraint allows the
@@ -11,8 +15,14 @@ its dtypes and device, and lists what is registered for the op.
 
 from __future__ import annotations
 
+import functools
+import inspect
+
+import attrs
+
 from opgraph import errors
 from opgraph.dtypes import DType
+from opgraph.registry import get_op_def
 
 __all__ = ["Kernel", "KernelDef", "register_kernel", "registered_kernels", "find_kernel"]
 
@@ -29,50 +39,88 @@ class Kernel:
         raise NotImplementedError
 
 
+@attrs.frozen
 class KernelDef:
     """One registration: ``op_type``, ``device_type``, ``constraints`` (attr -> allowed
-    values), ``label``, ``priority`` and the kernel class."""
+    values; None: the op's own allowed dtypes), ``label``, ``priority`` and the kernel class."""
 
-    __slots__ = ("op_type", "device_type", "constraints", "label", "priority", "kernel_class")
-
-    def __init__(self, op_type, device_type, constraints, label, priority, kernel_class):
-        self.op_type = op_type
-        self.device_type = device_type
-        self.constraints = constraints
-        self.label = label
-        self.priority = priority
-        self.kernel_class = kernel_class
+    op_type: str
+    device_type: str
+    constraints: dict | None
+    label: str
+    priority: int
+    kernel_class: type
 
     def matches(self, attrs: dict) -> bool:
+        if self.constraints is None:      # the node was validated against the OpDef
+            return True
         return all(attrs.get(k) in allowed for k, allowed in self.constraints.items())
+
+    def effective_constraints(self) -> dict:
+        if self.constraints is not None:
+            return self.constraints
+        try:
+            op_def = get_op_def(self.op_type)
+        except errors.NotFoundError:
+            return {}
+        return {k: tuple(t for t in v if t.is_available)
+                for k, v in op_def.type_attrs().items() if k in op_def.inferred_attrs
+                or k in op_def.attrs}
 
     def describe(self) -> str:
         """TF's registry line: ``device='CPU'; label='x'; T in [DT_FLOAT, DT_DOUBLE]``."""
         parts = [f"device='{self.device_type}'"]
         if self.label:
             parts.append(f"label='{self.label}'")
-        for k, allowed in self.constraints.items():
+        for k, allowed in self.effective_constraints().items():
             vals = ", ".join(v.tf_name if isinstance(v, DType) else repr(v) for v in allowed)
             parts.append(f"{k} in [{vals}]")
         return "; ".join(parts)
-
-    def __repr__(self) -> str:
-        return f"KernelDef({self.op_type}: {self.describe()})"
 
 
 _KERNELS: dict[str, list[KernelDef]] = {}
 
 
+def _function_kernel(op_type: str, fn) -> type:
+    """A Kernel class around a plain function ``fn(*inputs, *, attr=...)``: its keyword-only
+    parameters are bound from the node's attrs once per node."""
+    params = inspect.signature(fn).parameters.values()
+    wanted = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    wants_node = "node" in wanted
+
+    def __init__(self, node):  # noqa: N807
+        Kernel.__init__(self, node)
+        kw = {k: node.attrs[k] for k in wanted if k != "node"}
+        if wants_node:
+            kw["node"] = node
+        self.compute = functools.partial(fn, **kw) if kw else fn
+
+    name = f"{op_type}Kernel_{fn.__name__}"
+    return type(name, (Kernel,), {"__init__": __init__, "__doc__": fn.__doc__,
+                                  "__module__": fn.__module__, "function": staticmethod(fn)})
+
+
 def register_kernel(op_type: str, device: str = "CPU", constraints=None, label: str = "",
-                    priority: int = 0):
-    """Class decorator registering a Kernel subclass for ``op_type`` on ``device``."""
-    def deco(cls):
-        allowed = {k: tuple(v) for k, v in (constraints or {}).items()}
-        allowed = {k: tuple(t for t in v if not isinstance(t, DType) or t.is_available)
-                   for k, v in allowed.items()}
+                    priority: int = 0, *, foldable: bool | None = None):
+    """Decorator registering a kernel for ``op_type`` on ``device``.
+
+    Decorates a Kernel subclass or a plain function ``fn(*inputs, *, attr, ...)`` (its
+    keyword-only parameters receive the node's attrs; ``node`` the node itself). Without
+    ``constraints`` the kernel accepts every dtype the op allows. ``foldable=False`` keeps
+    the node out of constant folding (stateful or fed-per-run kernels). Returns the
+    decorated object unchanged.
+    """
+    def deco(obj):
+        cls = obj if isinstance(obj, type) else _function_kernel(op_type, obj)
+        if foldable is not None:
+            cls.foldable = foldable
+        allowed = None
+        if constraints is not None:
+            allowed = {k: tuple(t for t in v if not isinstance(t, DType) or t.is_available)
+                       for k, v in constraints.items()}
         _KERNELS.setdefault(op_type, []).append(
             KernelDef(op_type, device, allowed, label, priority, cls))
-        return cls
+        return obj
     return deco
 
 

@@ -34,7 +34,7 @@ def test_wheel_installs_opgraph_ops_and_runtime(tmp_path):
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed",
                     str(wheel)],
                    check=True)
-    probe = ("import opgraph, ops, runtime, runtime.kernels.cpu.nn_kernels as k; "
+    probe = ("import opgraph, ops, runtime, runtime.kernels.cpu.conv_kernels as k; "
              "import sys; print(opgraph.__file__); print(ops.__file__); "
              "print(runtime.__file__); print(k.__file__)")
     out = subprocess.run([str(py), "-c", probe], capture_output=True, text=True,

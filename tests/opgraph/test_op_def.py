@@ -37,7 +37,7 @@ POOL = OpDef(
 
 # ---------------------------------------------------------------- spec parsing
 def test_arg_specs():
-    a, b, c = ArgDef("x: T  # doc text"), ArgDef("sizes: int32"), ArgDef("vals: N * T")
+    a, b, c = ArgDef.parse("x: T  # doc text"), ArgDef.parse("sizes: int32"), ArgDef.parse("vals: N * T")
     assert (a.name, a.type_attr, a.fixed_type, a.is_list, a.doc) == ("x", "T", None, False,
                                                                      "doc text")
     assert (b.type_attr, b.fixed_type) == (None, DT_INT32) and b.type_str() == "int32"
@@ -48,7 +48,7 @@ def test_arg_specs():
 @pytest.mark.parametrize("bad", ["x", "x: ", ": T", "x: N * ", "x y: T"])
 def test_bad_arg_spec(bad):
     with pytest.raises(IA, match="Bad arg spec"):
-        ArgDef(bad)
+        ArgDef.parse(bad)
 
 
 def test_attr_specs():
@@ -70,13 +70,13 @@ def test_attr_specs():
 
 
 def test_type_set_shorthands_and_list_defaults():
-    d = AttrDef("T: realnumbertype")
+    d = AttrDef.parse("T: realnumbertype")
     assert d.kind == "type" and DT_INT64 in d.allowed and DT_FLOAT in d.allowed
-    assert AttrDef("T: floatingpoint").allowed[-1] is DT_DOUBLE
-    assert AttrDef("d: list(int) = [1, 1, 1, 1]").default == (1, 1, 1, 1)
-    assert AttrDef("e: list(int) = []").default == ()
-    assert AttrDef("s: shape = [2, ?]").default == TensorShape([2, None])
-    assert AttrDef("b: bool = false").default is False
+    assert AttrDef.parse("T: floatingpoint").allowed[-1] is DT_DOUBLE
+    assert AttrDef.parse("d: list(int) = [1, 1, 1, 1]").default == (1, 1, 1, 1)
+    assert AttrDef.parse("e: list(int) = []").default == ()
+    assert AttrDef.parse("s: shape = [2, ?]").default == TensorShape([2, None])
+    assert AttrDef.parse("b: bool = false").default is False
 
 
 @pytest.mark.parametrize(("spec", "regex"), [
@@ -88,7 +88,7 @@ def test_type_set_shorthands_and_list_defaults():
 ])
 def test_bad_attr_spec(spec, regex):
     with pytest.raises(IA, match=regex):
-        AttrDef(spec)
+        AttrDef.parse(spec)
 
 
 def test_attr_classification():

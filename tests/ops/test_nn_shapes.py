@@ -385,7 +385,7 @@ PARTIAL_OK = [
     (V1, conv([1, 2, 2, 1]), "[4];[3,3,3,16];[2,4,4,16]", "[2,?,?,?]"),
     (V1, conv([1, 2, 2, 1]), "?;[3,3,3,16];[2,4,4,16]", "[2,?,?,?]"),
     (V1, conv([1, 2, 2, 1]), "[?];[3,3,3,16];[2,4,4,16]", "[2,?,?,?]"),
-    (V1, conv(), "[2];[3,3,3,16];[1,8,8,16]", "[1,8,8,?]"),
+    (V1, conv(), "[2];[3,3,3,16];[1,8,8,16]", "[1,8,8,3]"),   # stride 1 SAME: H, W recovered
     # V1: constant input_sizes, 4 values or 2 values [H, W]
     (V1, conv([1, 2, 2, 1]), "=[1,8,8,3];[3,3,3,16];[1,4,4,16]", "[1,8,8,3]"),
     (V1, conv([1, 2, 2, 1]), "=[8,8];[3,3,3,16];[1,4,4,16]", "[1,8,8,3]"),
@@ -396,7 +396,7 @@ PARTIAL_OK = [
     # V1: input_sizes = Shape(tensor of fully known shape) is a build-time constant
     (V1, conv([1, 2, 2, 1]), "shape_of:[1,8,8,3];[3,3,3,16];[1,4,4,16]", "[1,8,8,3]"),
     (V1, conv([1, 2, 2, 1]), "shape_of:[8,8];[3,3,3,16];[1,4,4,16]", "[1,8,8,3]"),
-    (V1, conv([1, 2, 2, 1]), "shape_of:[1,?,8,3];[3,3,3,16];[1,4,4,16]", "[1,?,?,?]"),
+    (V1, conv([1, 2, 2, 1]), "shape_of:[1,?,8,3];[3,3,3,16];[1,4,4,16]", "[1,?,8,3]"),  # partial value
 ]
 
 
@@ -494,9 +494,9 @@ def test_conv_then_backprop_round_trip_shapes():
     dx1 = ops.Conv2DBackpropInput(root, ops.Shape(root, x), w, y, [1, 2, 2, 1], "SAME")
     assert root.ok(), root.status()
     assert dx.output.shape.as_list() == [None, 17, 16, 3]
-    # Shape of a partially known tensor has no build-time value: V1 learns only the batch
-    # (from out_backprop, unknown too) and nothing else.
-    assert dx1.output.shape.as_list() == [None, None, None, None]
+    # Shape of a partially known tensor has a partial build-time value (as TF's
+    # ShapeRefiner gives): V1 learns [?, 17, 16, 3].
+    assert dx1.output.shape.as_list() == [None, 17, 16, 3]
     assert dx1.output.dtype is DT_FLOAT
 
 

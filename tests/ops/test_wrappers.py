@@ -290,7 +290,8 @@ def test_identity_and_shape():
     assert ident.output.shape.as_list() == [2, None, 4] and ident.output.dtype is DT_FLOAT
     s = ops.Shape(root, x)
     assert s.output.shape.as_list() == [3] and s.output.dtype is DT_INT32
-    assert s.operation.output_values == [None]          # not fully defined: no value
+    # not fully defined: a partial shape value, as TF's ShapeRefiner keeps
+    assert s.operation.output_values == [TensorShape([2, None, 4])]
     s64 = ops.Shape(root, ops.Placeholder(root, DT_FLOAT, shape=[5, 6]), out_type=DT_INT64)
     assert s64.output.dtype is DT_INT64
     np.testing.assert_array_equal(s64.operation.output_values[0], [5, 6])
@@ -328,7 +329,7 @@ def test_add_v2_incompatible_shapes_and_dtypes():
     ops.AddV2(root.WithOpName("bad"), x, ops.Placeholder(root, DT_FLOAT, shape=[4]))
     ops.AddV2(root.WithOpName("booleans"), True, False)
     e1, e2 = root.status().errors
-    assert "Incompatible shapes for broadcasting: [2, 3] and [4] for node 'bad' (op: 'AddV2')" \
+    assert "Incompatible shapes for broadcasting: [2, 3] and [4] (dims 3 and 4 differ and neither is 1) for node 'bad' (op: 'AddV2')" \
         in str(e1)
     assert "with input shapes: [2,3], [4]." in str(e1)
     assert "Value passed to parameter 'x' has DataType bool not in list of allowed values" in \

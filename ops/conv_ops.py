@@ -9,6 +9,8 @@ and the pairs of ``explicit_paddings`` are read in ``data_format`` order.
 
 from __future__ import annotations
 
+import numpy as np
+
 from opgraph import errors
 from opgraph.op_def import OpDef
 from opgraph.registry import register_op
@@ -118,17 +120,18 @@ def _conv2d_backprop_input_shape(c: InferenceContext):
                f"got: {count}")
         raise errors.InvalidArgumentError(msg)
     sizes = c.input_tensor(0)
-    if sizes is None:
-        x = TensorShape._from_tuple((None,) * 4)
-    else:
-        values = [int(v) for v in sizes.ravel()]
-        if any(v < 0 for v in values):
-            msg = f"All elements of input_sizes must be >= 0, but got {values}"
-            raise errors.InvalidArgumentError(msg)
-        if len(values) == 4:
-            x = TensorShape._from_tuple(tuple(values))
-        else:   # [H, W]: batch from out_backprop, depth from the filter
-            x = p.join(p.split(dy)[0], values[0], values[1], f.dims[2])
+    if sizes is not None and any(int(v) < 0 for v in np.ravel(sizes)):
+        msg = f"All elements of input_sizes must be >= 0, but got {np.ravel(sizes).tolist()}"
+        raise errors.InvalidArgumentError(msg)
+    x = c.input_as_shape(0)         # partial when it is Shape() of a partially known tensor
+    if x.rank is not None and x.rank not in (2, 4):
+        msg = (f"Conv2DBackpropInput requires input_sizes to contain 4 values or 2 values, but "
+               f"got: {x.rank}")
+        raise errors.InvalidArgumentError(msg)
+    if x.rank is None:
+        x = c.unknown_shape(4)
+    elif x.rank == 2:   # [H, W]: batch from out_backprop, depth from the filter
+        x = p.join(p.split(dy)[0], x.dims[0], x.dims[1], f.dims[2])
     return [_check_backprop_input(c, p, x, f, dy)]
 
 
@@ -141,7 +144,7 @@ register_op(OpDef(
             _FILTER],
     outputs=["output: T"],
     attrs=CONV_ATTRS,
-    shape_fn=_conv2d_shape, recheck_shapes_at_run_time=True,
+    shape_fn=_conv2d_shape,
     doc="2-D convolution (cross-correlation) of `input` with `filter`. An input depth that is "
         "a multiple of the filter's in_depth is a grouped convolution."))
 Conv2D = make_wrapper("Conv2D")
@@ -152,7 +155,7 @@ register_op(OpDef(
             _FILTER, _OUT_BACKPROP],
     outputs=["output: T  # gradient w.r.t. Conv2D's input, shaped by input_sizes"],
     attrs=CONV_ATTRS,
-    shape_fn=_conv2d_backprop_input_shape, recheck_shapes_at_run_time=True,
+    shape_fn=_conv2d_backprop_input_shape,
     doc="Gradient of Conv2D with respect to its input, whose shape is given as a tensor. "
         "When input_sizes is a build-time constant its value gives the static output shape."))
 Conv2DBackpropInput = make_wrapper("Conv2DBackpropInput")
@@ -163,7 +166,7 @@ register_op(OpDef(
             _FILTER, _OUT_BACKPROP],
     outputs=["output: T  # gradient w.r.t. Conv2D's input (shape of `input`)"],
     attrs=CONV_ATTRS,
-    shape_fn=_conv2d_backprop_input_v2_shape, recheck_shapes_at_run_time=True,
+    shape_fn=_conv2d_backprop_input_v2_shape,
     doc="Gradient of Conv2D with respect to its input (the transposed convolution). Every "
         "kernel-time rule is checked at build time where the dims are known: ranks, "
         "strides/dilations/paddings, depth divisibility, batch and out_depth agreement, and "
