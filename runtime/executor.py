@@ -185,7 +185,7 @@ def _rechecking(node, call):
                                                for a in inputs], dtypes, inputs)
         shapes = op_def.shape_fn(ctx)
         for s, dt in zip(shapes, out_types):
-            if s.dims and dt is not None:
+            if s.dims and dt is not None and s.is_fully_defined():
                 check_allocation(s.dims, _itemsize(dt), f"{node.type} output")
         result = call(*inputs)
         _check_results(node, (result,) if single else (result or ()), shapes)
