@@ -11,6 +11,7 @@ from opgraph.dtypes import (
     DT_INT8, DT_INT16, DT_INT32, DT_INT64, DT_STRING, DT_UINT8, DT_UINT16, DType, as_dtype,
 )
 from opgraph.errors import Status
+from opgraph.gradients import AddSymbolicGradients, gradient, not_differentiable
 from opgraph.graph import Graph, Operation, Output
 from opgraph.inputs import Input, InputList
 from opgraph.op_def import OpDef
@@ -23,7 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DT_BFLOAT16", "DT_BOOL", "DT_COMPLEX64", "DT_COMPLEX128", "DT_DOUBLE", "DT_FLOAT",
     "DT_HALF", "DT_INT8", "DT_INT16", "DT_INT32", "DT_INT64", "DT_STRING", "DT_UINT8",
-    "DT_UINT16", "DType", "Graph", "Input", "InputList", "OpDef", "Operation", "Output",
+    "DT_UINT16", "AddSymbolicGradients", "DType", "Graph", "Input", "InputList", "OpDef", "Operation", "Output",
     "Scope", "Status", "TensorShape", "as_dtype", "as_shape", "errors", "get_op_def",
-    "register_op", "registered_ops",
+    "gradient", "not_differentiable", "register_op", "registered_ops",
 ]

@@ -25,6 +25,7 @@ from opgraph.scope import Scope
 from runtime import devices
 from runtime.executor import StepStats, compile_plan, node_error
 from runtime.kernel_registry import find_kernel
+from runtime.resources import ResourceMgr
 
 __all__ = ["ClientSession", "RunOptions", "RunMetadata"]
 
@@ -127,6 +128,7 @@ class ClientSession:
         self._plans = {}
         self._placed = {}       # node name -> (device name, kernel)
         self._folded = {}       # node name -> tuple of output values
+        self.resources = ResourceMgr()   # variable values of this session
 
     def _check_scope(self):
         status = self._scope.status()
@@ -162,7 +164,10 @@ class ClientSession:
                 miss = miss or e
                 continue
             try:
-                return dev.name, kdef.kernel_class(node)
+                kernel = kdef.kernel_class(node)
+                if getattr(kernel, "needs_resources", False):
+                    kernel.resources = self.resources     # variables live in the session
+                return dev.name, kernel
             except errors.OpError as e:
                 ctx = f" (kernel for node '{node.name}' (op: '{node.type}') created at {node.site})"
                 raise e.with_context(ctx, node.name, node.type, node.site) from None
