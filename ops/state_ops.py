@@ -15,7 +15,8 @@ from __future__ import annotations
 from opgraph import errors
 from opgraph.wrappers import declare
 
-__all__ = ["Variable", "VariableV2", "Assign", "AssignAdd", "AssignSub", "ref_variable"]
+__all__ = ["Variable", "VariableV2", "Assign", "AssignAdd", "AssignSub", "IsVariableInitialized",
+           "ref_variable"]
 
 
 def ref_variable(op, i: int = 0):
@@ -77,3 +78,10 @@ AssignSub = declare(
     attrs=["T: numbertype", "use_locking: bool = false"],
     shape_fn=_update_shape, stateful=True,
     doc="ref -= value; returns the new value.")
+
+
+IsVariableInitialized = declare(
+    "IsVariableInitialized",
+    inputs=["ref: dtype  # a Variable"], outputs=["is_initialized: bool"],
+    attrs=["dtype: type"], shape_fn=lambda c: [c.scalar()], stateful=True,
+    doc="Whether the variable has been assigned a value in this session.")

@@ -13,6 +13,7 @@ class _VariableKernel(Kernel):
 
     needs_resources = True
     foldable = False
+    checks_own_inputs = True     # a ref input may be unassigned: no generic shape re-check
     resources = None
 
     def slot(self, var_node):
@@ -107,3 +108,13 @@ def _checked(slot, value, what):
                f"{list(current.shape)} rhs shape= {list(np.shape(value))}")
         raise errors.InvalidArgumentError(msg)
     return current
+
+
+@register_kernel("IsVariableInitialized")
+class IsVariableInitializedCpu(_VariableKernel):
+    def __init__(self, node):
+        super().__init__(node)
+        self.var_node = _variable_of(node)
+
+    def compute(self, _ref):
+        return np.array(self.slot(self.var_node).value is not None)

@@ -1,9 +1,10 @@
 """Training on top of the op library: variables with initial values, optimizers, checkpoints.
 
-    from ops import train
+    from opgraph import train
     w = train.Variable(root.WithOpName("w"), w0)                 # VariableV2 + its Assign
     loss = ...
-    step = train.MomentumOptimizer(0.1, 0.9).minimize(root, loss, [w, b])
+    step = train.Momentum(0.1, 0.9).minimize(root, loss)         # var_list: every variable
+                                                                 # the loss depends on
     sess = ClientSession(root)
     sess.Run({}, [], [train.global_variables_initializer(root)])
     for _ in range(100):
@@ -30,17 +31,55 @@ from opgraph.gradients import AddSymbolicGradients
 from opgraph.graph import Operation, Output
 from opgraph.inputs import to_ndarray
 
-__all__ = ["Variable", "global_variables_initializer", "GradientDescentOptimizer",
-           "MomentumOptimizer", "AdamOptimizer", "AdagradOptimizer", "RMSPropOptimizer",
-           "Saver"]
+__all__ = ["Variable", "global_variables_initializer", "trainable_variables",
+           "GradientDescent", "Momentum", "Adam", "Adagrad", "RMSProp",
+           "GradientDescentOptimizer", "MomentumOptimizer", "AdamOptimizer",
+           "AdagradOptimizer", "RMSPropOptimizer", "Saver"]
 
 _INITIALIZERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # Graph -> [Operation]
 _VARIABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()      # Graph -> [Output]
 
 
+class _Builder:
+    """Builds registered ops by type name (the framework never imports the ``ops`` package):
+    ``_ops().Assign(scope, ref, value)`` returns the node's first Output, or the Operation
+    for ops without outputs."""
+
+    _ALIASES = {"Variable": "VariableV2"}
+
+    def __getattr__(self, name):
+        op_type = self._ALIASES.get(name, name)
+
+        def build(scope, *inputs, **attrs):
+            from opgraph.registry import get_op_def  # noqa: PLC0415
+            if op_type == "Const":
+                value = to_ndarray(inputs[0])
+                op = scope.build_op("Const", [], {"value": value, "dtype": value.dtype})
+                return _Built(op)
+            op_def = get_op_def(op_type)
+            n_in = len(op_def.inputs)
+            values = dict(zip(op_def.required_attrs, inputs[n_in:]))
+            values.update(attrs)
+            op = scope.build_op(op_def, list(inputs[:n_in]), values)
+            if op.failed:
+                scope.status().raise_if_error()
+            return _Built(op)
+        return build
+
+
+class _Built:
+    __slots__ = ("operation", "output")
+
+    def __init__(self, op):
+        self.operation = op
+        self.output = Output(op, 0) if op.num_outputs else None
+
+
+_BUILDER = _Builder()
+
+
 def _ops():
-    import ops  # noqa: PLC0415  (ops imports this module's package lazily)
-    return ops
+    return _BUILDER
 
 
 def _variable_output(v) -> Output:
@@ -89,6 +128,21 @@ def global_variables_initializer(scope) -> Operation:
     return _ops().NoOp(scope.NewSubScope("init").WithControlDependencies(inits)).operation
 
 
+def trainable_variables(loss) -> list[Output]:
+    """The VariableV2 outputs ``loss`` depends on, in creation order."""
+    out = getattr(loss, "output", loss)
+    seen, stack, found = set(), [out.op], []
+    while stack:
+        op = stack.pop()
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        if op.type == "VariableV2":
+            found.append(op)
+        stack.extend(i.op for i in op.inputs)
+    return [Output(op, 0) for op in sorted(found, key=lambda o: o.id)]
+
+
 class _Optimizer:
     """Base: ``minimize(scope, loss, var_list)`` returns the training-step target."""
 
@@ -125,8 +179,14 @@ class _Optimizer:
         updates = [self._apply(s, g, v) for g, v in grads_and_vars]
         return _ops().NoOp(s.WithControlDependencies(updates)).operation
 
-    def minimize(self, scope, loss, var_list) -> Operation:
-        """Gradient of ``loss`` w.r.t. ``var_list``, then one update of each variable."""
+    def minimize(self, scope, loss, var_list=None) -> Operation:
+        """Gradient of ``loss`` w.r.t. ``var_list`` (default: every variable the loss
+        depends on, in creation order), then one update of each variable."""
+        if var_list is None:
+            var_list = trainable_variables(loss)
+            if not var_list:
+                msg = f"The loss '{getattr(loss, 'output', loss).name}' depends on no variable"
+                raise errors.InvalidArgumentError(msg)
         return self.apply_gradients(scope, self.compute_gradients(scope, loss, var_list))
 
 
@@ -262,3 +322,11 @@ class Saver:
         for slot, value in pending:
             with slot.lock:
                 slot.write(value)
+
+
+# The names issue #9 and TF 2 use, beside TF 1's *Optimizer names.
+GradientDescent = GradientDescentOptimizer
+Momentum = MomentumOptimizer
+Adam = AdamOptimizer
+Adagrad = AdagradOptimizer
+RMSProp = RMSPropOptimizer
