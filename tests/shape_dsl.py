@@ -65,6 +65,11 @@ def _make_input(scope: Scope, spec: str, arg, dtype, index: int):
 
 
 def build(op_type: str, attrs: dict, shapes: str, dtype=DT_FLOAT):
+    """(see below) ``dtype`` may be one DType for every input or a list, one per input."""
+    return _build(op_type, attrs, shapes, dtype)
+
+
+def _build(op_type: str, attrs: dict, shapes: str, dtype=DT_FLOAT):
     """Build the inputs and the op on a fresh root scope.
 
     Returns (scope, wrapper, input_shapes, call_site) where ``call_site`` is the file:line
@@ -76,7 +81,8 @@ def build(op_type: str, attrs: dict, shapes: str, dtype=DT_FLOAT):
         msg = f"{op_type} has {len(op_def.inputs)} inputs but the spec {shapes!r} gives {len(specs)}"
         raise ValueError(msg)
     root = Scope.NewRootScope()
-    inputs = [_make_input(root, s, arg, dtype, i)
+    dts = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype] * len(specs)
+    inputs = [_make_input(root, s, arg, dts[i], i)
               for i, (s, arg) in enumerate(zip(specs, op_def.inputs))]
     assert root.ok(), f"building the inputs failed: {root.status()}"
     input_shapes = [i.output.shape for i in inputs]
@@ -106,20 +112,25 @@ def _expected(spec: str, input_shapes) -> list:
     return dims
 
 
-def infer_ok(op_type: str, attrs: dict, shapes: str, expected: str, dtype=DT_FLOAT):
-    """The op builds with an OK status and its output shape is exactly ``expected``."""
+def infer_ok(op_type: str, attrs: dict, shapes: str, expected: str, dtype=DT_FLOAT,
+             output: int = 0):
+    """The op builds with an OK status and output ``output``'s shape is exactly
+    ``expected``."""
     root, wrapper, input_shapes, _ = build(op_type, attrs, shapes, dtype)
     assert root.ok(), f"{op_type} {attrs} on {shapes}: unexpected error:\n{root.status()}"
-    got = wrapper.output.shape
+    got = list(wrapper)[output].shape
     want = _expected(expected, input_shapes)
     assert got.dims == (None if want is None else tuple(want)), (
         f"{op_type} {attrs} on {shapes}: inferred {got}, expected {expected} = {want}")
     op_def = get_op_def(op_type)
-    out_arg = op_def.outputs[0]
+    out_arg = op_def.outputs[min(output, len(op_def.outputs) - 1)]
+    out = list(wrapper)[output]
+    first = dtype[0] if isinstance(dtype, (list, tuple)) else dtype
     if out_arg.fixed_type is not None:
-        assert wrapper.output.dtype is out_arg.fixed_type
-    elif any(a.type_attr == out_arg.type_attr and a.fixed_type is None for a in op_def.inputs):
-        assert wrapper.output.dtype is dtype
+        assert out.dtype is out_arg.fixed_type
+    elif op_def.inputs and op_def.inputs[0].type_attr == out_arg.type_attr and \
+            op_def.inputs[0].fixed_type is None:
+        assert out.dtype is first
     return wrapper
 
 
@@ -131,7 +142,7 @@ def infer_error(op_type: str, attrs: dict, shapes: str, error_cls: type, regex: 
     root, wrapper, input_shapes, site = build(op_type, attrs, shapes, dtype)
     status = root.status()
     assert not root.ok(), f"{op_type} {attrs} on {shapes}: expected {error_cls.__name__} " \
-                          f"matching {regex!r}, but it built {wrapper.output.shape}"
+                          f"matching {regex!r}, but it built {[o.shape for o in wrapper]}"
     assert len(status.errors) == 1, str(status)
     err = status.errors[0]
     assert type(err) is error_cls, f"expected {error_cls.__name__}, got {type(err).__name__}: {err}"
@@ -146,7 +157,6 @@ def infer_error(op_type: str, attrs: dict, shapes: str, error_cls: type, regex: 
     shapes_text = ", ".join(s.compact() for s in input_shapes)
     assert shapes_text in message, f"input shapes {shapes_text} not in: {message}"
     assert wrapper.operation.failed
-    assert wrapper.output.dtype is None
-    assert wrapper.output.shape.rank is None
+    assert all(o.dtype is None and o.shape.rank is None for o in wrapper)
     assert not root.graph().has_name("op")
     return err

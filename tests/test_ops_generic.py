@@ -182,7 +182,7 @@ def test_error_cases_refused_at_build_and_run_time(op_type, k):
 def test_shape_function_cases(op_type, k):
     case = OP_DB[op_type].shapes[k]
     if case.error is None:
-        infer_ok(op_type, case.attrs, case.inputs, case.expected, case.dtype)
+        infer_ok(op_type, case.attrs, case.inputs, case.expected, case.dtype, case.output)
     else:
         infer_error(op_type, case.attrs, case.inputs, case.error, case.expected, case.dtype)
 

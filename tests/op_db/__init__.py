@@ -106,7 +106,10 @@ class ShapeCase:
     expected: str
     attrs: dict = _attrs.field(factory=dict)
     error: type | None = None
+    #: one DType for every placeholder input, or a tuple with one per input
     dtype: object = dt.DT_FLOAT
+    #: which output's shape ``expected`` describes
+    output: int = 0
 
 
 @_attrs.frozen
