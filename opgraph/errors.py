@@ -25,6 +25,7 @@ class OpError(Exception):
 
     def __init__(self, message: str, op_name: str | None = None, op_type: str | None = None,
                  site: str | None = None):
+        message = message if isinstance(message, str) else str(message)
         super().__init__(message)
         self.message = message
         self.op_name = op_name
@@ -87,6 +88,10 @@ class Status:
 
     def __init__(self, errors: list[OpError] | None = None):
         self.errors: list[OpError] = list(errors or [])
+        for e in self.errors:
+            if not isinstance(e, OpError):
+                msg = f"A Status holds OpErrors, got {type(e).__name__}"
+                raise TypeError(msg)
 
     def ok(self) -> bool:
         return not self.errors

@@ -10,6 +10,7 @@ the executor relies on.
 
 from __future__ import annotations
 
+import threading
 import weakref
 
 import networkx as nx
@@ -164,24 +165,28 @@ class Graph:
         self._nx = nx.MultiDiGraph()
         self._ops: dict[str, Operation] = {}
         self.version = 0   # bumped on every change, so tools can tell the graph grew
+        #: held while a node is named and added (TF's Graph mutex): scopes of one graph may
+        #: build from several threads. Reentrant: building an op builds its implicit Consts.
+        self.lock = threading.RLock()
 
     def add_operation(self, op: Operation) -> None:
         """Insert a built operation and its edges. The name must be new."""
-        if op.name in self._ops:
-            msg = f"Duplicate node name in graph: '{op.name}'"
-            raise errors.AlreadyExistsError(msg, op.name, op.type, op.site)
-        op.id = len(self._ops)
-        self._ops[op.name] = op
-        g = self._nx
-        name = op.name
-        g.add_node(name, op=op)
-        # Explicit edge keys (the input index; "^" for the one control edge between two ops)
-        # spare networkx a key search per edge.
-        for i, src in enumerate(op.inputs):
-            g.add_edge(src.op.name, name, i, src_output=src.index, dst_input=i)
-        for c in op.control_inputs:
-            g.add_edge(c.name, name, "^", control=True)
-        self.version += 1
+        with self.lock:
+            if op.name in self._ops:
+                msg = f"Duplicate node name in graph: '{op.name}'"
+                raise errors.AlreadyExistsError(msg, op.name, op.type, op.site)
+            op.id = len(self._ops)
+            self._ops[op.name] = op
+            g = self._nx
+            name = op.name
+            g.add_node(name, op=op)
+            # Explicit edge keys (the input index; "^" for the one control edge between two
+            # ops) spare networkx a key search per edge.
+            for i, src in enumerate(op.inputs):
+                g.add_edge(src.op.name, name, i, src_output=src.index, dst_input=i)
+            for c in op.control_inputs:
+                g.add_edge(c.name, name, "^", control=True)
+            self.version += 1
 
     def has_name(self, name: str) -> bool:
         return name in self._ops
@@ -195,23 +200,27 @@ class Graph:
 
     def operations(self) -> list[Operation]:
         """All operations in creation (= topological) order."""
-        return list(self._ops.values())
+        with self.lock:
+            return list(self._ops.values())
 
     def num_ops(self) -> int:
         return len(self._ops)
 
     def consumers(self, op: Operation) -> list[tuple[Operation, int, int]]:
         """(consumer, src_output, dst_input) for every data edge leaving ``op``."""
-        return [(self._ops[v], d["src_output"], d["dst_input"])
-                for _, v, d in self._nx.out_edges(op.name, data=True) if not d.get("control")]
+        with self.lock:
+            return [(self._ops[v], d["src_output"], d["dst_input"])
+                    for _, v, d in self._nx.out_edges(op.name, data=True)
+                    if not d.get("control")]
 
     def to_networkx(self) -> nx.MultiDiGraph:
         """A copy of the underlying networkx graph (for analysis and drawing)."""
-        return self._nx.copy()
+        with self.lock:
+            return self._nx.copy()
 
     def format(self) -> str:
         """The graph, one line per operation (see Operation.format)."""
-        return "\n".join(op.format() for op in self._ops.values())
+        return "\n".join(op.format() for op in self.operations())
 
     def lint(self) -> None:
         """Check invariants: acyclic, creation order topological, inputs present, OpDefs

@@ -21,17 +21,19 @@ import os
 import re
 import sys
 
+import numpy as np
+
 from opgraph import errors
 from opgraph.device_spec import parse_device
 from opgraph.graph import Graph, Operation, Output
-from opgraph.inputs import Input, to_ndarray
+from opgraph.inputs import Input, describe_value, to_ndarray
 from opgraph.registry import get_op_def
 from opgraph.shape_inference import InferenceContext
 from opgraph.shapes import TensorShape
 
 __all__ = ["Scope"]
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\-/]*$")
+_NAME_RE = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\-/]*")     # TF's rule, over the whole name
 _PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _INTERNAL_DIRS = tuple(os.path.join(_PKG_ROOT, p) + os.sep for p in ("opgraph", "ops", "runtime"))
 _UNKNOWN = TensorShape(None)
@@ -46,10 +48,10 @@ def user_site(depth: int = 2) -> str:
 
 
 def _check_name(name: str, what: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name) or "//" in name or \
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or "//" in name or \
             name.endswith("/"):
-        msg = (f"Invalid {what} {name!r}: names must match [A-Za-z0-9.][A-Za-z0-9_./-]* "
-               f"(no spaces, no empty '/' parts)")
+        msg = (f"Invalid {what} {describe_value(name)}: names must match "
+               f"[A-Za-z0-9.][A-Za-z0-9_./-]* (no spaces, no empty '/' parts)")
         raise errors.InvalidArgumentError(msg)
     return name
 
@@ -103,7 +105,8 @@ class Scope:
         if not name:
             return self._copy(_op_name=None)
         _check_name(name, "sub-scope name")
-        unique = self._unique(name)
+        with self._root.graph.lock:
+            unique = self._unique(name)
         prefix = f"{self._prefix}/{unique}" if self._prefix else unique
         return self._copy(_names={}, _prefix=prefix, _op_name=None)
 
@@ -132,6 +135,10 @@ class Scope:
     def ColocateWith(self, op) -> Scope:  # noqa: N802
         """Place new ops on the same device as ``op``."""
         target = _as_operation(op)
+        if target.graph is not self._root.graph and not target.failed:
+            msg = (f"Cannot colocate with '{target.name}': it is from another graph; ops can "
+                   f"only be colocated with ops of their own scope's graph")
+            raise errors.InvalidArgumentError(msg)
         names = target.colocation or (target.name,)
         return self._copy(_colocation=tuple(dict.fromkeys((*self._colocation, *names))))
 
@@ -140,7 +147,10 @@ class Scope:
 
     def WithKernelLabel(self, label: str) -> Scope:  # noqa: N802
         """Ops built in the new scope use only kernels registered with ``label``."""
-        return self._copy(_kernel_label=str(label))
+        if not isinstance(label, str):
+            msg = f"Kernel label must be a string, but got {type(label).__name__}"
+            raise errors.InvalidArgumentError(msg)
+        return self._copy(_kernel_label=label)
 
     def ExitOnError(self) -> Scope:  # noqa: N802
         """A scope that raises the OpError at the failing op instead of recording it."""
@@ -156,6 +166,10 @@ class Scope:
 
     def UpdateStatus(self, error: errors.OpError) -> None:  # noqa: N802
         """Record ``error`` (raise it instead when this scope exits on error)."""
+        if not isinstance(error, errors.OpError):
+            msg = (f"UpdateStatus expects an OpError (e.g. errors.InvalidArgumentError(...)), "
+                   f"got {type(error).__name__} {describe_value(error)}")
+            raise TypeError(msg)
         self._root.errors.append(error)
         if self._exit_on_error:
             raise error
@@ -197,6 +211,10 @@ class Scope:
     def GetUniqueNameForOp(self, default_name: str) -> str:  # noqa: N802
         """The full node name the next op gets (reserving it). An explicit name already
         used is an AlreadyExistsError."""
+        with self._root.graph.lock:
+            return self._reserve_name(default_name)
+
+    def _reserve_name(self, default_name: str) -> str:
         if self._op_name is None:
             unique = self._unique(default_name)
         else:
@@ -222,6 +240,12 @@ class Scope:
         """
         op_def = get_op_def(op_type) if isinstance(op_type, str) else op_type
         site = site or user_site()
+        # The graph's lock covers the whole build: the name is reserved and the node added
+        # atomically, so scopes of one graph can build from several threads.
+        with self._root.graph.lock:
+            return self._build_locked(op_def, inputs, attrs, site)
+
+    def _build_locked(self, op_def, inputs, attrs, site) -> Operation:
         # 1. Inputs (implicit constants are created first, as TF does).
         flat, list_lengths, poisoned, err = self._convert_inputs(op_def, inputs, site)
         if self._control_deps and any(c.failed for c in self._control_deps):
@@ -242,7 +266,9 @@ class Scope:
             return self._failed(op_def, name, attrs, site, err)
         try:
             op = self._make_operation(op_def, name, flat, list_lengths, attrs, site)
-        except errors.OpError as e:
+        except Exception as e:  # noqa: BLE001  (a non-OpError is a bug: reported, not raised)
+            if not isinstance(e, errors.OpError):
+                e = _foreign_error(e, f"building {op_def.name}")
             shapes = ", ".join(o.shape.compact() for o in flat)
             ctx = (f" for node '{name}' (op: '{op_def.name}') created at {site}"
                    + (f" with input shapes: {shapes}" if flat else "") + ".")
@@ -333,6 +359,12 @@ class Scope:
             array = to_ndarray(raw, dtype)
         except errors.OpError as e:
             return e.with_context(f" (input '{arg.name}')", None, op_def.name, site)
+        except TypeError as e:                  # an unknown dtype in Input(value, dtype)
+            return errors.InvalidArgumentError(f"{e} (input '{arg.name}')", None,
+                                               op_def.name, site)
+        if isinstance(raw, np.ndarray) and np.may_share_memory(array, raw):
+            array = array.copy()                # never alias the caller's array
+        array.setflags(write=False)
         const_scope = self.NewSubScope("Const")._copy(_kernel_label="")
         const = const_scope.build_op("Const", [], {"value": array, "dtype": array.dtype},
                                      site)
@@ -434,6 +466,18 @@ class Scope:
 
 
 _MISSING = object()
+
+
+def _foreign_error(e: Exception, doing: str) -> errors.OpError:
+    """A non-OpError raised while ``doing`` something, as the OpError to record: memory
+    exhaustion is ResourceExhausted; anything else is an opgraph bug (InternalError)."""
+    if isinstance(e, MemoryError):
+        err = errors.ResourceExhaustedError(f"Out of memory while {doing}")
+    else:
+        err = errors.InternalError(f"{type(e).__name__} while {doing} (a bug in opgraph or the "
+                                   f"op's shape function): {describe_value(str(e))}")
+    err.__cause__ = e
+    return err
 
 
 def _as_operation(value) -> Operation:

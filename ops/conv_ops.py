@@ -52,6 +52,20 @@ def _check_out_depth(out_depth, groups):
         raise errors.InvalidArgumentError(msg)
 
 
+_FILTER_DIMS = ("filter_height", "filter_width", "in_depth", "out_depth")
+
+
+def check_conv2d_filter_not_empty(dims):
+    """TF's Conv2D kernel: ``filter must not have zero elements``. A filter height or width of
+    0 would otherwise give an output larger than the input (effective size (0 - 1) * d + 1);
+    an out_depth of 0 is refused as well. ``dims``: the filter's dims, None where unknown."""
+    for i, d in enumerate(dims):
+        if d == 0:
+            msg = (f"filter must not have zero elements (i.e. all dimensions must be non-zero),"
+                   f" but filter dim {i} ({_FILTER_DIMS[i]}) is 0")
+            raise errors.InvalidArgumentError(msg)
+
+
 def _conv2d_shape(c: InferenceContext):
     p = conv_params(c.attrs)
     x = c.with_rank(0, 4)
@@ -59,6 +73,7 @@ def _conv2d_shape(c: InferenceContext):
     n, h, w, depth = p.split(x)
     kh, kw, f_in, f_out = f.dims
     _check_out_depth(f_out, _groups(depth, f_in))
+    check_conv2d_filter_not_empty(f.dims)
     return [p.join(n, p.out_size(0, h, kh), p.out_size(1, w, kw), f_out)]
 
 

@@ -14,13 +14,15 @@ be Run from several threads at once.
 
 from __future__ import annotations
 
+import re
 import threading
+from collections.abc import Mapping
 
 import numpy as np
 
 from opgraph import errors
 from opgraph.graph import Operation, Output
-from opgraph.inputs import to_ndarray
+from opgraph.inputs import describe_value, to_ndarray
 from opgraph.scope import Scope
 from runtime import devices
 from runtime.executor import StepStats, compile_plan, node_error
@@ -39,6 +41,15 @@ class RunOptions:
     def __init__(self, trace_level: int = 0):
         self.trace_level = trace_level
 
+    def _validated_level(self) -> int:
+        level = self.trace_level
+        if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or \
+                not RunOptions.NO_TRACE <= level <= RunOptions.FULL_TRACE:
+            msg = (f"RunOptions.trace_level must be NO_TRACE (0), SOFTWARE_TRACE (1), "
+                   f"HARDWARE_TRACE (2) or FULL_TRACE (3), got {describe_value(level)}")
+            raise errors.InvalidArgumentError(msg)
+        return int(level)
+
 
 class RunMetadata:
     """Filled by a traced Run: ``step_stats.node_stats`` (name, type, device, start,
@@ -48,18 +59,31 @@ class RunMetadata:
         self.step_stats = StepStats()
 
 
+_TENSOR_NAME = re.compile(r"([^:]+)(?::([0-9]+))?")
+
+
+def _parse_tensor_name(graph, value: str) -> Output:
+    m = _TENSOR_NAME.fullmatch(value)
+    if m is None or not m.group(1).isascii():
+        msg = (f"Invalid tensor name {describe_value(value)}: expected '<node name>' or "
+               f"'<node name>:<output index>' (a non-negative decimal index)")
+        raise errors.InvalidArgumentError(msg)
+    name, idx = m.groups()
+    return graph.get_operation(name).output(int(idx) if idx else 0)
+
+
 def _as_output(graph, value, what: str) -> Output:
     if isinstance(value, Output):
         out = value
     elif isinstance(value, str):
-        name, _, idx = value.partition(":")
-        out = graph.get_operation(name).output(int(idx) if idx else 0)
+        out = _parse_tensor_name(graph, value)
     elif isinstance(getattr(value, "output", None), Output):
         out = value.output
     elif isinstance(value, Operation):
         out = value.output(0)
     else:
-        msg = f"Cannot use {type(value).__name__} {value!r} as a {what}; expected an Output"
+        msg = (f"Cannot use {type(value).__name__} {describe_value(value)} as a {what}; "
+               f"expected an Output, an op wrapper or a tensor name")
         raise errors.InvalidArgumentError(msg)
     if out.op.failed:
         msg = f"{what.capitalize()} '{out.name}' belongs to an op that failed to build"
@@ -80,7 +104,8 @@ def _as_target(graph, value) -> Operation:
     elif isinstance(getattr(value, "operation", None), Operation):
         op = value.operation
     else:
-        msg = f"Cannot use {type(value).__name__} as a target; expected an Operation"
+        msg = (f"Cannot use {type(value).__name__} {describe_value(value)} as a target; "
+               f"expected an Operation, an op wrapper or a node name")
         raise errors.InvalidArgumentError(msg)
     if op.graph is not graph or op.failed:
         msg = f"Target '{op.name}' is not a node of this session's graph"
@@ -89,20 +114,24 @@ def _as_target(graph, value) -> Operation:
 
 
 def _convert_feed(out: Output, value) -> np.ndarray:
+    """The fed ``value`` as the array the plan gets: a numpy array of exactly the tensor's
+    dtype is used as is (not copied: results that may share its memory are copied instead),
+    other values are converted by TF's rules without silent loss."""
     want = out.dtype
     if isinstance(value, (np.ndarray, np.generic)):
-        arr = np.asarray(value)
-        if arr.dtype != want.as_numpy_dtype:
-            msg = (f"Fed value for '{out.name}' has dtype {arr.dtype} but the tensor's dtype is "
-                   f"{want.name}")
+        if value.dtype != want.as_numpy_dtype and not (
+                value.dtype.kind in "USO" and want.name == "string") and not (
+                value.dtype.isnative is False and value.dtype.newbyteorder("=") ==
+                want.as_numpy_dtype):
+            msg = (f"Fed value for '{out.name}' has dtype {value.dtype} but the tensor's dtype "
+                   f"is {want.name}")
             raise errors.InvalidArgumentError(msg, out.op.name, out.op.type, out.op.site)
-    else:
-        try:
-            arr = to_ndarray(value, want)
-        except errors.OpError as e:
-            msg = f"Cannot feed {value!r} to '{out.name}' ({want.name}): {e.message}"
-            raise errors.InvalidArgumentError(msg, out.op.name, out.op.type, out.op.site) \
-                from None
+    try:
+        arr = to_ndarray(value, want)
+    except errors.OpError as e:
+        msg = f"Cannot feed {describe_value(value)} to '{out.name}' ({want.name}): {e.message}"
+        raise errors.InvalidArgumentError(msg, out.op.name, out.op.type, out.op.site) \
+            from None
     if not out.shape.is_compatible_with(arr.shape):
         msg = (f"Fed value for '{out.name}' has shape {list(arr.shape)}, which is not "
                f"compatible with the tensor's static shape {out.shape}")
@@ -149,7 +178,7 @@ class ClientSession:
         return placed
 
     def _place(self, node):
-        if node.colocation and not node.device:
+        if node.colocation and not node.device and node.colocation[0] != node.name:
             target = self._graph.get_operation(node.colocation[0])
             return self._place_on(node, [d for d in self._devices
                                          if d.name == self.placement(target)[0]])
@@ -182,6 +211,9 @@ class ClientSession:
             except Exception as e:  # noqa: BLE001
                 raise node_error(e, step) from e
             values = (result,) if op.num_outputs == 1 else tuple(result)
+            for v in values:        # the cache is shared by every Run: nobody may write it
+                if isinstance(v, np.ndarray) and v.flags.writeable:
+                    v.setflags(write=False)
             self._folded[op.name] = values
         return values
 
@@ -216,11 +248,13 @@ class ClientSession:
         if kwargs:
             msg = f"Run got unexpected keyword arguments: {', '.join(kwargs)}"
             raise TypeError(msg)
-        return self._run(feeds or {}, fetches, targets or (), options, metadata)
+        return self._run(feeds, fetches, () if targets is None else targets, options,
+                         metadata)
 
     def _run(self, feeds, fetches, targets, options, metadata):
         self._check_scope()
         graph = self._graph
+        trace = _trace_requested(options, metadata)
         single = fetches is not None and not isinstance(fetches, (list, tuple))
         fetch_list = [] if fetches is None else [fetches] if single else list(fetches)
         if not isinstance(targets, (list, tuple)):
@@ -230,14 +264,17 @@ class ClientSession:
             raise errors.InvalidArgumentError(msg)
         fetch_outs = tuple(_as_output(graph, f, "fetch") for f in fetch_list)
         target_ops = tuple(_as_target(graph, t) for t in targets)
-        feed_outs, feed_values = [], []
-        for k, v in feeds.items():
+        feed_outs, feed_values, user_arrays = [], [], []
+        for k, v in _feed_items(feeds):
             out = _as_output(graph, k, "feed")
             if out in feed_outs:
                 msg = f"Endpoint '{out.name}' fed more than once."
                 raise errors.InvalidArgumentError(msg)
             feed_outs.append(out)
-            feed_values.append(_convert_feed(out, v))
+            arr = _convert_feed(out, v)
+            feed_values.append(arr)
+            if isinstance(v, np.ndarray):       # memory the caller can still write
+                user_arrays.append(arr)
         key = (tuple(feed_outs), fetch_outs, target_ops)
         plan = self._plans.get(key)
         if plan is None:
@@ -246,12 +283,51 @@ class ClientSession:
                 if plan is None:
                     plan = compile_plan(self, key[0], fetch_outs, target_ops)
                     self._plans[key] = plan
-        if options is not None and options.trace_level > RunOptions.NO_TRACE:
+        if trace:
             stats = metadata.step_stats if metadata is not None else StepStats()
             results = plan.run_traced(feed_values, stats)
         else:
             results = plan.run(feed_values)
-        results = [r if isinstance(r, np.ndarray) else np.asarray(r) for r in results]
+        results = [_unaliased(r, user_arrays) for r in results]
         if single:
             return results[0]
         return results if fetch_list else None
+
+
+def _trace_requested(options, metadata) -> bool:
+    if options is not None and not isinstance(options, RunOptions):
+        msg = f"run_options must be a RunOptions, got {type(options).__name__}"
+        raise errors.InvalidArgumentError(msg)
+    if metadata is not None and not isinstance(metadata, RunMetadata):
+        msg = f"run_metadata must be a RunMetadata, got {type(metadata).__name__}"
+        raise errors.InvalidArgumentError(msg)
+    return options is not None and options._validated_level() > RunOptions.NO_TRACE
+
+
+def _feed_items(feeds):
+    """(tensor, value) pairs of ``feeds``: a mapping, a list/tuple of pairs, or None."""
+    if feeds is None:
+        return ()
+    if isinstance(feeds, Mapping):
+        return list(feeds.items())
+    if isinstance(feeds, (list, tuple)):
+        for i, pair in enumerate(feeds):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                msg = (f"Feed #{i} is {type(pair).__name__} {describe_value(pair)}; feeds are "
+                       f"a mapping or a list of (tensor, value) pairs")
+                raise errors.InvalidArgumentError(msg)
+        return list(feeds)
+    msg = (f"Feeds must be a mapping or a list of (tensor, value) pairs, got "
+           f"{type(feeds).__name__} {describe_value(feeds)}")
+    raise errors.InvalidArgumentError(msg)
+
+
+def _unaliased(result, user_arrays) -> np.ndarray:
+    """``result`` as an array the caller may keep and write without changing anything else:
+    a copy when it may share memory with a fed array; cached constants are read-only."""
+    if not isinstance(result, np.ndarray):
+        return np.asarray(result)
+    for fed in user_arrays:
+        if np.may_share_memory(result, fed):
+            return result.copy()
+    return result

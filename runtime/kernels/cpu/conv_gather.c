@@ -17,8 +17,16 @@
  * pixels they read inside the source, one sub-tile call per group, so edges need no padding.
  * Very large weight panels are split into input-channel chunks that each sweep every pixel of
  * the call before the next chunk adds to the same outputs.
+ *
+ * Every size, stride, offset and index is a 64-bit integer (i64), so views wider than INT_MAX
+ * elements and strides or tap offsets beyond 2^31 are addressed exactly (native.py keeps every
+ * coordinate below 2^62, so no product here overflows). Taps that read outside the source are
+ * skipped, never multiplied by zeros, so non-finite weights propagate as in a direct loop.
  */
+#include <stdint.h>
 #include <stdlib.h>
+
+typedef int64_t i64;
 
 #if defined(__AVX__)
 #include <immintrin.h>
@@ -49,14 +57,14 @@ typedef float vfu __attribute__((vector_size(VL * 4), aligned(4))); /* unaligned
 
 /* A tile's outputs when out's channels are not contiguous (channel stride oc): through a buffer
  * buf[pixel][channel] of the tile's rb pixels x width channels. */
-static void tile_load_strided(float *buf, const float *o, long ops, long oc, int rb, int width)
+static void tile_load_strided(float *buf, const float *o, i64 ops, i64 oc, int rb, int width)
 {
     for (int i = 0; i < rb; i++)
         for (int k = 0; k < width; k++)
             buf[i * width + k] = o[i * ops + k * oc];
 }
 
-static void tile_store_strided(const float *buf, float *o, long ops, long oc, int rb, int width)
+static void tile_store_strided(const float *buf, float *o, i64 ops, i64 oc, int rb, int width)
 {
     for (int k = 0; k < width; k++)
         for (int i = 0; i < rb; i++)
@@ -67,9 +75,9 @@ static void tile_store_strided(const float *buf, float *o, long ops, long oc, in
  * i, channel c at + i*ps + c*cs) and weights w + woff[t] (channel c at + c*NVV*VL); out pixel i,
  * channel k is at o + i*ops + k*oc. init: add to what out holds. */
 #define MICRO(RBV, NVV)                                                                        \
-    static void micro_##RBV##_##NVV(const float *s, long ps, long cs, const long *soff,        \
-                                    const long *woff, int T, int C, const float *w, float *o,  \
-                                    long ops, long oc, int init)                               \
+    static void micro_##RBV##_##NVV(const float *s, i64 ps, i64 cs, const i64 *soff,          \
+                                    const i64 *woff, i64 T, i64 C, const float *w, float *o,   \
+                                    i64 ops, i64 oc, int init)                                 \
     {                                                                                          \
         vf acc[RBV][NVV];                                                                      \
         float buf[RBV * NVV * VL];                                                             \
@@ -80,13 +88,13 @@ static void tile_store_strided(const float *buf, float *o, long ops, long oc, in
                 acc[i][j] = !init ? (vf){0}                                                    \
                           : oc == 1 ? *(const vfu *)(o + i * ops + j * VL)                     \
                                     : *(const vfu *)(buf + (i * NVV + j) * VL);                \
-        for (int t = 0; t < T; t++) {                                                          \
+        for (i64 t = 0; t < T; t++) {                                                          \
             const float *sp = s + soff[t];                                                     \
             const float *wp = w + woff[t];                                                     \
-            _Pragma("GCC unroll 2") for (int c = 0; c < C; c++) {                              \
+            _Pragma("GCC unroll 2") for (i64 c = 0; c < C; c++) {                              \
                 vf wv[NVV];                                                                    \
                 _Pragma("GCC unroll 4") for (int j = 0; j < NVV; j++)                          \
-                    wv[j] = *(const vfu *)(wp + (long)c * (NVV * VL) + j * VL);                \
+                    wv[j] = *(const vfu *)(wp + c * (NVV * VL) + j * VL);                      \
                 const float *spc = sp + c * cs;                                                \
                 _Pragma("GCC unroll 16") for (int i = 0; i < RBV; i++) {                       \
                     vf x = BCAST(spc[i * ps]);                                                 \
@@ -106,8 +114,8 @@ static void tile_store_strided(const float *buf, float *o, long ops, long oc, in
         }                                                                                      \
     }
 
-typedef void (*micro_fn)(const float *, long, long, const long *, const long *, int, int,
-                         const float *, float *, long, long, int);
+typedef void (*micro_fn)(const float *, i64, i64, const i64 *, const i64 *, i64, i64,
+                         const float *, float *, i64, i64, int);
 
 #if RB == 14
 #define MICROS(N) MICRO(1, N) MICRO(2, N) MICRO(3, N) MICRO(4, N) MICRO(5, N) MICRO(6, N) \
@@ -132,73 +140,82 @@ static const micro_fn MICRO_TABLE[NV][RB] = {TABLE(1), TABLE(2)};
 int opgraph_conv_block_width(void) { return BW; }
 int opgraph_conv_vector_width(void) { return VL; }
 
+/* Version of the calling convention below (native.py checks it before the first call). */
+int opgraph_conv_abi(void) { return 2; }
+
 /* See the file comment. q0: absolute index of out's first row (src rows are absolute).
  * cchunk: input channels per chunk, 0 = automatic. Returns 0, or -1 for arguments this kernel
  * does not take (the caller then uses another algorithm), -2 when out of memory. */
-int opgraph_gather_conv_f32(const float *src, long s_n, long s_h, long s_w, long s_c, int Hs,
-                            int Ws, int Cs, float *out, long o_n, long o_h, long o_w, long o_c,
-                            int N, int Q,
-                            int R, int Co, const int *offh, int th, const int *offw, int tw,
-                            int steph, int stepw, int q0, const float *wpk, int cchunk)
+int opgraph_gather_conv_f32(const float *src, i64 s_n, i64 s_h, i64 s_w, i64 s_c, i64 Hs,
+                            i64 Ws, i64 Cs, float *out, i64 o_n, i64 o_h, i64 o_w, i64 o_c,
+                            i64 N, i64 Q, i64 R, i64 Co, const i64 *offh, i64 th,
+                            const i64 *offw, i64 tw, i64 steph, i64 stepw, i64 q0,
+                            const float *wpk, i64 cchunk)
 {
     if (Co <= 0 || Co % VL || th <= 0 || tw <= 0 || Cs <= 0 || stepw <= 0 || steph <= 0)
         return -1;
     if (N <= 0 || Q <= 0 || R <= 0)
         return 0;
-    const int T = th * tw;
+    if (th > INT64_MAX / tw)
+        return -2;
+    const i64 T = th * tw;
     if (cchunk <= 0) { /* near-equal chunks whose weights fit CHUNK_WEIGHT_BYTES */
-        const long panel = (long)T * Cs * BW * (long)sizeof(float);
-        const long nchunk = (panel + CHUNK_WEIGHT_BYTES - 1) / CHUNK_WEIGHT_BYTES;
-        cchunk = (int)((Cs + nchunk - 1) / nchunk);
+        const double panel = (double)T * (double)Cs * BW * sizeof(float);
+        const i64 nchunk = (i64)((panel + CHUNK_WEIGHT_BYTES - 1) / CHUNK_WEIGHT_BYTES);
+        cchunk = nchunk <= 1 ? Cs : (Cs + nchunk - 1) / nchunk;
     }
     if (cchunk > Cs)
         cchunk = Cs;
-    /* the row of pixels is cut into ntile near-equal tiles of at most RB pixels; colo/cohi
-     * [tile][b]: the pixels of a tile whose tap column b reads inside the source row */
-    const int ntile = (R + RB - 1) / RB;
-    long *soff = malloc(sizeof(long) * 2 * (size_t)T
-                        + sizeof(int) * (2 * (size_t)ntile * tw + ntile + 1));
+    /* the row of pixels is cut into ntile near-equal tiles of at most RB pixels (the first
+     * R % ntile tiles one pixel wider); colo/cohi [tile][b]: the pixels of a tile whose tap
+     * column b reads inside the source row */
+    const i64 ntile = (R + RB - 1) / RB;
+    const i64 base = R / ntile, rem = R % ntile;
+    if (ntile > (INT64_MAX / 64 - T) / (tw + 1))
+        return -2;
+    i64 *soff = malloc(sizeof(i64) * (size_t)(2 * T + 2 * ntile * tw + ntile + 1));
     if (!soff)
         return -2;
-    long *woff = soff + T;
-    int *colo = (int *)(woff + T), *cohi = colo + (size_t)ntile * tw;
-    int *tr = cohi + (size_t)ntile * tw;
-    for (int i = 0; i <= ntile; i++)
-        tr[i] = (int)((long)R * i / ntile);
-    for (int i = 0; i < ntile; i++)
-        for (int b = 0; b < tw; b++) {
-            int lo = tr[i], hi = tr[i + 1];
-            while (lo < hi && (long)lo * stepw + offw[b] < 0)
+    i64 *woff = soff + T;
+    i64 *colo = woff + T, *cohi = colo + ntile * tw;
+    i64 *tr = cohi + ntile * tw;
+    for (i64 i = 0; i <= ntile; i++)
+        tr[i] = i * base + (i < rem ? i : rem);
+    for (i64 i = 0; i < ntile; i++)
+        for (i64 b = 0; b < tw; b++) {
+            i64 lo = tr[i], hi = tr[i + 1];
+            while (lo < hi && lo * stepw + offw[b] < 0)
                 lo++;
-            while (hi > lo && (long)(hi - 1) * stepw + offw[b] >= Ws)
+            while (hi > lo && (hi - 1) * stepw + offw[b] >= Ws)
                 hi--;
             colo[i * tw + b] = lo - tr[i];
             cohi[i * tw + b] = hi - tr[i];
         }
-    const long ps = (long)stepw * s_w;
-    for (int c0 = 0; c0 < Co; c0 += BW) {
-        const int nv = Co - c0 >= BW ? NV : (Co - c0) / VL;
-        const int width = nv * VL;
-        const float *wblk = wpk + (long)c0 * T * Cs;
-        for (int k0 = 0; k0 < Cs; k0 += cchunk) {
-            const int kc = Cs - k0 < cchunk ? Cs - k0 : cchunk;
-            for (int n = 0; n < N; n++) {
+    const i64 ps = stepw * s_w;
+    for (i64 c0 = 0; c0 < Co; c0 += BW) {
+        const int nv = Co - c0 >= BW ? NV : (int)((Co - c0) / VL);
+        const i64 width = (i64)nv * VL;
+        const float *wblk = wpk + c0 * T * Cs;
+        for (i64 k0 = 0; k0 < Cs; k0 += cchunk) {
+            const i64 kc = Cs - k0 < cchunk ? Cs - k0 : cchunk;
+            for (i64 n = 0; n < N; n++) {
                 const float *sn = src + n * s_n + k0 * s_c;
-                for (int q = 0; q < Q; q++) {
+                for (i64 q = 0; q < Q; q++) {
                     float *orow = out + n * o_n + q * o_h + c0 * o_c;
-                    const long qs = (long)(q0 + q) * steph;
-                    for (int i = 0; i < ntile; i++) {
-                        const int r = tr[i], rb = tr[i + 1] - r;
-                        const int *lo = colo + i * tw, *hi = cohi + i * tw;
+                    const i64 qs = (q0 + q) * steph;
+                    for (i64 i = 0; i < ntile; i++) {
+                        const i64 r = tr[i];
+                        const int rb = (int)(tr[i + 1] - r);
+                        const i64 *lo = colo + i * tw, *hi = cohi + i * tw;
                         float *o = orow + r * o_w;
                         /* Tap columns reading the same pixel range [plo, phi) of the tile form
                          * one microkernel call on that sub-tile; the tile's first call writes
                          * it (or it is zeroed first), the others add to it. */
                         int init = k0 > 0;
-                        for (int b0 = 0; b0 < tw; b0++) {
-                            const int plo = lo[b0], phi = hi[b0];
+                        for (i64 b0 = 0; b0 < tw; b0++) {
+                            const i64 plo = lo[b0], phi = hi[b0];
                             int seen = plo >= phi; /* empty, or done with an earlier column */
-                            for (int b = 0; b < b0 && !seen; b++)
+                            for (i64 b = 0; b < b0 && !seen; b++)
                                 seen = lo[b] == plo && hi[b] == phi;
                             if (seen)
                                 continue;
@@ -207,16 +224,16 @@ int opgraph_gather_conv_f32(const float *src, long s_n, long s_h, long s_w, long
                                                             o, o_w, o_c, 0);
                                 init = 1;
                             }
-                            int t = 0;
-                            for (int a = 0; a < th; a++) {
-                                const long hh = qs + offh[a];
+                            i64 t = 0;
+                            for (i64 a = 0; a < th; a++) {
+                                const i64 hh = qs + offh[a];
                                 if (hh < 0 || hh >= Hs)
                                     continue;
-                                for (int b = b0; b < tw; b++) {
+                                for (i64 b = b0; b < tw; b++) {
                                     if (lo[b] != plo || hi[b] != phi)
                                         continue;
-                                    soff[t] = hh * s_h + ((long)(r + plo) * stepw + offw[b]) * s_w;
-                                    woff[t] = ((long)(a * tw + b) * Cs + k0) * width;
+                                    soff[t] = hh * s_h + ((r + plo) * stepw + offw[b]) * s_w;
+                                    woff[t] = ((a * tw + b) * Cs + k0) * width;
                                     t++;
                                 }
                             }

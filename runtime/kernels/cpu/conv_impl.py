@@ -75,7 +75,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from opgraph import errors
 from runtime.kernels.cpu import native as _native
+from runtime.memory import check_allocation
 
 try:  # optional bfloat16
     import ml_dtypes as _ml_dtypes
@@ -257,11 +259,14 @@ def _run_tasks(tasks, worker, nthreads):
 
 
 def _buf(ws, key, size, dtype):
-    """A flat per-thread scratch buffer of at least ``size`` elements (reused across blocks)."""
+    """A flat per-thread scratch buffer of at least ``size`` elements (reused across blocks);
+    ResourceExhaustedError beyond the allocation limit (runtime.memory)."""
     b = ws.get(key)
     if b is None or b.size < size or b.dtype != dtype:
         b = None
         ws.pop(key, None)  # free the smaller one first (no transient double)
+        check_allocation((max(size, 1),), np.dtype(dtype).itemsize,
+                         f"convolution workspace '{key}'")
         b = np.empty(max(size, 1), dtype)
         ws[key] = b
     return b[:size]
@@ -328,6 +333,65 @@ def _matmul_into(a, b, out, ws, key):
     _store(out, tmp)
 
 
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+def _valid_range(q0, q1, step, off, size):
+    """[lo, hi) of the q in [q0, q1) whose position q*step + off lies in [0, size)."""
+    return max(q0, _ceil_div(-off, step)), min(q1, (size - 1 - off) // step + 1)
+
+
+def _tap_range(k, d, s, pad, n_out, size):
+    """[lo, hi) of the filter taps along one axis that read inside the input for some output:
+    tap t of output i reads input position i*s + t*d - pad, i in [0, n_out). Every tap between
+    lo and hi reads inside when s <= size; with a larger stride a few in between may not (the
+    engines skip them per block). (0, 0) when no tap reads inside."""
+    if k <= 0 or n_out <= 0 or size <= 0:
+        return 0, 0
+    lo = max(0, _ceil_div(pad - (n_out - 1) * s, d))
+    hi = min(k, (pad + size - 1) // d + 1)
+
+    def reads_inside(t):
+        u = pad - t * d  # output i reads inside iff u <= i*s <= u + size - 1
+        m = max(0, _ceil_div(u, s))
+        return m <= n_out - 1 and m * s <= u + size - 1
+
+    for _ in range(64):  # tighten the ends past taps that fall between outputs (s > size)
+        if lo < hi and not reads_inside(lo):
+            lo += 1
+        elif lo < hi and not reads_inside(hi - 1):
+            hi -= 1
+        else:
+            break
+    return (lo, hi) if lo < hi else (0, 0)
+
+
+def _reaching_range(k, d, s, pad, n_out, size):
+    """[lo, hi) of the outputs i in [0, n_out) that some tap t in [0, k) maps inside
+    [0, size) (position i*s + t*d - pad); the outputs outside read only padding."""
+    lo = max(0, _ceil_div(pad - (k - 1) * d, s))
+    hi = min(n_out, (pad + size - 1) // s + 1)
+    return (lo, hi) if lo < hi else (0, 0)
+
+
+def _all_finite(a):
+    """True if every value of ``a`` is finite (integers always are). Zero-stride (broadcast)
+    axes are looked at once."""
+    if a.dtype.kind in "biu" or a.size == 0:
+        return True
+    a = a[tuple(0 if st == 0 and d > 1 else slice(None) for st, d in zip(a.strides, a.shape))]
+    try:
+        return bool(np.isfinite(a).all())
+    except TypeError:  # a dtype without an isfinite loop (bfloat16 builds)
+        return bool(np.isfinite(a.astype(np.float32)).all())
+
+
+def _oom(e, what):
+    """A plain MemoryError from numpy as the graph's ResourceExhaustedError."""
+    return errors.ResourceExhaustedError(f"OOM while computing {what}: {e}")
+
+
 # --------------------------------------------------------------------------------------------
 # the gather engine: out[n, q, r, :] = sum_t src[n, q*sh + oh_t, r*sw + ow_t, :] @ W_t
 # --------------------------------------------------------------------------------------------
@@ -338,7 +402,7 @@ class _GatherJob:
     ``wk[g]`` of shape [Th, Tw, Csg, Cog] (compute dtype)."""
 
     __slots__ = ("src", "out", "offs_h", "offs_w", "step", "wk", "groups", "wmat", "wino",
-                 "wtap", "native", "plan")
+                 "wtap", "native", "plan", "exact")
 
     def __init__(self, src, out, offs_h, offs_w, step, wk, groups):
         self.src, self.out = src, out
@@ -354,6 +418,7 @@ class _GatherJob:
         self.wtap = None
         self.native = None
         self.plan = None  # the compiled kernel's run(n0, n1, q0, q1) when no staging is needed
+        self.exact = False  # every block through _exact_block (non-finite weights)
 
 
 def _gather_units(job, cdt):
@@ -418,16 +483,21 @@ def _gather_run(jobs, cdt, layout, nthreads):
         cog = co // g
         th, tw = len(job.offs_h), len(job.offs_w)
         nat = _native_for(job, cdt)
-        if nat is not None:
+        if nat is not None:  # skips the taps outside the source: exact for any values
             job.native = nat
             job.wmat = nat.pack_weights(job.wk[0])
             if nat.addressable(job.src) and nat.addressable(job.out):
                 job.plan = nat.plan(job.src, job.out, job.offs_h, job.offs_w, job.step,
                                     job.wmat, NATIVE_CHANNEL_CHUNK)
+        elif not _all_finite(job.wk):
+            # the engines below multiply zero padding by the weights: 0 * inf would be NaN
+            # where a direct convolution has none
+            job.exact = True
         elif _taps_ok(job, layout):
             job.wtap = np.ascontiguousarray(job.wk[0])  # [th, tw, cs, co]
             job.wmat = None
-        elif _winograd_ok(job, cdt, layout):
+        elif _winograd_ok(job, cdt, layout) and _all_finite(job.src):
+            # (its transforms mix neighbouring inputs: inf - inf would spread NaN)
             # U = G g G^T per (source channel, output channel), float64 then compute dtype
             g3 = job.wk[0].astype(np.float64).reshape(3, 3, csg * cog)
             t1 = np.matmul(_WG_G, g3.reshape(3, -1)).reshape(4, 3, csg * cog)  # G g
@@ -448,6 +518,8 @@ def _gather_run(jobs, cdt, layout, nthreads):
     def worker(ws, task):
         if task[0].native is not None:
             _native_block(ws, task[0], task[1])
+        elif task[0].exact:
+            _exact_block(ws, task[0], task[1], cdt)
         elif task[0].wtap is not None:
             _taps_block(ws, task[0], task[1], cdt)
         elif task[0].wino is not None:
@@ -469,6 +541,8 @@ def _native_for(job, cdt):
     nat = _native.load()
     if nat is None or (job.out.shape[3] // job.groups) % nat.vector_width:
         return None
+    if not nat.fits(job.src.shape, job.out.shape, job.offs_h, job.offs_w, job.step):
+        return None  # coordinates near 2^63: the numpy engines (Python integers) take it
     return nat
 
 
@@ -499,10 +573,33 @@ def _native_staging(src_shape, out_shape, unit, offs_h, step):
     return r0, r1, (n1 - n0) * (r1 - r0) * wsz * cs, (n1 - n0) * (q1 - q0) * r * co
 
 
+#: A block may stage (or copy as a zero-bordered window) at most WINDOW_FACTOR times the
+#: source values it really reads (its patches), plus WINDOW_SLACK elements; beyond that (huge
+#: strides or dilations, taps far apart, very wide zero-stride views) it runs _exact_block,
+#: which copies nothing it does not read.
+WINDOW_FACTOR = 4
+WINDOW_SLACK = 1 << 16
+
+
+def _patch_elems(job, unit):
+    n0, n1, q0, q1 = unit
+    return (n1 - n0) * (q1 - q0) * job.out.shape[2] * len(job.offs_h) * len(job.offs_w) \
+        * (job.src.shape[3] // job.groups)
+
+
+def _window_ok(job, unit, elems):
+    return elems <= WINDOW_FACTOR * _patch_elems(job, unit) + WINDOW_SLACK
+
+
+def _native_stages_src(job):
+    return not job.native.addressable(job.src)
+
+
 def _native_block(ws, job, unit):
     """One block through the compiled kernel. It reads and writes float32 views of any layout
     in place (through ``job.plan``); other dtypes (float16, bfloat16) and unaligned views go
-    through float32 NHWC staging buffers of this block only."""
+    through float32 NHWC staging buffers of this block only (or, when the source rows to stage
+    are far more than the block reads, through _exact_block)."""
     nat = job.native
     n0, n1, q0, q1 = unit
     if job.plan is not None:  # operands addressed in place
@@ -512,6 +609,9 @@ def _native_block(ws, job, unit):
     offs_h = job.offs_h
     if not nat.addressable(src):
         r0, r1, nsrc, _ = _native_staging(job.src.shape, job.out.shape, unit, offs_h, job.step)
+        if not _window_ok(job, unit, nsrc):
+            _exact_block(ws, job, unit, np.dtype(np.float32))
+            return
         buf = _buf(ws, "nsrc", nsrc, np.float32).reshape(n1 - n0, r1 - r0, *src.shape[2:])
         _store(buf, src[:, r0:r1])
         src, offs_h = buf, [o - r0 for o in offs_h]
@@ -555,6 +655,79 @@ def _src_window(ws, src, n0, n1, r0, r1, c0, c1, cdt, layout, need_cdt, force_co
             s[:, vr0 - r0: vr1 - r0, vc1 - c0:] = 0
         s[:, vr0 - r0: vr1 - r0, vc0 - c0: vc1 - c0] = src[n0:n1, vr0:vr1, vc0:vc1]
     return s, r0, c0
+
+
+def _exact_block(ws, job, unit, cdt):
+    """One block as a direct convolution: per tap, one GEMM over exactly the outputs whose
+    source position lies inside the source, added to a block accumulator. Nothing is read
+    outside the source (no zero padding, so no 0 * inf), and nothing is copied that the block
+    does not read (strided views of the source; a compact copy only when BLAS needs one)."""
+    n0, n1, q0, q1 = unit
+    src = job.src
+    _, hs, wsz, cs = src.shape
+    _, _, r, co = job.out.shape
+    sh, sw = job.step
+    g = job.groups
+    csg, cog = cs // g, co // g
+    un, uq = n1 - n0, q1 - q0
+    acc = _buf(ws, "xacc", un * uq * r * co, cdt).reshape(un, uq, r, co)
+    acc[...] = 0
+    for a, oh in enumerate(job.offs_h):
+        qa, qb = _valid_range(q0, q1, sh, oh, hs)
+        if qa >= qb:
+            continue
+        rows = slice(qa * sh + oh, (qb - 1) * sh + oh + 1, sh)
+        for b, ow in enumerate(job.offs_w):
+            ra, rb = _valid_range(0, r, sw, ow, wsz)
+            if ra >= rb:
+                continue
+            xs = src[n0:n1, rows, slice(ra * sw + ow, (rb - 1) * sw + ow + 1, sw)]
+            shape = (un, qb - qa, rb - ra)
+            m = un * (qb - qa) * (rb - ra)
+            tmp = _buf(ws, "xtmp", m * cog, cdt).reshape(m, cog)
+            for gi in range(g):
+                xg = xs[..., gi * csg:(gi + 1) * csg]
+                x2 = _as_2d(xg, m, csg)
+                if x2 is None or x2.dtype != cdt:
+                    xb = _buf(ws, "xsrc", m * csg, cdt)
+                    _store(xb.reshape(*shape, csg), xg)
+                    x2 = xb.reshape(m, csg)
+                np.matmul(x2, job.wk[gi, a, b], out=tmp)
+                dst = acc[:, qa - q0:qb - q0, ra:rb, gi * cog:(gi + 1) * cog]
+                np.add(dst, tmp.reshape(*shape, cog), out=dst)
+    _store(job.out[n0:n1, q0:q1], acc)
+
+
+def _exact_block_elems(job, unit):
+    n0, n1, q0, q1 = unit
+    _, _, r, co = job.out.shape
+    m = (n1 - n0) * (q1 - q0) * r
+    return {"xacc": m * co, "xtmp": m * (co // job.groups),
+            "xsrc": m * (job.src.shape[3] // job.groups)}
+
+
+def _gather_window(job, unit):
+    """(r0, r1, c0, c1, elements copied) of the source window of a numpy gather block: 0
+    copied when the window lies inside the source (read as a view)."""
+    n0, n1, q0, q1 = unit
+    _, hs, wsz, cs = job.src.shape
+    r = job.out.shape[2]
+    sh, sw = job.step
+    r0 = q0 * sh + job.offs_h[0]
+    r1 = (q1 - 1) * sh + job.offs_h[-1] + 1
+    c0 = job.offs_w[0]
+    c1 = (r - 1) * sw + job.offs_w[-1] + 1
+    inside = r0 >= 0 and c0 >= 0 and r1 <= hs and c1 <= wsz
+    return r0, r1, c0, c1, 0 if inside else (n1 - n0) * (r1 - r0) * (c1 - c0) * cs
+
+
+def _taps_window(job, unit):
+    """Elements of the zero-bordered window a per-tap block copies."""
+    n0, n1, q0, q1 = unit
+    r = job.out.shape[2]
+    nr = q1 - q0 + job.offs_h[-1] - job.offs_h[0]
+    nc = r + job.offs_w[-1] - job.offs_w[0]
+    return (n1 - n0) * nr * nc * job.src.shape[3]
 
 
 # Winograd F(2x2, 3x3) for correlations: y = A^T [(G g G^T) * (B^T d B)] A
@@ -653,6 +826,9 @@ def _taps_ok(job, layout):
 
 
 def _taps_block(ws, job, unit, cdt):
+    if not _window_ok(job, unit, _taps_window(job, unit)):
+        _exact_block(ws, job, unit, cdt)
+        return
     n0, n1, q0, q1 = unit
     _, _, r, co = job.out.shape
     cs = job.src.shape[3]
@@ -695,10 +871,10 @@ def _gather_block(ws, job, unit, cdt, layout):
     th, tw = len(oh_), len(ow_)
     un, uq = n1 - n0, q1 - q0
     # source window needed by this block
-    r0 = q0 * sh + min(oh_)
-    r1 = (q1 - 1) * sh + max(oh_) + 1
-    c0 = min(ow_)
-    c1 = (r - 1) * sw + max(ow_) + 1
+    r0, r1, c0, c1, copied = _gather_window(job, unit)
+    if not _window_ok(job, unit, copied):
+        _exact_block(ws, job, unit, cdt)
+        return
     s, base_h, base_w = _src_window(ws, src, n0, n1, r0, r1, c0, c1, cdt, layout, False)
     t = th * tw
     k = t * csg
@@ -776,46 +952,49 @@ def _finish(res_nhwc, odt, data_format):
     return np.ascontiguousarray(res_nhwc)
 
 
+def _gather_patches(src, rows, cols, cdt, what):
+    """patches[n, A, B, ka, kb, c] = src[n, rows[A, ka], cols[B, kb], c] in the compute dtype,
+    0 where the position lies outside src (assigned, never multiplied: a clipped read of a
+    NaN stays out). Reads only the positions named (no padded copy of src)."""
+    n, hs, ws, c = src.shape
+    (na, ka), (nb, kb) = rows.shape, cols.shape
+    check_allocation((n, na, nb, ka, kb, c), max(np.dtype(cdt).itemsize, src.itemsize), what)
+    rok, cok = (rows >= 0) & (rows < hs), (cols >= 0) & (cols < ws)
+    pat = src[:, np.where(rok, rows, 0)[:, None, :, None], np.where(cok, cols, 0)[None, :, None]]
+    pat = pat.astype(cdt, copy=False)
+    inside = rok[:, None, :, None] & cok[None, :, None, :]
+    if not inside.all():
+        np.copyto(pat, 0, where=~inside[None, ..., None])
+    return pat
+
+
 def _tiny_forward(xv, w, strides, dilations, pads, out_hw, cdt, odt, data_format):
+    """One GEMM over the im2col patches, gathered position by position (only what the output
+    reads; finite weights only: the zeros outside the input are multiplied)."""
     n, h, wd, cin = xv.shape
     kh, kw, _, cout = w.shape
     (sh, sw), (dh, dw), (pt, pl), (oh, ow) = strides, dilations, pads, out_hw
-    hp = max((oh - 1) * sh + (kh - 1) * dh + 1, pt)
-    wp = max((ow - 1) * sw + (kw - 1) * dw + 1, pl)
-    p = np.zeros((n, hp, wp, cin), cdt)
-    hv, wv = min(h, hp - pt), min(wd, wp - pl)
-    if hv > 0 and wv > 0:
-        p[:, pt:pt + hv, pl:pl + wv] = xv[:, :hv, :wv]
-    st = p.strides
-    v = np.lib.stride_tricks.as_strided(
-        p, (n, oh, ow, kh, kw, cin), (st[0], sh * st[1], sw * st[2], dh * st[1], dw * st[2],
-                                      st[3]), writeable=False)
-    y = np.matmul(v.reshape(n * oh * ow, kh * kw * cin), w.reshape(kh * kw * cin, cout).astype(
-        cdt, copy=False))
+    rows = np.arange(oh)[:, None] * sh + np.arange(kh)[None, :] * dh - pt  # [oh, kh]
+    cols = np.arange(ow)[:, None] * sw + np.arange(kw)[None, :] * dw - pl  # [ow, kw]
+    pat = _gather_patches(xv, rows, cols, cdt, "Conv2D patches")
+    y = np.matmul(pat.reshape(n * oh * ow, kh * kw * cin),
+                  w.reshape(kh * kw * cin, cout).astype(cdt, copy=False))
     return _finish(y.reshape(n, oh, ow, cout), odt, data_format)
 
 
 def _tiny_backprop(dyv, w, in_nhwc, strides, dilations, pads, cdt, odt, data_format):
-    """dx = stride-1 correlation of the zero-dilated, zero-padded dy with the flipped filter."""
+    """dx = one GEMM: dx[h, w] gathers dy[(h + pt - di*dh) / sh, ...] for every tap that maps
+    an integer dy position inside dy onto it (finite weights only)."""
     n, h, wd, cin = in_nhwc
-    _, oh, ow, cout = dyv.shape
-    kh, kw, _, _ = w.shape
+    kh, kw, _, cout = w.shape
     (sh, sw), (dh, dw), (pt, pl) = strides, dilations, pads
-    lo_h, lo_w = pt - (kh - 1) * dh, pl - (kw - 1) * dw
-    hp, wp = h + (kh - 1) * dh, wd + (kw - 1) * dw
-    p = np.zeros((n, hp, wp, cout), cdt)
-    i0, j0 = max(0, -(-lo_h // sh)), max(0, -(-lo_w // sw))
-    i1, j1 = min(oh, -(-(hp + lo_h) // sh)), min(ow, -(-(wp + lo_w) // sw))
-    if i1 > i0 and j1 > j0:
-        p[:, i0 * sh - lo_h:(i1 - 1) * sh - lo_h + 1:sh,
-          j0 * sw - lo_w:(j1 - 1) * sw - lo_w + 1:sw] = dyv[:, i0:i1, j0:j1]
-    st = p.strides
-    v = np.lib.stride_tricks.as_strided(
-        p, (n, h, wd, kh, kw, cout), (st[0], st[1], st[2], dh * st[1], dw * st[2], st[3]),
-        writeable=False)
-    # patch tap (a, b) reads P row h + a*dh = dy-space row h + pt - (kh-1-a)*dh: filter tap kh-1-a
-    wm = w[::-1, ::-1].transpose(0, 1, 3, 2).reshape(kh * kw * cout, cin).astype(cdt, copy=False)
-    dx = np.matmul(v.reshape(n * h * wd, kh * kw * cout), wm)
+    vi = np.arange(h)[:, None] + pt - np.arange(kh)[None, :] * dh  # sh * (dy row), [h, kh]
+    vj = np.arange(wd)[:, None] + pl - np.arange(kw)[None, :] * dw
+    rows = np.where(vi % sh == 0, vi // sh, -1)
+    cols = np.where(vj % sw == 0, vj // sw, -1)
+    pat = _gather_patches(dyv, rows, cols, cdt, "Conv2DBackpropInput patches")
+    wm = w.transpose(0, 1, 3, 2).reshape(kh * kw * cout, cin).astype(cdt, copy=False)
+    dx = np.matmul(pat.reshape(n * h * wd, kh * kw * cout), wm)
     return _finish(dx.reshape(n, h, wd, cin), odt, data_format)
 
 
@@ -831,8 +1010,19 @@ def conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format="N
 
     strides=(sh, sw), dilations=(dh, dw) ints >= 1; pads_before=(pad_top, pad_left) >= 0;
     out_hw=(oh, ow) the output spatial size. groups = C_in // w.shape[2]. Positions outside the
-    input read 0. Returns y [N, oh, ow, cout] (NHWC) or [N, cout, oh, ow] (NCHW), dtype of x.
+    input read 0 (taps there are skipped, as in a direct loop). Returns y [N, oh, ow, cout]
+    (NHWC) or [N, cout, oh, ow] (NCHW), dtype of x. ResourceExhaustedError when a buffer it
+    needs exceeds the allocation limit or memory runs out.
     """
+    try:
+        return _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format)
+    except errors.ResourceExhaustedError:
+        raise
+    except MemoryError as e:
+        raise _oom(e, "Conv2D") from e
+
+
+def _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format):
     x = np.asarray(x)
     w = np.asarray(w)
     assert x.ndim == 4 and w.ndim == 4 and data_format in ("NHWC", "NCHW")
@@ -845,20 +1035,32 @@ def conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format="N
     pt, pl = int(pads_before[0]), int(pads_before[1])
     odt = x.dtype
     cdt = _compute_dtype(odt)
-    if data_format == "NHWC":
-        y = np.empty((n, oh, ow, cout), odt)
-    else:
-        y = np.empty((n, cout, oh, ow), odt)
+    yshape = (n, oh, ow, cout) if data_format == "NHWC" else (n, cout, oh, ow)
+    check_allocation(yshape, odt.itemsize, "Conv2D output")
+    y = np.empty(yshape, odt)
     yv = _nhwc(y, data_format)
     if y.size == 0:
         return y
     if kh == 0 or kw == 0 or cig == 0 or cin == 0 or h == 0 or wd == 0:
         y[...] = 0
         return y
+    # only the taps that read inside the input for some output (a huge dilation or padding
+    # leaves few): no buffer ever spans the dilated filter
+    lo_h, hi_h = _tap_range(kh, dh, sh, pt, oh, h)
+    lo_w, hi_w = _tap_range(kw, dw, sw, pl, ow, wd)
+    if lo_h >= hi_h or lo_w >= hi_w:
+        y[...] = 0
+        return y
+    w = w[lo_h:hi_h, lo_w:hi_w]
+    pt, pl = pt - lo_h * dh, pl - lo_w * dw
+    kh, kw = hi_h - lo_h, hi_w - lo_w
+    check_allocation(w.shape, cdt.itemsize, "Conv2D filter in the compute dtype")
+    finite = _all_finite(w)
     g = _groups_of(cin, cig)
     cog = cout // g
     macs = n * oh * ow * kh * kw * cig * cout
-    if g == 1 and (macs < TINY_MACS if FORCE_ALGORITHM is None else FORCE_ALGORITHM == "direct"):
+    if g == 1 and finite and (macs < TINY_MACS if FORCE_ALGORITHM is None
+                              else FORCE_ALGORITHM == "direct"):
         return _tiny_forward(xv, w, (sh, sw), (dh, dw), (pt, pl), (oh, ow), cdt, odt,
                              data_format)
     wk = w.astype(cdt).reshape(kh, kw, cig, g, cog).transpose(3, 0, 1, 2, 4)  # [g,kh,kw,cig,cog]
@@ -909,12 +1111,42 @@ def choose_backprop_input_algorithm(dy_shape_nhwc, w_shape, input_shape_nhwc, st
     return "gather" if gather <= scatter else "scatter"
 
 
+def _backprop_reduction(oh, ow, kh, kw, h, wd, strides, dilations, pads):
+    """The part of an input-gradient problem that reaches dx: ((lo_h, hi_h), (lo_w, hi_w)) of
+    the filter taps, ((i0, i1), (j0, j1)) of dy's rows and columns, and the pads of the reduced
+    problem (possibly negative); None when nothing reaches dx (it is zero)."""
+    (sh, sw), (dh, dw), (pt, pl) = strides, dilations, pads
+    lo_h, hi_h = _tap_range(kh, dh, sh, pt, oh, h)
+    lo_w, hi_w = _tap_range(kw, dw, sw, pl, ow, wd)
+    if lo_h >= hi_h or lo_w >= hi_w:
+        return None
+    pt, pl = pt - lo_h * dh, pl - lo_w * dw
+    i0, i1 = _reaching_range(hi_h - lo_h, dh, sh, pt, oh, h)
+    j0, j1 = _reaching_range(hi_w - lo_w, dw, sw, pl, ow, wd)
+    if i0 >= i1 or j0 >= j1:
+        return None
+    return (lo_h, hi_h), (lo_w, hi_w), (i0, i1), (j0, j1), (pt - i0 * sh, pl - j0 * sw)
+
+
 def conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before,
                           data_format="NHWC"):
     """dx = gradient of conv2d wrt its input (the exact adjoint of conv2d_forward).
 
-    input_shape: the 4-D shape of x in data_format. Returns dx with shape input_shape, dtype of dy.
+    input_shape: the 4-D shape of x in data_format. Returns dx with shape input_shape, dtype of
+    dy. Taps and dy positions that map outside dx are skipped, as in a direct loop.
+    ResourceExhaustedError when a buffer it needs exceeds the allocation limit or memory runs
+    out.
     """
+    try:
+        return _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before,
+                                      data_format)
+    except errors.ResourceExhaustedError:
+        raise
+    except MemoryError as e:
+        raise _oom(e, "Conv2DBackpropInput") from e
+
+
+def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, data_format):
     dy = np.asarray(dy)
     w = np.asarray(w)
     assert dy.ndim == 4 and w.ndim == 4 and len(input_shape) == 4
@@ -922,6 +1154,7 @@ def conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before,
     input_shape = tuple(int(v) for v in input_shape)
     odt = dy.dtype
     cdt = _compute_dtype(odt)
+    check_allocation(input_shape, odt.itemsize, "Conv2DBackpropInput output")
     dx = np.empty(input_shape, odt)
     dxv = _nhwc(dx, data_format)
     dyv = _nhwc(dy, data_format)
@@ -936,15 +1169,26 @@ def conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before,
     if oh == 0 or ow == 0 or cout == 0 or kh == 0 or kw == 0 or cig == 0:
         dx[...] = 0
         return dx
+    # only the taps and dy positions that reach dx (a huge dilation, padding or dy leaves few)
+    red = _backprop_reduction(oh, ow, kh, kw, h, wd, (sh, sw), (dh, dw), (pt, pl))
+    if red is None:
+        dx[...] = 0
+        return dx
+    (lo_h, hi_h), (lo_w, hi_w), (i0, i1), (j0, j1), (pt, pl) = red
+    w = w[lo_h:hi_h, lo_w:hi_w]
+    dyv = dyv[:, i0:i1, j0:j1]
+    kh, kw, oh, ow = hi_h - lo_h, hi_w - lo_w, i1 - i0, j1 - j0
+    check_allocation(w.shape, cdt.itemsize, "Conv2DBackpropInput filter in the compute dtype")
+    finite = _all_finite(w)
     g = _groups_of(cin, cig)
     macs = n * oh * ow * kh * kw * cig * cout
     algo = FORCE_ALGORITHM or choose_backprop_input_algorithm(
         dyv.shape, w.shape, dxv.shape, (sh, sw), odt)
     if algo == "direct":
-        if g == 1:
+        if g == 1 and finite:
             return _tiny_backprop(dyv, w, dxv.shape, (sh, sw), (dh, dw), (pt, pl), cdt, odt,
                                   data_format)
-        algo = "gather"
+        algo = "gather"  # (non-finite weights: its exact per-tap blocks)
     nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
     if not _BLAS.available:
         nth = 1
@@ -954,7 +1198,7 @@ def conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before,
         jobs = _backprop_gather_jobs(dyv, wc, dxv, (sh, sw), (dh, dw), (pt, pl), g, True)
         _gather_run(jobs, cdt, layout, nth)
     else:
-        layout = _scatter_layout(data_format, cig, g)
+        layout = _scatter_layout(data_format, cig, g, finite)
         if layout == "flat":
             _scatter_flat_run(dyv, wc, dxv, (sh, sw), (dh, dw), (pt, pl), cdt, nth)
         else:
@@ -969,13 +1213,13 @@ def _gather_layout(data_format):
     return "cf" if data_format == "NCHW" else "pm"
 
 
-def _scatter_layout(data_format, cig, g):
-    """Few input channels: flat adds (one group only) or channel-first rows; else
-    pixel-major (channel-first for NCHW)."""
+def _scatter_layout(data_format, cig, g, finite=True):
+    """Few input channels: flat adds (one group only, finite weights: its zero columns are
+    multiplied by them) or channel-first rows; else pixel-major (channel-first for NCHW)."""
     layout = FORCE_LAYOUT
     if layout is None:
         layout = "flat" if cig < 16 else "cf" if data_format == "NCHW" else "pm"
-    return "cf" if layout == "flat" and g != 1 else layout
+    return "cf" if layout == "flat" and (g != 1 or not finite) else layout
 
 
 def _backprop_gather_jobs(dyv, wc, dxv, strides, dilations, pads, g, zero_empty):
@@ -1213,6 +1457,8 @@ def _scatter_flat_run(dyv, wc, dxv, strides, dilations, pads, cdt, nth):
 # workspace accounting (mirrors the block plans above)
 # --------------------------------------------------------------------------------------------
 def _gather_block_elems(job, unit, wino, taps=False):
+    if not _window_ok(job, unit, _taps_window(job, unit) if taps else _gather_window(job, unit)[4]):
+        return _exact_block_elems(job, unit)
     n0, n1, q0, q1 = unit
     _, _, r, co = job.out.shape
     cs = job.src.shape[3]
@@ -1252,6 +1498,14 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
     kh, kw, cig, _ = (int(v) for v in w_shape)
     if 0 in (n, h, wd, cin, oh, ow, cout, kh, kw, cig):
         return 0
+    # the problem the kernel really solves: taps and dy positions that reach dx
+    red = _backprop_reduction(oh, ow, kh, kw, h, wd, tuple(strides), tuple(dilations),
+                              tuple(pads_before))
+    if red is None:
+        return 0
+    (lo_h, hi_h), (lo_w, hi_w), (i0, i1), (j0, j1), pads_before = red
+    kh, kw, oh, ow = hi_h - lo_h, hi_w - lo_w, i1 - i0, j1 - j0
+    dyn = (n, oh, ow, cout)
     g = _groups_of(cin, cig)
     t = kh * kw
     # rearranged weight copies (phase subsets, transposes, contiguous GEMM operands) and the
@@ -1259,10 +1513,11 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
     wbytes = 6 * t * cig * cout * isz + (128 << 10)
     algo = FORCE_ALGORITHM or choose_backprop_input_algorithm(dyn, (kh, kw, cig, cout), xn,
                                                               tuple(strides), dtype)
-    if algo == "direct" and g == 1:
-        hp, wp = h + (kh - 1) * dilations[0], wd + (kw - 1) * dilations[1]
-        return (n * hp * wp * cout + n * h * wd * t * cout + n * h * wd * cin) * isz + wbytes
-    if algo == "direct":
+    direct_bytes = 0
+    if algo == "direct" and g == 1:  # patches (dy's dtype and the compute dtype), the GEMM
+        patches = n * h * wd * t * cout  # result, the position masks
+        direct_bytes = (2 * patches + n * h * wd * cin) * isz + 2 * h * wd * t + wbytes
+    if algo == "direct":  # (grouped, or non-finite weights: the gather plan)
         algo = "gather"
     macs = n * oh * ow * t * cig * cout
     nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64
@@ -1272,6 +1527,7 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
     dummy_dx = np.broadcast_to(zero, xn)
     dummy_w = np.broadcast_to(zero, (kh, kw, cig, cout))
     per_key = {}
+    ntask = 0
     if algo == "native":
         jobs = _backprop_gather_jobs(dummy_dy, dummy_w, dummy_dx, tuple(strides),
                                      tuple(dilations), tuple(pads_before), g, False)
@@ -1286,6 +1542,10 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
                 ntask += 1
                 _, _, nsrc, nout = _native_staging(job.src.shape, job.out.shape, u,
                                                    job.offs_h, job.step)
+                if not _window_ok(job, u, nsrc):  # such a block runs _exact_block
+                    for k, v in _exact_block_elems(job, u).items():
+                        per_key[k] = max(per_key.get(k, 0), v)
+                    continue
                 per_key["nsrc"] = max(per_key.get("nsrc", 0), nsrc)
                 per_key["nout"] = max(per_key.get("nout", 0), nout)
         wbytes += t * cig * cout * isz  # the packed weights
@@ -1303,9 +1563,12 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
                 wbytes += 37 * cig * cout * 8 + 16 * cig * cout * isz
             for u in _gather_units(job, cdt):
                 ntask += 1
-                for k, v in _gather_block_elems(job, u, wino, taps).items():
-                    per_key[k] = max(per_key.get(k, 0), v)
-    elif algo == "scatter" and _scatter_layout(data_format, cig, g) == "flat":
+                # (non-finite weights run every block through _exact_block)
+                for elems in (_gather_block_elems(job, u, wino, taps),
+                              _exact_block_elems(job, u)):
+                    for k, v in elems.items():
+                        per_key[k] = max(per_key.get(k, 0), v)
+    if algo == "scatter" and _scatter_layout(data_format, cig, g) == "flat":
         geo = _FlatGeometry(h, wd, oh, ow, _tap_offsets(kh, kw, strides, dilations,
                                                          pads_before), strides)
         tasks = _scatter_tasks(n, oh, geo.wp, t, cin, cdt, nth)
@@ -1318,9 +1581,9 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
                 m = un * (i1 - i0) * geo.wp
                 per_key["dy"] = max(per_key.get("dy", 0), m * cout)
                 per_key["col"] = max(per_key.get("col", 0), m * t * cin)
-    elif algo == "scatter":
+    if algo == "scatter":  # (with non-finite weights a flat scatter runs channel-first)
         tasks = _scatter_tasks(n, oh, ow, t, cin, cdt, nth)
-        ntask = len(tasks)
+        ntask = max(ntask, len(tasks))
         sh, sw = strides
         accs = sum(len(range(a, h, sh)) * len(range(b, wd, sw))
                    for a in range(sh) for b in range(sw)) * cin
@@ -1331,4 +1594,4 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
                 m = un * (i1 - i0) * ow
                 per_key["dy"] = max(per_key.get("dy", 0), m * cout)
                 per_key["col"] = max(per_key.get("col", 0), m * t * cin)
-    return min(nth, max(ntask, 1)) * sum(per_key.values()) * isz + wbytes
+    return max(direct_bytes, min(nth, max(ntask, 1)) * sum(per_key.values()) * isz + wbytes)

@@ -5,8 +5,21 @@ numpy has no direct convolution, and its BLAS runs a convolution's thin GEMMs (N
 first time a process needs it with the machine's C compiler (``$CC``, else ``cc``/``gcc``/
 ``clang``) for the CPU it runs on (``-march=native``), and the library is cached under
 ``$OPGRAPH_CACHE_DIR`` (default ``~/.cache/opgraph``), keyed by the source, the compiler command
-and the CPU's feature flags, so later processes load it in microseconds. Before first use it is
-checked against numpy on a small problem.
+and the CPU's feature flags, so later processes load it in well under a millisecond. Before
+first use it is checked against numpy on a small problem.
+
+Cache entries are verified before they are loaded: an entry is named
+``conv_gather-<key>-<size>-<sha256>.so``, so the record of its length and digest is published
+by the same atomic ``os.replace`` as its bytes (after an ``fsync`` of the file; the directory is
+fsynced after the rename). An entry whose length or digest does not match (a file cut short by
+a power loss, say) is never handed to ``dlopen`` (which would die of SIGBUS on it): it is
+removed and the library rebuilt. Concurrent builders each compile into their own temporary
+file; whichever publishes last wins, and every published entry is complete. An unwritable cache
+directory means a build in a private temporary directory, used once and deleted.
+
+The compiler runs at most ``$OPGRAPH_BUILD_TIMEOUT`` seconds (default 60; it and its children
+are killed after that). Only the thread that starts the build waits for it: other threads that
+ask meanwhile get None at once and run the numpy algorithms.
 
 Nothing here is required: without a compiler, with ``OPGRAPH_NATIVE=0``, or if the build or the
 check fails, ``load()`` returns None, ``unavailable_reason()`` says why, and the convolution
@@ -20,7 +33,9 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,13 +44,22 @@ from pathlib import Path
 
 import numpy as np
 
+from opgraph import errors
+
 __all__ = ["load", "unavailable_reason", "NativeConv"]
 
 SOURCE = Path(__file__).with_name("conv_gather.c")
 _FLAGS = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-fno-math-errno"]
+#: Calling convention of conv_gather.c that this module speaks (opgraph_conv_abi()).
+ABI = 2
+#: Seconds a compiler run may take unless OPGRAPH_BUILD_TIMEOUT says otherwise.
+DEFAULT_BUILD_TIMEOUT = 60.0
+#: Every coordinate handed to the kernel stays below this (no 64-bit product overflows there).
+COORD_LIMIT = 1 << 62
 
 _lock = threading.Lock()
 _state: dict = {}
+_ENTRY = re.compile(r"conv_gather-([0-9a-f]{20})-([0-9]+)-([0-9a-f]{64})\.so$")
 
 
 def _cache_dir() -> Path:
@@ -57,6 +81,15 @@ def _compiler():
     return None
 
 
+def build_timeout() -> float:
+    """Seconds one compiler run may take: ``$OPGRAPH_BUILD_TIMEOUT`` if a positive number."""
+    try:
+        value = float(os.environ.get("OPGRAPH_BUILD_TIMEOUT", "") or DEFAULT_BUILD_TIMEOUT)
+    except ValueError:
+        return DEFAULT_BUILD_TIMEOUT
+    return value if value > 0 else DEFAULT_BUILD_TIMEOUT
+
+
 def _cpu_signature() -> str:
     """What -march=native depends on: the CPU's feature flags (Linux), else the processor."""
     try:
@@ -69,31 +102,144 @@ def _cpu_signature() -> str:
     return platform.processor() or platform.machine()
 
 
-def _build(cc, cache: Path) -> Path:
+def _entry_ok(path: Path, size: int, digest: str) -> bool:
+    """True if the file at ``path`` has exactly ``size`` bytes with this sha256."""
+    try:
+        if os.stat(path).st_size != size:
+            return False
+        with open(path, "rb") as f:
+            data = f.read(size + 1)
+    except OSError:
+        return False
+    return len(data) == size and hashlib.sha256(data).hexdigest() == digest
+
+
+def _find_cached(cache: Path, key: str):
+    """A verified cache entry for ``key`` (the newest), or None. Entries that fail the check
+    are removed (best effort: a read-only cache keeps them, and they are skipped again)."""
+    try:
+        names = os.listdir(cache)
+    except OSError:
+        return None
+    found = []
+    for name in names:
+        m = _ENTRY.match(name)
+        if m and m.group(1) == key:
+            try:
+                found.append((os.stat(cache / name).st_mtime, name, int(m.group(2)), m.group(3)))
+            except OSError:
+                continue
+    for _, name, size, digest in sorted(found, reverse=True):
+        path = cache / name
+        if _entry_ok(path, size, digest):
+            return path
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    return None
+
+
+def _fsync_dir(path: Path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _publish(tmp: str, cache: Path, key: str) -> Path:
+    """Make the compiled file ``tmp`` a cache entry: fsync it, name it by its length and
+    sha256, rename it into place atomically, fsync the directory. Returns the entry."""
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        os.fsync(fd)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read()
+    finally:
+        os.close(fd)
+    lib = cache / f"conv_gather-{key}-{len(data)}-{hashlib.sha256(data).hexdigest()}.so"
+    os.replace(tmp, lib)  # atomic: concurrent builders each publish a complete file
+    _fsync_dir(cache)
+    return lib
+
+
+def _run_compiler(cmd, timeout):
+    """(returncode, stderr) of the compiler; OSError when it ran past ``timeout`` seconds (it
+    and every process it started are killed)."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            proc.kill()
+        proc.communicate()
+        raise OSError(f"C compiler timed out after {timeout:g} s (OPGRAPH_BUILD_TIMEOUT): "
+                      f"{' '.join(cmd)}") from None
+    except BaseException:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        proc.wait()
+        raise
+    return proc.returncode, err
+
+
+def _workdir(cache: Path):
+    """(directory to build in, temporary directory to delete afterwards or None): the cache
+    when it can be created and written, else a fresh private temporary directory."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".conv_gather-", suffix=".tmp", dir=cache)
+        os.close(fd)
+        os.unlink(probe)
+        return cache, None
+    except OSError:
+        tmpdir = Path(tempfile.mkdtemp(prefix="opgraph-native-"))
+        return tmpdir, tmpdir
+
+
+def _build(cc, cache: Path, timeout: float | None = None):
+    """(path of a verified library, temporary directory to delete after loading it or None)."""
+    timeout = build_timeout() if timeout is None else timeout
     source = SOURCE.read_bytes()
     attempts = [_FLAGS + ["-march=native"], _FLAGS]
     key_src = b"\0".join([source, " ".join(cc).encode(), _cpu_signature().encode(),
                           sys.platform.encode(), platform.machine().encode()])
-    errors = []
-    for flags in attempts:
-        digest = hashlib.sha256(key_src + b"\0" + " ".join(flags).encode()).hexdigest()[:20]
-        lib = cache / f"conv_gather-{digest}.so"
-        if lib.exists():
-            return lib
-        cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
-        os.close(fd)
-        try:
-            proc = subprocess.run(cc + flags + ["-o", tmp, str(SOURCE)], capture_output=True,
-                                  text=True, timeout=300)
-            if proc.returncode == 0:
-                os.replace(tmp, lib)  # atomic: concurrent builders agree on the result
-                return lib
-            errors.append(f"{' '.join(cc + flags)}: {proc.stderr.strip()[-400:]}")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    raise OSError("C compiler failed: " + " | ".join(errors))
+    errors_seen = []
+    workdir = scratch = None
+    try:
+        for flags in attempts:
+            key = hashlib.sha256(key_src + b"\0" + " ".join(flags).encode()).hexdigest()[:20]
+            lib = _find_cached(cache, key)
+            if lib is not None:
+                return lib, None
+            if workdir is None:
+                workdir, scratch = _workdir(cache)
+            fd, tmp = tempfile.mkstemp(prefix=".conv_gather-", suffix=".tmp", dir=workdir)
+            os.close(fd)
+            try:
+                rc, err = _run_compiler(cc + flags + ["-o", tmp, str(SOURCE)], timeout)
+                if rc == 0:
+                    return _publish(tmp, workdir, key), scratch
+                errors_seen.append(f"{' '.join(cc + flags)}: {err.strip()[-400:]}")
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        raise OSError("C compiler failed: " + " | ".join(errors_seen))
+    except BaseException:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
 
 
 class NativeConv:
@@ -101,14 +247,20 @@ class NativeConv:
 
     def __init__(self, lib):
         self._lib = lib
-        L, I, P = ctypes.c_long, ctypes.c_int, ctypes.c_void_p
+        abi = getattr(lib, "opgraph_conv_abi", None)
+        if abi is None:
+            raise OSError("the library has no opgraph_conv_abi (built from an older source)")
+        abi.restype = ctypes.c_int
+        if abi() != ABI:
+            raise OSError(f"the library speaks calling convention {abi()}, expected {ABI}")
+        L, P = ctypes.c_int64, ctypes.c_void_p
         fn = lib.opgraph_gather_conv_f32
-        fn.argtypes = [P, L, L, L, L, I, I, I, P, L, L, L, L, I, I, I, I, P, I, P, I, I, I, I,
-                       P, I]
-        fn.restype = I
+        fn.argtypes = [P, L, L, L, L, L, L, L, P, L, L, L, L, L, L, L, L, P, L, P, L, L, L, L,
+                       P, L]
+        fn.restype = ctypes.c_int
         self._fn = fn
-        lib.opgraph_conv_block_width.restype = I
-        lib.opgraph_conv_vector_width.restype = I
+        lib.opgraph_conv_block_width.restype = ctypes.c_int
+        lib.opgraph_conv_vector_width.restype = ctypes.c_int
         #: output channels per packed weight block
         self.block_width = lib.opgraph_conv_block_width()
         #: output channels must be a multiple of this
@@ -124,6 +276,17 @@ class NativeConv:
         """True if gather_conv takes these operands as they are."""
         return (self.addressable(src) and self.addressable(out)
                 and out.shape[3] % self.vector_width == 0)
+
+    @staticmethod
+    def fits(src_shape, out_shape, offs_h, offs_w, step, q_base=0) -> bool:
+        """True if every coordinate of the problem (sizes, source positions read, output
+        positions) stays below COORD_LIMIT, so the kernel's 64-bit arithmetic is exact."""
+        _, hs, ws, cs = src_shape
+        n, q, r, co = out_shape
+        span_h = (abs(q_base) + q) * step[0] + max(abs(int(o)) for o in offs_h)
+        span_w = r * step[1] + max(abs(int(o)) for o in offs_w)
+        return max(n, hs, ws, cs, q, r, co, span_h, span_w,
+                   len(offs_h) * len(offs_w) * cs * co) < COORD_LIMIT
 
     def pack_weights(self, wk):
         """[th, tw, Cs, Co] weights -> the kernel's packed layout (blocks of block_width)."""
@@ -156,8 +319,12 @@ class NativeConv:
             raise ValueError(f"packed weights: expected {len(offs_h) * len(offs_w) * cs * co} "
                              f"contiguous float32 values (pack_weights), got {wpk.size} "
                              f"{wpk.dtype}, contiguous={wpk.flags.c_contiguous}")
-        oh = np.ascontiguousarray(offs_h, np.int32)
-        ow = np.ascontiguousarray(offs_w, np.int32)
+        if len(offs_h) and len(offs_w) and not self.fits(src.shape, out.shape, offs_h, offs_w,
+                                                         step, q_base):
+            raise ValueError(f"coordinates beyond 2^62: src {src.shape}, out {out.shape}, "
+                             f"step {tuple(step)}")
+        oh = np.ascontiguousarray(offs_h, np.int64)
+        ow = np.ascontiguousarray(offs_w, np.int64)
         ss0, ss1, ss2, ss3 = (s // 4 for s in src.strides)
         os0, os1, os2, os3 = (s // 4 for s in out.strides)
         sptr, optr = src.ctypes.data, out.ctypes.data
@@ -170,7 +337,8 @@ class NativeConv:
                     optr + 4 * (n0 * os0 + q0 * os1), os0, os1, os2, os3, n1 - n0, q1 - q0,
                     r, co, *fixed, q_base + q0, wptr, cchunk)
             if rc == -2:
-                raise MemoryError("native convolution: out of memory for the tap tables")
+                raise errors.ResourceExhaustedError(
+                    "native convolution: out of memory for the tap tables")
             if rc != 0:
                 raise ValueError(f"native convolution refused its arguments (code {rc})")
 
@@ -199,32 +367,54 @@ def _self_check(nat: NativeConv):
         raise AssertionError(f"self-check mismatch: max error {np.nanmax(np.abs(out - ref))}")
 
 
+def _load_now():
+    """(NativeConv or None, reason or None), building the library if needed."""
+    if os.environ.get("OPGRAPH_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None, "disabled by OPGRAPH_NATIVE"
+    cc = _compiler()
+    if cc is None:
+        return None, "no C compiler found (set CC)"
+    try:
+        path, scratch = _build(cc, _cache_dir())
+        try:
+            nat = NativeConv(ctypes.CDLL(str(path)))
+        finally:
+            if scratch is not None:  # a private build: the loaded library needs no file
+                shutil.rmtree(scratch, ignore_errors=True)
+        _self_check(nat)
+    except Exception as e:  # any failure means: use the numpy algorithms
+        return None, f"{type(e).__name__}: {e}"
+    return nat, None
+
+
 def load():
-    """The compiled kernel (a NativeConv), or None when unavailable (see unavailable_reason)."""
+    """The compiled kernel (a NativeConv), or None when unavailable (see unavailable_reason).
+
+    The first caller builds it (bounded by the build timeout); callers on other threads that
+    arrive during the build get None at once (the numpy algorithms run meanwhile)."""
     if "lib" in _state:
         return _state["lib"]
     with _lock:
         if "lib" in _state:
             return _state["lib"]
-        nat, reason = None, None
-        if os.environ.get("OPGRAPH_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
-            reason = "disabled by OPGRAPH_NATIVE"
-        else:
-            cc = _compiler()
-            if cc is None:
-                reason = "no C compiler found (set CC)"
-            else:
-                try:
-                    nat = NativeConv(ctypes.CDLL(str(_build(cc, _cache_dir()))))
-                    _self_check(nat)
-                except Exception as e:  # any failure means: use the numpy algorithms
-                    nat, reason = None, f"{type(e).__name__}: {e}"
-        _state["lib"], _state["reason"] = nat, reason
-        return nat
+        if _state.get("building"):
+            return None
+        _state["building"] = token = object()
+    nat, reason = None, "the build was interrupted"
+    try:
+        nat, reason = _load_now()
+    finally:
+        with _lock:
+            if _state.get("building") is token:  # not reset meanwhile (tests)
+                del _state["building"]
+                _state["lib"], _state["reason"] = nat, reason
+    return nat
 
 
 def unavailable_reason():
     """Why load() returned None (None if it did not, or was not called yet)."""
+    if "lib" not in _state and _state.get("building"):
+        return "the compiled kernel is being built by another thread"
     return _state.get("reason")
 
 
