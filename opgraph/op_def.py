@@ -67,6 +67,8 @@ class ArgDef:
     fixed_type: dtypes.DType | None = None
     number_attr: str | None = None
     doc: str = ""
+    #: set when ``type_attr`` names a ``list(type)`` attr: a list of mixed-type tensors
+    type_list_attr: str | None = None
 
     @classmethod
     def parse(cls, spec: str) -> ArgDef:
@@ -83,9 +85,16 @@ class ArgDef:
 
     @property
     def is_list(self) -> bool:
-        return self.number_attr is not None
+        return self.number_attr is not None or self.type_list_attr is not None
+
+    @property
+    def length_key(self) -> str | None:
+        """The key under which the builder records this list input's length."""
+        return self.number_attr or (self.type_list_attr and "#" + self.type_list_attr)
 
     def type_str(self) -> str:
+        if self.type_list_attr:
+            return f"list({self.type_list_attr})"
         t = self.fixed_type.name if self.fixed_type else self.type_attr
         return f"{self.number_attr} * {t}" if self.number_attr else t
 
@@ -109,6 +118,8 @@ class AttrDef:
     @classmethod
     def parse(cls, spec: str) -> AttrDef:
         body, doc = _split_doc(spec)
+        # TF writes both orders: "list(int) >= 0 = []" and "int = 1 >= 1".
+        body = re.sub(r"^(.*?)\s*(>=\s*-?\d+)\s*(=\s*.+)$", r"\1 \3 \2", body)
         m = _ATTR_RE.match(body)
         if not m:
             msg = f"Bad attr spec {spec!r}: expected 'name: kind [= default] [>= min]'"
@@ -291,11 +302,21 @@ class OpDef:
     optional_attrs: tuple = _attrs.field(init=False)
 
     def __attrs_post_init__(self):
+        def typed(args):
+            out = []
+            for a in args:
+                d = self.attrs.get(a.type_attr) if a.type_attr else None
+                if d is not None and d.is_list and d.kind == "type":
+                    a = _attrs.evolve(a, type_attr=None, type_list_attr=d.name)
+                out.append(a)
+            return tuple(out)
+        object.__setattr__(self, "inputs", typed(self.inputs))
+        object.__setattr__(self, "outputs", typed(self.outputs))
         inferred = set()
         for arg in self.inputs:
-            inferred.update(x for x in (arg.type_attr, arg.number_attr) if x)
+            inferred.update(x for x in (arg.type_attr, arg.number_attr, arg.type_list_attr) if x)
         for arg in (*self.inputs, *self.outputs):
-            for ref in (arg.type_attr, arg.number_attr):
+            for ref in (arg.type_attr, arg.number_attr, arg.type_list_attr):
                 if ref and ref not in self.attrs:
                     msg = f"Op {self.name}: arg '{arg.name}' refers to undeclared attr '{ref}'"
                     raise errors.InvalidArgumentError(msg)

@@ -294,7 +294,7 @@ class Scope:
         flat, lengths, poisoned = [], {}, False
         graph = self._root.graph
         for arg, value in zip(op_def.inputs, inputs):
-            if arg.number_attr is not None:     # a list input (N * T)
+            if arg.is_list:     # a list input (N * T, or list(type))
                 if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or \
                         hasattr(value, "operation"):
                     msg = (f"Input '{arg.name}' of {op_def.name} expects a list of tensors "
@@ -302,7 +302,7 @@ class Scope:
                     return [], {}, False, errors.InvalidArgumentError(msg, None, op_def.name,
                                                                       site)
                 items = list(value)
-                lengths[arg.number_attr] = len(items)
+                lengths[arg.length_key] = len(items)
             else:
                 if value.__class__ is not Output:
                     wrapped = getattr(value, "output", None)    # a single-output wrapper
@@ -386,13 +386,33 @@ class Scope:
             given[k] = d.check(v)
         # Attrs inferred from the inputs: list lengths and type variables.
         for k, n in list_lengths.items():
-            given[k] = attr_defs[k].check(n)
+            if k[0] != "#":                 # "#T": the length of a list(type) input
+                given[k] = attr_defs[k].check(n)
         in_shapes, in_dtypes, in_values = [], [], []
         sources = {}
         i = 0
         for arg in op_def.inputs:
-            count = 1 if arg.number_attr is None else list_lengths[arg.number_attr]
+            count = 1 if not arg.is_list else list_lengths[arg.length_key]
             fixed, type_attr = arg.fixed_type, arg.type_attr
+            if arg.type_list_attr is not None:    # list(type): each input its own dtype
+                d = attr_defs[arg.type_list_attr]
+                types = []
+                for j in range(i, i + count):
+                    out = flat[j]
+                    dt = out.op.output_dtypes[out.index]
+                    if d.allowed is not None and dt not in d.allowed:
+                        allowed = ", ".join(t.name for t in d.allowed)
+                        msg = (f"Value passed to parameter '{arg.name}' has DataType {dt} not "
+                               f"in list of allowed values: {allowed}")
+                        raise errors.InvalidArgumentError(msg)
+                    types.append(dt)
+                    in_dtypes.append(dt)
+                    in_shapes.append(out.op.output_shapes[out.index])
+                    vals = out.op.output_values
+                    in_values.append(vals[out.index] if vals else None)
+                given[arg.type_list_attr] = d.check(tuple(types))
+                i += count
+                continue
             for j in range(i, i + count):
                 out = flat[j]
                 src, idx = out.op, out.index
@@ -437,6 +457,9 @@ class Scope:
             final[k] = v
         out_dtypes = []
         for arg in op_def.outputs:
+            if arg.type_list_attr is not None:
+                out_dtypes.extend(final[arg.type_list_attr])
+                continue
             dt = arg.fixed_type or final[arg.type_attr]
             if arg.number_attr is None:
                 out_dtypes.append(dt)

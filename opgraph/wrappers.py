@@ -129,16 +129,18 @@ class OpWrapper:
                 setattr(self, op_def.outputs[0].name, out)
             return
         if op.failed:
-            n = {a.number_attr: 0 for a in op_def.outputs if a.is_list}
+            n = {a.length_key: 0 for a in op_def.outputs if a.is_list}
             outs = tuple(Output(op, i) for i in range(len(op.output_dtypes)))
         else:
-            n = {a.number_attr: op.attrs[a.number_attr] for a in op_def.outputs if a.is_list}
+            n = {a.length_key: (op.attrs[a.number_attr] if a.number_attr else
+                                len(op.attrs[a.type_list_attr]))
+                 for a in op_def.outputs if a.is_list}
             outs = op.outputs
         self.outputs = tuple(outs)
         i = 0
         for arg in op_def.outputs:
             if arg.is_list:
-                count = n[arg.number_attr]
+                count = n[arg.length_key]
                 setattr(self, arg.name, list(outs[i:i + count]))
                 i += count
             else:

@@ -409,10 +409,14 @@ Square = _unary("Square", _UNARY_UNSIGNED, "x * x elementwise (integers wrap).",
                 grad=lambda m, x, y, g: m.Mul(g, m.Mul(m.conj(x), m.const(2, x))))
 Sqrt = _unary("Sqrt", _UNARY_COMPLEX, "sqrt(x) elementwise (NaN for negative real x).",
               grad=lambda m, x, y, g: m.SqrtGrad(y, g))
-SqrtGrad = _unary_grad_op(
-    "SqrtGrad", "Sqrt", "dy * 0.5 / conj(y)", "",
-    grad=lambda m, y, dy, z, g: (m.Mul(m.Neg(m.conj(m.RealDiv(g, y))), z),
-                                 m.Mul(m.const(0.5, g), m.RealDiv(g, y))))
+
+
+def _sqrt_grad_grad(m, y, dy, z, g):
+    g_over_y = m.RealDiv(g, y)          # z = 0.5 * dy / conj(y)
+    return m.Mul(m.Neg(m.conj(g_over_y)), z), m.Mul(m.const(0.5, g), g_over_y)
+
+
+SqrtGrad = _unary_grad_op("SqrtGrad", "Sqrt", "dy * 0.5 / conj(y)", "", grad=_sqrt_grad_grad)
 Rsqrt = _unary("Rsqrt", _UNARY_COMPLEX, "1 / sqrt(x) elementwise.",
                grad=lambda m, x, y, g: m.RsqrtGrad(y, g))
 RsqrtGrad = _unary_grad_op(

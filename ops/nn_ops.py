@@ -215,7 +215,8 @@ LRNGrad = declare(
 
 def _depth_window_sum(scope, v, radius: int):
     """sum(v[..., d - radius : d + radius + 1]) over the last dim of a 4-D v (the window
-    clipped to the depth): a product with a 0/1 band matrix, so it is differentiable."""
+    clipped to the depth): a product with a [depth, depth] 0/1 band matrix, so that it is
+    differentiable again."""
     import ops  # noqa: PLC0415
     v = getattr(v, "output", v)                     # an op wrapper's single Output
     depth = None if v.shape.dims is None else v.shape.dims[3]
@@ -229,8 +230,7 @@ def _depth_window_sum(scope, v, radius: int):
         k = ops.Range(scope, 0, ops.Reshape(scope, depth_vector, np.zeros(0, np.int32)), 1)
         distance = ops.Abs(scope, ops.Sub(scope, ops.ExpandDims(scope, k, 1),
                                           ops.ExpandDims(scope, k, 0)))
-        band = ops.Cast(scope, ops.LessEqual(scope, distance, np.int32(min(radius, _INT_MAX))),
-                        v.dtype)
+        band = ops.Cast(scope, ops.LessEqual(scope, distance, np.int32(radius)), v.dtype)
         flat_shape = ops.ConcatV2(scope, [np.array([-1], np.int32), depth_vector], 0)
     product = ops.MatMul(scope, ops.Reshape(scope, v, flat_shape), band)
     return ops.Reshape(scope, product, ops.Shape(scope, v))

@@ -21,8 +21,7 @@ from opgraph.gradients import gradient
 from opgraph.shape_inference import InferenceContext
 from opgraph.shapes import TensorShape
 from opgraph.wrappers import declare
-from runtime.kernels.cpu.slicing_kernels import (apply_strided_slice, slice_input,
-                                                 strided_slice_spec)
+from opgraph.slicing import apply_strided_slice, slice_input, strided_slice_spec
 
 _UNKNOWN = TensorShape(None)
 #: values with more elements than this are not computed at build time (TF's ShapeRefiner

@@ -193,6 +193,14 @@ def _rechecking(node, call):
     return checked
 
 
+def _first_of_list(call):
+    """A kernel of a list output may return a 1-sequence or the array itself for N == 1."""
+    def one(*inputs):
+        result = call(*inputs)
+        return result[0] if isinstance(result, (tuple, list)) else result
+    return one
+
+
 def _itemsize(dt) -> int:
     try:
         return dt.as_numpy_dtype.itemsize or 8
@@ -251,6 +259,8 @@ def compile_plan(session, feeds, fetches, targets) -> Plan:
     for op in ops:
         device, kernel = session.placement(op)
         call = kernel.compute
+        if op.num_outputs == 1 and op.op_def.outputs[0].is_list:
+            call = _first_of_list(call)       # a list output of length 1: one array
         if needs_recheck(op, feed_set) and not getattr(kernel, "checks_own_inputs", False):
             call = _rechecking(op, call)
         else:

@@ -1,5 +1,5 @@
-"""op_db entries of the elementwise math ops, generated from two tables (unary, binary) plus
-entries for the ops with attrs or more inputs.
+"""op_db entries of the elementwise math ops, generated from three tables (unary, binary,
+backward ops) plus entries for BroadcastGradientArgs and the ops with attrs or more inputs.
 
 Every reference is computed element by element on Python scalars (``math``/``cmath``,
 Python's int arithmetic, explicit C++ rules written out) and converted to the op's dtype

@@ -222,26 +222,31 @@ def test_cross_entropy_labels_gradient_values():
     np.testing.assert_allclose(got_df, np.exp(log_softmax) - labels, rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("labels_shape", [(2, 3), (3,)])
-def test_cross_entropy_gradient_with_partial_shapes(labels_shape):
-    """Inputs of unknown dims get the gradients of the fully known graph."""
+@pytest.mark.parametrize(("features_shape", "labels_shape"),
+                         [((2, 3), (2, 3)), ((2, 3), (3,)), ((1, 3), (4, 3))])
+def test_cross_entropy_gradient_with_partial_shapes(features_shape, labels_shape):
+    """Inputs of unknown dims or rank get the gradients of the fully known graph, summed
+    back to the shapes fed."""
     rng = np.random.default_rng(11)
-    features = rng.uniform(-2, 2, (2, 3))
+    features = rng.uniform(-2, 2, features_shape)
     labels = rng.dirichlet(np.ones(3), labels_shape[:-1] or None)
     results = []
-    for partial in (False, True):
+    for mode in ("known", "unknown_dims", "unknown_rank"):
         root = Scope.NewRootScope()
         dtype = ops.Const(root, F64(0)).output.dtype
-        f = ops.Placeholder(root, dtype, shape=[None, 3] if partial else [2, 3])
-        y = ops.Placeholder(root, dtype,
-                            shape=[None] * len(labels_shape) if partial else list(labels_shape))
+        f, y = (ops.Placeholder(root, dtype, shape={"known": list(shape),
+                                                    "unknown_dims": [None] * len(shape),
+                                                    "unknown_rank": None}[mode])
+                for shape in (features_shape, labels_shape))
         xent = ops.SoftmaxCrossEntropyWithLogits(root, f, y)
         grads = AddSymbolicGradients(root, list(xent), [f.output, y.output])
         assert root.ok(), root.status()
         results.append(ClientSession(root).Run({f.output: features, y.output: labels}, grads))
-    for known, partial in zip(*results):
-        assert partial.shape == known.shape
-        np.testing.assert_allclose(partial, known, rtol=1e-12, atol=1e-15)
+    assert [r.shape for r in results[0]] == [features_shape, labels_shape]
+    for other in results[1:]:
+        for known, partial in zip(results[0], other):
+            assert partial.shape == known.shape
+            np.testing.assert_allclose(partial, known, rtol=1e-12, atol=1e-15)
 
 
 # ---------------------------------------------------------------- LRN (float32 only)

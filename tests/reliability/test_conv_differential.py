@@ -201,7 +201,7 @@ def _run_config(cfg, surface, native_calls):
         EXAMPLES[surface + " (non-finite)"] += 1
 
 
-_SETTINGS = settings(max_examples=60, deadline=None, database=None,
+_SETTINGS = settings(max_examples=60, deadline=None,
                      suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 

@@ -351,20 +351,21 @@ def _tap_range(k, d, s, pad, n_out, size):
         return 0, 0
     lo = max(0, _ceil_div(pad - (n_out - 1) * s, d))
     hi = min(k, (pad + size - 1) // d + 1)
-
-    def reads_inside(t):
-        u = pad - t * d  # output i reads inside iff u <= i*s <= u + size - 1
-        m = max(0, _ceil_div(u, s))
-        return m <= n_out - 1 and m * s <= u + size - 1
-
-    for _ in range(64):  # tighten the ends past taps that fall between outputs (s > size)
-        if lo < hi and not reads_inside(lo):
-            lo += 1
-        elif lo < hi and not reads_inside(hi - 1):
-            hi -= 1
-        else:
-            break
+    if s > size:  # tighten the ends past taps that fall between the outputs' rows
+        for _ in range(64):
+            if lo < hi and not _tap_reads_inside(lo, d, s, pad, n_out, size):
+                lo += 1
+            elif lo < hi and not _tap_reads_inside(hi - 1, d, s, pad, n_out, size):
+                hi -= 1
+            else:
+                break
     return (lo, hi) if lo < hi else (0, 0)
+
+
+def _tap_reads_inside(t, d, s, pad, n_out, size):
+    u = pad - t * d  # output i reads inside iff u <= i*s <= u + size - 1
+    m = max(0, _ceil_div(u, s))
+    return m <= n_out - 1 and m * s <= u + size - 1
 
 
 def _reaching_range(k, d, s, pad, n_out, size):
@@ -968,32 +969,77 @@ def _gather_patches(src, rows, cols, cdt, what):
     return pat
 
 
+def _padded_ok(padded, patches):
+    """A zero-padded copy of ``padded`` elements is fine next to ``patches`` patch elements
+    (the im2col the GEMM reads anyway); else the patches are gathered position by position."""
+    return padded <= WINDOW_FACTOR * patches + WINDOW_SLACK
+
+
 def _tiny_forward(xv, w, strides, dilations, pads, out_hw, cdt, odt, data_format):
-    """One GEMM over the im2col patches, gathered position by position (only what the output
-    reads; finite weights only: the zeros outside the input are multiplied)."""
+    """One GEMM over the im2col patches (finite weights only: positions outside the input
+    are zeros that get multiplied): a strided view of a zero-padded copy of the input, or,
+    when that copy would be much larger than the patches (sparse taps, huge strides), the
+    patches gathered position by position."""
     n, h, wd, cin = xv.shape
     kh, kw, _, cout = w.shape
     (sh, sw), (dh, dw), (pt, pl), (oh, ow) = strides, dilations, pads, out_hw
-    rows = np.arange(oh)[:, None] * sh + np.arange(kh)[None, :] * dh - pt  # [oh, kh]
-    cols = np.arange(ow)[:, None] * sw + np.arange(kw)[None, :] * dw - pl  # [ow, kw]
-    pat = _gather_patches(xv, rows, cols, cdt, "Conv2D patches")
+    hp = (oh - 1) * sh + (kh - 1) * dh + 1  # padded rows: row r is input row r - pt
+    wp = (ow - 1) * sw + (kw - 1) * dw + 1
+    patches = n * oh * ow * kh * kw * cin
+    if _padded_ok(n * hp * wp * cin, patches):
+        check_allocation((n, hp, wp, cin), cdt.itemsize, "Conv2D padded input")
+        check_allocation((patches,), cdt.itemsize, "Conv2D patches")
+        p = np.zeros((n, hp, wp, cin), cdt)
+        r0, r1, c0, c1 = max(0, pt), min(hp, h + pt), max(0, pl), min(wp, wd + pl)
+        if r0 < r1 and c0 < c1:
+            p[:, r0:r1, c0:c1] = xv[:, r0 - pt:r1 - pt, c0 - pl:c1 - pl]
+        st = p.strides
+        pat = np.lib.stride_tricks.as_strided(
+            p, (n, oh, ow, kh, kw, cin), (st[0], sh * st[1], sw * st[2], dh * st[1],
+                                          dw * st[2], st[3]), writeable=False)
+    else:
+        rows = np.arange(oh)[:, None] * sh + np.arange(kh)[None, :] * dh - pt  # [oh, kh]
+        cols = np.arange(ow)[:, None] * sw + np.arange(kw)[None, :] * dw - pl  # [ow, kw]
+        pat = _gather_patches(xv, rows, cols, cdt, "Conv2D patches")
     y = np.matmul(pat.reshape(n * oh * ow, kh * kw * cin),
                   w.reshape(kh * kw * cin, cout).astype(cdt, copy=False))
     return _finish(y.reshape(n, oh, ow, cout), odt, data_format)
 
 
 def _tiny_backprop(dyv, w, in_nhwc, strides, dilations, pads, cdt, odt, data_format):
-    """dx = one GEMM: dx[h, w] gathers dy[(h + pt - di*dh) / sh, ...] for every tap that maps
-    an integer dy position inside dy onto it (finite weights only)."""
+    """dx = stride-1 correlation of the zero-dilated, zero-padded dy with the flipped filter,
+    one GEMM (finite weights only). When the dilated dy would be much larger than the patches,
+    dx[h, w] gathers dy[(h + pt - di*dh) / sh, ...] position by position instead."""
     n, h, wd, cin = in_nhwc
-    kh, kw, _, cout = w.shape
+    _, oh, ow, cout = dyv.shape
+    kh, kw, _, _ = w.shape
     (sh, sw), (dh, dw), (pt, pl) = strides, dilations, pads
-    vi = np.arange(h)[:, None] + pt - np.arange(kh)[None, :] * dh  # sh * (dy row), [h, kh]
-    vj = np.arange(wd)[:, None] + pl - np.arange(kw)[None, :] * dw
-    rows = np.where(vi % sh == 0, vi // sh, -1)
-    cols = np.where(vj % sw == 0, vj // sw, -1)
-    pat = _gather_patches(dyv, rows, cols, cdt, "Conv2DBackpropInput patches")
-    wm = w.transpose(0, 1, 3, 2).reshape(kh * kw * cout, cin).astype(cdt, copy=False)
+    patches = n * h * wd * kh * kw * cout
+    hp, wp = h + (kh - 1) * dh, wd + (kw - 1) * dw
+    if _padded_ok(n * hp * wp * cout, patches):
+        check_allocation((n, hp, wp, cout), cdt.itemsize, "Conv2DBackpropInput padded dy")
+        check_allocation((patches,), cdt.itemsize, "Conv2DBackpropInput patches")
+        lo_h, lo_w = pt - (kh - 1) * dh, pl - (kw - 1) * dw  # dy-space position of P[0, 0]
+        p = np.zeros((n, hp, wp, cout), cdt)
+        i0, j0 = max(0, -(-lo_h // sh)), max(0, -(-lo_w // sw))
+        i1, j1 = min(oh, -(-(hp + lo_h) // sh)), min(ow, -(-(wp + lo_w) // sw))
+        if i1 > i0 and j1 > j0:
+            p[:, i0 * sh - lo_h:(i1 - 1) * sh - lo_h + 1:sh,
+              j0 * sw - lo_w:(j1 - 1) * sw - lo_w + 1:sw] = dyv[:, i0:i1, j0:j1]
+        st = p.strides
+        pat = np.lib.stride_tricks.as_strided(
+            p, (n, h, wd, kh, kw, cout), (st[0], st[1], st[2], dh * st[1], dw * st[2], st[3]),
+            writeable=False)
+        # patch tap (a, b) reads P row h + a*dh = dy-space row h + pt - (kh-1-a)*dh: tap kh-1-a
+        wm = w[::-1, ::-1]
+    else:
+        vi = np.arange(h)[:, None] + pt - np.arange(kh)[None, :] * dh  # sh * (dy row)
+        vj = np.arange(wd)[:, None] + pl - np.arange(kw)[None, :] * dw
+        rows = np.where(vi % sh == 0, vi // sh, -1)
+        cols = np.where(vj % sw == 0, vj // sw, -1)
+        pat = _gather_patches(dyv, rows, cols, cdt, "Conv2DBackpropInput patches")
+        wm = w
+    wm = wm.transpose(0, 1, 3, 2).reshape(kh * kw * cout, cin).astype(cdt, copy=False)
     dx = np.matmul(pat.reshape(n * h * wd, kh * kw * cout), wm)
     return _finish(dx.reshape(n, h, wd, cin), odt, data_format)
 

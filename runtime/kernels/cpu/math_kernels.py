@@ -5,6 +5,8 @@ loop each; the functions see numpy's warnings silenced (overflow to inf, NaN fro
 error and integer wrap-around are the results, as in TF's C++ kernels) and their results
 are converted to the op's output dtype. Integer semantics follow C++: Div truncates toward
 zero, FloorDiv floors, FloorMod takes the divisor's sign, and a zero divisor is an error.
+The backward ops (SigmoidGrad ... ReciprocalGrad) are rows of the binary table;
+BroadcastGradientArgs computes TF's BCast reduction indices.
 """
 
 from __future__ import annotations
