@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from opgraph import dtypes as dt
 from opgraph import errors
 from opgraph.gradients import gradient
 from opgraph.graph import Output
@@ -56,23 +55,12 @@ MatMul = declare(
 
 
 def conj(scope, t: Output) -> Output:
-    """The complex conjugate of t (t itself for real types), for the gradients' formulas.
-
-    Uses ops.Conj when the math family has it; otherwise the adjoint of t's elements viewed
-    as 1x1 matrices (BatchMatMulV2 with adj_x against a 1x1 one), which is exact.
-    """
+    """The complex conjugate of t; t itself for real types (Python TF's math_ops.conj)."""
     import ops  # noqa: PLC0415  (ops modules use each other's wrappers lazily)
     t = getattr(t, "output", t)
     if not t.dtype.name.startswith("complex"):
         return t
-    if hasattr(ops, "Conj"):
-        return ops.Conj(scope, t).output
-    cells = ops.Reshape(scope, t, [-1, 1, 1])
-    one = ops.Const(scope, np.ones((1, 1), t.dtype.as_numpy_dtype))
-    flipped = ops.BatchMatMulV2(scope, cells, one, adj_x=True)
-    shape = (ops.Const(scope, np.array(t.shape.dims, np.int32)) if t.shape.is_fully_defined()
-             else ops.Shape(scope, t))
-    return ops.Reshape(scope, flipped, shape).output
+    return ops.Conj(scope, t).output
 
 
 @gradient("MatMul")
@@ -208,28 +196,6 @@ def _static_reduction_axes(batch: tuple, out_rank: int, out_batch: tuple) -> lis
             if i < pad or (batch[i - pad] == 1 and out_batch[i] != 1)]
 
 
-def _dynamic_reduction_axes(scope, batch_x, batch_y):
-    """BroadcastGradientArgs(batch_x, batch_y) from ordinary ops: int32 vectors of the axes
-    each operand was repeated along (TF's op, which this library does not have yet)."""
-    import ops  # noqa: PLC0415
-    nx, ny = ops.Size(scope, batch_x), ops.Size(scope, batch_y)
-    n = ops.Maximum(scope, nx, ny)
-
-    def padded(batch, size):
-        ones = ops.Fill(scope, ops.Reshape(scope, ops.Sub(scope, n, size), [1]), 1)
-        return ops.ConcatV2(scope, [ones, batch], 0)
-
-    px, py = padded(batch_x, nx), padded(batch_y, ny)
-    out = ops.SelectV2(scope, ops.Equal(scope, px, 1), py, px)
-    repeated = ops.NotEqual(scope, out, 1)
-
-    def axes(p):
-        hit = ops.LogicalAnd(scope, ops.Equal(scope, p, 1), repeated)
-        return ops.Reshape(scope, ops.Cast(scope, ops.Where(scope, hit), dt.DT_INT32), [-1])
-
-    return axes(px), axes(py)
-
-
 def _shape_vector(scope, t: Output):
     import ops  # noqa: PLC0415
     if t.shape.is_fully_defined():
@@ -272,12 +238,9 @@ def _batch_mat_mul_v2_grad(scope, op, grads):
         return ops.Slice(scope, shape, [0],
                          ops.Reshape(scope, ops.Sub(scope, ops.Size(scope, shape), 2), [1]))
 
-    if hasattr(ops, "BroadcastGradientArgs"):
-        rx, ry = ops.BroadcastGradientArgs(scope, batch(shape_x), batch(shape_y))
-    else:
-        rx, ry = _dynamic_reduction_axes(scope, batch(shape_x), batch(shape_y))
-    return [_reduce_to(scope, grad_x, x, getattr(rx, "output", rx)),
-            _reduce_to(scope, grad_y, y, getattr(ry, "output", ry))]
+    rx, ry = ops.BroadcastGradientArgs(scope, batch(shape_x), batch(shape_y))
+    return [_reduce_to(scope, grad_x, x, rx), _reduce_to(scope, grad_y, y, ry)]
+
 
 BatchMatMul = declare(
     "BatchMatMul",

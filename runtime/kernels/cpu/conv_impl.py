@@ -381,11 +381,24 @@ def _all_finite(a):
     axes are looked at once."""
     if a.dtype.kind in "biu" or a.size == 0:
         return True
-    a = a[tuple(0 if st == 0 and d > 1 else slice(None) for st, d in zip(a.strides, a.shape))]
+    if 0 in a.strides:
+        a = a[tuple(0 if st == 0 and d > 1 else slice(None)
+                    for st, d in zip(a.strides, a.shape))]
     try:
         return bool(np.isfinite(a).all())
     except TypeError:  # a dtype without an isfinite loop (bfloat16 builds)
         return bool(np.isfinite(a.astype(np.float32)).all())
+
+
+#: Buffers up to this many bytes skip runtime.memory.check_allocation (a few microseconds of a
+#: tiny convolution); numpy's own MemoryError still becomes ResourceExhaustedError.
+SMALL_BUFFER_BYTES = 1 << 20
+
+
+def _guard(elems, itemsize, shape, what):
+    """check_allocation for a buffer of ``elems`` elements, skipped for small ones."""
+    if elems * itemsize > SMALL_BUFFER_BYTES:
+        check_allocation(shape, itemsize, what)
 
 
 def _oom(e, what):
@@ -987,8 +1000,8 @@ def _tiny_forward(xv, w, strides, dilations, pads, out_hw, cdt, odt, data_format
     wp = (ow - 1) * sw + (kw - 1) * dw + 1
     patches = n * oh * ow * kh * kw * cin
     if _padded_ok(n * hp * wp * cin, patches):
-        check_allocation((n, hp, wp, cin), cdt.itemsize, "Conv2D padded input")
-        check_allocation((patches,), cdt.itemsize, "Conv2D patches")
+        _guard(n * hp * wp * cin, cdt.itemsize, (n, hp, wp, cin), "Conv2D padded input")
+        _guard(patches, cdt.itemsize, (patches,), "Conv2D patches")
         p = np.zeros((n, hp, wp, cin), cdt)
         r0, r1, c0, c1 = max(0, pt), min(hp, h + pt), max(0, pl), min(wp, wd + pl)
         if r0 < r1 and c0 < c1:
@@ -1017,8 +1030,9 @@ def _tiny_backprop(dyv, w, in_nhwc, strides, dilations, pads, cdt, odt, data_for
     patches = n * h * wd * kh * kw * cout
     hp, wp = h + (kh - 1) * dh, wd + (kw - 1) * dw
     if _padded_ok(n * hp * wp * cout, patches):
-        check_allocation((n, hp, wp, cout), cdt.itemsize, "Conv2DBackpropInput padded dy")
-        check_allocation((patches,), cdt.itemsize, "Conv2DBackpropInput patches")
+        _guard(n * hp * wp * cout, cdt.itemsize, (n, hp, wp, cout),
+               "Conv2DBackpropInput padded dy")
+        _guard(patches, cdt.itemsize, (patches,), "Conv2DBackpropInput patches")
         lo_h, lo_w = pt - (kh - 1) * dh, pl - (kw - 1) * dw  # dy-space position of P[0, 0]
         p = np.zeros((n, hp, wp, cout), cdt)
         i0, j0 = max(0, -(-lo_h // sh)), max(0, -(-lo_w // sw))
@@ -1100,7 +1114,7 @@ def _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format):
     w = w[lo_h:hi_h, lo_w:hi_w]
     pt, pl = pt - lo_h * dh, pl - lo_w * dw
     kh, kw = hi_h - lo_h, hi_w - lo_w
-    check_allocation(w.shape, cdt.itemsize, "Conv2D filter in the compute dtype")
+    _guard(kh * kw * cig * cout, cdt.itemsize, w.shape, "Conv2D filter in the compute dtype")
     finite = _all_finite(w)
     g = _groups_of(cin, cig)
     cog = cout // g
@@ -1224,7 +1238,8 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
     w = w[lo_h:hi_h, lo_w:hi_w]
     dyv = dyv[:, i0:i1, j0:j1]
     kh, kw, oh, ow = hi_h - lo_h, hi_w - lo_w, i1 - i0, j1 - j0
-    check_allocation(w.shape, cdt.itemsize, "Conv2DBackpropInput filter in the compute dtype")
+    _guard(kh * kw * cig * cout, cdt.itemsize, w.shape,
+           "Conv2DBackpropInput filter in the compute dtype")
     finite = _all_finite(w)
     g = _groups_of(cin, cig)
     macs = n * oh * ow * kh * kw * cig * cout

@@ -1,0 +1,32 @@
+"""The examples run and do what they say (imported and called, with short settings)."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_trainer_converges_to_the_eigenvalue_2_from_ten_threads(capsys):
+    estimates = _load("example_trainer").main(["--steps", "40"])
+    assert len(estimates) == 10
+    np.testing.assert_allclose(estimates, 2.0, atol=1e-4)
+    assert "thread 9: lambda = 2.0000" in capsys.readouterr().out
+
+
+def test_cnn_forward_pass_shapes_and_probabilities(capsys):
+    probs = _load("cnn_forward").main()
+    assert probs.shape == (4, 10) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    out = capsys.readouterr().out
+    assert "static shape [?, 14, 14, 8]" in out and "static shape [?, 1568]" in out
