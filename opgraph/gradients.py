@@ -35,9 +35,11 @@ NOT_DIFFERENTIABLE = {
     "OnesLike", "Fill", "Range", "Equal", "NotEqual", "Less", "LessEqual", "Greater",
     "GreaterEqual", "LogicalAnd", "LogicalOr", "LogicalNot", "ArgMax", "ArgMin", "Where",
     "OneHot", "InTopKV2", "InTopK", "FloorDiv", "TruncateDiv", "StopGradient",
-    "BroadcastGradientArgs", "Floor", "Ceil", "Round", "Sign", "RandomUniform",
-    "RandomStandardNormal", "DecodeJpeg", "DecodePng", "EncodePng", "VariableV2",
-    "Variable", "Assign", "AssignAdd", "AssignSub",
+    "BroadcastGradientArgs", "Floor", "Ceil", "Round", "RandomUniform",
+    "RandomStandardNormal", "TruncatedNormal", "RandomUniformInt", "RandomShuffle",
+    "DecodeJpeg", "DecodePng", "EncodePng", "VariableV2", "Variable", "Assign", "AssignAdd",
+    "AssignSub", "IsVariableInitialized", "ApplyGradientDescent", "ApplyMomentum", "ApplyAdam",
+    "ApplyAdagrad", "ApplyRMSProp",
 }
 
 _GRADIENTS: dict[str, Callable] = {}

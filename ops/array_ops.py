@@ -6,6 +6,10 @@ kernels: everything decidable from the known dims and values is refused at build
 Ops whose output value is known at build time (Rank, Size, ShapeN, ExpandDims of a known
 value, Fill, Range, ...) give a value function, as TF's ShapeRefiner evaluates them, so that
 Reshape, Fill or BroadcastTo downstream see their (possibly partial) shape values.
+
+Gradients follow TF's array_grad.py and are declared below their ops. Each is built from
+ordinary ops, with every shape a Const when it is known at build time (Shape(x) otherwise), so
+the gradient graph has static shapes and can be differentiated again.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from opgraph import errors
+from opgraph.gradients import gradient, not_differentiable
 from opgraph.graph import Output
 from opgraph.inputs import to_ndarray
 from opgraph.op_def import OpDef
@@ -23,7 +28,47 @@ from opgraph.wrappers import declare, make_wrapper
 
 __all__ = ["Const", "Placeholder", "PlaceholderWithDefault", "Identity", "Shape", "Reshape",
            "Transpose", "ExpandDims", "Squeeze", "Rank", "Size", "ShapeN", "BroadcastTo",
-           "Fill", "ZerosLike", "OnesLike", "Range", "StopGradient", "NoOp", "IdentityN"]
+           "Fill", "ZerosLike", "OnesLike", "Range", "StopGradient", "NoOp", "IdentityN",
+           "InvertPermutation"]
+
+
+# ---- gradient helpers -----------------------------------------------------------------------
+def _static_value(t: Output):
+    """t's value when it is fully known at build time (an array), else None."""
+    values = t.op.output_values
+    v = values[t.index] if values else None
+    return np.asarray(v) if isinstance(v, np.ndarray) else None
+
+
+def _shape_of(scope, x: Output, dtype=None):
+    """x's shape as a 1-D int tensor (int32 unless ``dtype``): a Const when fully known at
+    build time, else Shape(x) (whose partial value still reaches Reshape's shape function)."""
+    import ops  # noqa: PLC0415  (ops modules use each other's wrappers lazily)
+    npd = np.int32 if dtype is None else dtype.as_numpy_dtype
+    if x.shape.is_fully_defined():
+        return ops.Const(scope, np.array(x.shape.dims, dtype=npd)).output
+    if dtype is None:
+        return ops.Shape(scope, x).output
+    return ops.Shape(scope, x, out_type=dtype).output
+
+
+def _reshape_to_input(scope, grad: Output, x: Output) -> Output:
+    """grad reshaped to x's shape: the gradient of every op that only reshapes x."""
+    import ops  # noqa: PLC0415
+    if x.shape.is_fully_defined() and grad.shape.dims == x.shape.dims:
+        return grad
+    return ops.Reshape(scope, grad, _shape_of(scope, x)).output
+
+
+def _sum_all(scope, grad: Output) -> Output:
+    """The sum of all of grad's elements, a scalar."""
+    import ops  # noqa: PLC0415
+    rank = grad.shape.rank
+    if rank is None:                # flattened first, so the sum is statically a scalar
+        grad = ops.Reshape(scope, grad, ops.Const(scope, np.array([-1], np.int32))).output
+        rank = 1
+    axes = ops.Const(scope, np.arange(rank, dtype=np.int32)).output
+    return ops.Sum(scope, grad, axes).output
 
 
 def _const_shape(c):
@@ -140,6 +185,12 @@ register_op(OpDef(
 PlaceholderWithDefault = make_wrapper("PlaceholderWithDefault")
 
 
+@gradient("PlaceholderWithDefault")
+def _placeholder_with_default_grad(scope, op, grads):
+    """The default value's gradient passes through (TF registers _IdentityGrad for it)."""
+    return [grads[0]]
+
+
 register_op(OpDef(
     "Identity",
     inputs=["input: T"], outputs=["output: T"], attrs=["T: type"],
@@ -147,6 +198,11 @@ register_op(OpDef(
     value_fn=lambda c: [c.input_value(0)],
     doc="Returns its input unchanged."))
 Identity = make_wrapper("Identity")
+
+
+@gradient("Identity")
+def _identity_grad(scope, op, grads):
+    return [grads[0]]
 
 
 def _shape_shape(c):
@@ -324,6 +380,12 @@ Reshape = declare(
         "shape may be a partially known value such as Shape(x) of a [?, 9, 9, 3] tensor.")
 
 
+@gradient("Reshape")
+def _reshape_grad(scope, op, grads):
+    """The gradient reshaped back to Shape(tensor); none for the shape."""
+    return [_reshape_to_input(scope, grads[0], op.inputs[0]), None]
+
+
 # ---- Transpose ------------------------------------------------------------------------------
 def _check_permutation(perm: list, rank: int) -> None:
     if len(perm) != rank:
@@ -386,6 +448,70 @@ Transpose = declare(
         "permutation of [0, rank(x)).")
 
 
+@gradient("Transpose")
+def _transpose_grad(scope, op, grads):
+    """The gradient transposed by the inverse permutation: a Const when perm is known at
+    build time, else InvertPermutation(perm)."""
+    import ops  # noqa: PLC0415
+    perm = op.inputs[1]
+    value = _static_value(perm)
+    if value is not None:
+        inverse = ops.Const(scope, np.argsort(value.reshape(-1)).astype(value.dtype)).output
+    else:
+        inverse = ops.InvertPermutation(scope, perm).output
+    return [ops.Transpose(scope, grads[0], inverse).output, None]
+
+
+# ---- InvertPermutation ----------------------------------------------------------------------
+def _permutation_error(perm: np.ndarray):
+    """The kernel's message for the first entry (in order) that is out of [0, n) or repeats
+    an earlier one, or None for a permutation."""
+    n = perm.size
+    valid = (perm >= 0) & (perm < n)
+    first = np.zeros(n, dtype=bool)
+    if n:
+        _, where = np.unique(np.where(valid, perm, -1), return_index=True)
+        first[where] = True
+    bad = np.flatnonzero(~valid | ~first)
+    if not bad.size:
+        return None
+    k = int(bad[0])
+    d = int(perm[k])
+    if not valid[k]:
+        return errors.InvalidArgumentError(f"{d} is not between 0 and {n}")
+    return errors.InvalidArgumentError(f"{d} is duplicated in the input.")
+
+
+def _invert_permutation_shape(c):
+    x = c.with_rank(0, 1)
+    value = c.input_tensor(0)       # re-checked on the actual value when unknown here
+    if value is not None:
+        err = _permutation_error(np.asarray(value).reshape(-1))
+        if err is not None:
+            raise err
+    return [x]
+
+
+def _invert_permutation_value(c):
+    value = _array_value(c, 0)
+    if value is None:
+        return [None]
+    value = np.asarray(value).reshape(-1)
+    return [np.argsort(value).astype(value.dtype)]
+
+
+InvertPermutation = declare(
+    "InvertPermutation",
+    inputs=["x: T  # 1-D: a permutation of [0, n)"],
+    outputs=["y: T  # 1-D: y[x[i]] = i"],
+    attrs=["T: {int32, int64} = DT_INT32"],
+    shape_fn=_invert_permutation_shape, value_fn=_invert_permutation_value,
+    doc="The inverse of the permutation `x`: y[x[i]] = i. Every entry of `x` must be in [0, "
+        "n) and appear once. Known at build time when `x` is (so Transpose's gradient gets a "
+        "constant perm).")
+not_differentiable("InvertPermutation")
+
+
 # ---- ExpandDims / Squeeze -------------------------------------------------------------------
 def _expand_dims_shape(c):
     x = c.input(0)
@@ -425,6 +551,11 @@ ExpandDims = declare(
     shape_fn=_expand_dims_shape, value_fn=_expand_dims_value,
     doc="Inserts a dim of size 1 at index `dim` of `input`'s shape (negative `dim` counts "
         "from the end, -1 appends).")
+
+
+@gradient("ExpandDims")
+def _expand_dims_grad(scope, op, grads):
+    return [_reshape_to_input(scope, grads[0], op.inputs[0]), None]
 
 
 def _squeeze_shape(c):
@@ -482,6 +613,11 @@ def _squeeze_axis(self, value):
 
 Squeeze.Attrs.Axis = _squeeze_axis
 Squeeze.Axis = staticmethod(lambda value: Squeeze.Attrs().Axis(value))
+
+
+@gradient("Squeeze")
+def _squeeze_grad(scope, op, grads):
+    return [_reshape_to_input(scope, grads[0], op.inputs[0])]
 
 
 # ---- Rank / Size / ShapeN -------------------------------------------------------------------
@@ -584,6 +720,24 @@ BroadcastTo = declare(
         "stretch) to `shape`, whose rank must be at least `input`'s.")
 
 
+@gradient("BroadcastTo")
+def _broadcast_to_grad(scope, op, grads):
+    """TF's _BroadcastToGrad: the gradient summed (keep_dims) over the axes
+    BroadcastGradientArgs(shape, Shape(input)) gives for the input, reshaped to its shape."""
+    import ops  # noqa: PLC0415
+    x, shape = op.inputs
+    grad = grads[0]
+    if x.shape.is_fully_defined() and op.output(0).shape.dims == x.shape.dims:
+        return [grad, None]
+    value = _static_value(shape)
+    if value is not None:
+        shape = ops.Const(scope, value).output
+    x_shape = _shape_of(scope, x, shape.dtype)
+    _, axes = ops.BroadcastGradientArgs(scope, shape, x_shape)
+    summed = ops.Sum(scope, grad, axes, keep_dims=True).output
+    return [ops.Reshape(scope, summed, x_shape).output, None]
+
+
 def _fill_shape(c):
     c.with_rank(0, 1)
     c.with_rank(1, 0)
@@ -612,6 +766,13 @@ Fill = declare(
     shape_fn=_fill_shape, value_fn=_fill_value,
     doc="A tensor of shape `dims` with every element `value`. `dims` may be a partially "
         "known shape value (Shape(x) of a partially known x).")
+
+
+@gradient("Fill")
+def _fill_grad(scope, op, grads):
+    """TF's _FillGrad: the value's gradient is the sum of the gradient; none for dims. (Fill
+    is also in gradients.NOT_DIFFERENTIABLE; the registered gradient takes precedence.)"""
+    return [None, _sum_all(scope, grads[0])]
 
 ZerosLike = declare(
     "ZerosLike",
@@ -728,3 +889,8 @@ IdentityN = declare(
     value_fn=lambda c: [c.input_value(i) for i in range(c.num_inputs)],
     doc="Returns its N inputs unchanged, as N outputs. (TF's IdentityN takes a list(type) "
         "T, so its inputs may differ in dtype; here they share one dtype T.)")
+
+
+@gradient("IdentityN")
+def _identity_n_grad(scope, op, grads):
+    return list(grads)

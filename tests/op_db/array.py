@@ -199,6 +199,22 @@ def _range_samples(rng, t):
     return out
 
 
+def _invert_permutation_ref(x):
+    x = np.asarray(x)
+    out = [0] * x.size
+    for i in range(x.size):             # y[x[i]] = i, one element at a time
+        out[int(x[i])] = i
+    return np.array(out, dtype=np.int64).astype(x.dtype)
+
+
+def _invert_permutation_samples(rng, t):
+    npd = t.as_numpy_dtype
+    return [Sample((np.array([3, 4, 0, 2, 1], npd),), name="five"),
+            Sample((np.array([0], npd),), name="one"),
+            Sample((np.array([], npd),), name="empty"),
+            Sample((rng.permutation(7).astype(npd),), name="random")]
+
+
 def _identity_n_samples(rng, t):
     return [Sample(([rand(rng, (2, 3), t), rand(rng, (), t), rand(rng, (0, 2), t)],)),
             Sample(([rand(rng, (4,), t)],), name="one")]
@@ -217,17 +233,20 @@ ENTRIES = [
            ref=lambda x, *, shape=None: x,
            dtypes=ALL_NUMERIC,
            samples=lambda rng, t: [Sample((rand(rng, (2, 3), t),),
-                                          {"shape": [None, 3]})],
+                                          {"shape": [None, 3]}),
+                                   Sample((rand(rng, (3,), t),), {"shape": [3]}, name="known")],
            exact_from_constants=False,
            shapes=[ShapeCase("[2,3]", "[?,3]", {"shape": [None, 3]}),
                    ShapeCase("[2,3]", "not compatible", {"shape": [4]},
-                             error=__import__("opgraph").errors.InvalidArgumentError)]),
+                             error=__import__("opgraph").errors.InvalidArgumentError)],
+           grad_tol=1e-6),
     OpInfo("Identity",
            ref=lambda x: x, dtypes=ALL_NUMERIC,
            samples=lambda rng, t: [Sample((rand(rng, (2, 3), t),)),
                                    Sample((rand(rng, (), t),), name="scalar"),
                                    Sample((rand(rng, (0, 4), t),), name="empty")],
-           shapes=[ShapeCase("[?,3]", "[d0_0,3]"), ShapeCase("?", "?")]),
+           shapes=[ShapeCase("[?,3]", "[d0_0,3]"), ShapeCase("?", "?")],
+           grad_tol=1e-6),
     OpInfo("Shape",
            ref=lambda x, *, out_type=dt.DT_INT32: np.array(np.shape(x),
                                                            out_type.as_numpy_dtype),
@@ -363,7 +382,8 @@ ENTRIES += [
                    ShapeCase("[2];[]", "[?,?]", dtype=dt.DT_INT32),
                    ShapeCase("[?];[]", "?", dtype=dt.DT_INT32),
                    ShapeCase("=[2,-1];[]", "Fill dimensions must be >= 0", dtype=dt.DT_INT32,
-                             error=errors.InvalidArgumentError)]),
+                             error=errors.InvalidArgumentError)],
+           grad_tol=1e-6),
     OpInfo("ZerosLike", ref=lambda x: _constant_like(x, 0), dtypes=ALL_NUMERIC,
            samples=_shape_like_samples,
            shapes=[ShapeCase("[?,3]", "[d0_0,3]"), ShapeCase("?", "?")]),
@@ -394,4 +414,23 @@ ENTRIES += [
            samples=lambda rng, t: [Sample(())]),
     OpInfo("IdentityN", ref=lambda xs: tuple(xs), dtypes=ALL_NUMERIC,
            samples=_identity_n_samples, grad_tol=1e-6),
+    OpInfo("InvertPermutation", ref=_invert_permutation_ref, dtypes=INTS,
+           samples=_invert_permutation_samples,
+           errors=[ErrorCase((_i32([0, 3, 1]),), name="range",
+                             regex=r"^3 is not between 0 and 3"),
+                   ErrorCase((_i64([1, -1, 0]),), name="negative",
+                             regex=r"^-1 is not between 0 and 3"),
+                   ErrorCase((_i32([2, 0, 2, 1]),), name="duplicate",
+                             regex=r"^2 is duplicated in the input\."),
+                   ErrorCase((_i32([1, 1, 7]),), name="first_wins",
+                             regex=r"^1 is duplicated in the input\."),
+                   ErrorCase((_i32(0),), name="rank",
+                             regex=r"Shape must be rank 1 but is rank 0 for input 'x'")],
+           shapes=[ShapeCase("[5]", "[5]", dtype=dt.DT_INT32),
+                   ShapeCase("?", "[?]", dtype=dt.DT_INT32),
+                   ShapeCase("=[1,0,2]", "[3]", dtype=dt.DT_INT32),
+                   ShapeCase("=[1,1]", "duplicated", dtype=dt.DT_INT32,
+                             error=errors.InvalidArgumentError),
+                   ShapeCase("[2,2]", "rank 1", dtype=dt.DT_INT32,
+                             error=errors.InvalidArgumentError)]),
 ]

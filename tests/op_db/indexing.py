@@ -1,4 +1,5 @@
-"""op_db entries of the indexing ops: GatherV2, GatherNd, OneHot, Where.
+"""op_db entries of the indexing ops: GatherV2, GatherNd, OneHot, Where, UnsortedSegmentSum,
+ScatterNd.
 
 References loop over np.ndindex element by element; they share nothing with the kernels.
 """
@@ -69,6 +70,39 @@ def _where_ref(x):
     return np.array(rows, dtype=I64).reshape(len(rows), x.ndim)
 
 
+def _unsorted_segment_sum_ref(data, segment_ids, num_segments):
+    data, ids = np.asarray(data), np.asarray(segment_ids)
+    n = int(num_segments)
+    inner = data.shape[ids.ndim:]
+    out = np.zeros((n,) + inner, dtype=np.complex128 if data.dtype.kind == "c" else
+                   np.float64 if data.dtype.kind == "f" else np.int64)
+    for where in np.ndindex(*ids.shape):
+        k = int(ids[where])
+        if k < 0:
+            continue
+        for rest in np.ndindex(*inner):
+            out[(k,) + rest] += data[where + rest]
+    return out.astype(data.dtype)
+
+
+def _scatter_nd_ref(indices, updates, shape):
+    indices, updates = np.asarray(indices), np.asarray(updates)
+    shape = tuple(int(d) for d in np.asarray(shape).reshape(-1))
+    nd = indices.shape[-1]
+    kind = updates.dtype.kind
+    acc = np.complex128 if kind == "c" else np.float64 if kind == "f" else \
+        np.bool_ if kind == "b" else np.int64
+    out = np.zeros(shape, dtype=acc)
+    for outer in np.ndindex(*indices.shape[:-1]):
+        where = tuple(int(indices[outer + (j,)]) for j in range(nd))
+        for inner in np.ndindex(*shape[nd:]):
+            if kind == "b":
+                out[where + inner] = out[where + inner] or updates[outer + inner]
+            else:
+                out[where + inner] += updates[outer + inner]
+    return out.astype(updates.dtype)
+
+
 # ---- samples --------------------------------------------------------------------------------
 def _gather_v2_samples(rng, t):
     return [Sample((rand(rng, (5, 3), t), _a([[0, 4], [2, 2]]), _a(0)), name="matrix_rows"),
@@ -92,6 +126,32 @@ def _gather_nd_samples(rng, t):
             Sample((rand(rng, (3, 4), t), np.zeros((0, 2), I32)), name="no_indices"),
             Sample((rand(rng, (0, 3), t), np.zeros((0, 1), I64)), name="empty_params"),
             Sample((rand(rng, (2, 3), t), np.zeros((4, 0), I32)), name="whole")]
+
+
+def _unsorted_segment_sum_samples(rng, t):
+    return [Sample((rand(rng, (5, 3), t), _a([2, 0, 2, 2, 1]), _a(4)), name="rows"),
+            Sample((rand(rng, (2, 3, 2), t), _a([[0, 1, 0], [3, -1, 1]], I64), _a(4, I64)),
+                   name="matrix_ids_dropped"),
+            Sample((rand(rng, (4,), t), _a([1, 1, 1, 0]), _a(2)), name="vector"),
+            Sample((rand(rng, (3, 2), t), _a(1), _a(3)), name="scalar_id"),
+            Sample((rand(rng, (0, 3), t), _a([], I32), _a(2)), name="empty_data"),
+            Sample((rand(rng, (2, 0), t), _a([5, -3]), _a(3)), name="empty_rows_unchecked"),
+            Sample((rand(rng, (3,), t), _a([0, 1, 0]), _a(0 + 2)), name="two")]
+
+
+def _scatter_nd_samples(rng, t):
+    return [Sample((_a([[0, 1], [2, 3], [0, 1]]), rand(rng, (3,), t), _a([3, 4])),
+                   name="elements_repeated"),
+            Sample((_a([[1], [0], [1]], I64), rand(rng, (3, 4), t), _a([3, 4], I64)),
+                   name="rows"),
+            Sample((_a([[[0, 2], [1, 0]], [[1, 1], [0, 0]]], I16), rand(rng, (2, 2, 4), t),
+                    _a([2, 3, 4], I16)), name="batch"),
+            Sample((_a([1]), rand(rng, (4,), t), _a([3, 4])), name="one_tuple"),
+            Sample((np.zeros((0, 2), I32), rand(rng, (0,), t), _a([3, 4])),
+                   name="no_indices"),
+            Sample((np.zeros((3, 0), I32), rand(rng, (3, 2), t), _a([2])), name="whole"),
+            Sample((np.zeros((0, 1), I64), rand(rng, (0, 3), t), _a([0, 3], I64)),
+                   name="empty_output")]
 
 
 def _one_hot_samples(rng, t):
@@ -217,4 +277,76 @@ ENTRIES = [
            samples=_where_samples, exact_from_constants=False,
            shapes=[ShapeCase("[2,3]", "[?,2]"), ShapeCase("?", "[?,?]"),
                    ShapeCase("[]", "[?,0]")]),
+    OpInfo("UnsortedSegmentSum", ref=_unsorted_segment_sum_ref,
+           dtypes=FLOATS + INTS + (dt.DT_UINT8, dt.DT_INT16, dt.DT_COMPLEX64),
+           samples=_unsorted_segment_sum_samples, value_inputs=("num_segments",),
+           errors=[ErrorCase((_z(3, 2), _a([0, 3, 1]), _a(3)), name="out_of_range",
+                             regex=r"segment_ids\[1\] = 3 is out of range \[0, 3\)"),
+                   ErrorCase((_z(2, 2, 2), _a([[0, 0], [1, 9]], I64), _a(2)), name="matrix",
+                             regex=r"segment_ids\[1,1\] = 9 is out of range \[0, 2\)"),
+                   ErrorCase((_z(3), _a([0, 0, 0]), _a(-1)), name="negative_count",
+                             regex=r"Input num_segments == -1 must not be negative\."),
+                   ErrorCase((_z(3, 2), _a([0, 1]), _a(2)), name="prefix",
+                             regex=r"data.shape = \[3,2\] does not start with "
+                                   r"segment_ids.shape = \[2\]"),
+                   ErrorCase((_z(3), _a([[0, 1, 2]]), _a(3)), name="ids_rank",
+                             regex=r"data.shape = \[3\] does not start with "
+                                   r"segment_ids.shape = \[1,3\]"),
+                   ErrorCase((_z(3), _a([0, 1, 2]), _a([3])), name="count_rank",
+                             regex=r"Shape must be rank 0 but is rank 1 for input "
+                                   r"'num_segments'")],
+           shapes=[ShapeCase("[5,3];[5];=4", "[4,3]", dtype=(dt.DT_FLOAT, dt.DT_INT32,
+                                                              dt.DT_INT32)),
+                   ShapeCase("[?,3,2];[4,?];=7", "[7,2]", dtype=(dt.DT_FLOAT, dt.DT_INT32,
+                                                                 dt.DT_INT32)),
+                   ShapeCase("[5,3];[5];[]", "[?,3]", dtype=(dt.DT_FLOAT, dt.DT_INT32,
+                                                             dt.DT_INT32)),
+                   ShapeCase("?;[5];=2", "?", dtype=(dt.DT_FLOAT, dt.DT_INT32, dt.DT_INT32)),
+                   ShapeCase("[5,3];?;=2", "?", dtype=(dt.DT_FLOAT, dt.DT_INT32, dt.DT_INT32)),
+                   ShapeCase("[5,3];[4];=2", "does not start with", dtype=(
+                       dt.DT_FLOAT, dt.DT_INT32, dt.DT_INT32), error=errors.InvalidArgumentError),
+                   ShapeCase("[5,3];[5];=-2", "must not be negative", dtype=(
+                       dt.DT_FLOAT, dt.DT_INT32, dt.DT_INT32), error=errors.InvalidArgumentError)],
+           grad_tol=1e-6),
+    OpInfo("ScatterNd", ref=_scatter_nd_ref, dtypes=TYPES, samples=_scatter_nd_samples,
+           value_inputs=("shape",),
+           errors=[ErrorCase((_a([[0, 1], [3, 0]]), _z(2), _a([3, 4])), name="out_of_range",
+                             regex=r"indices\[1\] = \[3, 0\] does not index into shape "
+                                   r"\[3,4\]"),
+                   ErrorCase((_a([[[0], [-1]]], I64), _z(1, 2), _a([3], I64)),
+                             name="negative",
+                             regex=r"indices\[0,1\] = \[-1\] does not index into shape "
+                                   r"\[3\]"),
+                   ErrorCase((_a([[0], [1]]), _z(2, 3), _a([3, 4])), name="updates_shape",
+                             regex=r"Must have updates.shape = indices.shape\[:batch_dim\] "
+                                   r"\+ params_shape\[slice_dim:\], got updates.shape: "
+                                   r"\[2,3\], indices.shape: \[2,1\], params_shape: "
+                                   r"\[3,4\], slice_dim: 1, and batch_dim: 1"),
+                   ErrorCase((_a([[0, 1, 2]]), _z(1), _a([3, 4])), name="too_deep",
+                             regex=r"Must have updates.shape = .*slice_dim: 3, and "
+                                   r"batch_dim: 1"),
+                   ErrorCase((_a([[0]]), _z(1, 2), _a([-1, 2])), name="negative_dim",
+                             regex=r"Dimension -1 must be >= 0"),
+                   ErrorCase((_a([[0]]), _z(1, 0), _a([2, 0])), name="empty_output",
+                             regex=r"Indices and updates specified for empty output\.  "
+                                   r"indices shape: \[1,1\]"),
+                   ErrorCase((np.zeros((2, 0), I32), _z(2), _a([], I32)), name="scalar_output",
+                             regex=r"Output must be at least 1-D, got shape: \[\]"),
+                   ErrorCase((_a(0), _z(1), _a([3])), name="scalar_indices",
+                             regex=r"Shape must be at least rank 1 but is rank 0 for input "
+                                   r"'indices'"),
+                   ErrorCase((_a([[0]]), np.float32(1), _a([3])), name="scalar_updates",
+                             regex=r"Shape must be at least rank 1 but is rank 0 for input "
+                                   r"'updates'")],
+           shapes=[ShapeCase("[5,2];[5];=[3,4]", "[3,4]",
+                             dtype=(dt.DT_INT32, dt.DT_FLOAT, dt.DT_INT32)),
+                   ShapeCase("[5,1];[5,4];[2]", "[?,4]",
+                             dtype=(dt.DT_INT32, dt.DT_FLOAT, dt.DT_INT32)),
+                   ShapeCase("[5,?];[5,4];[2]", "[?,?]",
+                             dtype=(dt.DT_INT32, dt.DT_FLOAT, dt.DT_INT32)),
+                   ShapeCase("[5,2];[5];?", "?", dtype=(dt.DT_INT32, dt.DT_FLOAT, dt.DT_INT32)),
+                   ShapeCase("[5,1];[5,3];=[3,4]", "Must have updates.shape",
+                             dtype=(dt.DT_INT32, dt.DT_FLOAT, dt.DT_INT32),
+                             error=errors.InvalidArgumentError)],
+           grad_tol=1e-6),
 ]

@@ -271,10 +271,16 @@ def _max_pool_grad_samples(rng, t):
     out.append(Sample((ties, _max_ref(ties, **a), _input(rng, (1, 2, 2, 1), t)), a,
                       name="ties_go_to_the_first"))
     if not _is_int(t):
-        nan = np.array([[[[np.nan], [1]], [[2], [np.nan]]]], t.as_numpy_dtype)
+        npd = t.as_numpy_dtype
+        nan = np.array([[[[np.nan], [1]], [[2], [np.nan]]], [[[1], [np.nan]], [[3], [2]]]], npd)
         a = _attrs([1, 2, 2, 1], [1, 1, 1, 1], "VALID")
-        out.append(Sample((nan, np.zeros((1, 1, 1, 1), t.as_numpy_dtype),
-                           _input(rng, (1, 1, 1, 1), t)), a, name="leading_nan"))
+        out.append(Sample((nan, np.zeros((2, 1, 1, 1), npd), _input(rng, (2, 1, 1, 1), t)), a,
+                          name="nan_wins_only_first"))
+        a, (x, _, _) = _MAX_GRID[1][0], out[1].inputs
+        y = _max_ref(x, **a)
+        g = _input(rng, y.shape, t)
+        g.flat[[0, 5]] = [np.inf, -np.inf]
+        out.append(Sample((x, y, g), a, name="infinite_grad"))
     return out
 
 
@@ -288,6 +294,11 @@ def _max_pool_grad_grad_samples(rng, t):
     y = _max_ref(ties, **a)
     y[0, 1, 0, 0] = 7           # equal to nothing in its window: 0
     out.append(Sample((ties, y, _input(rng, ties.shape, t)), a, name="ties_and_no_match"))
+    if not _is_int(t):
+        a, (x, y, g) = out[1].attrs, out[1].inputs
+        g = g.copy()
+        g.flat[[0, int(np.argmax(x))]] = [np.inf, -np.inf]     # off and on a maximum
+        out.append(Sample((x, y, g), a, name="infinite_grad"))
     return out
 
 

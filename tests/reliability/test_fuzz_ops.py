@@ -39,13 +39,10 @@ HUGE = 2**40
 # Attr values of the wrong kind or out of range, tried against every kind of attr.
 _SELF = []
 _SELF.append(_SELF)
-_DEEP = 1
-for _ in range(5000):
-    _DEEP = [_DEEP]
 MALFORMED = [None, "", "\n", "a\x00b", b"\xff", "SAME\n", 1.5, float("nan"), float("inf"),
              -1, 0, 2**31, 2**63, -(2**63) - 1, 2**1000, True, [], [[1, 2]], [1, [2]],
              ["a"], [None], {"a": 1}, {1, 2}, object(), np.int64(2), np.float32(1),
-             np.array([1, 2]), np.zeros((2, 2)), [2**63], [1] * 9, _SELF, _DEEP,
+             np.array([1, 2]), np.zeros((2, 2)), [2**63], [1] * 9, _SELF,
              dtypes.DT_STRING, "float", "notatype", TensorShape([None, 2]), [HUGE, HUGE],
              [-1, -1, -1, -1], [0, 0, 0, 0]]
 

@@ -99,6 +99,12 @@ def transpose(x, perm):
     return np.ascontiguousarray(np.transpose(x, perm))
 
 
+@register_kernel("InvertPermutation")
+def invert_permutation(x):
+    # The shape function (re-run on the actual value) checked that x is a permutation.
+    return np.argsort(x, kind="stable").astype(x.dtype, copy=False)
+
+
 @register_kernel("ExpandDims")
 def expand_dims(x, dim):
     axis = _int_list(dim)[0]

@@ -1,4 +1,5 @@
-"""CPU kernels of the indexing ops: GatherV2, GatherNd, OneHot, Where.
+"""CPU kernels of the indexing ops: GatherV2, GatherNd, OneHot, Where, UnsortedSegmentSum,
+ScatterNd.
 
 Indices are checked here as TF's CPU kernels check them (an index out of range is an
 InvalidArgumentError naming its position), so values only known at run time are refused
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from opgraph import dtypes as dt
 from opgraph import errors
 from runtime.kernel_registry import register_kernel
 
@@ -93,3 +95,60 @@ def one_hot(indices, depth, on_value, off_value, *, axis):
 @register_kernel("Where")
 def where(x):
     return np.argwhere(x).astype(np.int64, copy=False)
+
+
+def _shape_text(shape) -> str:
+    return "[" + ",".join(str(int(d)) for d in shape) + "]"
+
+
+@register_kernel("UnsortedSegmentSum")
+def unsorted_segment_sum(data, segment_ids, num_segments):
+    n = int(np.asarray(num_segments).reshape(()))
+    rank = segment_ids.ndim
+    inner = data.shape[rank:]
+    out = np.zeros((n,) + inner, dtype=data.dtype)
+    if data.size == 0:                  # as TF: nothing to add, nothing checked
+        return out
+    ids = segment_ids.reshape(-1).astype(np.int64, copy=False)
+    bad = np.flatnonzero(ids >= n)
+    if bad.size:
+        k = int(bad[0])
+        msg = (f"segment_ids{_position(segment_ids.shape, k)} = {int(ids[k])} is out of range "
+               f"[0, {n})")
+        raise errors.InvalidArgumentError(msg)
+    rows = data.reshape((ids.size,) + inner)
+    kept = ids >= 0
+    if not kept.all():
+        ids, rows = ids[kept], rows[kept]
+    np.add.at(out, ids, rows)           # repeated ids accumulate
+    return out
+
+
+_SCATTER_TYPES = {"T": tuple(dt.TYPE_SETS["numbertype"]) + (dt.DT_BOOL,)}
+
+
+@register_kernel("ScatterNd", "CPU", _SCATTER_TYPES)
+def scatter_nd(indices, updates, shape):
+    shape = tuple(int(d) for d in np.asarray(shape).reshape(-1))
+    nd = indices.shape[-1]
+    count = _prod(indices.shape[:-1])
+    rows = indices.reshape(count, nd).astype(np.int64, copy=False)
+    limits = np.asarray(shape[:nd], dtype=np.int64)
+    bad = np.flatnonzero(((rows < 0) | (rows >= limits)).any(axis=1))
+    if bad.size:
+        k = int(bad[0])
+        values = ", ".join(str(int(v)) for v in rows[k])
+        msg = (f"indices{_position(indices.shape[:-1], k)} = [{values}] does not index into "
+               f"shape {_shape_text(shape)}")
+        raise errors.InvalidArgumentError(msg)
+    out = np.zeros(shape, dtype=updates.dtype)
+    if count == 0 or out.size == 0:
+        return out
+    # Row-major position of each tuple among the output's first nd dims (0 when nd == 0).
+    strides = np.ones(nd, dtype=np.int64)
+    for k in range(nd - 2, -1, -1):     # (a loop over dims, not elements)
+        strides[k] = strides[k + 1] * shape[k + 1]
+    positions = rows @ strides
+    slices = out.reshape((_prod(shape[:nd]),) + shape[nd:])
+    np.add.at(slices, positions, updates.reshape((count,) + shape[nd:]))
+    return out

@@ -1,10 +1,13 @@
 """CPU kernels of the 2-D pooling ops (MaxPool, AvgPool) and their backward ops (MaxPoolGrad,
 MaxPoolGradGrad, AvgPoolGrad).
 
-All work in the input's own layout (NHWC or NCHW) with one vectorised numpy operation per
-window tap (kh * kw of them) over strided slices of a padded copy (the input itself when
-nothing is padded); nothing loops over pixels. The backward ops scatter with one strided
-``+=`` per tap (the positions one tap reads are distinct, so no add is lost). The shape
+All work in the input's own layout (NHWC or NCHW) with a few vectorised numpy operations per
+window tap (kh * kw of them); nothing loops over pixels. The forward ops read strided slices
+of a padded copy (the input itself when nothing is padded). The backward ops pair, per tap,
+the block of outputs whose read is inside the input with the strided input block it reads
+(no padded copies, no masks), and scatter with one strided add per tap (the positions one
+tap reads are distinct, so no add is lost). Masked selections are multiplies by the mask
+when the selected values are finite (masked copies are several times slower). The shape
 functions have validated the attrs and the inputs before these run.
 """
 
@@ -143,41 +146,61 @@ def _accumulator_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32)
 
 
+def _axis_block(out_size, in_size, k, s, pad):
+    """(output slice, input slice) of the outputs whose tap k reads inside the input along
+    one axis (position o * s + k - pad), or None when none does."""
+    lo = max(0, -((k - pad) // s))                  # ceil((pad - k) / s)
+    hi = min(out_size, (in_size - 1 - k + pad) // s + 1)
+    if lo >= hi:
+        return None
+    start = lo * s + k - pad
+    return slice(lo, hi), slice(start, start + (hi - lo - 1) * s + 1, s)
+
+
 class _PoolGradKernel(_PoolKernel):
-    def _tap_masks(self, in_shape, geometry):
-        """Per tap: None when all its reads are inside the input, else a boolean mask (shaped
-        to broadcast against the output) of the output positions whose read is inside."""
+    """The backward kernels read and write each tap's in-bounds block directly (no padded
+    copies): tap t pairs an output block with the strided input block it reads."""
+
+    def _tap_blocks(self, in_shape, geometry):
+        """[(t, output index, input index)] for every tap that reads inside the input."""
         (oh, pt, _), (ow, pl, _) = geometry
         (kh, kw), (sh, sw) = self.ksize, self.strides
-        h, w = (in_shape[ax] for ax in self.spatial)
-        rows = np.arange(oh) * sh - pt
-        cols = np.arange(ow) * sw - pl
-        masks = []
+        ha, wa = self.spatial
+        blocks = []
         for i in range(kh):
-            row_ok = (rows + i >= 0) & (rows + i < h)
+            rows = _axis_block(oh, in_shape[ha], i, sh, pt)
             for j in range(kw):
-                col_ok = (cols + j >= 0) & (cols + j < w)
-                if row_ok.all() and col_ok.all():
-                    masks.append(None)
+                cols = _axis_block(ow, in_shape[wa], j, sw, pl)
+                if rows is None or cols is None:
                     continue
-                mask = row_ok[:, None] & col_ok[None, :]
-                masks.append(mask[:, :, None] if self.fmt == "NHWC" else mask)
-        return masks
+                out_index, in_index = [slice(None)] * 4, [slice(None)] * 4
+                out_index[ha], in_index[ha] = rows
+                out_index[wa], in_index[wa] = cols
+                blocks.append((i * kw + j, tuple(out_index), tuple(in_index)))
+        return blocks
 
-    def _padded_zeros(self, in_shape, geometry, dtype):
-        (_, pt, pb), (_, pl, pr) = geometry
-        shape = list(in_shape)
-        for ax, (before, after) in zip(self.spatial, ((pt, pb), (pl, pr))):
-            shape[ax] += before + after
-        check_allocation(shape, np.dtype(dtype).itemsize, f"{self.node.type} accumulator")
-        return np.zeros(shape, dtype)
+    def _buffer(self, shape, dtype, what, zero=False):
+        check_allocation(shape, np.dtype(dtype).itemsize, f"{self.node.type} {what}")
+        return np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
 
-    def _crop(self, padded, in_shape, geometry, dtype):
-        (_, pt, _), (_, pl, _) = geometry
-        index = [slice(None)] * padded.ndim
-        for ax, before in zip(self.spatial, (pt, pl)):
-            index[ax] = slice(before, before + in_shape[ax])
-        return np.ascontiguousarray(padded[tuple(index)], dtype=dtype)
+
+def _all_finite(a) -> bool:
+    if np.issubdtype(a.dtype, np.integer):
+        return True
+    return bool(np.isfinite(a).all())
+
+
+def _has_nan(a) -> bool:
+    return not np.issubdtype(a.dtype, np.integer) and bool(np.isnan(a).any())
+
+
+def _masked(src, mask, out, finite: bool):
+    """out = src where mask, else 0 (a multiply when src is finite: no masked copy)."""
+    if finite:
+        np.multiply(src, mask, out=out, casting="unsafe")
+    else:
+        out[...] = 0
+        np.copyto(out, src, where=mask, casting="unsafe")
 
 
 @register_kernel("MaxPoolGrad")
@@ -187,34 +210,51 @@ class MaxPoolGradCpu(_PoolGradKernel):
     greater one, so ties go to the first maximum and a leading NaN stays."""
 
     def compute(self, x, y, grad):
-        geometry = self._geometry(x)
-        (oh, pt, pb), (ow, pl, pr) = geometry
         acc_dtype = _accumulator_dtype(x.dtype)
-        if x.size == 0 or grad.size == 0:
-            check_allocation(x.shape, x.dtype.itemsize, "MaxPoolGrad output")
-            return np.zeros(x.shape, x.dtype)
-        check_allocation(grad.shape, x.dtype.itemsize + 8 + 1, "MaxPoolGrad window maxima")
-        xp = self._padded(x, ((pt, pb), (pl, pr)), 0)
-        masks = self._tap_masks(x.shape, geometry)
-        best = np.zeros(grad.shape, x.dtype)
+        dx = self._buffer(x.shape, acc_dtype, "output", zero=True)
+        if x.size and grad.size:
+            blocks = self._tap_blocks(x.shape, self._geometry(x))
+            winner = self._winners(x, grad.shape, blocks)
+            take = self._buffer(grad.shape, np.bool_, "window flags")
+            share = self._buffer(grad.shape, acc_dtype, "routed gradient")
+            finite = _all_finite(grad)
+            for t, out_index, in_index in blocks:
+                tk, sh = take[out_index], share[out_index]
+                np.equal(winner[out_index], t, out=tk)
+                _masked(grad[out_index], tk, sh, finite)
+                view = dx[in_index]
+                np.add(view, sh, out=view)
+        return dx if dx.dtype == x.dtype else dx.astype(x.dtype)
+
+    def _winners(self, x, out_shape, blocks):
+        """The tap index of every window's first maximum."""
         taps = self.ksize[0] * self.ksize[1]
-        winner = np.zeros(grad.shape, np.int16 if taps <= np.iinfo(np.int16).max else np.int64)
-        seen = np.zeros(grad.shape, np.bool_)
-        for t, (tap, mask) in enumerate(zip(self._taps(xp, oh, ow), masks)):
-            take = ~seen | (tap > best)
-            if mask is not None:
-                take &= mask
-                seen |= mask
+        index_dtype = np.int16 if taps <= np.iinfo(np.int16).max else np.int64
+        winner = self._buffer(out_shape, index_dtype, "window winners", zero=True)
+        step = self._buffer(out_shape, index_dtype, "window winners")
+        best = self._buffer(out_shape, x.dtype, "window maxima")
+        pending = self._buffer(out_shape, np.bool_, "window flags")
+        pending[...] = True             # no element of the window seen yet
+        take = self._buffer(out_shape, np.bool_, "window flags")
+        # Without NaN, best = maximum(best, tap) equals "tap where tap > best" (from -inf, so
+        # the first element always lands); a NaN must stay only when it comes first.
+        nan = _has_nan(x)
+        if not nan:
+            best[...] = -np.inf if not np.issubdtype(x.dtype, np.integer) else _lowest(x.dtype)
+        for t, out_index, in_index in blocks:
+            tap, tk, pend, b = x[in_index], take[out_index], pending[out_index], best[out_index]
+            np.greater(tap, b, out=tk)
+            tk |= pend
+            if nan:
+                np.copyto(b, tap, where=tk)
             else:
-                seen[...] = True
-            np.copyto(best, tap, where=take)
-            winner[take] = t
-        dxp = self._padded_zeros(x.shape, geometry, acc_dtype)
-        g = grad.astype(acc_dtype, copy=False)
-        zero = np.zeros((), acc_dtype)
-        for t, view in enumerate(self._taps(dxp, oh, ow)):
-            view += np.where(winner == t, g, zero)
-        return self._crop(dxp, x.shape, geometry, x.dtype)
+                np.maximum(b, tap, out=b)
+            w, st = winner[out_index], step[out_index]
+            np.subtract(index_dtype(t), w, out=st)      # winner += (t - winner) * take
+            st *= tk
+            w += st
+            pend[...] = False
+        return winner
 
 
 @register_kernel("MaxPoolGradGrad")
@@ -223,22 +263,21 @@ class MaxPoolGradGradCpu(_PoolGradKernel):
     orig_output, 0 where no element is."""
 
     def compute(self, x, y, grad):
-        geometry = self._geometry(x)
-        (oh, pt, pb), (ow, pl, pr) = geometry
-        check_allocation(y.shape, x.dtype.itemsize + 1, "MaxPoolGradGrad output")
-        out = np.zeros(y.shape, x.dtype)
-        if out.size == 0 or x.size == 0:
-            return out
-        pads = ((pt, pb), (pl, pr))
-        xp, gp = self._padded(x, pads, 0), self._padded(grad, pads, 0)
-        masks = self._tap_masks(x.shape, geometry)
-        found = np.zeros(y.shape, np.bool_)
-        for x_tap, g_tap, mask in zip(self._taps(xp, oh, ow), self._taps(gp, oh, ow), masks):
-            hit = (x_tap == y) & ~found
-            if mask is not None:
-                hit &= mask
-            np.copyto(out, g_tap, where=hit)
-            found |= hit
+        out = self._buffer(y.shape, x.dtype, "output", zero=True)
+        if out.size and x.size:
+            pending = self._buffer(y.shape, np.bool_, "window flags")
+            pending[...] = True             # no match found yet
+            hit = self._buffer(y.shape, np.bool_, "window flags")
+            share = self._buffer(y.shape, x.dtype, "selected gradient")
+            finite = _all_finite(grad)
+            for _, out_index, in_index in self._tap_blocks(x.shape, self._geometry(x)):
+                h, pend, sh = hit[out_index], pending[out_index], share[out_index]
+                np.equal(x[in_index], y[out_index], out=h)
+                h &= pend
+                _masked(grad[in_index], h, sh, finite)
+                o = out[out_index]
+                np.add(o, sh, out=o)        # at most one hit per output element
+                pend ^= h
         return out
 
 
@@ -246,20 +285,19 @@ class MaxPoolGradGradCpu(_PoolGradKernel):
 class AvgPoolGradCpu(_PoolGradKernel):
     def compute(self, orig_input_shape, grad):
         in_shape = tuple(int(d) for d in orig_input_shape)
-        check_allocation(in_shape, grad.dtype.itemsize, "AvgPoolGrad output")
-        geometry = self._geometry_of(in_shape)
-        (oh, pt, _), (ow, pl, _) = geometry
-        if grad.size == 0 or 0 in in_shape:
-            return np.zeros(in_shape, grad.dtype)
         acc_dtype = _accumulator_dtype(grad.dtype)
-        (kh, kw), (sh, sw) = self.ksize, self.strides
-        ha, wa = self.spatial
-        counts = np.outer(_valid_counts(oh, in_shape[ha], kh, sh, pt),
-                          _valid_counts(ow, in_shape[wa], kw, sw, pl))
-        counts = counts.reshape((oh, ow, 1) if self.fmt == "NHWC" else (oh, ow))
-        check_allocation(grad.shape, acc_dtype.itemsize, "AvgPoolGrad scaled gradient")
-        share = grad.astype(acc_dtype) / counts.astype(acc_dtype)
-        dxp = self._padded_zeros(in_shape, geometry, acc_dtype)
-        for view in self._taps(dxp, oh, ow):
-            view += share
-        return self._crop(dxp, in_shape, geometry, grad.dtype)
+        dx = self._buffer(in_shape, acc_dtype, "output", zero=True)
+        if grad.size and dx.size:
+            geometry = self._geometry_of(in_shape)
+            (oh, pt, _), (ow, pl, _) = geometry
+            (kh, kw), (sh, sw) = self.ksize, self.strides
+            ha, wa = self.spatial
+            counts = np.outer(_valid_counts(oh, in_shape[ha], kh, sh, pt),
+                              _valid_counts(ow, in_shape[wa], kw, sw, pl))
+            counts = counts.reshape((oh, ow, 1) if self.fmt == "NHWC" else (oh, ow))
+            share = self._buffer(grad.shape, acc_dtype, "scaled gradient")
+            np.divide(grad, counts.astype(acc_dtype), out=share, casting="unsafe")
+            for _, out_index, in_index in self._tap_blocks(in_shape, geometry):
+                view = dx[in_index]
+                np.add(view, share[out_index], out=view)
+        return dx if dx.dtype == grad.dtype else dx.astype(grad.dtype)
