@@ -72,6 +72,11 @@ def _sum_all(scope, grad: Output) -> Output:
 
 
 def _const_shape(c):
+    value, dtype = c.attr("value"), c.attr("dtype")
+    if dtype.is_available and np.asarray(value).dtype != dtype.as_numpy_dtype:
+        msg = (f"Type mismatch between value ({np.asarray(value).dtype}) and dtype "
+               f"({dtype.name})")            # TF's ConstantOp check
+        raise errors.InvalidArgumentError(msg)
     return [make_shape(c.attr("value").shape)]
 
 
@@ -187,7 +192,7 @@ PlaceholderWithDefault = make_wrapper("PlaceholderWithDefault")
 
 @gradient("PlaceholderWithDefault")
 def _placeholder_with_default_grad(scope, op, grads):
-    """The default value's gradient passes through (TF registers _IdentityGrad for it)."""
+    """The default value's gradient passes through, as Identity's."""
     return [grads[0]]
 
 

@@ -34,7 +34,8 @@ CONV_ATTRS = (
 def _groups(in_depth, filter_in_depth):
     """Number of groups, checking divisibility; None when unknown."""
     if filter_in_depth is not None and filter_in_depth <= 0:
-        msg = f"filter in_depth (dim 2) must be strictly greater than zero, but is {filter_in_depth}"
+        msg = (f"filter in_depth (dim 2) must be strictly greater than zero, but is "
+               f"{filter_in_depth}")
         raise errors.InvalidArgumentError(msg)
     if in_depth is None or filter_in_depth is None:
         return None

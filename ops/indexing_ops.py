@@ -438,7 +438,7 @@ def _unsorted_segment_sum_shape(c):
                f"{_dims_text(ids.dims)}")
         raise errors.InvalidArgumentError(msg)
     value = _known_array(c, 1)
-    if value is not None and n is not None and data.num_elements() != 0:
+    if value is not None and n is not None and 0 not in data.dims:
         err = _segment_error(np.asarray(value), n)     # (as TF, only when data is not empty)
         if err is not None:
             raise err

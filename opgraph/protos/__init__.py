@@ -56,12 +56,22 @@ class MessageSpec:
     name: str                       # full name: "tensorflow.NodeDef"
     fields: tuple                   # FieldSpecs in field-number order
     is_map_entry: bool = False
+    #: names of TF's fields that opgraph does not read (``reserved "name";``): the text
+    #: parser skips them, as the binary decoder skips any unknown field number
+    reserved_names: frozenset = frozenset()
     by_number: dict = attrs.field(init=False, eq=False, repr=False)
     by_name: dict = attrs.field(init=False, eq=False, repr=False)
+    #: oneof name -> the names of its member fields
+    oneofs: dict = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self):
         object.__setattr__(self, "by_number", {f.number: f for f in self.fields})
         object.__setattr__(self, "by_name", {f.name: f for f in self.fields})
+        groups: dict = {}
+        for f in self.fields:
+            if f.oneof is not None:
+                groups.setdefault(f.oneof, []).append(f.name)
+        object.__setattr__(self, "oneofs", {k: tuple(v) for k, v in groups.items()})
 
 
 @attrs.frozen
@@ -74,8 +84,8 @@ class EnumSpec:
         object.__setattr__(self, "by_number", {v: k for k, v in reversed(self.values.items())})
 
 
-_TOKEN = re.compile(r"""\s+|//[^\n]*|/\*.*?\*/|(?P<tok>"(?:[^"\\]|\\.)*"|[A-Za-z_][\w.]*|-?\d+|[{}()\[\]<>=;,])""",
-                    re.S)
+_TOKEN = re.compile(r"""\s+|//[^\n]*|/\*.*?\*/|"""
+                    r"""(?P<tok>"(?:[^"\\]|\\.)*"|[A-Za-z_][\w.]*|-?\d+|[{}()\[\]<>=;,])""", re.S)
 
 
 def _tokens(text: str, path: str) -> list[str]:
@@ -101,6 +111,7 @@ class _Reader:
         self.package = ""
         self.messages = {}          # full name -> (list of raw fields, is_map_entry)
         self.enums = {}
+        self.reserved = {}          # message full name -> reserved field names
 
     def peek(self):
         return self.toks[self.i] if self.i < len(self.toks) else None
@@ -179,8 +190,16 @@ class _Reader:
                 self.message(name)
             elif tok == "enum":
                 self.enum(name)
-            elif tok in ("option", "reserved"):
+            elif tok == "option":
                 self.skip_statement()
+            elif tok == "reserved":
+                self.take()
+                while True:
+                    item = self.take()
+                    if item.startswith('"'):
+                        self.reserved.setdefault(name, set()).add(item.strip('"'))
+                    if self.take() == ";":
+                        break
             elif tok == "oneof":
                 self.take()
                 group = self.take()
@@ -235,7 +254,7 @@ def _resolve(type_name: str, scope: str, known) -> str:
 @functools.cache
 def schema() -> dict:
     """Every message and enum of the .proto files: full name -> MessageSpec | EnumSpec."""
-    messages, enums = {}, {}
+    messages, enums, reserved = {}, {}, {}
     for fname in PROTO_FILES:
         path = os.path.join(PROTO_DIR, fname)
         with open(path, encoding="utf-8") as f:
@@ -243,6 +262,7 @@ def schema() -> dict:
         r.parse()
         messages.update(r.messages)
         enums.update(r.enums)
+        reserved.update(r.reserved)
     known = set(messages) | set(enums)
     out = {name: EnumSpec(name, values) for name, values in enums.items()}
     for name, (raw, is_entry) in messages.items():
@@ -259,7 +279,8 @@ def schema() -> dict:
             specs.append(FieldSpec(field, number, kind, repeated, packed, full, oneof,
                                    bool(is_map)))
         specs.sort(key=lambda s: s.number)
-        out[name] = MessageSpec(name, tuple(specs), is_entry)
+        out[name] = MessageSpec(name, tuple(specs), is_entry,
+                                frozenset(reserved.get(name, ())))
     return out
 
 

@@ -136,7 +136,7 @@ def _unsorted_segment_sum_samples(rng, t):
             Sample((rand(rng, (3, 2), t), _a(1), _a(3)), name="scalar_id"),
             Sample((rand(rng, (0, 3), t), _a([], I32), _a(2)), name="empty_data"),
             Sample((rand(rng, (2, 0), t), _a([5, -3]), _a(3)), name="empty_rows_unchecked"),
-            Sample((rand(rng, (3,), t), _a([0, 1, 0]), _a(0 + 2)), name="two")]
+            Sample((rand(rng, (3,), t), _a([0, 1, 0]), _a(2)), name="two")]
 
 
 def _scatter_nd_samples(rng, t):

@@ -156,6 +156,25 @@ def test_damaged_entry_is_rebuilt_in_a_fresh_process(damage, tmp_path, fake_cc, 
     assert fresh.stat().st_size == prebuilt.stat().st_size
 
 
+def test_a_valid_entry_is_loaded_without_compiling(tmp_path, fake_cc, fresh_loader):
+    cc, log = fake_cc
+    cache = tmp_path / "cache"
+    native._build([cc], cache)
+    stale = cache / ".conv_gather-old.tmp"  # a killed builder's leftover
+    stale.write_bytes(b"x")
+    os.utime(stale, (time.time() - 2 * native.STALE_TMP_SECONDS,) * 2)
+    fresh_loader.setenv("OPGRAPH_CACHE_DIR", str(cache))
+    fresh_loader.setenv("CC", cc)
+    assert native.load() is not None, native.unavailable_reason()
+    assert _compiles(log) == 1  # only the first build
+    assert stale.exists()  # cleaned only by a builder
+    native._reset()
+    for entry in _entries(cache):
+        entry.unlink()
+    assert native.load() is not None
+    assert _compiles(log) == 2 and not stale.exists()
+
+
 def test_entries_are_fsynced_before_and_after_publishing(tmp_path, fake_cc, monkeypatch):
     cc, _ = fake_cc
     cache = tmp_path / "cache"

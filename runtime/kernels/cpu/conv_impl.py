@@ -14,6 +14,27 @@ implicit). ``conv2d_backprop_input`` is the exact adjoint of ``conv2d_forward``.
 Dtypes: float32/float64 natively; float16 and bfloat16 (``ml_dtypes``) in float32, rounded once
 when the result is written; integers accumulate in int64 and wrap to the input type like C++.
 
+Semantics every path keeps (tests/reliability/test_conv_differential.py):
+
+* Non-finite values propagate as in a direct loop: a NaN or inf in x, w or dy reaches exactly
+  the outputs whose sum contains it. The paths that multiply structural zeros (padding, the
+  holes of a dilated dy, the zero columns of the flat scatter) by the weights run only with
+  finite weights; otherwise the compiled kernel (it skips taps outside the source) or
+  ``_exact_block`` (one GEMM per tap over exactly the outputs whose source lies inside) runs.
+  Winograd blocks (their transforms mix neighbouring inputs) need finite data too. So results
+  depend on the batch size or the algorithm only through float rounding.
+* Only the filter taps that read inside the input for some output take part (and, for the
+  input gradient, only the dy rows and columns that reach dx): a huge dilation or padding
+  shrinks the problem instead of growing zero-padded temporaries to the dilated extent. A block
+  whose zero-bordered window or staging copy would hold far more than it reads (huge strides,
+  far-apart taps, very wide zero-stride views) runs ``_exact_block``, which copies nothing it
+  does not read. Zero-stride (broadcast) operands are read in place, never materialised beyond
+  the blocks; the weights are converted only for the taps used.
+* Every scratch buffer goes through runtime.memory.check_allocation (ResourceExhaustedError
+  beyond the limit), and a MemoryError from numpy is raised as ResourceExhaustedError.
+* Sizes, strides and offsets beyond INT_MAX are exact: the compiled kernel takes 64-bit
+  integers, and coordinates near 2^63 leave it for the numpy engines (Python integers).
+
 Design (the measurements behind it are in docs/conv_kernel.md)
 --------------------------------------------------------------
 Machine: 2 cores, AVX-512, 2 MiB L2 per core; numpy float32 GEMM peak 360-400 GFLOP/s with both
@@ -28,8 +49,9 @@ cores, ~195 on one; on the thin GEMM shapes of a convolution ~145 (A: N=64) to ~
   plan below and no im2col: ~200 GFLOP/s per core on every shape measured. It reads and writes
   float32 NHWC or NCHW views in place; float16/bfloat16 blocks go through float32 buffers.
   Applies to float32-compute convolutions whose output channels per group are a multiple of
-  the vector width (16); a grouped one runs as one job per group over channel slices. Result: A 4.7-5.5 ms, B 5.9-6.8, C 17-20, D 0.9-1.07 (was 9.1, 11, 24-27,
-  2.3 with the numpy algorithms); 1.0-1.2x torch's oneDNN on A-D.
+  the vector width (16); a grouped one runs as one job per group over channel slices.
+  Result: A 4.7-5.5 ms, B 5.9-6.8, C 17-20, D 0.9-1.07 (was 9.1, 11, 24-27, 2.3 with the
+  numpy algorithms); 1.0-1.2x torch's oneDNN on A-D.
 * Blocked: a GEMM over a 58 MB im2col matrix built up front ran at 77 GFLOP/s on both cores
   (bandwidth-bound); the same work in blocks whose operand was just written runs at ~290. So
   each block of output rows is gathered into a small per-thread buffer and consumed at once by a

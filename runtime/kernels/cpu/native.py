@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +195,26 @@ def _run_compiler(cmd, timeout):
     return proc.returncode, err
 
 
+#: Temporary build files older than this (seconds) are leftovers of killed builders.
+STALE_TMP_SECONDS = 3600
+
+
+def _remove_stale_temporaries(cache: Path):
+    """Delete build temporaries that a killed process left in the cache (best effort)."""
+    try:
+        names = os.listdir(cache)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        if name.startswith(".conv_gather-") and name.endswith(".tmp"):
+            try:
+                if now - os.stat(cache / name).st_mtime > STALE_TMP_SECONDS:
+                    os.unlink(cache / name)
+            except OSError:
+                pass
+
+
 def _workdir(cache: Path):
     """(directory to build in, temporary directory to delete afterwards or None): the cache
     when it can be created and written, else a fresh private temporary directory."""
@@ -225,6 +246,7 @@ def _build(cc, cache: Path, timeout: float | None = None):
                 return lib, None
             if workdir is None:
                 workdir, scratch = _workdir(cache)
+                _remove_stale_temporaries(workdir)
             fd, tmp = tempfile.mkstemp(prefix=".conv_gather-", suffix=".tmp", dir=workdir)
             os.close(fd)
             try:
