@@ -32,7 +32,7 @@ __all__ = ["AddSymbolicGradients", "gradient", "not_differentiable", "get_gradie
 #: Python TF's NotDifferentiable set, for the ops this library has (plus ops without inputs).
 NOT_DIFFERENTIABLE = {
     "Const", "Placeholder", "NoOp", "Shape", "ShapeN", "Rank", "Size", "ZerosLike",
-    "OnesLike", "Fill", "Range", "Equal", "NotEqual", "Less", "LessEqual", "Greater",
+    "OnesLike", "Range", "Equal", "NotEqual", "Less", "LessEqual", "Greater",
     "GreaterEqual", "LogicalAnd", "LogicalOr", "LogicalNot", "ArgMax", "ArgMin", "Where",
     "OneHot", "InTopKV2", "InTopK", "FloorDiv", "TruncateDiv", "StopGradient",
     "BroadcastGradientArgs", "Floor", "Ceil", "Round", "RandomUniform",
