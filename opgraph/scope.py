@@ -37,6 +37,9 @@ _NAME_RE = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\-/]*")     # TF's rule, over th
 _PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _INTERNAL_DIRS = tuple(os.path.join(_PKG_ROOT, p) + os.sep for p in ("opgraph", "ops", "runtime"))
 _UNKNOWN = TensorShape(None)
+#: the most outputs one node may have (a list output's length comes from an attr such as
+#: Split's num_split: 2**31 would otherwise exhaust memory while the node is built)
+MAX_OUTPUTS = 1 << 20
 
 
 def user_site(depth: int = 2) -> str:
@@ -464,7 +467,12 @@ class Scope:
             if arg.number_attr is None:
                 out_dtypes.append(dt)
             else:
-                out_dtypes.extend([dt] * final[arg.number_attr])
+                n = final[arg.number_attr]
+                if not 0 <= n <= MAX_OUTPUTS - len(out_dtypes):
+                    msg = (f"Attr '{arg.number_attr}' = {n} asks for {n} outputs of "
+                           f"'{arg.name}'; a node has between 0 and {MAX_OUTPUTS} outputs")
+                    raise errors.InvalidArgumentError(msg)
+                out_dtypes.extend([dt] * n)
         ctx = InferenceContext(op_def, final, in_shapes, in_dtypes, in_values)
         shapes = op_def.shape_fn(ctx)
         if len(shapes) != len(out_dtypes):

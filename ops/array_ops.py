@@ -888,12 +888,11 @@ NoOp = declare(
 
 IdentityN = declare(
     "IdentityN",
-    inputs=["input: N * T"], outputs=["output: N * T"],
-    attrs=["N: int >= 1", "T: type"],
+    inputs=["input: T"], outputs=["output: T"],
+    attrs=["T: list(type) >= 1  # one dtype per input; they may differ"],
     shape_fn=lambda c: [c.input(i) for i in range(c.num_inputs)],
     value_fn=lambda c: [c.input_value(i) for i in range(c.num_inputs)],
-    doc="Returns its N inputs unchanged, as N outputs. (TF's IdentityN takes a list(type) "
-        "T, so its inputs may differ in dtype; here they share one dtype T.)")
+    doc="Returns its inputs unchanged, one output per input (of any mix of dtypes).")
 
 
 @gradient("IdentityN")

@@ -54,7 +54,14 @@ class KernelDef:
     def matches(self, attrs: dict) -> bool:
         if self.constraints is None:      # the node was validated against the OpDef
             return True
-        return all(attrs.get(k) in allowed for k, allowed in self.constraints.items())
+        for k, allowed in self.constraints.items():
+            v = attrs.get(k)
+            if isinstance(v, tuple):            # a list(type) attr: every entry must be allowed
+                if not all(t in allowed for t in v):
+                    return False
+            elif v not in allowed:
+                return False
+        return True
 
     def effective_constraints(self) -> dict:
         if self.constraints is not None:

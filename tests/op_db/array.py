@@ -217,7 +217,9 @@ def _invert_permutation_samples(rng, t):
 
 def _identity_n_samples(rng, t):
     return [Sample(([rand(rng, (2, 3), t), rand(rng, (), t), rand(rng, (0, 2), t)],)),
-            Sample(([rand(rng, (4,), t)],), name="one")]
+            Sample(([rand(rng, (4,), t)],), name="one"),
+            Sample(([rand(rng, (2,), t), rand(rng, (3,), np.int32), rand(rng, (1,), np.bool_)],),
+                   name="mixed dtypes")]
 
 
 def _z(*shape):
