@@ -20,6 +20,7 @@ from a newer producer.
 from __future__ import annotations
 
 import difflib
+import importlib
 import re
 import warnings
 
@@ -90,12 +91,23 @@ def ImportGraphDef(scope: Scope, graph_def, prefix: str = "", input_map=None,  #
     if not isinstance(graph_def, GraphDef):
         msg = f"ImportGraphDef needs a GraphDef, got {type(graph_def).__name__}"
         raise TypeError(msg)
+    _load_op_library()
     imp = _Importer(scope, graph_def, prefix, input_map or {})
     with scope.graph().lock:
         imp.run()
     if return_elements is None:
         return None
     return [imp.element(name) for name in return_elements]
+
+
+def _load_op_library() -> None:
+    """Register the op library (the ``ops`` package) if nothing imported it yet, as a TF
+    binary has its ops linked in."""
+    if "Const" not in registered_ops():
+        try:
+            importlib.import_module("ops")
+        except ImportError:     # pragma: no cover - opgraph installed without ops
+            pass
 
 
 class _Importer:

@@ -1,10 +1,16 @@
-"""Convolution ops: Conv2D, Conv2DBackpropInput (V1) and Conv2DBackpropInputV2.
+"""Convolution ops: Conv2D, its input gradients (Conv2DBackpropInput V1 and V2), its filter
+gradients (Conv2DBackpropFilter V1 and V2) and the gradients of all five.
 
 Every rule TF's kernels enforce is checked here, at build time, whenever the dims it needs
-are known (TF's own shape function for V2 checks none of them); the same shape functions run
-again on the actual shapes at run time for whatever was unknown. Filters are always HWIO
-``[filter_height, filter_width, in_depth / groups, out_depth]``; ``strides``, ``dilations``
-and the pairs of ``explicit_paddings`` are read in ``data_format`` order.
+are known (TF's own shape functions for the V2 ops check none of them); the same shape
+functions run again on the actual shapes at run time for whatever was unknown. Filters are
+always HWIO ``[filter_height, filter_width, in_depth / groups, out_depth]``; ``strides``,
+``dilations`` and the pairs of ``explicit_paddings`` are read in ``data_format`` order.
+
+Gradients follow TF's formulas (cc/gradients/nn_grad.cc, python/ops/nn_grad.py): the five ops
+are bilinear, so each gradient is one of the others with the same attrs. Unlike TF's C++
+Conv2D gradient, EVERY attr is forwarded (dilations and explicit_paddings included), and the V2
+forms are used where the shape-giving tensor is at hand (no Shape nodes).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from opgraph import errors
+from opgraph.gradients import gradient
 from opgraph.op_def import OpDef
 from opgraph.registry import register_op
 from opgraph.shape_inference import InferenceContext
@@ -19,7 +26,8 @@ from opgraph.shapes import TensorShape
 from opgraph.windows import ConvParams, conv_params, effective_filter_size
 from opgraph.wrappers import make_wrapper
 
-__all__ = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropInputV2"]
+__all__ = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropInputV2", "Conv2DBackpropFilter",
+           "Conv2DBackpropFilterV2"]
 
 CONV_ATTRS = (
     "T: {half, bfloat16, float, double, int32}",
@@ -31,6 +39,10 @@ CONV_ATTRS = (
     "data_format: {'NHWC', 'NCHW'} = 'NHWC'  # layout of input, output and out_backprop",
     "dilations: list(int) = [1, 1, 1, 1]  # 4 ints in data_format order",
 )
+#: The filter gradients' attrs: Conv2D's, with TF's floating-point types only.
+FILTER_GRAD_ATTRS = ("T: {half, bfloat16, float, double}",) + CONV_ATTRS[1:]
+
+
 def _groups(in_depth, filter_in_depth):
     """Number of groups, checking divisibility; None when unknown."""
     if filter_in_depth is not None and filter_in_depth <= 0:
@@ -165,6 +177,32 @@ register_op(OpDef(
         "a multiple of the filter's in_depth is a grouped convolution."))
 Conv2D = make_wrapper("Conv2D")
 
+
+def _forwarded_attrs(op) -> dict:
+    """The optional attrs of a conv op, forwarded to every op of its gradient."""
+    a = op.attrs
+    return {"use_cudnn_on_gpu": a["use_cudnn_on_gpu"],
+            "explicit_paddings": list(a["explicit_paddings"]),
+            "data_format": a["data_format"], "dilations": list(a["dilations"])}
+
+
+def _conv(scope, name, op, *inputs):
+    """ops.<name>(scope, *inputs) with every attr of the conv op ``op``."""
+    import ops  # noqa: PLC0415  (ops modules use each other's wrappers lazily)
+    a = op.attrs
+    return getattr(ops, name)(scope, *inputs, list(a["strides"]), a["padding"],
+                              **_forwarded_attrs(op))
+
+
+@gradient("Conv2D")
+def _conv2d_grad(scope, op, grads):
+    """TF's _Conv2DGrad: dx = Conv2DBackpropInput(Shape(x), w, g), dw =
+    Conv2DBackpropFilter(x, Shape(w), g); here their V2 forms, which read the shapes of x and
+    w themselves."""
+    x, w = op.inputs
+    return [_conv(scope, "Conv2DBackpropInputV2", op, x, w, grads[0]),
+            _conv(scope, "Conv2DBackpropFilterV2", op, x, w, grads[0])]
+
 register_op(OpDef(
     "Conv2DBackpropInput",
     inputs=["input_sizes: int32  # shape of Conv2D's input: 4 values, or 2 values [H, W]",
@@ -175,6 +213,15 @@ register_op(OpDef(
     doc="Gradient of Conv2D with respect to its input, whose shape is given as a tensor. "
         "When input_sizes is a build-time constant its value gives the static output shape."))
 Conv2DBackpropInput = make_wrapper("Conv2DBackpropInput")
+
+
+@gradient("Conv2DBackpropInput")
+def _conv2d_backprop_input_grad(scope, op, grads):
+    """TF's _Conv2DBackpropInputGrad: none for input_sizes; filter: the filter gradient of
+    (g, out_backprop); out_backprop: Conv2D(g, filter)."""
+    _, w, dy = op.inputs
+    return [None, _conv(scope, "Conv2DBackpropFilterV2", op, grads[0], w, dy),
+            _conv(scope, "Conv2D", op, grads[0], w)]
 
 register_op(OpDef(
     "Conv2DBackpropInputV2",
@@ -188,3 +235,102 @@ register_op(OpDef(
         "strides/dilations/paddings, depth divisibility, batch and out_depth agreement, and "
         "out_backprop's spatial size against Conv2D's output size for `input`."))
 Conv2DBackpropInputV2 = make_wrapper("Conv2DBackpropInputV2")
+
+
+@gradient("Conv2DBackpropInputV2")
+def _conv2d_backprop_input_v2_grad(scope, op, grads):
+    """V1's formulas; ``input`` gets none (only its shape is used)."""
+    _, w, dy = op.inputs
+    return [None, _conv(scope, "Conv2DBackpropFilterV2", op, grads[0], w, dy),
+            _conv(scope, "Conv2D", op, grads[0], w)]
+
+
+def _check_backprop_filter(c: InferenceContext, p: ConvParams, x: TensorShape,
+                           f: TensorShape, dy: TensorShape) -> TensorShape:
+    """The rules of the input gradient (batch, depths, groups, out_backprop's spatial size
+    against Conv2D's output size); returns the (refined) filter shape."""
+    _check_backprop_input(c, p, x, f, dy)
+    kh, kw, f_in, f_out = f.dims
+    return c.make_shape((kh, kw, f_in, f_out if f_out is not None else p.split(dy)[3]))
+
+
+def _conv2d_backprop_filter_v2_shape(c: InferenceContext):
+    p = conv_params(c.attrs)
+    x, f, dy = c.with_rank(0, 4), c.with_rank(1, 4), c.with_rank(2, 4)
+    return [_check_backprop_filter(c, p, x, f, dy)]
+
+
+def _conv2d_backprop_filter_shape(c: InferenceContext):
+    p = conv_params(c.attrs)
+    x, dy = c.with_rank(0, 4), c.with_rank(2, 4)
+    sizes_shape = c.input(1)
+    if sizes_shape.rank not in (None, 1):
+        msg = f"filter_sizes must be 1-D, but has shape {sizes_shape}"
+        raise errors.InvalidArgumentError(msg)
+    count = sizes_shape.dims[0] if sizes_shape.rank == 1 else None
+    if count is not None and count != 4:
+        msg = (f"Conv2DBackpropFilter requires filter_sizes to contain 4 values, but got: "
+               f"{count}")
+        raise errors.InvalidArgumentError(msg)
+    sizes = c.input_tensor(1)
+    if sizes is not None and any(int(v) < 0 for v in np.ravel(sizes)):
+        msg = f"All elements of filter_sizes must be >= 0, but got {np.ravel(sizes).tolist()}"
+        raise errors.InvalidArgumentError(msg)
+    f = c.input_as_shape(1)         # partial when it is Shape() of a partially known tensor
+    if f.rank is None:
+        f = c.unknown_shape(4)
+    elif f.rank != 4:
+        msg = (f"Conv2DBackpropFilter requires filter_sizes to contain 4 values, but got: "
+               f"{f.rank}")
+        raise errors.InvalidArgumentError(msg)
+    return [_check_backprop_filter(c, p, x, f, dy)]
+
+
+_INPUT = "input: T  # Conv2D's input: [batch, height, width, in_depth] (NHWC) or NCHW"
+
+register_op(OpDef(
+    "Conv2DBackpropFilter",
+    inputs=[_INPUT,
+            "filter_sizes: int32  # shape of Conv2D's filter: 4 values [kh, kw, in_depth / "
+            "groups, out_depth]",
+            _OUT_BACKPROP],
+    outputs=["output: T  # gradient w.r.t. Conv2D's filter, shaped by filter_sizes (HWIO)"],
+    attrs=FILTER_GRAD_ATTRS,
+    shape_fn=_conv2d_backprop_filter_shape,
+    doc="Gradient of Conv2D with respect to its filter, whose shape is given as a tensor: "
+        "output[di, dj, c, o] = sum over the batch and the output pixels of the input value "
+        "that tap (di, dj) reads for channel c of o's group, times out_backprop[..., o]. When "
+        "filter_sizes is a build-time constant its value gives the static output shape."))
+Conv2DBackpropFilter = make_wrapper("Conv2DBackpropFilter")
+
+
+@gradient("Conv2DBackpropFilter")
+def _conv2d_backprop_filter_grad(scope, op, grads):
+    """TF's _Conv2DBackpropFilterGrad: input: the input gradient of (g, out_backprop); none
+    for filter_sizes; out_backprop: Conv2D(input, g)."""
+    x, _, dy = op.inputs
+    return [_conv(scope, "Conv2DBackpropInputV2", op, x, grads[0], dy), None,
+            _conv(scope, "Conv2D", op, x, grads[0])]
+
+
+register_op(OpDef(
+    "Conv2DBackpropFilterV2",
+    inputs=[_INPUT,
+            "filter: T  # Conv2D's filter; only its shape is used",
+            _OUT_BACKPROP],
+    outputs=["output: T  # gradient w.r.t. Conv2D's filter (shape of `filter`)"],
+    attrs=FILTER_GRAD_ATTRS,
+    shape_fn=_conv2d_backprop_filter_v2_shape,
+    doc="Gradient of Conv2D with respect to its filter, shaped like `filter` (whose values are "
+        "not read). The rules of Conv2DBackpropInputV2 are checked at build time where the "
+        "dims are known: ranks, strides/dilations/paddings, depth divisibility, batch and "
+        "out_depth agreement, and out_backprop's spatial size against Conv2D's output size."))
+Conv2DBackpropFilterV2 = make_wrapper("Conv2DBackpropFilterV2")
+
+
+@gradient("Conv2DBackpropFilterV2")
+def _conv2d_backprop_filter_v2_grad(scope, op, grads):
+    """V1's formulas; ``filter`` gets none (only its shape is used)."""
+    x, _, dy = op.inputs
+    return [_conv(scope, "Conv2DBackpropInputV2", op, x, grads[0], dy), None,
+            _conv(scope, "Conv2D", op, x, grads[0])]

@@ -212,11 +212,6 @@ def _axes(op: Operation, i: int, rank: int):
     return sorted({int(a) % rank for a in np.ravel(v)}) if rank else []
 
 
-def _batch_inputs(ins, idx=None):
-    return [(i, s) for i, s in enumerate(ins) if s.kind in (BATCH, SHAPE)
-            and (idx is None or i in idx)]
-
-
 def _single_batch(op, ins, slot: int = 0):
     """The batch axis of input ``slot`` when it is the only batch input, else a 'mixed'."""
     s = ins[slot]

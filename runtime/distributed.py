@@ -36,6 +36,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -302,7 +303,6 @@ class DaskBackend(ShardBackend):
         self._slots_at = -1.0
 
     def slots(self) -> list:
-        import time  # noqa: PLC0415
         now = time.monotonic()
         if self._slots is None or now - self._slots_at > 2.0:
             nthreads = self.client.nthreads()

@@ -211,6 +211,10 @@ class ClientSession:
             except Exception as e:  # noqa: BLE001
                 raise node_error(e, step) from e
             values = (result,) if op.num_outputs == 1 else tuple(result)
+            try:
+                _check_folded(op, values)
+            except errors.OpError as e:
+                raise node_error(e, step) from None
             for v in values:        # the cache is shared by every Run: nobody may write it
                 if isinstance(v, np.ndarray) and v.flags.writeable:
                     v.setflags(write=False)
@@ -331,3 +335,22 @@ def _unaliased(result, user_arrays) -> np.ndarray:
         if np.may_share_memory(result, fed):
             return result.copy()
     return result
+
+
+def _check_folded(op, values) -> None:
+    """A folded (cached) result must have the dtype and shape inference promised: it is
+    reused by every later Run, so a kernel bug here is reported, not cached."""
+    if len(values) != op.num_outputs:
+        msg = f"Kernel for {op.type} returned {len(values)} outputs, expected {op.num_outputs}"
+        raise errors.InternalError(msg)
+    for k, v in enumerate(values):
+        want = op.output_dtypes[k]
+        shape = np.shape(v)
+        dtype = getattr(v, "dtype", None)
+        if (want is not None and dtype != want.as_numpy_dtype) or \
+                not op.output_shapes[k].is_compatible_with(shape):
+            msg = (f"Kernel for {op.type} returned output {k} with shape {list(shape)} and "
+                   f"dtype {dtype if dtype is not None else type(v).__name__}, but shape "
+                   f"inference gives {op.output_shapes[k]} and {want.name if want else '?'} "
+                   f"(a kernel bug)")
+            raise errors.InternalError(msg)

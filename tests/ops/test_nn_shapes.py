@@ -1,9 +1,10 @@
 """Build-time shape inference and checks of the conv ops (DESIGN §5), with the shape DSL.
 
 Every rule of DESIGN §5 has a passing and a failing case, run for Conv2DBackpropInputV2 and,
-where the rule applies, for Conv2D and Conv2DBackpropInput (V1, with a constant
-``input_sizes``). Partial shapes: what depends on unknown dims is deferred, what can be known
-is inferred.
+where the rule applies, for Conv2D, Conv2DBackpropInput (V1, with a constant ``input_sizes``)
+and the filter gradients Conv2DBackpropFilterV2 and Conv2DBackpropFilter (V1, with a constant
+``filter_sizes``), whose shape functions enforce the input gradient's rules. Partial shapes:
+what depends on unknown dims is deferred, what can be known is inferred.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from opgraph.errors import InvalidArgumentError, UnimplementedError
 from tests.shape_dsl import infer_error, infer_ok
 
 C2, V1, V2 = "Conv2D", "Conv2DBackpropInput", "Conv2DBackpropInputV2"
-ALL = (C2, V1, V2)
-BACKPROP = (V1, V2)
+F1, F2 = "Conv2DBackpropFilter", "Conv2DBackpropFilterV2"
+ALL = (C2, V1, V2, F1, F2)
+BACKPROP = (V1, V2, F1, F2)
+#: the ops whose filter is a tensor input (F1 takes its shape as the constant filter_sizes)
+FILTER_TENSOR = (C2, V1, V2, F2)
 IA, UNIMPL = InvalidArgumentError, UnimplementedError
 
 
@@ -36,14 +40,16 @@ def spec(op: str, x: str, f: str, dy: str) -> str:
     """The DSL input spec of ``op`` for Conv2D input x, filter f and Conv2D output dy."""
     if op == C2:
         return f"{x};{f}"
-    if op == V2:
+    if op in (V2, F2):
         return f"{x};{f};{dy}"
+    if op == F1:
+        return f"{x};={f};{dy}"   # F1: filter_sizes is the constant shape of f
     return f"={x};{f};{dy}"       # V1: input_sizes is the constant shape of x
 
 
 def check_ok(op: str, attrs: dict, x: str, f: str, dy: str):
-    # Conv2D computes dy's shape; both backprops give x's shape.
-    return infer_ok(op, attrs, spec(op, x, f, dy), dy if op == C2 else x)
+    # Conv2D computes dy's shape; the input gradients give x's, the filter gradients f's.
+    return infer_ok(op, attrs, spec(op, x, f, dy), {C2: dy, F1: f, F2: f}.get(op, x))
 
 
 # ---------------------------------------------------------------- valid geometries
@@ -94,10 +100,19 @@ VALID_CASES = {
     "empty_filter_height": (conv(padding="VALID"), "[1,8,8,3]", "[0,3,3,16]", "[1,9,6,16]"),
     "empty_out_backprop": (conv(padding="VALID"), "[1,2,2,3]", "[3,3,3,4]", "[1,0,0,4]"),
 }
+#: valid for the gradient ops, but Conv2D refuses a filter with zero elements (TF's kernel):
+#: see the "conv2d_empty_*" FAIL_CASES
+CONV2D_REFUSED = ("empty_out_depth", "empty_filter_height")
 
 
-@pytest.mark.parametrize("op", ALL)
-@pytest.mark.parametrize("case", list(VALID_CASES))
+def _valid_params():
+    for case in VALID_CASES:
+        for op in ALL:
+            if not (op == C2 and case in CONV2D_REFUSED):
+                yield pytest.param(op, case, id=f"{case}-{op}")
+
+
+@pytest.mark.parametrize(("op", "case"), list(_valid_params()))
 def test_valid_geometry(op, case):
     attrs, x, f, dy = VALID_CASES[case]
     check_ok(op, attrs, x, f, dy)
@@ -117,16 +132,21 @@ FAIL_CASES = {
     # rank 4 of every input
     "input_rank3": (conv(), "[1,8,8]", OK_F, OK_DY, IA,
                     r"Shape must be rank 4 but is rank 3 for input 'input' \(shape \[1,8,8\]\)",
-                    (C2, V2)),
+                    (C2, V2, F1, F2)),
     "input_rank5": (conv(), "[1,8,8,3,1]", OK_F, OK_DY, IA,
-                    r"Shape must be rank 4 but is rank 5 for input 'input'", (C2, V2)),
+                    r"Shape must be rank 4 but is rank 5 for input 'input'", (C2, V2, F1, F2)),
     "input_rank0": (conv(), "[]", OK_F, OK_DY, IA,
-                    r"Shape must be rank 4 but is rank 0 for input 'input'", (C2, V2)),
+                    r"Shape must be rank 4 but is rank 0 for input 'input'", (C2, V2, F1, F2)),
     "filter_rank3": (conv(), OK_X, "[3,3,16]", OK_DY, IA,
                      r"Shape must be rank 4 but is rank 3 for input 'filter' \(shape \[3,3,16\]\)",
-                     ALL),
+                     FILTER_TENSOR),
     "filter_rank5": (conv(), OK_X, "[3,3,3,16,1]", OK_DY, IA,
-                     r"must be rank 4 but is rank 5 for input 'filter'", ALL),
+                     r"must be rank 4 but is rank 5 for input 'filter'", FILTER_TENSOR),
+    "filter_sizes_3_values": (conv(), OK_X, "[3,3,16]", OK_DY, IA,
+                              r"Conv2DBackpropFilter requires filter_sizes to contain 4 values, "
+                              r"but got: 3", (F1,)),
+    "filter_sizes_5_values": (conv(), OK_X, "[3,3,3,16,1]", OK_DY, IA,
+                              r"requires filter_sizes to contain 4 values, but got: 5", (F1,)),
     "out_backprop_rank3": (conv(), OK_X, OK_F, "[1,8,16]", IA,
                            r"Shape must be rank 4 but is rank 3 for input 'out_backprop'",
                            BACKPROP),
@@ -243,6 +263,14 @@ FAIL_CASES = {
                                    "[3,3,3,8]", "[1,1,3,8]", IA,
                                    r"would be negative: -1 \[input_size: 5, "
                                    r"effective_filter_size: 7", ALL),
+    # Conv2D refuses a filter with zero elements (the gradient ops accept it: VALID_CASES)
+    "conv2d_empty_filter_height": (conv(padding="VALID"), OK_X, "[0,3,3,16]", "[1,9,6,16]", IA,
+                                   r"filter must not have zero elements \(i.e. all dimensions "
+                                   r"must be non-zero\), but filter dim 0 \(filter_height\) is 0",
+                                   (C2,)),
+    "conv2d_empty_out_depth": (conv(), OK_X, "[3,3,3,0]", "[1,8,8,0]", IA,
+                               r"filter must not have zero elements .*filter dim 3 "
+                               r"\(out_depth\) is 0", (C2,)),
 }
 
 
@@ -267,24 +295,44 @@ def test_every_fail_case_has_a_passing_twin():
     check_ok(V1, conv(padding="VALID"), OK_X, OK_F, "[1,6,6,16]")
     check_ok(C2, conv(padding="VALID", dilations=[1, 3, 1, 1]), "[1,7,5,3]", "[3,3,3,8]",
              "[1,1,3,8]")
+    check_ok(F1, conv([1, 2, 2, 1]), OK_X, OK_F, "[1,4,4,16]")
+    check_ok(F2, nchw([1, 1, 2, 2]), NX, NF, "[1,16,4,4]")
+    check_ok(C2, conv(padding="VALID"), OK_X, "[1,3,3,16]", "[1,6,6,16]")
 
 
 # ---------------------------------------------------------------- dtypes
-@pytest.mark.parametrize("dtype", [DT_HALF, DT_BFLOAT16, DT_FLOAT, DT_DOUBLE, DT_INT32])
-@pytest.mark.parametrize("op", ALL)
+#: TF's types: the filter gradients have no int32 kernel
+FLOAT_TYPES = (DT_HALF, DT_BFLOAT16, DT_FLOAT, DT_DOUBLE)
+ALLOWED = {C2: FLOAT_TYPES + (DT_INT32,), V1: FLOAT_TYPES + (DT_INT32,),
+           V2: FLOAT_TYPES + (DT_INT32,), F1: FLOAT_TYPES, F2: FLOAT_TYPES}
+
+
+def _expected(op):
+    return {C2: OK_DY, F1: OK_F, F2: OK_F}.get(op, OK_X)
+
+
+@pytest.mark.parametrize(("op", "dtype"), [(op, t) for op in ALL for t in ALLOWED[op]])
 def test_allowed_dtypes(op, dtype):
-    infer_ok(op, conv(), spec(op, OK_X, OK_F, OK_DY), OK_DY if op == C2 else OK_X, dtype=dtype)
+    infer_ok(op, conv(), spec(op, OK_X, OK_F, OK_DY), _expected(op), dtype=dtype)
 
 
 @pytest.mark.parametrize("op", ALL)
 def test_disallowed_dtype(op):
     which = "filter" if op == V1 else "input"
+    names = ", ".join(t.name for t in ALLOWED[op])
     infer_error(op, conv(), spec(op, OK_X, OK_F, OK_DY), IA,
                 rf"Value passed to parameter '{which}' has DataType int64 not in list of "
-                r"allowed values: float16, bfloat16, float32, float64, int32", dtype=DT_INT64)
+                rf"allowed values: {names}$", dtype=DT_INT64)
 
 
-@pytest.mark.parametrize("op", [C2, V2])
+@pytest.mark.parametrize("op", [F1, F2])
+def test_filter_gradients_refuse_int32(op):
+    infer_error(op, conv(), spec(op, OK_X, OK_F, OK_DY), IA,
+                r"Value passed to parameter 'input' has DataType int32 not in list of allowed "
+                r"values: float16, bfloat16, float32, float64", dtype=DT_INT32)
+
+
+@pytest.mark.parametrize("op", [C2, V2, F2])
 def test_inconsistent_type_attr(op):
     root = Scope.NewRootScope()
     x = ops.Placeholder(root, DT_DOUBLE, shape=[1, 8, 8, 3])
@@ -297,6 +345,16 @@ def test_inconsistent_type_attr(op):
     assert "Inconsistent values for attr 'T': float64 (from input 'input') vs. float32 " \
            "(from input 'filter')" in str(err)
     assert err.op_type == op
+
+
+def test_v1_filter_sizes_must_be_int32():
+    root = Scope.NewRootScope()
+    x = ops.Placeholder(root, DT_FLOAT, shape=[1, 8, 8, 3])
+    sizes = ops.Const(root, [3.0, 3.0, 3.0, 16.0])
+    dy = ops.Placeholder(root, DT_FLOAT, shape=[1, 8, 8, 16])
+    ops.Conv2DBackpropFilter(root, x, sizes, dy, [1, 1, 1, 1], "SAME")
+    assert "Input 'filter_sizes' of 'Conv2DBackpropFilter' Op has type float32 that does not " \
+           "match expected type of int32" in root.status().message
 
 
 def test_v1_input_sizes_must_be_int32():
@@ -397,6 +455,18 @@ PARTIAL_OK = [
     (V1, conv([1, 2, 2, 1]), "shape_of:[1,8,8,3];[3,3,3,16];[1,4,4,16]", "[1,8,8,3]"),
     (V1, conv([1, 2, 2, 1]), "shape_of:[8,8];[3,3,3,16];[1,4,4,16]", "[1,8,8,3]"),
     (V1, conv([1, 2, 2, 1]), "shape_of:[1,?,8,3];[3,3,3,16];[1,4,4,16]", "[1,?,8,3]"),  # partial value
+    # filter gradients: the filter's shape, out_depth from out_backprop where unknown
+    (F2, conv([1, 2, 2, 1]), "[?,8,8,3];[3,3,3,16];[?,4,4,16]", "[3,3,3,16]"),
+    (F2, conv(), "[?,8,8,3];[3,3,?,?];[?,8,8,16]", "[3,3,?,16]"),
+    (F2, conv(), "?;[3,3,3,?];?", "[3,3,3,?]"),
+    (F2, conv(), "?;?;?", "[?,?,?,?]"),
+    (F2, nchw([1, 1, 2, 2]), "[2,3,8,8];?;[2,16,4,4]", "[?,?,?,16]"),
+    (F1, conv(), "[?,8,8,3];[4];[?,8,8,16]", "[?,?,?,16]"),
+    (F1, conv(), "[?,8,8,3];?;[?,8,8,16]", "[?,?,?,16]"),
+    (F1, conv([1, 2, 2, 1]), "[1,8,8,3];=[3,3,3,16];[1,4,4,16]", "[3,3,3,16]"),
+    (F1, conv([1, 2, 2, 1]), "[1,8,8,3];shape_of:[3,?,3,16];[1,4,4,16]", "[3,?,3,16]"),
+    (F1, conv([1, 2, 2, 1]), "[1,8,8,3];shape_of:[3,3,3,?];[1,4,4,16]", "[3,3,3,16]"),
+    (F1, conv([1, 2, 2, 1], "VALID"), "?;=[3,3,3,16];?", "[3,3,3,16]"),
 ]
 
 
@@ -434,6 +504,21 @@ PARTIAL_ERRORS = [
      MISMATCH.format(5, 4, "height")),
     (V1, conv([1, 2, 2, 1]), "shape_of:[1,8,8,3];[3,3,3,16];[2,4,4,16]", IA,
      r"same batch size"),
+    # filter gradients: the input gradient's rules on what is known
+    (F2, conv([1, 2, 2, 1]), "[?,8,8,?];[3,3,?,16];[?,5,4,?]", IA,
+     MISMATCH.format(5, 4, "height")),
+    (F2, conv(), "[?,8,8,3];[3,3,3,16];[?,8,8,8]", IA, r"same out_depth"),
+    (F2, conv(), "[1,8,8,6];[3,3,3,?];[1,8,8,15]", IA, r"divisible by the number of groups"),
+    (F1, conv(), "[1,8,8,3];[3];[1,8,8,16]", IA,
+     r"Conv2DBackpropFilter requires filter_sizes to contain 4 values, but got: 3"),
+    (F1, conv(), "[1,8,8,3];[2,2];[1,8,8,16]", IA,
+     r"filter_sizes must be 1-D, but has shape \[2,2\]"),
+    (F1, conv(), "[1,8,8,3];=[3,-3,3,16];[1,8,8,16]", IA,
+     r"All elements of filter_sizes must be >= 0, but got \[3, -3, 3, 16\]"),
+    (F1, conv([1, 2, 2, 1]), "[1,8,8,3];shape_of:[3,3,3,16];[1,5,4,16]", IA,
+     MISMATCH.format(5, 4, "height")),
+    (F1, conv(), "[2,8,8,3];shape_of:[3,3,3,16];[1,8,8,16]", IA, r"same batch size"),
+    (F1, conv(), "[1,8,8,6];shape_of:[3,3,4,16];[1,8,8,16]", IA, r"evenly divisible"),
 ]
 
 
@@ -498,6 +583,20 @@ def test_conv_then_backprop_round_trip_shapes():
     # ShapeRefiner gives): V1 learns [?, 17, 16, 3].
     assert dx1.output.shape.as_list() == [None, 17, 16, 3]
     assert dx1.output.dtype is DT_FLOAT
+
+
+def test_conv_then_filter_gradient_round_trip_shapes():
+    root = Scope.NewRootScope()
+    x = ops.Placeholder(root, DT_FLOAT, shape=[None, 17, 16, 6])
+    w = ops.Placeholder(root, DT_FLOAT, shape=[3, 2, 3, 8])
+    y = ops.Conv2D(root, x, w, [1, 2, 2, 1], "SAME", dilations=[1, 1, 2, 1])
+    dw = ops.Conv2DBackpropFilterV2(root, x, w, y, [1, 2, 2, 1], "SAME",
+                                    dilations=[1, 1, 2, 1])
+    dw1 = ops.Conv2DBackpropFilter(root, x, ops.Shape(root, w), y, [1, 2, 2, 1], "SAME",
+                                   dilations=[1, 1, 2, 1])
+    assert root.ok(), root.status()
+    assert dw.output.shape.as_list() == dw1.output.shape.as_list() == [3, 2, 3, 8]
+    assert dw1.output.dtype is DT_FLOAT
 
 
 def test_v1_input_sizes_int32_placeholder_value_unknown():

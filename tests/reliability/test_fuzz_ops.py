@@ -30,7 +30,7 @@ from opgraph.shapes import TensorShape
 from runtime import ClientSession, memory
 from tests.op_db import OP_DB
 
-CASES_PER_OP = 24
+CASES_PER_OP = 100
 LIMIT_BYTES = 1 << 24                  # 16 MiB per buffer while fuzzing
 MAX_RUN_ELEMENTS = 4096                # inputs this small are run
 USABLE = [t for t in dtypes.ALL_TYPES if t.is_available]
@@ -242,6 +242,31 @@ def build_case(op_type: str, seed: int):
     return root, op, feeds
 
 
+#: Bugs the fuzz found in files outside this suite's reach, tolerated here (and counted)
+#: until fixed; each has a strict-xfail reproduction below, which starts passing (and so
+#: fails, being strict) once the bug is fixed: then delete its entry.
+KNOWN_BUGS = {
+    "shape-vector-longer-than-max-rank": (
+        "opgraph/shape_inference.py input_as_shape builds (None,) * n for a shape vector of "
+        "unknown value and n = 2**40 elements (MemoryError); TF refuses more than 254 dims",
+        lambda op_type, msg: msg.startswith("Out of memory while building")
+        and "[1099511627776]" in msg),
+    "string-kernel-returns-numpy-str": (
+        "a kernel returns a Python str or a fixed-width numpy str array ('<U') for a "
+        "DT_STRING tensor instead of an object array (Unpack: x[i] of a 1-D object array)",
+        lambda op_type, msg: "dtype <U" in msg or "and dtype str," in msg),
+}
+TOLERATED: dict = {}
+
+
+def _known(op_type: str, msg: str) -> str | None:
+    for key, (_, matches) in KNOWN_BUGS.items():
+        if matches(op_type, msg):
+            TOLERATED[key] = TOLERATED.get(key, 0) + 1
+            return key
+    return None
+
+
 def check_case(op_type: str, seed: int, stats: dict | None = None):
     where = f"{op_type} seed {seed}"
     try:
@@ -251,6 +276,7 @@ def check_case(op_type: str, seed: int, stats: dict | None = None):
     bugs = [e for e in root.status().errors
             if not isinstance(e, errors.OpError) or isinstance(e, errors.InternalError)
             or str(e).startswith("Out of memory while building")]     # a missing bound
+    bugs = [e for e in bugs if not _known(op_type, str(e))]
     assert not bugs, f"{where}: {bugs[0]!r}"
     if stats is not None:
         stats["built"] = stats.get("built", 0) + 1
@@ -266,6 +292,8 @@ def check_case(op_type: str, seed: int, stats: dict | None = None):
     try:
         results = ClientSession(root).Run(feeds, fetches)
     except errors.InternalError as e:
+        if _known(op_type, str(e)):
+            return
         pytest.fail(f"{where}: build/run disagreement or kernel bug: {e}")
     except errors.ResourceExhaustedError as e:
         # the guard refuses before allocating; a real MemoryError means it missed a buffer
@@ -279,6 +307,9 @@ def check_case(op_type: str, seed: int, stats: dict | None = None):
         stats["ran"] = stats.get("ran", 0) + 1
     for i, r in enumerate(results):
         static = op.output_shapes[i]
+        if r.dtype != op.output_dtypes[i].as_numpy_dtype and _known(op_type,
+                                                                    f"dtype {r.dtype}"):
+            continue
         assert r.dtype == op.output_dtypes[i].as_numpy_dtype, (where, i, r.dtype)
         assert static.is_compatible_with(r.shape), (where, i, static, r.shape)
         if static.is_fully_defined():
@@ -292,8 +323,14 @@ def test_fuzzed_construction_and_build_run_agreement(op_type):
 
 
 # ---- regression tests ---------------------------------------------------------------------
-#: (op, seed) cases that found bugs (kept so a regression shows at once).
+#: (op, seed) cases that found bugs (kept so a regression shows at once); the seeds depend
+#: on the op_db samples, so each bug also has a hand-written test below.
 FOUND = [
+    ("Split", 72),              # num_split = 2**31: 2**31 output dtypes (machine OOM)
+    ("Fill", 140),              # dims vector of 2**40 elements (shape-vector bug)
+    ("Reshape", 28), ("RandomUniform", 49), ("ScatterNd", 39), ("Tile", 364),
+    ("Transpose", 132), ("BroadcastTo", 304), ("TruncatedNormal", 90),
+    ("Unpack", 373),            # string kernel result
 ]
 
 
@@ -302,6 +339,59 @@ def test_seeds_that_found_bugs(op_type, seed):
     if op_type not in OP_DB:
         pytest.skip(f"{op_type} is not registered")
     check_case(op_type, seed)
+
+
+def test_list_output_length_is_bounded():
+    # Split's num_split sized the output list before any check: 2**31 outputs made the
+    # build itself exhaust memory. Now an InvalidArgumentError, at once.
+    root = Scope.NewRootScope()
+    x = ops.Placeholder(root, dtypes.DT_FLOAT)
+    root.WithOpName("s").build_op("Split", [np.int32(0), x], {"num_split": 2**31})
+    (err,) = root.status().errors
+    assert type(err) is errors.InvalidArgumentError
+    assert "a node has between 0 and" in str(err) and "'s'" in str(err)
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["shape-vector-longer-than-max-rank"][0])
+def test_a_shape_vector_longer_than_max_rank_is_invalid_argument():
+    root = Scope.NewRootScope()
+    dims = ops.Placeholder(root, dtypes.DT_INT32, shape=[2**40])
+    root.build_op("Fill", [dims, np.float32(0)], {})
+    (err,) = root.status().errors
+    assert type(err) is errors.InvalidArgumentError, err
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["string-kernel-returns-numpy-str"][0])
+def test_unpack_of_strings_returns_object_arrays():
+    root = Scope.NewRootScope()
+    x = ops.Placeholder(root, dtypes.DT_STRING, shape=[2])
+    out = root.build_op("Unpack", [x], {"num": 2})
+    a, b = ClientSession(root).Run({x: np.array(["ab", "c"], dtype=object)}, list(out.outputs))
+    assert a.dtype == object and a.item() == "ab" and b.item() == "c"
+
+
+_DEEP_LIST = [1]
+for _ in range(3000):
+    _DEEP_LIST = [_DEEP_LIST]
+
+
+@pytest.mark.xfail(strict=True, reason="opgraph/op_def.py formats attr values with repr() "
+                                       "(RecursionError for deep lists); use "
+                                       "opgraph.inputs.describe_value")
+def test_deeply_nested_attr_value_is_invalid_argument():
+    root = Scope.NewRootScope()
+    ops.Squeeze(root, np.zeros((1, 2), np.float32), squeeze_dims=_DEEP_LIST)
+    (err,) = root.status().errors
+    assert type(err) is errors.InvalidArgumentError, err
+
+
+@pytest.mark.xfail(strict=True, reason="opgraph/op_def.py writes an out-of-range int attr "
+                                       "with str(), which raises ValueError past 4300 digits")
+def test_astronomically_large_int_attr_is_invalid_argument():
+    root = Scope.NewRootScope()
+    ops.Squeeze(root, np.zeros((1, 2), np.float32), squeeze_dims=[10**5000])
+    (err,) = root.status().errors
+    assert type(err) is errors.InvalidArgumentError, err
 
 
 @pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 2**1000, -(2**1000), [2**63]])

@@ -1678,3 +1678,361 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
                 per_key["dy"] = max(per_key.get("dy", 0), m * cout)
                 per_key["col"] = max(per_key.get("col", 0), m * t * cin)
     return max(direct_bytes, min(nth, max(ntask, 1)) * sum(per_key.values()) * isz + wbytes)
+
+
+# --------------------------------------------------------------------------------------------
+# backprop filter
+# --------------------------------------------------------------------------------------------
+#: GEMM depth (output pixels) one block of the numpy filter gradient aims at per tap GEMM.
+FILTER_TARGET_PIXELS = 4096
+#: How the compiled filter gradient shares a call between threads: None (auto: channel blocks,
+#: else tap rows when they split evenly, else pixels), "channels", "taps" or "pixels".
+FILTER_SPLIT = None
+
+
+def conv2d_backprop_filter(x, dy, filter_shape, strides, dilations, pads_before,
+                           data_format="NHWC"):
+    """dw = gradient of conv2d wrt its filter (the adjoint of conv2d_forward in w).
+
+    ``dw[di, dj, c, o] = sum over images and output pixels (i, j) of
+    x[n, i*sh + di*dh - pt, j*sw + dj*dw - pl, g*cig + c] * dy[n, i, j, o]`` for o in group g,
+    over the positions inside x only (taps reading padding add nothing, so non-finite values
+    reach exactly the taps whose sums contain them). filter_shape: [kh, kw, cig, cout] (HWIO);
+    groups = C_in // cig. Returns dw with the dtype of x. ResourceExhaustedError when a buffer
+    it needs exceeds the allocation limit or memory runs out.
+    """
+    try:
+        return _conv2d_backprop_filter(x, dy, filter_shape, strides, dilations, pads_before,
+                                       data_format)
+    except errors.ResourceExhaustedError:
+        raise
+    except MemoryError as e:
+        raise _oom(e, "Conv2DBackpropFilter") from e
+
+
+def _filter_taps(x_nhwc, dy_nhwc, filter_shape, strides, dilations, pads):
+    """((lo_h, hi_h), (lo_w, hi_w), offs_h, offs_w): the filter taps that read inside x for
+    some output and their source offsets; None when no tap does (dw is zero)."""
+    n, h, wd, _ = x_nhwc
+    _, oh, ow, _ = dy_nhwc
+    kh, kw = filter_shape[:2]
+    (sh, sw), (dh, dw), (pt, pl) = strides, dilations, pads
+    if 0 in (n, h, wd, oh, ow, kh, kw):
+        return None
+    lo_h, hi_h = _tap_range(kh, dh, sh, pt, oh, h)
+    lo_w, hi_w = _tap_range(kw, dw, sw, pl, ow, wd)
+    if lo_h >= hi_h or lo_w >= hi_w:
+        return None
+    return ((lo_h, hi_h), (lo_w, hi_w), [a * dh - pt for a in range(lo_h, hi_h)],
+            [b * dw - pl for b in range(lo_w, hi_w)])
+
+
+def _filter_threads(macs, cdt):
+    nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
+    return nth if _BLAS.available else 1
+
+
+def _conv2d_backprop_filter(x, dy, filter_shape, strides, dilations, pads, data_format):
+    x = np.asarray(x)
+    dy = np.asarray(dy)
+    assert x.ndim == 4 and dy.ndim == 4 and len(filter_shape) == 4
+    assert data_format in ("NHWC", "NCHW")
+    kh, kw, cig, cout = (int(v) for v in filter_shape)
+    strides = (int(strides[0]), int(strides[1]))
+    dilations = (int(dilations[0]), int(dilations[1]))
+    pads = (int(pads[0]), int(pads[1]))
+    odt = x.dtype
+    cdt = _compute_dtype(odt)
+    check_allocation((kh, kw, cig, cout), odt.itemsize, "Conv2DBackpropFilter output")
+    dw = np.zeros((kh, kw, cig, cout), odt)
+    xv, dyv = _nhwc(x, data_format), _nhwc(dy, data_format)
+    if dw.size == 0:
+        return dw
+    red = _filter_taps(xv.shape, dyv.shape, (kh, kw), strides, dilations, pads)
+    if red is None:
+        return dw
+    (lo_h, hi_h), (lo_w, hi_w), offs_h, offs_w = red
+    th, tw = hi_h - lo_h, hi_w - lo_w
+    g = _groups_of(xv.shape[3], cig)
+    n, oh, ow = dyv.shape[:3]
+    nth = _filter_threads(n * oh * ow * th * tw * cig * cout, cdt)
+    region = dw[lo_h:hi_h, lo_w:hi_w]
+    nat = _native_filter(xv, dyv, offs_h, offs_w, strides, cout // g, cdt)
+    if region.dtype == cdt:
+        acc = region  # accumulated in place
+    else:
+        _guard(region.size, cdt.itemsize, region.shape, "Conv2DBackpropFilter accumulator")
+        acc = np.zeros(region.shape, cdt)
+    if nat is not None:
+        _filter_native_run(nat, xv, dyv, acc, offs_h, offs_w, strides, g, nth)
+    else:
+        _filter_numpy_run(xv, dyv, acc, offs_h, offs_w, strides, g, cdt, nth)
+    if acc is not region:
+        _store(region, acc)
+    return dw
+
+
+class _PrivateTargets:
+    """One accumulator per thread for work split by pixels: the first thread adds to ``acc``
+    itself, the others to zeroed copies, summed into ``acc`` by ``reduce()``."""
+
+    def __init__(self, acc, what):
+        self.acc, self.what = acc, what
+        self._by_ws = {}
+        self._lock = threading.Lock()
+
+    def get(self, ws):
+        t = self._by_ws.get(id(ws))
+        if t is None:
+            with self._lock:
+                if any(v is self.acc for v in self._by_ws.values()):
+                    _guard(self.acc.size, self.acc.itemsize, self.acc.shape, self.what)
+                    t = np.zeros(self.acc.shape, self.acc.dtype)
+                else:
+                    t = self.acc
+                self._by_ws[id(ws)] = t
+        return t
+
+    def reduce(self):
+        for t in self._by_ws.values():
+            if t is not self.acc:
+                np.add(self.acc, t, out=self.acc)
+
+
+def _filter_numpy_run(xv, dyv, acc, offs_h, offs_w, step, g, cdt, nth):
+    """Per-tap GEMMs ``x_tap^T @ dy`` over exactly the output pixels whose source position lies
+    inside x, block by block of output rows (the copies BLAS needs stay per block)."""
+    n, h, wd, _ = xv.shape
+    _, oh, ow, cout = dyv.shape
+    _, _, cig, _ = acc.shape
+    cog = cout // g
+    sh, sw = step
+    isz = cdt.itemsize
+    rows = max(1, min(BLOCK_BYTES // max(1, ow * (cig + cog) * isz),
+                      -(-FILTER_TARGET_PIXELS // max(ow, 1))))
+    targets = _PrivateTargets(acc, "Conv2DBackpropFilter per-thread accumulator")
+
+    def worker(ws, unit):
+        dst = targets.get(ws)
+        n0, n1, q0, q1 = unit
+        un = n1 - n0
+        for a, off_h in enumerate(offs_h):
+            qa, qb = _valid_range(q0, q1, sh, off_h, h)
+            if qa >= qb:
+                continue
+            src_rows = slice(qa * sh + off_h, (qb - 1) * sh + off_h + 1, sh)
+            for b, off_w in enumerate(offs_w):
+                ra, rb = _valid_range(0, ow, sw, off_w, wd)
+                if ra >= rb:
+                    continue
+                xs = xv[n0:n1, src_rows, slice(ra * sw + off_w, (rb - 1) * sw + off_w + 1, sw)]
+                ds = dyv[n0:n1, qa:qb, ra:rb]
+                shape = (un, qb - qa, rb - ra)
+                m = un * (qb - qa) * (rb - ra)
+                tmp = _buf(ws, "ftmp", cig * cog, cdt).reshape(cig, cog)
+                for gi in range(g):
+                    x2 = _as_2d(xs[..., gi * cig:(gi + 1) * cig], m, cig)
+                    if x2 is None or x2.dtype != cdt:
+                        xb = _buf(ws, "fx", m * cig, cdt)
+                        _store(xb.reshape(*shape, cig), xs[..., gi * cig:(gi + 1) * cig])
+                        x2 = xb.reshape(m, cig)
+                    d2 = _as_2d(ds[..., gi * cog:(gi + 1) * cog], m, cog)
+                    if d2 is None or d2.dtype != cdt:
+                        db = _buf(ws, "fdy", m * cog, cdt)
+                        _store(db.reshape(*shape, cog), ds[..., gi * cog:(gi + 1) * cog])
+                        d2 = db.reshape(m, cog)
+                    np.matmul(x2.T, d2, out=tmp)
+                    part = dst[a, b, :, gi * cog:(gi + 1) * cog]
+                    np.add(part, tmp, out=part)
+
+    _run_tasks(_row_units(n, oh, rows), worker, nth)
+    targets.reduce()
+
+
+def _native_filter(xv, dyv, offs_h, offs_w, step, cog, cdt):
+    """The compiled kernel if it runs this filter gradient (float32 compute, output channels
+    per group a multiple of its vector width, not forced elsewhere), else None."""
+    if not USE_NATIVE or FORCE_ALGORITHM not in (None, "native") or cdt != np.float32:
+        return None
+    nat = _native.load()
+    if nat is None or cog == 0 or cog % nat.vector_width:
+        return None
+    if not nat.fits(xv.shape, dyv.shape, offs_h, offs_w, step):
+        return None  # coordinates near 2^63: the numpy engine (Python integers) takes it
+    if not nat.addressable(xv):  # staged by rows: only if the rows hold little more than is read
+        wd, ow = xv.shape[2], dyv.shape[2]
+        read = min(wd, ow * len(offs_w))
+        if wd > WINDOW_FACTOR * read + WINDOW_SLACK // max(1, xv.shape[3]):
+            return None
+    return nat
+
+
+def _split_even(total, parts):
+    """[lo, hi) ranges splitting range(total) into ``parts`` near-equal pieces."""
+    parts = max(1, min(parts, total))
+    base, rem = divmod(total, parts)
+    out, lo = [], 0
+    for i in range(parts):
+        hi = lo + base + (i < rem)
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
+def _filter_plan(nat, g, th, cog, nth):
+    """("channels" | "taps" | "pixels", parts): parts (group, a0, a1, o0, o1) of dw that the
+    threads share (for "pixels": one part per group, the pixels are split instead)."""
+    vw, bw = nat.vector_width, nat.block_width
+    mode = FILTER_SPLIT
+    per_group = max(1, -(-nth // g))
+    k_ch = min(per_group, max(1, cog // bw))  # channel ranges per group, each >= a block
+    if mode is None:
+        if nth <= 1 or g * k_ch >= nth:
+            mode = "channels"
+        elif th >= nth and th % nth == 0:
+            mode = "taps"
+        else:
+            mode = "pixels"
+    parts = []
+    for gi in range(g):
+        if mode == "channels":
+            for v0, v1 in _split_even(cog // vw, max(1, min(per_group, cog // vw))
+                                      if FILTER_SPLIT == "channels" else k_ch):
+                parts.append((gi, 0, th, v0 * vw, v1 * vw))
+        elif mode == "taps":
+            for a0, a1 in _split_even(th, per_group):
+                parts.append((gi, a0, a1, 0, cog))
+        else:
+            parts.append((gi, 0, th, 0, cog))
+    return mode, parts
+
+
+def _filter_units(n, oh, row_bytes):
+    return _row_units(n, oh, max(1, NATIVE_BLOCK_BYTES // max(row_bytes, 1)))
+
+
+def _filter_native_run(nat, xv, dyv, acc, offs_h, offs_w, step, g, nth):
+    """The compiled filter gradient. float32 operands are read in place (one call per part
+    over every pixel); float16/bfloat16 sources and dy, and dy without contiguous channels
+    (NCHW), go through float32 NHWC staging buffers per block of output rows."""
+    n, h, wd, cin = xv.shape
+    _, oh, ow, cout = dyv.shape
+    th, _, cig, _ = acc.shape
+    cog = cout // g
+    sh, _ = step
+    f32 = np.dtype(np.float32)
+    x_in_place = nat.addressable(xv)
+    dy_in_place = nat.addressable(dyv) and dyv.strides[3] == 4
+    mode, parts = _filter_plan(nat, g, th, cog, nth)
+    targets = _PrivateTargets(acc, "Conv2DBackpropFilter per-thread accumulator")
+
+    def block(ws, dst, part, unit):
+        gi, a0, a1, o0, o1 = part
+        n0, n1, q0, q1 = unit
+        un = n1 - n0
+        src = xv[n0:n1, :, :, gi * cig:(gi + 1) * cig]
+        dy = dyv[n0:n1, q0:q1, :, gi * cog + o0:gi * cog + o1]
+        dwp = dst[a0:a1, :, :, gi * cog + o0:gi * cog + o1]
+        if not dy_in_place:
+            buf = _buf(ws, "fdy", dy.size, f32).reshape(dy.shape)
+            _store(buf, dy)
+            dy = buf
+        offs = offs_h[a0:a1]
+        if x_in_place:
+            nat.filter_grad_plan(src, dy, dwp, offs, offs_w, step, q0)(0, a1 - a0, 0, o1 - o0)
+            return
+        # stage the source rows the block reads: one window for all its tap rows when that
+        # holds little more than they read, else the rows of each tap row alone
+        spans = [_valid_range(q0, q1, sh, o, h) for o in offs]
+        read = sum(max(0, qb - qa) for qa, qb in spans)
+        if read == 0:
+            return
+        r0 = min(qa * sh + o for (qa, qb), o in zip(spans, offs) if qa < qb)
+        r1 = max((qb - 1) * sh + o + 1 for (qa, qb), o in zip(spans, offs) if qa < qb)
+        if (r1 - r0) <= WINDOW_FACTOR * read + 1:
+            sbuf = _buf(ws, "fsrc", un * (r1 - r0) * wd * cig, f32).reshape(un, r1 - r0, wd,
+                                                                              cig)
+            _store(sbuf, src[:, r0:r1])
+            nat.filter_grad_plan(sbuf, dy, dwp, [o - r0 for o in offs], offs_w, step,
+                                 q0)(0, a1 - a0, 0, o1 - o0)
+            return
+        for k, ((qa, qb), o) in enumerate(zip(spans, offs)):
+            if qa >= qb:
+                continue
+            sbuf = _buf(ws, "fsrc", un * (qb - qa) * wd * cig, f32).reshape(un, qb - qa, wd,
+                                                                             cig)
+            _store(sbuf, src[:, qa * sh + o:(qb - 1) * sh + o + 1:sh])
+            nat.filter_grad_plan(sbuf, dy[:, qa - q0:qb - q0], dwp[k:k + 1], [0], offs_w,
+                                 (1, step[1]), 0)(0, 1, 0, o1 - o0)
+
+    def row_bytes(o_width):
+        return 4 * (sh * wd * cig + ow * o_width)
+
+    if mode == "pixels":
+        tasks = [(part, u) for part in parts for u in _filter_units(n, oh, row_bytes(cog))]
+
+        def worker(ws, task):
+            block(ws, targets.get(ws), *task)
+    else:
+        tasks = parts
+        whole = [(0, n, 0, oh)]
+
+        def worker(ws, part):
+            units = whole if x_in_place and dy_in_place else \
+                _filter_units(n, oh, row_bytes(part[4] - part[3]))
+            for u in units:
+                block(ws, acc, part, u)
+
+    _run_tasks(tasks, worker, nth)
+    targets.reduce()
+
+
+def conv2d_backprop_filter_workspace_bytes(x_shape, dy_shape, filter_shape, strides,
+                                           dilations, pads_before, data_format="NHWC",
+                                           dtype=np.float32):
+    """Upper bound of the temporary memory (bytes) one conv2d_backprop_filter call allocates
+    besides the returned dw: the accumulator in the compute dtype (float16/bfloat16), the
+    per-thread accumulators of a pixel split, and the per-thread block buffers (kept between
+    calls, up to KEEP_WORKSPACE_BYTES per thread), which follow the block plan and do not grow
+    with the batch."""
+    cdt = _compute_dtype(dtype)
+    odt = np.dtype(dtype)
+    isz = cdt.itemsize
+    nhwc = (0, 1, 2, 3) if data_format == "NHWC" else (0, 2, 3, 1)
+    xn = tuple(int(x_shape[i]) for i in nhwc)
+    dyn = tuple(int(dy_shape[i]) for i in nhwc)
+    kh, kw, cig, cout = (int(v) for v in filter_shape)
+    red = _filter_taps(xn, dyn, (kh, kw), tuple(strides), tuple(dilations), tuple(pads_before))
+    if red is None or 0 in (cig, cout):
+        return 0
+    (lo_h, hi_h), (lo_w, hi_w), offs_h, offs_w = red
+    th, tw = hi_h - lo_h, hi_w - lo_w
+    n, h, wd, cin = xn
+    _, oh, ow, _ = dyn
+    g = _groups_of(cin, cig)
+    cog = cout // g
+    region = th * tw * cig * cout
+    nth = _filter_threads(n * oh * ow * region, cdt)
+    acc_bytes = region * isz if odt != cdt else 0
+    slack = 128 << 10  # the interpreter's own small objects of a call
+    zero = np.zeros((), dtype)
+    nat = _native_filter(np.broadcast_to(zero, xn), np.broadcast_to(zero, dyn), offs_h, offs_w,
+                         tuple(strides), cog, cdt)
+    if nat is not None:
+        mode, _ = _filter_plan(nat, g, th, cog, nth)
+        private = (nth - 1) * region * 4 if mode == "pixels" else 0
+        rows = max(1, NATIVE_BLOCK_BYTES // max(1, 4 * (strides[0] * wd * cig + ow * cog)))
+        units = _row_units(n, oh, rows)
+        per = 0
+        for n0, n1, q0, q1 in units:  # staging of dy and of the source rows (counted always)
+            un, uq = n1 - n0, q1 - q0
+            span = min(h, (uq - 1) * strides[0] + offs_h[-1] - offs_h[0] + 1)
+            per = max(per, un * uq * ow * cog + un * max(span, 1) * wd * cig)
+        return acc_bytes + private + min(nth, max(1, len(units))) * per * 4 + slack
+    private = (nth - 1) * region * isz
+    rows = max(1, min(BLOCK_BYTES // max(1, ow * (cig + cog) * isz),
+                      -(-FILTER_TARGET_PIXELS // max(ow, 1))))
+    units = _row_units(n, oh, rows)
+    m = max((u[1] - u[0]) * (u[3] - u[2]) * ow for u in units)
+    per = m * (cig + cog) + cig * cog
+    return acc_bytes + private + min(nth, len(units)) * per * isz + slack

@@ -14,6 +14,7 @@ from runtime.kernels.cpu import conv_impl
 from runtime.memory import check_allocation
 
 CONV_TYPES = {"T": (DT_HALF, DT_BFLOAT16, DT_FLOAT, DT_DOUBLE, DT_INT32)}
+FILTER_GRAD_TYPES = {"T": (DT_HALF, DT_BFLOAT16, DT_FLOAT, DT_DOUBLE)}
 
 
 class _ConvKernel(Kernel):
@@ -28,6 +29,14 @@ class _ConvKernel(Kernel):
         pads = p.pads_before((h, wd), w.shape[:2])
         return conv_impl.conv2d_backprop_input(dy, w, tuple(input_shape), p.strides,
                                                p.dilations, pads, p.data_format)
+
+    def _backprop_filter(self, x, filter_shape, dy):
+        p = self.params
+        check_allocation(filter_shape, x.dtype.itemsize, f"{self.node.type} output")
+        _, h, wd, _ = p.split(x.shape)
+        pads = p.pads_before((h, wd), filter_shape[:2])
+        return conv_impl.conv2d_backprop_filter(x, dy, tuple(filter_shape), p.strides,
+                                                p.dilations, pads, p.data_format)
 
 
 @register_kernel("Conv2D", "CPU", CONV_TYPES)
@@ -58,3 +67,15 @@ class Conv2DBackpropInputCpu(_ConvKernel):
             n = self.params.split(dy.shape)[0]
             sizes = list(self.params.join(n, sizes[0], sizes[1], w.shape[2]).dims)
         return self._backprop_input(sizes, w, dy)
+
+
+@register_kernel("Conv2DBackpropFilterV2", "CPU", FILTER_GRAD_TYPES)
+class Conv2DBackpropFilterV2Cpu(_ConvKernel):
+    def compute(self, x, w, dy):
+        return self._backprop_filter(x, w.shape, dy)
+
+
+@register_kernel("Conv2DBackpropFilter", "CPU", FILTER_GRAD_TYPES)
+class Conv2DBackpropFilterCpu(_ConvKernel):
+    def compute(self, x, filter_sizes, dy):
+        return self._backprop_filter(x, [int(v) for v in filter_sizes.ravel()], dy)

@@ -52,7 +52,7 @@ __all__ = ["load", "unavailable_reason", "NativeConv"]
 SOURCE = Path(__file__).with_name("conv_gather.c")
 _FLAGS = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-fno-math-errno"]
 #: Calling convention of conv_gather.c that this module speaks (opgraph_conv_abi()).
-ABI = 2
+ABI = 3
 #: Seconds a compiler run may take unless OPGRAPH_BUILD_TIMEOUT says otherwise.
 DEFAULT_BUILD_TIMEOUT = 60.0
 #: Every coordinate handed to the kernel stays below this (no 64-bit product overflows there).
@@ -265,7 +265,8 @@ def _build(cc, cache: Path, timeout: float | None = None):
 
 
 class NativeConv:
-    """The loaded library: the block and vector widths and the gather convolution."""
+    """The loaded library: the block and vector widths, the gather convolution and the
+    filter gradient."""
 
     def __init__(self, lib):
         self._lib = lib
@@ -281,6 +282,11 @@ class NativeConv:
                        P, L]
         fn.restype = ctypes.c_int
         self._fn = fn
+        fg = lib.opgraph_filter_grad_f32
+        fg.argtypes = [P, L, L, L, L, L, L, L, P, L, L, L, L, L, L, L, P, L, P, L, L, L, L,
+                       P, L, L, L, L, L, L, L]
+        fg.restype = ctypes.c_int
+        self._fgrad = fg
         lib.opgraph_conv_block_width.restype = ctypes.c_int
         lib.opgraph_conv_vector_width.restype = ctypes.c_int
         #: output channels per packed weight block
@@ -368,8 +374,92 @@ class NativeConv:
         return run
 
 
+    def filter_grad_supports(self, src, dy, dw) -> bool:
+        """True if filter_grad takes these operands as they are: float32 views with aligned
+        strides, dy's and dw's channels contiguous and a multiple of the vector width."""
+        return (self.addressable(src) and self.addressable(dy) and self.addressable(dw)
+                and dy.strides[3] == 4 and dw.strides[3] == 4
+                and dy.shape[3] % self.vector_width == 0)
+
+    def filter_grad(self, src, dy, dw, offs_h, offs_w, step, q0=0):
+        """dw[a, b, c, o] += sum over images n, rows q and columns r of
+        src[n, (q0+q)*step[0] + offs_h[a], r*step[1] + offs_w[b], c] * dy[n, q, r, o], over the
+        source positions inside src. offs_h/offs_w ascending; dw [th, tw, Cs, Co] float32."""
+        self.filter_grad_plan(src, dy, dw, offs_h, offs_w, step, q0)(0, len(offs_h), 0,
+                                                                     dy.shape[3])
+
+    def filter_grad_plan(self, src, dy, dw, offs_h, offs_w, step, q_base=0):
+        """Validate the operands of filter_grad once; returns ``run(a0, a1, o0, o1)``, which
+        adds the taps rows [a0, a1) and output channels [o0, o1) (multiples of the vector
+        width) to dw, so threads can share one dw by taps or channel blocks."""
+        n, hs, ws, cs = src.shape
+        nn, q, r, co = dy.shape
+        th, tw = len(offs_h), len(offs_w)
+        if nn != n:
+            raise ValueError(f"batch mismatch: src {src.shape}, dy {dy.shape}")
+        if tuple(dw.shape) != (th, tw, cs, co):
+            raise ValueError(f"dw must have shape {(th, tw, cs, co)}, got {dw.shape}")
+        if not self.filter_grad_supports(src, dy, dw):
+            raise ValueError(f"unsupported operands: src {src.dtype}{src.shape} strides "
+                             f"{src.strides}, dy {dy.dtype}{dy.shape} strides {dy.strides}, "
+                             f"dw {dw.dtype}{dw.shape} strides {dw.strides}")
+        if not dw.flags.writeable:
+            raise ValueError("dw is read-only")
+        if th and tw and not self.fits(src.shape, dy.shape, offs_h, offs_w, step, q_base):
+            raise ValueError(f"coordinates beyond 2^62: src {src.shape}, dy {dy.shape}, "
+                             f"step {tuple(step)}")
+        oh = np.ascontiguousarray(offs_h, np.int64)
+        ow = np.ascontiguousarray(offs_w, np.int64)
+        ss = [st // 4 for st in src.strides]
+        ds = [st // 4 for st in dy.strides[:3]]
+        wst = [st // 4 for st in dw.strides[:3]]
+        fixed = (src.ctypes.data, *ss, hs, ws, cs, dy.ctypes.data, *ds, n, q, r, co,
+                 oh.ctypes.data, th, ow.ctypes.data, tw, int(step[0]), int(step[1]),
+                 int(q_base), dw.ctypes.data, *wst)
+        fn = self._fgrad
+        keep = (src, dy, dw, oh, ow)
+
+        def run(a0, a1, o0, o1):
+            rc = fn(*fixed, a0, a1, o0, o1)
+            if rc == -2:
+                raise errors.ResourceExhaustedError(
+                    "native filter gradient: out of memory for the row tables")
+            if rc != 0:
+                raise ValueError(f"native filter gradient refused its arguments (code {rc})")
+
+        run.operands = keep
+        return run
+
+
+def _self_check_filter_grad(nat: NativeConv):
+    """The filter gradient against an einsum: strided steps, taps partly outside the source on
+    every side, a full and a partial channel block, fused (NHWC) and per-column (NCHW) rows."""
+    rng = np.random.default_rng(8)
+    co = nat.block_width + nat.vector_width
+    offs_h, offs_w, step, q0 = [-1, 0, 1], [-1, 0, 1], (2, 1), 1
+    n, hs, ws, cs, q, r = 2, 7, 6, 3, 3, 6
+    src = rng.standard_normal((n, hs, ws, cs)).astype(np.float32)
+    dy = rng.standard_normal((n, q, r, co)).astype(np.float32)
+    pad = np.zeros((n, hs + 2, ws + 2, cs), np.float64)
+    pad[:, 1:-1, 1:-1] = src
+    ref = np.zeros((3, 3, cs, co))
+    for a, dh in enumerate(offs_h):
+        for b, dw_ in enumerate(offs_w):
+            rows = [(q0 + i) * step[0] + dh + 1 for i in range(q)]
+            cols = [j * step[1] + dw_ + 1 for j in range(r)]
+            ref[a, b] = np.einsum("nqrc,nqro->co", pad[:, rows][:, :, cols], dy)
+    for layout in ("NHWC", "NCHW"):
+        s = src if layout == "NHWC" else \
+            np.ascontiguousarray(src.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+        dw = np.zeros((3, 3, cs, co), np.float32)
+        nat.filter_grad(s, dy, dw, offs_h, offs_w, step, q0)
+        if not np.allclose(dw, ref, rtol=1e-4, atol=1e-4):
+            raise AssertionError(f"self-check mismatch (filter gradient, {layout}): max error "
+                                 f"{np.abs(dw - ref).max()}")
+
+
 def _self_check(nat: NativeConv):
-    """Compare the kernel with numpy on a small strided, padded, multi-block problem."""
+    """Compare the kernels with numpy on small strided, padded, multi-block problems."""
     rng = np.random.default_rng(7)
     co = nat.block_width + nat.vector_width  # a full and a partial block
     src = rng.standard_normal((2, 5, 19, 6)).astype(np.float32)
@@ -387,6 +477,7 @@ def _self_check(nat: NativeConv):
             ref += np.einsum("nqrc,co->nqro", pad[:, rows][:, :, cols], w[a, b])
     if not np.allclose(out, ref, rtol=1e-4, atol=1e-4):
         raise AssertionError(f"self-check mismatch: max error {np.nanmax(np.abs(out - ref))}")
+    _self_check_filter_grad(nat)
 
 
 def _load_now():

@@ -194,6 +194,8 @@ def build_consts():
             out = sess.run(op.outputs[0])
             if op.outputs[0].dtype == tf.bfloat16:
                 out = np.asarray(out).astype(np.float32)
+            if op.outputs[0].dtype == tf.string:        # no pickled object arrays
+                out = np.asarray(out.tolist(), dtype="S")
             fetched[f"out/{_key(op.name + ':0')}"] = out
     tf.io.write_graph(g.as_graph_def(), HERE, "consts.pbtxt", as_text=True)
     np.savez_compressed(os.path.join(HERE, "consts.npz"), **fetched)
@@ -227,12 +229,15 @@ def main():
                               "dy:0": np.zeros((1, 5, 5, 4), np.float32)})
             tf_run = "ran"
         except tf.errors.OpError as e:
-            tf_run = f"{type(e).__name__}: {e.message.splitlines()[0]}"
+            reason = [line for line in e.message.splitlines() if "OpKernel" in line or
+                      "out_backprop" in line] or e.message.splitlines()[:1]
+            tf_run = f"{type(e).__name__}: {reason[0]}"
 
     build_consts()
     manifest = {"tensorflow": tf.__version__, "graph_def_version": tf.version.GRAPH_DEF_VERSION,
                 "bad_v2_tf_run": tf_run,
-                "files": sorted(f for f in os.listdir(HERE) if not f.endswith(".py"))}
+                "files": sorted(f for f in os.listdir(HERE)
+                           if not f.endswith(".py") and f != "manifest.json")}
     with open(os.path.join(HERE, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")
