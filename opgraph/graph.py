@@ -162,7 +162,8 @@ class Graph:
     """A dataflow graph of Operations (a networkx MultiDiGraph inside)."""
 
     def __init__(self):
-        self._nx = nx.MultiDiGraph()
+        self._nx_graph = nx.MultiDiGraph()
+        self._unindexed = 0     # ops added since the networkx graph was last brought up to date
         self._ops: dict[str, Operation] = {}
         self.version = 0   # bumped on every change, so tools can tell the graph grew
         #: held while a node is named and added (TF's Graph mutex): scopes of one graph may
@@ -177,16 +178,28 @@ class Graph:
                 raise errors.AlreadyExistsError(msg, op.name, op.type, op.site)
             op.id = len(self._ops)
             self._ops[op.name] = op
-            g = self._nx
-            name = op.name
-            g.add_node(name, op=op)
-            # Explicit edge keys (the input index; "^" for the one control edge between two
-            # ops) spare networkx a key search per edge.
-            for i, src in enumerate(op.inputs):
-                g.add_edge(src.op.name, name, i, src_output=src.index, dst_input=i)
-            for c in op.control_inputs:
-                g.add_edge(c.name, name, "^", control=True)
+            self._unindexed += 1
             self.version += 1
+
+    @property
+    def _nx(self) -> nx.MultiDiGraph:
+        """The networkx graph, brought up to date on first use after ops were added (adding
+        to networkx is a third of the cost of building a node, and most graphs are built and
+        run without it: analysis, drawing and linting pay for it, once)."""
+        if self._unindexed:
+            with self.lock:
+                g = self._nx_graph
+                for op in list(self._ops.values())[len(self._ops) - self._unindexed:]:
+                    name = op.name
+                    g.add_node(name, op=op)
+                    # Explicit edge keys (the input index; "^" for the one control edge
+                    # between two ops) spare networkx a key search per edge.
+                    for i, src in enumerate(op.inputs):
+                        g.add_edge(src.op.name, name, i, src_output=src.index, dst_input=i)
+                    for c in op.control_inputs:
+                        g.add_edge(c.name, name, "^", control=True)
+                self._unindexed = 0
+        return self._nx_graph
 
     def has_name(self, name: str) -> bool:
         return name in self._ops

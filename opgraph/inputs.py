@@ -37,6 +37,7 @@ from opgraph import dtypes, errors
 __all__ = ["Input", "InputList", "to_ndarray", "describe_value"]
 
 _INT32 = np.iinfo(np.int32)
+_F32_MAX = float(np.finfo(np.float32).max)
 _INT64 = np.iinfo(np.int64)
 _UINT64 = np.iinfo(np.uint64)
 #: numpy's maximum rank: a list nested deeper is refused (it is also how a list that
@@ -260,6 +261,19 @@ def to_ndarray(value, dtype=None) -> np.ndarray:
     unsupported elements, lossy explicit conversions and ints that do not fit in int32 when
     no dtype is given; TypeError for an unknown ``dtype``.
     """
+    if dtype is None:
+        # Fast paths for what graph code passes most (axes, shapes, scalars): the same
+        # results as the general path below, without walking the value.
+        cls = value.__class__
+        if cls is int:
+            if _INT32.min <= value <= _INT32.max:
+                return np.array(value, np.int32)
+        elif cls is float:
+            if -_F32_MAX <= value <= _F32_MAX or value != value:   # in range, or NaN
+                return np.array(value, np.float32)
+        elif cls is list and value and len(value) <= 64 and \
+                all(v.__class__ is int and _INT32.min <= v <= _INT32.max for v in value):
+            return np.array(value, np.int32)
     want = None if dtype is None else dtypes.as_dtype(dtype)
     if isinstance(value, (np.ndarray, np.generic)):
         arr, _ = _normalized_numpy(value)
