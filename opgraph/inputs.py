@@ -27,6 +27,7 @@ element is an InvalidArgumentError.
 
 from __future__ import annotations
 
+import itertools
 import numbers
 import reprlib
 
@@ -87,20 +88,6 @@ _KIND_OF_NUMPY = {"b": "bool", "i": "int", "u": "int", "f": "float", "c": "compl
                   "U": "str", "S": "str"}
 
 
-def _python_leaf_kind(v):
-    if isinstance(v, (bool, np.bool_)):
-        return "bool"
-    if isinstance(v, (int, np.integer)):
-        return "int"
-    if isinstance(v, (float, np.floating)):
-        return "float"
-    if isinstance(v, (complex, np.complexfloating)):
-        return "complex"
-    if isinstance(v, (str, bytes)):
-        return "str"
-    return None
-
-
 def _unsupported(value) -> errors.InvalidArgumentError:
     what = "numbers" if not isinstance(value, numbers.Number) else "Python or numpy numbers"
     msg = (f"Cannot convert {type(value).__name__} {describe_value(value)} to a tensor: "
@@ -114,11 +101,11 @@ def _numpy_kind(arr: np.ndarray) -> str:
     found = _KIND_OF_NUMPY.get(kind)
     if found is not None:
         return found
-    if kind == "O":
-        if arr.size and all(isinstance(x, (str, bytes)) for x in arr.flat):
+    if kind == "O":                        # strings (TF's string tensors) or nothing
+        if all(isinstance(x, (str, bytes)) for x in arr.flat):
             return "str"
         msg = ("Cannot convert a numpy array of dtype object to a tensor; give it a numeric, "
-               "bool or string dtype" + ("" if arr.size else " (it is empty)"))
+               "bool or string dtype")
         raise errors.InvalidArgumentError(msg)
     if kind in "mM":
         msg = (f"Cannot convert a numpy {arr.dtype} value to a tensor: TF has no datetime "
@@ -154,59 +141,71 @@ def _normalized_numpy(value) -> tuple[np.ndarray, str]:
 
 
 def _walk(value):
-    """Shape, leaf kinds, (min, max) of the Python ints and whether numpy arrays occur, of a
-    (nested) list value. Iterative over the distinct objects of each level, so deep,
-    self-containing or widely shared lists cannot exhaust the stack or memory."""
+    """Shape, leaf kinds, (min, max) of the ints and whether numpy arrays occur, of a
+    (nested) list value. Iterative, a few C-speed passes per level over its distinct
+    objects, so deep, self-containing or widely shared lists cannot exhaust the stack or
+    memory."""
     shape = []
-    kinds: set = set()
     level = [value]
-    depth_of = {}                # id of a list object -> its depth (each has exactly one)
+    seen_lists: set = set()      # ids of the lists of earlier levels (one depth each)
     keep_alive = []
     logical = 1
     while True:
-        seqs = [v for v in level if isinstance(v, (list, tuple))]
-        if not seqs:
+        types = set(map(type, level))
+        if not any(issubclass(t, (list, tuple)) for t in types):
             break
-        if len(seqs) != len(level):
+        if not all(issubclass(t, (list, tuple)) for t in types):
             # numpy arrays next to lists at one level: look at their rows as lists
             if not all(isinstance(v, (list, tuple)) or (isinstance(v, np.ndarray) and v.ndim)
                        for v in level):
                 raise _ragged(value)
-            seqs = [v if isinstance(v, (list, tuple)) else list(v) for v in level]
-            keep_alive.append(seqs)           # so their ids stay unique during the walk
-        depth = len(shape)
-        if depth >= MAX_NESTING:
+            level = [v if isinstance(v, (list, tuple)) else list(v) for v in level]
+            keep_alive.append(level)          # so their ids stay unique during the walk
+        if len(shape) >= MAX_NESTING:
             msg = (f"Cannot convert {describe_value(value)} to a tensor: it nests deeper than "
                    f"{MAX_NESTING} levels (the maximum rank){_cycle_hint(value)}")
             raise errors.InvalidArgumentError(msg)
-        length = len(seqs[0])
-        nxt, seen = [], set()
-        for s in seqs:
-            if len(s) != length:
-                raise _ragged(value)
-            d = depth_of.setdefault(id(s), depth)
-            if d != depth:
-                msg = (f"Cannot convert {describe_value(value)} to a tensor: a list contains "
-                       f"itself")
-                raise errors.InvalidArgumentError(msg)
-            for x in s:
-                if id(x) not in seen:            # shared elements are looked at once
-                    seen.add(id(x))
-                    nxt.append(x)
+        unique = {id(s): s for s in level}   # shared sub-lists are looked at once
+        if not seen_lists.isdisjoint(unique):
+            msg = f"Cannot convert {describe_value(value)} to a tensor: a list contains itself"
+            raise errors.InvalidArgumentError(msg)
+        seen_lists.update(unique)
+        lengths = set(map(len, unique.values()))
+        if len(lengths) > 1:
+            raise _ragged(value)
+        length = lengths.pop()
         shape.append(length)
         logical *= length
         if logical > MAX_LIST_ELEMENTS:
-            msg = (f"Cannot convert a nested list of shape {shape}... to a tensor: more than "
-                   f"{MAX_LIST_ELEMENTS} elements; pass a numpy array")
+            msg = (f"Cannot convert a nested list of shape {describe_value(shape)} to a "
+                   f"tensor: more than {MAX_LIST_ELEMENTS} elements; pass a numpy array")
             raise errors.ResourceExhaustedError(msg)
-        level = nxt
         if length == 0:
-            return tuple(shape), kinds, None, False
+            return tuple(shape), set(), None, False
+        level = list(itertools.chain.from_iterable(unique.values()))
+    kinds: set = set()
     lo = hi = None
     has_arrays = False
-    leaf_shape = None
-    for v in level:
-        if isinstance(v, (np.ndarray, np.generic)):
+    leaf_shape = ()
+    numpy_leaves = False
+    for t in types:
+        if issubclass(t, (np.ndarray, np.generic)):
+            numpy_leaves = True
+            continue
+        kind = _TYPE_KINDS.get(t) or _python_leaf_kind_of_type(t)
+        if kind is None:
+            raise _unsupported(next(v for v in level if type(v) is t))
+        kinds.add(kind)
+        if kind == "int":
+            ints = [v for v in level if type(v) is t]
+            lo, hi = _bounds(lo, hi, int(min(ints)))
+            lo, hi = _bounds(lo, hi, int(max(ints)))
+    if numpy_leaves:
+        shapes = set()
+        for v in level:
+            if not isinstance(v, (np.ndarray, np.generic)):
+                shapes.add(())
+                continue
             arr, kind = _normalized_numpy(v)
             if kind in ("float", "complex") and arr.dtype.itemsize > (8 if kind == "float"
                                                                      else 16):
@@ -216,27 +215,37 @@ def _walk(value):
             if kind == "int" and arr.size:
                 lo, hi = _bounds(lo, hi, int(arr.min()))
                 lo, hi = _bounds(lo, hi, int(arr.max()))
-            sub = arr.shape
-        else:
-            kind = _python_leaf_kind(v)
-            if kind is None:
-                raise _unsupported(v)
-            if kind == "int":
-                lo, hi = _bounds(lo, hi, int(v))
-            sub = ()
-        if leaf_shape is None:
-            leaf_shape = sub
-        elif sub != leaf_shape:
+            shapes.add(arr.shape)
+            kinds.add(kind)
+        if len(shapes) > 1:
             raise _ragged(value)
-        kinds.add(kind)
-    shape.extend(leaf_shape or ())
-    for d in leaf_shape or ():
+        leaf_shape = shapes.pop()
+    shape.extend(leaf_shape)
+    for d in leaf_shape:
         logical *= d
-    if shape and logical > MAX_LIST_ELEMENTS:
-        msg = (f"Cannot convert a nested list of shape {shape} to a tensor: more than "
-               f"{MAX_LIST_ELEMENTS} elements; pass a numpy array")
+    if leaf_shape and logical > MAX_LIST_ELEMENTS:
+        msg = (f"Cannot convert a nested list of shape {describe_value(shape)} to a tensor: "
+               f"more than {MAX_LIST_ELEMENTS} elements; pass a numpy array")
         raise errors.ResourceExhaustedError(msg)
     return tuple(shape), kinds, (lo, hi) if lo is not None else None, has_arrays
+
+
+_TYPE_KINDS = {bool: "bool", int: "int", float: "float", complex: "complex", str: "str",
+               bytes: "str"}
+
+
+def _python_leaf_kind_of_type(t):
+    if issubclass(t, (bool, np.bool_)):
+        return "bool"
+    if issubclass(t, (int, np.integer)):
+        return "int"
+    if issubclass(t, (float, np.floating)):
+        return "float"
+    if issubclass(t, (complex, np.complexfloating)):
+        return "complex"
+    if issubclass(t, (str, bytes)):
+        return "str"
+    return None
 
 
 def _bounds(lo, hi, v):

@@ -197,6 +197,7 @@ class _Parser:
     def __init__(self, text: str, source: str):
         self.text = text
         self.source = source
+        self._lines = None
         self.toks: list[tuple[str, str, int]] = []     # (kind, text, offset)
         pos, n = 0, len(text)
         match = _TOKEN.match
@@ -210,7 +211,6 @@ class _Parser:
                 append((kind, m.group(), pos))
             pos = m.end()
         self.i = 0
-        self._lines = None
 
     def line_col(self, offset: int) -> tuple[int, int]:
         if self._lines is None:
@@ -330,7 +330,7 @@ class _Parser:
         msg[LINE_KEY] = self.line_col(offset)[0]
         return msg
 
-    def skip_value(self, depth: int):
+    def skip_value(self, depth: int):  # noqa: ARG002
         """Skip a (reserved) field's value: a scalar, a message or a list of either."""
         self.accept(":")
         if self.accept("["):
@@ -343,7 +343,6 @@ class _Parser:
     def skip_one(self, depth: int):
         kind, text, _ = self.next()
         if kind == "sym" and text in "{<":
-            closing = "}" if text == "{" else ">"
             level = 1
             while level:
                 k, t, _ = self.next()
@@ -351,7 +350,6 @@ class _Parser:
                     level += 1
                 elif k == "sym" and t in "}>":
                     level -= 1
-            del closing
         elif kind == "str":
             while self.peek()[0] == "str":
                 self.i += 1

@@ -265,7 +265,7 @@ def _conv2d_backprop_filter_shape(c: InferenceContext):
     x, dy = c.with_rank(0, 4), c.with_rank(2, 4)
     sizes_shape = c.input(1)
     if sizes_shape.rank not in (None, 1):
-        msg = f"filter_sizes must be 1-D, but has shape {sizes_shape}"
+        msg = f"filter_sizes must be 1-D, but has shape {sizes_shape.compact()}"
         raise errors.InvalidArgumentError(msg)
     count = sizes_shape.dims[0] if sizes_shape.rank == 1 else None
     if count is not None and count != 4:

@@ -844,9 +844,8 @@ def gradient_state(grad: Output, states: dict, losses=None) -> BatchState:
     (whose implicit seed of ones sums it).
     """
     if not in_gradient_scope(grad.op):
-        return mixed(grad.op, "is a variable update's input computed from the batch that is "
-                              "neither combinable nor a gradient built by "
-                              "AddSymbolicGradients")
+        return mixed(grad.op, "is not a gradient built by AddSymbolicGradients, so its shard "
+                              "values cannot be combined through a loss")
     if losses is None:
         losses = find_losses(grad)
     else:

@@ -51,7 +51,7 @@ from opgraph.registry import get_op_def
 from opgraph.scope import Scope
 from runtime.batch_analysis import (
     BATCH, COMBINE_KINDS, MAX, MEAN, MIN, MIXED, PROD, REPLICATED, SHAPE, SUM, BatchShardingError,
-    BatchState, analyse, gradient_state, is_update_op)
+    BatchState, analyse, gradient_state, in_gradient_scope, is_update_op)
 from runtime.executor import NodeExecStats, StepStats, prune
 from runtime.session import ClientSession, RunMetadata, RunOptions
 
@@ -685,7 +685,7 @@ class DistributedSession:
                 s = state(inp)
                 if s.is_replicated or any(inp == h for h, _ in holder_inputs):
                     continue
-                if s.kind == MIXED:
+                if s.kind == MIXED and in_gradient_scope(inp.op):
                     s = gradient_state(inp, states, self._losses)
                 if s.kind == MIXED:
                     _refuse(f"Cannot run the variable update '{op.name}' ({op.type}) "

@@ -119,10 +119,8 @@ def _convert_feed(out: Output, value) -> np.ndarray:
     other values are converted by TF's rules without silent loss."""
     want = out.dtype
     if isinstance(value, (np.ndarray, np.generic)):
-        if value.dtype != want.as_numpy_dtype and not (
-                value.dtype.kind in "USO" and want.name == "string") and not (
-                value.dtype.isnative is False and value.dtype.newbyteorder("=") ==
-                want.as_numpy_dtype):
+        strings = want.name == "string" and value.dtype.kind in "USO"
+        if value.dtype.newbyteorder("=") != want.as_numpy_dtype and not strings:
             msg = (f"Fed value for '{out.name}' has dtype {value.dtype} but the tensor's dtype "
                    f"is {want.name}")
             raise errors.InvalidArgumentError(msg, out.op.name, out.op.type, out.op.site)

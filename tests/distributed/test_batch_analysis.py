@@ -230,3 +230,14 @@ def test_runs_without_a_batch_feed_stay_on_the_holder(fake_backend):
     lr = ops.Placeholder(root.WithOpName("lr"), DT_DOUBLE, shape=[])
     np.testing.assert_array_equal(sess.Run({lr: 3.0}, ops.Mul(root, lr, np.float64(2))), 6.0)
     assert sess.last_run_shards == 0
+
+
+def test_update_from_a_mixed_value_names_the_mixing_op(fake_backend):
+    root, x = _graph()
+    v = train.Variable(root.WithOpName("v"), np.zeros(4))
+    centred = ops.Sum(root, ops.Sub(root.WithOpName("centre"), x, ops.Mean(root, x, [0])), [0])
+    update = ops.Assign(root.WithOpName("set_v"), v.output, centred)
+    sess = _session(root, fake_backend)
+    with pytest.raises(BatchShardingError,
+                       match=r"update 'set_v' \(Assign\).*'centre' \(Sub\) consumes 'Mean'"):
+        sess.Run({x: np.ones((4, 4))}, [], [update.operation])

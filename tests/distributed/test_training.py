@@ -166,3 +166,22 @@ def test_saver_round_trips_the_holder(dask_client, tmp_path):
     replicas = dist.replica_variables()
     for values in replicas.values():
         np.testing.assert_array_equal(values["w1"], saved["w1"])
+
+
+def test_update_from_a_combinable_value(dask_client):
+    """A moving-average style update: Assign / AssignAdd of a batch statistic that combines
+    (a mean and a sum over the batch) runs once on the holder with the combined value."""
+    root = Scope.NewRootScope()
+    x = ops.Placeholder(root.WithOpName("x"), DT_DOUBLE, shape=[-1, 3])
+    avg = train.Variable(root.WithOpName("avg"), np.zeros(3))
+    total = train.Variable(root.WithOpName("total"), np.zeros(3))
+    set_avg = ops.Assign(root, avg.output, ops.Mean(root, x, [0]))
+    add_total = ops.AssignAdd(root, total.output, ops.Sum(root, x, [0]))
+    dist = DistributedSession(root, dask_client, min_shard_size=1)
+    dist.Run({}, [], [train.global_variables_initializer(root)])
+    value = np.arange(24.0).reshape(8, 3)
+    for _ in range(2):
+        dist.Run({x: value}, [], [set_avg.operation, add_total.operation])
+    assert dist.last_run_shards == 2
+    np.testing.assert_array_equal(_values(dist, ["avg"])["avg"], value.mean(axis=0))
+    np.testing.assert_array_equal(_values(dist, ["total"])["total"], 2 * value.sum(axis=0))

@@ -328,3 +328,56 @@ def _golden(name: str) -> str:
     import os  # noqa: PLC0415
 
     return os.path.join(os.path.dirname(__file__), "golden", name)
+
+
+# ---------------------------------------------------------------- properties
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=200))
+def test_random_bytes_decode_or_raise_data_loss(data):
+    try:
+        GraphDef.FromString(data)
+    except errors.DataLossError:
+        pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(alphabet='node{}:<>[],;#"\'\\ \nnameopinputattrkeyvalue0123456789-.xef',
+               max_size=80))
+def test_random_text_parses_or_raises_data_loss(text):
+    try:
+        GraphDef.from_text(text)
+    except errors.DataLossError:
+        pass
+
+
+_names = st.text(alphabet="abcXYZ09_./-", min_size=1, max_size=8)
+_attr_values = st.one_of(
+    st.builds(lambda i: AttrValue(i=i), st.integers(-(2 ** 63), 2 ** 63 - 1)),
+    st.builds(lambda s: AttrValue(s=s), st.binary(max_size=10)),
+    st.builds(lambda f: AttrValue(f=float(np.float32(f))),
+              st.floats(allow_nan=False, width=32)),
+    st.builds(lambda b: AttrValue(b=b), st.booleans()),
+    st.builds(lambda t: AttrValue(type=t), st.sampled_from([1, 2, 3, 9, 19])),
+    st.builds(lambda v: AttrValue(list=ListValue(i=tuple(v))),
+              st.lists(st.integers(-5, 2 ** 40), max_size=4)),
+    st.builds(lambda d: AttrValue(shape=TensorShapeProto.from_shape(d)),
+              st.lists(st.one_of(st.none(), st.integers(0, 9)), max_size=3)),
+)
+_nodes = st.builds(lambda name, op, inputs, device, attr: NodeDef(name, op, tuple(inputs),
+                                                                    device, attr),
+                   _names, _names, st.lists(_names, max_size=3),
+                   st.sampled_from(["", "/device:CPU:0"]),
+                   st.dictionaries(_names, _attr_values, max_size=3))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_nodes, max_size=4))
+def test_any_graph_def_round_trips_in_both_encodings(nodes):
+    gd = GraphDef(node=tuple(nodes), versions=VersionDef(producer=5))
+    assert GraphDef.FromString(gd.SerializeToString()) == gd
+    assert GraphDef.from_text(gd.to_text()) == gd
+    assert GraphDef.from_text(gd.to_text(as_one_line=True)) == gd

@@ -12,7 +12,8 @@ from opgraph.pbtxt import c_escape, c_unescape, format_float, parse_text, write_
 
 
 @pytest.mark.parametrize(("value", "text"), [
-    ("plain", "plain"), ('q"uote', 'q\\"uote'), ("it's", "it\\'s"), ("back\\slash", "back\\\\slash"),
+    ("plain", "plain"), ('q"uote', 'q\\"uote'), ("it's", "it\\'s"),
+    ("back\\slash", "back\\\\slash"),
     ("new\nline\r\t", "new\\nline\\r\\t"), ("\x00\x7f", "\\000\\177"), ("é", "\\303\\251"),
     (b"\xff\x80", "\\377\\200"), ("x:0", "x:0"), ("{}[]<>#", "{}[]<>#"),
 ])

@@ -356,8 +356,10 @@ int opgraph_filter_grad_f32(const float *src, i64 s_n, i64 s_h, i64 s_w, i64 s_c
         return -1;
     if (N <= 0 || Q <= 0 || R <= 0 || a0 >= a1 || o0 >= o1 || Hs <= 0 || Ws <= 0)
         return 0;
-    /* (b, c) tile rows when the channels of consecutive tap columns are contiguous */
-    int fuse = tw > 1 && w_b == Cs * w_c;
+    /* (b, c) tile rows when the channels of consecutive tap columns are contiguous and the
+     * channels alone would leave much of the last tile empty (3 channels: 3 of RB rows) */
+    const i64 ctiles = (Cs + RB - 1) / RB;
+    int fuse = tw > 1 && w_b == Cs * w_c && 5 * Cs < 4 * RB * ctiles;
     for (i64 b = 0; fuse && b + 1 < tw; b++)
         fuse = (offw[b + 1] - offw[b]) * s_w == Cs * s_c;
     const i64 total_rows = N * Q;

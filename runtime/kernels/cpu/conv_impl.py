@@ -1800,19 +1800,65 @@ class _PrivateTargets:
 
 
 def _filter_numpy_run(xv, dyv, acc, offs_h, offs_w, step, g, cdt, nth):
-    """Per-tap GEMMs ``x_tap^T @ dy`` over exactly the output pixels whose source position lies
-    inside x, block by block of output rows (the copies BLAS needs stay per block)."""
-    n, h, wd, _ = xv.shape
+    """Per-tap GEMMs ``x_tap^T @ dy`` block by block of output rows. With finite dy, each
+    tap's x operand covers the whole block with zeros where the tap reads outside x, so dy's
+    block is one operand for every tap (a view, or one copy per block); otherwise (0 * inf
+    would be NaN where a direct loop has none) each tap's GEMM runs over exactly the output
+    pixels whose source lies inside x, with dy copied per tap."""
+    n, h, wd, cin = xv.shape
     _, oh, ow, cout = dyv.shape
     _, _, cig, _ = acc.shape
     cog = cout // g
     sh, sw = step
     isz = cdt.itemsize
-    rows = max(1, min(BLOCK_BYTES // max(1, ow * (cig + cog) * isz),
+    rows = max(1, min(BLOCK_BYTES // max(1, ow * (cin + cout) * isz),
                       -(-FILTER_TARGET_PIXELS // max(ow, 1))))
     targets = _PrivateTargets(acc, "Conv2DBackpropFilter per-thread accumulator")
+    padded = _all_finite(dyv)
 
-    def worker(ws, unit):
+    def gemm(ws, dst, a, b, x2, d2):
+        tmp = _buf(ws, "ftmp", cig * cog, cdt).reshape(cig, cog)
+        for gi in range(g):
+            np.matmul(x2[:, gi * cig:(gi + 1) * cig].T, d2[:, gi * cog:(gi + 1) * cog], out=tmp)
+            part = dst[a, b, :, gi * cog:(gi + 1) * cog]
+            np.add(part, tmp, out=part)
+
+    def tap_view(n0, n1, qa, qb, ra, rb, off_h, off_w):
+        return xv[n0:n1, qa * sh + off_h:(qb - 1) * sh + off_h + 1:sh,
+                  ra * sw + off_w:(rb - 1) * sw + off_w + 1:sw]
+
+    def worker_padded(ws, unit):
+        dst = targets.get(ws)
+        n0, n1, q0, q1 = unit
+        un, uq = n1 - n0, q1 - q0
+        m = un * uq * ow
+        d2 = _as_2d(dyv[n0:n1, q0:q1], m, cout)
+        if d2 is None or d2.dtype != cdt:
+            d2 = _buf(ws, "fdy", m * cout, cdt).reshape(m, cout)
+            _store(d2.reshape(un, uq, ow, cout), dyv[n0:n1, q0:q1])
+        for a, off_h in enumerate(offs_h):
+            qa, qb = _valid_range(q0, q1, sh, off_h, h)
+            if qa >= qb:
+                continue
+            for b, off_w in enumerate(offs_w):
+                ra, rb = _valid_range(0, ow, sw, off_w, wd)
+                if ra >= rb:
+                    continue
+                xs = tap_view(n0, n1, qa, qb, ra, rb, off_h, off_w)
+                x2 = None
+                if (qa, qb, ra, rb) == (q0, q1, 0, ow):
+                    x2 = _as_2d(xs, m, cin)
+                if x2 is None or x2.dtype != cdt:
+                    xb = _buf(ws, "fx", m * cin, cdt).reshape(un, uq, ow, cin)
+                    xb[:, :qa - q0] = 0
+                    xb[:, qb - q0:] = 0
+                    xb[:, qa - q0:qb - q0, :ra] = 0
+                    xb[:, qa - q0:qb - q0, rb:] = 0
+                    _store(xb[:, qa - q0:qb - q0, ra:rb], xs)
+                    x2 = xb.reshape(m, cin)
+                gemm(ws, dst, a, b, x2, d2)
+
+    def worker_exact(ws, unit):
         dst = targets.get(ws)
         n0, n1, q0, q1 = unit
         un = n1 - n0
@@ -1820,32 +1866,24 @@ def _filter_numpy_run(xv, dyv, acc, offs_h, offs_w, step, g, cdt, nth):
             qa, qb = _valid_range(q0, q1, sh, off_h, h)
             if qa >= qb:
                 continue
-            src_rows = slice(qa * sh + off_h, (qb - 1) * sh + off_h + 1, sh)
             for b, off_w in enumerate(offs_w):
                 ra, rb = _valid_range(0, ow, sw, off_w, wd)
                 if ra >= rb:
                     continue
-                xs = xv[n0:n1, src_rows, slice(ra * sw + off_w, (rb - 1) * sw + off_w + 1, sw)]
+                xs = tap_view(n0, n1, qa, qb, ra, rb, off_h, off_w)
                 ds = dyv[n0:n1, qa:qb, ra:rb]
-                shape = (un, qb - qa, rb - ra)
                 m = un * (qb - qa) * (rb - ra)
-                tmp = _buf(ws, "ftmp", cig * cog, cdt).reshape(cig, cog)
-                for gi in range(g):
-                    x2 = _as_2d(xs[..., gi * cig:(gi + 1) * cig], m, cig)
-                    if x2 is None or x2.dtype != cdt:
-                        xb = _buf(ws, "fx", m * cig, cdt)
-                        _store(xb.reshape(*shape, cig), xs[..., gi * cig:(gi + 1) * cig])
-                        x2 = xb.reshape(m, cig)
-                    d2 = _as_2d(ds[..., gi * cog:(gi + 1) * cog], m, cog)
-                    if d2 is None or d2.dtype != cdt:
-                        db = _buf(ws, "fdy", m * cog, cdt)
-                        _store(db.reshape(*shape, cog), ds[..., gi * cog:(gi + 1) * cog])
-                        d2 = db.reshape(m, cog)
-                    np.matmul(x2.T, d2, out=tmp)
-                    part = dst[a, b, :, gi * cog:(gi + 1) * cog]
-                    np.add(part, tmp, out=part)
+                x2 = _as_2d(xs, m, cin)
+                if x2 is None or x2.dtype != cdt:
+                    x2 = _buf(ws, "fx", m * cin, cdt).reshape(m, cin)
+                    _store(x2.reshape(xs.shape), xs)
+                d2 = _as_2d(ds, m, cout)
+                if d2 is None or d2.dtype != cdt:
+                    d2 = _buf(ws, "fdy", m * cout, cdt).reshape(m, cout)
+                    _store(d2.reshape(ds.shape), ds)
+                gemm(ws, dst, a, b, x2, d2)
 
-    _run_tasks(_row_units(n, oh, rows), worker, nth)
+    _run_tasks(_row_units(n, oh, rows), worker_padded if padded else worker_exact, nth)
     targets.reduce()
 
 
@@ -2030,9 +2068,9 @@ def conv2d_backprop_filter_workspace_bytes(x_shape, dy_shape, filter_shape, stri
             per = max(per, un * uq * ow * cog + un * max(span, 1) * wd * cig)
         return acc_bytes + private + min(nth, max(1, len(units))) * per * 4 + slack
     private = (nth - 1) * region * isz
-    rows = max(1, min(BLOCK_BYTES // max(1, ow * (cig + cog) * isz),
+    rows = max(1, min(BLOCK_BYTES // max(1, ow * (cin + cout) * isz),
                       -(-FILTER_TARGET_PIXELS // max(ow, 1))))
     units = _row_units(n, oh, rows)
     m = max((u[1] - u[0]) * (u[3] - u[2]) * ow for u in units)
-    per = m * (cig + cog) + cig * cog
+    per = m * (cin + cout) + cig * cog
     return acc_bytes + private + min(nth, len(units)) * per * isz + slack
