@@ -278,11 +278,13 @@ def compile_plan(session, feeds, fetches, targets) -> Plan:
             constant_ops.add(op.name)
             values = session.fold(op, step, [namespace[a] for a in args])
             for k, out_var in enumerate(outs):
-                var[op.output(k)] = out_var
+                if op.output(k) not in feed_set:     # a fed output keeps its feed
+                    var[op.output(k)] = out_var
                 namespace[out_var] = values[k]
             continue
         for k, out_var in enumerate(outs):
-            var[op.output(k)] = out_var
+            if op.output(k) not in feed_set:         # a fed output keeps its feed
+                var[op.output(k)] = out_var
         steps.append(step)
 
     # Last use of each variable, so intermediates are released right after it.

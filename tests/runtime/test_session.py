@@ -360,3 +360,16 @@ def test_shape_kernel_and_placeholder_with_default():
     np.testing.assert_array_equal(sess.Run({d: np.ones((5, 2), np.float32)}, s), [5, 2])
     with pytest.raises(errors.InvalidArgumentError, match="not compatible"):
         sess.Run({d: np.ones((5, 3), np.float32)}, s)
+
+
+def test_feeding_one_output_of_a_multi_output_op_that_also_runs():
+    """Regression: a fed output was overwritten when another output of its op was needed."""
+    root = Scope.NewRootScope()
+    x = ops.Placeholder(root, DT_FLOAT, shape=[2, 3])
+    parts = ops.Unpack(root, x, 2)
+    sess = ClientSession(root)
+    xv = np.arange(6, dtype=np.float32).reshape(2, 3)
+    fed = np.full(3, 7, np.float32)
+    a, b = sess.Run({x: xv, parts.output[0]: fed}, [parts.output[0], parts.output[1]])
+    np.testing.assert_array_equal(a, fed)
+    np.testing.assert_array_equal(b, xv[1])
