@@ -7,7 +7,8 @@ package never imports the ``ops`` wrappers, only the op definitions they registe
 from runtime import kernels as _kernels  # noqa: F401  (registers the kernels)
 from runtime.devices import Device, available_devices
 from runtime.kernel_registry import Kernel, KernelDef, register_kernel, registered_kernels
+from runtime.distributed import DistributedSession
 from runtime.session import ClientSession, RunMetadata, RunOptions
 
-__all__ = ["ClientSession", "Device", "Kernel", "KernelDef", "RunMetadata", "RunOptions",
+__all__ = ["ClientSession", "Device", "DistributedSession", "Kernel", "KernelDef", "RunMetadata", "RunOptions",
            "available_devices", "register_kernel", "registered_kernels"]

@@ -86,14 +86,20 @@ def _case(rng, n, h, w, cig, cog, groups, k, s, d, pads, fmt, dtype):
 
 
 def _both_engines(x, dy, fshape, s, d, pb, fmt, native_runs=None):
-    """dw from the compiled kernel (when it applies) and from the numpy engine."""
+    """dw from the compiled kernel (when it applies: USE_NATIVE, out channels per group a
+    multiple of the vector width) and from the numpy blocked engine (USE_NATIVE = False), both
+    forced past the one-GEMM path of tiny problems; and from that path ("direct")."""
     out = {}
+    conv_impl.FORCE_ALGORITHM = "native"
     for use in (True, False):
         conv_impl.USE_NATIVE = use
         before = len(native_runs) if native_runs is not None else 0
         out[use] = conv_impl.conv2d_backprop_filter(x, dy, fshape, s, d, pb, fmt)
         if native_runs is not None and not use:
             assert len(native_runs) == before, "USE_NATIVE=False still ran the compiled kernel"
+    conv_impl.FORCE_ALGORITHM = "direct"
+    out["direct"] = conv_impl.conv2d_backprop_filter(x, dy, fshape, s, d, pb, fmt)
+    conv_impl.FORCE_ALGORITHM, conv_impl.USE_NATIVE = None, True
     return out
 
 
@@ -124,6 +130,7 @@ def test_float32_matches_reference(geometry, fmt, cig, cog, groups, native_runs)
     assert bool(native_runs) == (nat is not None), "the compiled kernel did not run"
     _check(got[True], ref, np.float32, f"native {geometry} {fmt}")
     _check(got[False], ref, np.float32, f"numpy {geometry} {fmt}")
+    _check(got["direct"], ref, np.float32, f"direct {geometry} {fmt}")
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float16])
@@ -152,7 +159,7 @@ def test_thread_splits(split, threads, fmt, dtype, native_runs):
     rng = np.random.default_rng(3)
     x, dy, fshape, pb = _case(rng, 3, 10, 12, 4, 2 * BW + VW, 1, (3, 2), (1, 2), (2, 1),
                               (2, 2, 0, 1), fmt, dtype)
-    conv_impl.USE_NATIVE = True
+    conv_impl.USE_NATIVE, conv_impl.FORCE_ALGORITHM = True, "native"
     got = conv_impl.conv2d_backprop_filter(x, dy, fshape, (1, 2), (2, 1), pb, fmt)
     assert native_runs
     _check(got, conv2d_backprop_filter_ref(x, dy, fshape, (1, 2), (2, 1), pb, fmt), dtype,
@@ -162,7 +169,7 @@ def test_thread_splits(split, threads, fmt, dtype, native_runs):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_numpy_engine_blocks_and_threads(threads):
     """The numpy engine with tiny blocks (one output row each) and per-thread accumulators."""
-    conv_impl.USE_NATIVE = False
+    conv_impl.USE_NATIVE, conv_impl.FORCE_ALGORITHM = False, "native"
     conv_impl.NUM_THREADS, conv_impl.PARALLEL_MIN_MACS = threads, 0
     conv_impl.FILTER_TARGET_PIXELS = 1
     rng = np.random.default_rng(4)
@@ -170,6 +177,11 @@ def test_numpy_engine_blocks_and_threads(threads):
                               "NHWC", np.float32)
     got = conv_impl.conv2d_backprop_filter(x, dy, fshape, (2, 1), (1, 2), pb)
     _check(got, conv2d_backprop_filter_ref(x, dy, fshape, (2, 1), (1, 2), pb), np.float32)
+    # one group of few channels: the one-GEMM patch plan per block
+    x1 = _rand(rng, (3, 8, 9, 5))
+    got = conv_impl.conv2d_backprop_filter(x1, dy, (3, 3, 5, 8), (2, 1), (1, 2), pb)
+    _check(got, conv2d_backprop_filter_ref(x1, dy, (3, 3, 5, 8), (2, 1), (1, 2), pb),
+           np.float32, "patches")
 
 
 def test_rows_in_several_chunks_of_the_kernel(native_runs):
@@ -343,16 +355,17 @@ def test_filter_grad_rejects_bad_arguments():
 # (4) semantics every path keeps: non-finite values, empty problems, views, reduced taps
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.filterwarnings("ignore:invalid value encountered")
-@pytest.mark.parametrize("use_native", [True, False])
+@pytest.mark.parametrize("use_native", [True, False, None])  # None: force the tiny path
 @pytest.mark.parametrize("where", ["x", "dy"])
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_non_finite_values_reach_exactly_their_taps(use_native, where, value):
     """A NaN or inf in x or dy reaches exactly the filter entries whose sums contain it:
     taps that read it only through padding stay finite (nothing is multiplied by padding)."""
     conv_impl.USE_NATIVE = use_native
+    conv_impl.FORCE_ALGORITHM = "direct" if use_native is None else None
     rng = np.random.default_rng(11)
-    for fmt in ("NHWC", "NCHW"):
-        x, dy, fshape, pb = _case(rng, 2, 6, 7, 3, VW, 1, (3, 3), (1, 2), (2, 1),
+    for fmt, cin in itertools.product(("NHWC", "NCHW"), (3, 20)):  # patch / per-tap plans
+        x, dy, fshape, pb = _case(rng, 2, 6, 7, cin, VW, 1, (3, 3), (1, 2), (2, 1),
                                   (2, 2, 1, 1), "NHWC", np.float32)
         if where == "x":
             x[1, 0, 6, 2] = value   # a corner: read by few taps

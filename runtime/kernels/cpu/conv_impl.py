@@ -481,13 +481,14 @@ def _native_units(job):
     return _row_units(n, q, max(1, NATIVE_BLOCK_BYTES // max(row_bytes, 1)))
 
 
-def _row_units(n, q, rows, even=False):
+def _row_units(n, q, rows, even=False, threads=None):
     """Blocks (n0, n1, q0, q1) of about ``rows`` output rows: whole images when a block holds
     one or more, else balanced row chunks of one image (an even count with ``even``); at least
-    two blocks per thread when there are enough rows."""
+    two blocks per thread (``threads``, default NUM_THREADS) when there are enough rows."""
     total_rows = n * q
-    if NUM_THREADS > 1 and total_rows >= 2 * NUM_THREADS:
-        rows = max(1, min(rows, total_rows // (2 * NUM_THREADS)))
+    threads = NUM_THREADS if threads is None else threads
+    if threads > 1 and total_rows >= 2 * threads:
+        rows = max(1, min(rows, total_rows // (2 * threads)))
     units = []
     if rows >= q:
         per = max(1, rows // max(q, 1))
@@ -1685,6 +1686,11 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
 # --------------------------------------------------------------------------------------------
 #: GEMM depth (output pixels) one block of the numpy filter gradient aims at per tap GEMM.
 FILTER_TARGET_PIXELS = 4096
+#: With finite dy, one group and fewer input channels than this, the numpy filter gradient
+#: gathers every tap of a block into one channel-first patch matrix and runs ONE GEMM
+#: ``patches [taps * C_in, pixels] @ dy [pixels, C_out]`` instead of a thin GEMM per tap
+#: (F, 3 channels and 49 taps: 126 ms -> see docs/conv_kernel.md).
+FILTER_PATCH_MAX_CHANNELS = 16
 #: How the compiled filter gradient shares a call between threads: None (auto: channel blocks,
 #: else tap rows when they split evenly, else pixels), "channels", "taps" or "pixels".
 FILTER_SPLIT = None
@@ -1763,7 +1769,11 @@ def _conv2d_backprop_filter(x, dy, filter_shape, strides, dilations, pads, data_
     else:
         _guard(region.size, cdt.itemsize, region.shape, "Conv2DBackpropFilter accumulator")
         acc = np.zeros(region.shape, cdt)
-    if nat is not None:
+    macs = n * oh * ow * th * tw * cig * cout
+    if g == 1 and (macs < TINY_MACS if FORCE_ALGORITHM is None else FORCE_ALGORITHM == "direct") \
+            and _all_finite(dyv):
+        _tiny_filter(xv, dyv, acc, offs_h, offs_w, strides, cdt)
+    elif nat is not None:
         _filter_native_run(nat, xv, dyv, acc, offs_h, offs_w, strides, g, nth)
     else:
         _filter_numpy_run(xv, dyv, acc, offs_h, offs_w, strides, g, cdt, nth)
@@ -1811,10 +1821,13 @@ def _filter_numpy_run(xv, dyv, acc, offs_h, offs_w, step, g, cdt, nth):
     cog = cout // g
     sh, sw = step
     isz = cdt.itemsize
-    rows = max(1, min(BLOCK_BYTES // max(1, ow * (cin + cout) * isz),
+    th, tw = len(offs_h), len(offs_w)
+    padded = _all_finite(dyv)
+    patches = padded and g == 1 and cin < FILTER_PATCH_MAX_CHANNELS and th * tw > 1
+    per_pixel = (th * tw * cin if patches else cin) + cout
+    rows = max(1, min(BLOCK_BYTES // max(1, ow * per_pixel * isz),
                       -(-FILTER_TARGET_PIXELS // max(ow, 1))))
     targets = _PrivateTargets(acc, "Conv2DBackpropFilter per-thread accumulator")
-    padded = _all_finite(dyv)
 
     def gemm(ws, dst, a, b, x2, d2):
         tmp = _buf(ws, "ftmp", cig * cog, cdt).reshape(cig, cog)
@@ -1827,15 +1840,46 @@ def _filter_numpy_run(xv, dyv, acc, offs_h, offs_w, step, g, cdt, nth):
         return xv[n0:n1, qa * sh + off_h:(qb - 1) * sh + off_h + 1:sh,
                   ra * sw + off_w:(rb - 1) * sw + off_w + 1:sw]
 
+    def block_dy(ws, n0, n1, q0, q1):
+        m = (n1 - n0) * (q1 - q0) * ow
+        d2 = _as_2d(dyv[n0:n1, q0:q1], m, cout)
+        if d2 is None or d2.dtype != cdt:
+            d2 = _buf(ws, "fdy", m * cout, cdt).reshape(m, cout)
+            _store(d2.reshape(n1 - n0, q1 - q0, ow, cout), dyv[n0:n1, q0:q1])
+        return d2
+
+    def worker_patches(ws, unit):
+        dst = targets.get(ws)
+        n0, n1, q0, q1 = unit
+        un, uq = n1 - n0, q1 - q0
+        m = un * uq * ow
+        d2 = block_dy(ws, n0, n1, q0, q1)
+        # [taps, cin, un, uq, ow]: each tap's copy runs along image rows, not 3-channel runs
+        pat = _buf(ws, "fpat", th * tw * cin * m, cdt).reshape(th, tw, cin, un, uq, ow)
+        for a, off_h in enumerate(offs_h):
+            qa, qb = _valid_range(q0, q1, sh, off_h, h)
+            for b, off_w in enumerate(offs_w):
+                ra, rb = _valid_range(0, ow, sw, off_w, wd)
+                slab = pat[a, b]
+                if qa >= qb or ra >= rb:
+                    slab[...] = 0
+                    continue
+                slab[:, :, :qa - q0] = 0
+                slab[:, :, qb - q0:] = 0
+                slab[:, :, qa - q0:qb - q0, :ra] = 0
+                slab[:, :, qa - q0:qb - q0, rb:] = 0
+                _store(slab[:, :, qa - q0:qb - q0, ra:rb],
+                       tap_view(n0, n1, qa, qb, ra, rb, off_h, off_w).transpose(3, 0, 1, 2))
+        tmp = _buf(ws, "ftmp", th * tw * cin * cout, cdt).reshape(th * tw * cin, cout)
+        np.matmul(pat.reshape(th * tw * cin, m), d2, out=tmp)
+        np.add(dst, tmp.reshape(dst.shape), out=dst)
+
     def worker_padded(ws, unit):
         dst = targets.get(ws)
         n0, n1, q0, q1 = unit
         un, uq = n1 - n0, q1 - q0
         m = un * uq * ow
-        d2 = _as_2d(dyv[n0:n1, q0:q1], m, cout)
-        if d2 is None or d2.dtype != cdt:
-            d2 = _buf(ws, "fdy", m * cout, cdt).reshape(m, cout)
-            _store(d2.reshape(un, uq, ow, cout), dyv[n0:n1, q0:q1])
+        d2 = block_dy(ws, n0, n1, q0, q1)
         for a, off_h in enumerate(offs_h):
             qa, qb = _valid_range(q0, q1, sh, off_h, h)
             if qa >= qb:
@@ -1883,8 +1927,23 @@ def _filter_numpy_run(xv, dyv, acc, offs_h, offs_w, step, g, cdt, nth):
                     _store(d2.reshape(ds.shape), ds)
                 gemm(ws, dst, a, b, x2, d2)
 
-    _run_tasks(_row_units(n, oh, rows), worker_padded if padded else worker_exact, nth)
+    worker = worker_patches if patches else worker_padded if padded else worker_exact
+    _run_tasks(_row_units(n, oh, rows, threads=nth), worker, nth)
     targets.reduce()
+
+
+def _tiny_filter(xv, dyv, acc, offs_h, offs_w, step, cdt):
+    """One GEMM over the im2col patches of the whole problem (one group, finite dy: the
+    positions outside x are zeros that get multiplied): a handful of numpy calls."""
+    n, _, _, cin = xv.shape
+    _, oh, ow, cout = dyv.shape
+    sh, sw = step
+    rows = np.arange(oh)[:, None] * sh + np.asarray(offs_h)[None, :]
+    cols = np.arange(ow)[:, None] * sw + np.asarray(offs_w)[None, :]
+    pat = _gather_patches(xv, rows, cols, cdt, "Conv2DBackpropFilter patches")
+    m, k = n * oh * ow, len(offs_h) * len(offs_w) * cin
+    d2 = dyv.reshape(m, cout).astype(cdt, copy=False)
+    np.add(acc, np.matmul(pat.reshape(m, k).T, d2).reshape(acc.shape), out=acc)
 
 
 def _native_filter(xv, dyv, offs_h, offs_w, step, cog, cdt):
@@ -2068,9 +2127,12 @@ def conv2d_backprop_filter_workspace_bytes(x_shape, dy_shape, filter_shape, stri
             per = max(per, un * uq * ow * cog + un * max(span, 1) * wd * cig)
         return acc_bytes + private + min(nth, max(1, len(units))) * per * 4 + slack
     private = (nth - 1) * region * isz
-    rows = max(1, min(BLOCK_BYTES // max(1, ow * (cin + cout) * isz),
+    # (the patch plan, used with finite dy, is counted whenever it may run)
+    patches = g == 1 and cin < FILTER_PATCH_MAX_CHANNELS and th * tw > 1
+    per_pixel = (th * tw * cin if patches else cin) + cout
+    rows = max(1, min(BLOCK_BYTES // max(1, ow * per_pixel * isz),
                       -(-FILTER_TARGET_PIXELS // max(ow, 1))))
     units = _row_units(n, oh, rows)
     m = max((u[1] - u[0]) * (u[3] - u[2]) * ow for u in units)
-    per = m * (cin + cout) + cig * cog
+    per = m * max(per_pixel, cin + cout) + (th * tw * cin * cout if patches else cig * cog)
     return acc_bytes + private + min(nth, len(units)) * per * isz + slack
