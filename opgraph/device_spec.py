@@ -14,8 +14,8 @@ from opgraph import errors
 __all__ = ["DeviceSpec", "parse_device"]
 
 _FULL = re.compile(
-    r"^(?:/job:(?P<job>[a-z][\w-]*))?(?:/replica:(?P<replica>\d+))?(?:/task:(?P<task>\d+))?"
-    r"(?:/?(?:device:)?(?P<type>[A-Za-z]+):(?P<index>\d+|\*))?$")
+    r"(?:/job:(?P<job>[a-z][\w-]*))?(?:/replica:(?P<replica>\d+))?(?:/task:(?P<task>\d+))?"
+    r"(?:/?(?:device:)?(?P<type>[A-Za-z]+):(?P<index>\d+|\*))?", re.ASCII)
 
 
 class DeviceSpec:
@@ -44,7 +44,7 @@ def parse_device(name: str) -> DeviceSpec:
         raise errors.InvalidArgumentError(msg)
     if name == "":
         return DeviceSpec()
-    m = _FULL.match(name)
+    m = _FULL.fullmatch(name)
     if m is None or not any(m.groupdict().values()):
         msg = (f"Malformed device specification '{name}'; expected e.g. '/device:CPU:0', "
                f"'/device:GPU:0', '/cpu:0' or '/job:localhost/replica:0/task:0/device:CPU:0'")

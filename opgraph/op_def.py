@@ -31,6 +31,7 @@ import attrs as _attrs
 import numpy as np
 
 from opgraph import dtypes, errors
+from opgraph.inputs import describe_value
 from opgraph.shapes import TensorShape
 
 __all__ = ["ArgDef", "AttrDef", "OpDef", "NO_DEFAULT"]
@@ -185,7 +186,7 @@ class AttrDef:
                 return out
             if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, np.ndarray)):
                 msg = (f"Attr '{self.name}' expects a list({self.kind}) but got "
-                       f"{type(value).__name__} {value!r}")
+                       f"{type(value).__name__} {describe_value(value)}")
                 raise errors.InvalidArgumentError(msg)
             out = tuple(self._check_one(v) for v in value)
             if self.minimum is not None and len(out) < self.minimum:
@@ -209,7 +210,8 @@ class AttrDef:
                 self._wrong(v, "int")
             v = int(v)
             if not _INT64_MIN <= v <= _INT64_MAX:
-                msg = (f"Value for attr '{self.name}' of {v} is out of range for an int attr "
+                msg = (f"Value for attr '{self.name}' of {describe_value(v)} is out of range "
+                       f"for an int attr "
                        f"(int64: [{_INT64_MIN}, {_INT64_MAX}])")
                 raise errors.InvalidArgumentError(msg)
         elif kind == "float":
@@ -253,7 +255,7 @@ class AttrDef:
     def _wrong(self, v, expected: str):
         want = f"list({expected})" if self.is_list else expected
         msg = (f"Attr '{self.name}' expects a value of type '{want}' but got "
-               f"{type(v).__name__} {v!r}")
+               f"{type(v).__name__} {describe_value(v)}")
         raise errors.InvalidArgumentError(msg)
 
 

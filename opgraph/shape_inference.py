@@ -22,6 +22,7 @@ from opgraph.shapes import TensorShape, make_shape
 __all__ = ["InferenceContext", "merge_dims", "merge_shapes", "broadcast_shapes"]
 
 _UNKNOWN = TensorShape(None)
+MAX_RANK = 254      # TF's limit on the rank of a tensor (TensorShape's kMaxDims)
 
 
 def _fmt(d) -> str:
@@ -82,6 +83,14 @@ def broadcast_shapes(a: TensorShape, b: TensorShape) -> TensorShape:
                    f"(dims {x} and {y} differ and neither is 1)")
             raise errors.InvalidArgumentError(msg)
     return TensorShape._from_tuple(tuple(out))
+
+
+def check_rank(rank: int, what: str = "a tensor") -> int:
+    """``rank`` when it is at most MAX_RANK, else InvalidArgumentError."""
+    if rank > MAX_RANK:
+        msg = f"{what} would have rank {rank}, but a tensor has at most {MAX_RANK} dims"
+        raise errors.InvalidArgumentError(msg)
+    return rank
 
 
 class InferenceContext:
@@ -157,6 +166,10 @@ class InferenceContext:
             if s.dims is not None and len(s.dims) == 0:
                 return _UNKNOWN    # a scalar -1 would mean unknown rank; unknowable here
             n = s.dims[0] if s.dims is not None and len(s.dims) == 1 else None
+            if n is not None and n > MAX_RANK:
+                msg = (f"Input '{self.input_name(i)}' is a shape vector of {n} dims, but a "
+                       f"tensor has at most {MAX_RANK} dims")
+                raise errors.InvalidArgumentError(msg)
             return _UNKNOWN if n is None else TensorShape._from_tuple((None,) * n)
         arr = np.asarray(v)
         if arr.ndim == 0:
@@ -247,7 +260,12 @@ class InferenceContext:
 
     @staticmethod
     def unknown_shape(rank: int | None = None) -> TensorShape:
-        return _UNKNOWN if rank is None else TensorShape._from_tuple((None,) * rank)
+        """Unknown dims of ``rank`` (unknown rank when None); a rank beyond TF's 254 is an
+        error (it comes from a hostile shape vector or perm, never from a real tensor)."""
+        if rank is None:
+            return _UNKNOWN
+        check_rank(rank)
+        return TensorShape._from_tuple((None,) * rank)
 
     @staticmethod
     def scalar() -> TensorShape:

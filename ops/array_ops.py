@@ -24,6 +24,7 @@ from opgraph.op_def import OpDef
 from opgraph.registry import register_op
 from opgraph.scope import Scope, user_site
 from opgraph.shapes import TensorShape, make_shape
+from opgraph.shape_inference import check_rank
 from opgraph.wrappers import declare, make_wrapper
 
 __all__ = ["Const", "Placeholder", "PlaceholderWithDefault", "Identity", "Shape", "Reshape",
@@ -411,6 +412,8 @@ def _check_permutation(perm: list, rank: int) -> None:
 def _transpose_shape(c):
     x = c.input(0)
     perm_shape = c.with_rank(1, 1)
+    if perm_shape.dims[0] is not None:
+        check_rank(perm_shape.dims[0], "Transpose's perm says the input")
     perm_value = c.input_tensor(1)
     if x.dims is not None:
         rank = len(x.dims)

@@ -225,10 +225,8 @@ def _shape_vector(c, i):
     partial = c.input_value(i)
     if isinstance(partial, TensorShape) and partial.dims is not None:
         return partial.dims
-    s = c.input(i)
-    if s.dims is not None and len(s.dims) == 1 and s.dims[0] is not None:
-        return (None,) * s.dims[0]
-    return None
+    shape = c.input_as_shape(i)          # unknown value: its length, bounded by the max rank
+    return shape.dims
 
 
 def _gradient_axes(c):

@@ -18,7 +18,7 @@ import numpy as np
 
 from opgraph import dtypes, errors
 from opgraph.gradients import gradient
-from opgraph.shape_inference import InferenceContext
+from opgraph.shape_inference import InferenceContext, check_rank
 from opgraph.shapes import TensorShape
 from opgraph.wrappers import declare
 from opgraph.slicing import apply_strided_slice, slice_input, strided_slice_spec
@@ -465,7 +465,7 @@ def _slice_shape(c: InferenceContext):
     begin, size = _int_vector(c, 1), _int_vector(c, 2)
     if rank is None:
         return [_UNKNOWN]
-    dims_in = x.dims if x.dims is not None else (None,) * rank
+    dims_in = x.dims if x.dims is not None else c.unknown_shape(rank).dims
     begin = begin or [None] * rank
     size = size or [None] * rank
     out = []
@@ -726,6 +726,8 @@ def _tile_shape(c: InferenceContext):
     x = c.input(0)
     m_shape = c.with_rank(1, 1)
     n = m_shape.dims[0]
+    if n is not None:
+        check_rank(n, "Tile's multiples say the input")
     if x.rank is not None and n is not None and n != x.rank:
         msg = (f"Expected multiples argument to be a vector of length {x.rank} but got "
                f"length {n}")
@@ -743,7 +745,7 @@ def _tile_shape(c: InferenceContext):
     if rank is None:
         return [_UNKNOWN]
     multiples = multiples or [None] * rank
-    dims = x.dims if x.dims is not None else (None,) * rank
+    dims = x.dims if x.dims is not None else c.unknown_shape(rank).dims
     return [_shape(_multiply_dims(d, m) for d, m in zip(dims, multiples))]
 
 
@@ -789,7 +791,7 @@ def _pad_shape(c: InferenceContext, mode: str | None = None, grad: bool = False)
     if paddings is None:
         return [c.unknown_shape(rank)]
     pads = np.asarray(paddings).astype(np.int64).tolist()
-    dims = x.dims if x.dims is not None else (None,) * len(pads)
+    dims = x.dims if x.dims is not None else c.unknown_shape(len(pads)).dims
     out = []
     what = "output dimension size" if grad else "dimension size"
     for d, (before, after) in zip(dims, pads):

@@ -243,19 +243,8 @@ def build_case(op_type: str, seed: int):
 
 
 #: Bugs the fuzz found in files outside this suite's reach, tolerated here (and counted)
-#: until fixed; each has a strict-xfail reproduction below, which starts passing (and so
-#: fails, being strict) once the bug is fixed: then delete its entry.
-KNOWN_BUGS = {
-    "shape-vector-longer-than-max-rank": (
-        "opgraph/shape_inference.py input_as_shape builds (None,) * n for a shape vector of "
-        "unknown value and n = 2**40 elements (MemoryError); TF refuses more than 254 dims",
-        lambda op_type, msg: msg.startswith("Out of memory while building")
-        and "[1099511627776]" in msg),
-    "string-kernel-returns-numpy-str": (
-        "a kernel returns a Python str or a fixed-width numpy str array ('<U') for a "
-        "DT_STRING tensor instead of an object array (Unpack: x[i] of a 1-D object array)",
-        lambda op_type, msg: "dtype <U" in msg or "and dtype str," in msg),
-}
+#: until fixed, each with a strict-xfail reproduction below: name -> (reason, matcher).
+KNOWN_BUGS: dict = {}        # none open: the four found so far are fixed (tests below)
 TOLERATED: dict = {}
 
 
@@ -352,7 +341,6 @@ def test_list_output_length_is_bounded():
     assert "a node has between 0 and" in str(err) and "'s'" in str(err)
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["shape-vector-longer-than-max-rank"][0])
 def test_a_shape_vector_longer_than_max_rank_is_invalid_argument():
     root = Scope.NewRootScope()
     dims = ops.Placeholder(root, dtypes.DT_INT32, shape=[2**40])
@@ -361,7 +349,6 @@ def test_a_shape_vector_longer_than_max_rank_is_invalid_argument():
     assert type(err) is errors.InvalidArgumentError, err
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["string-kernel-returns-numpy-str"][0])
 def test_unpack_of_strings_returns_object_arrays():
     root = Scope.NewRootScope()
     x = ops.Placeholder(root, dtypes.DT_STRING, shape=[2])
@@ -375,9 +362,6 @@ for _ in range(3000):
     _DEEP_LIST = [_DEEP_LIST]
 
 
-@pytest.mark.xfail(strict=True, reason="opgraph/op_def.py formats attr values with repr() "
-                                       "(RecursionError for deep lists); use "
-                                       "opgraph.inputs.describe_value")
 def test_deeply_nested_attr_value_is_invalid_argument():
     root = Scope.NewRootScope()
     ops.Squeeze(root, np.zeros((1, 2), np.float32), squeeze_dims=_DEEP_LIST)
@@ -385,8 +369,6 @@ def test_deeply_nested_attr_value_is_invalid_argument():
     assert type(err) is errors.InvalidArgumentError, err
 
 
-@pytest.mark.xfail(strict=True, reason="opgraph/op_def.py writes an out-of-range int attr "
-                                       "with str(), which raises ValueError past 4300 digits")
 def test_astronomically_large_int_attr_is_invalid_argument():
     root = Scope.NewRootScope()
     ops.Squeeze(root, np.zeros((1, 2), np.float32), squeeze_dims=[10**5000])

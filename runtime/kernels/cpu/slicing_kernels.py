@@ -45,7 +45,9 @@ def pack(*values, axis):
 @register_kernel("Unpack")
 def unpack(value, *, num, axis):
     axis = axis + value.ndim if axis < 0 else axis
-    return _outputs(tuple(np.take(value, i, axis=axis) for i in range(num)))
+    # np.asarray: taking from a 1-D object (string) array gives a bare Python object
+    return _outputs(tuple(np.asarray(np.take(value, i, axis=axis), dtype=value.dtype)
+                          for i in range(num)))
 
 
 def _split_at(value, axis: int, sizes) -> tuple:
