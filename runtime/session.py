@@ -26,20 +26,22 @@ from opgraph.inputs import describe_value, to_ndarray
 from opgraph.scope import Scope
 from runtime import devices
 from runtime.executor import StepStats, compile_plan, node_error
-from runtime.kernel_registry import find_kernel
+from runtime.placement import Placer, SessionOptions, fetch_to_host
 from runtime.resources import ResourceMgr
 
-__all__ = ["ClientSession", "RunOptions", "RunMetadata"]
+__all__ = ["ClientSession", "RunOptions", "RunMetadata", "SessionOptions"]
 
 
 class RunOptions:
     """Per-Run options. ``trace_level`` > NO_TRACE records per-node step stats into the
-    RunMetadata passed to Run."""
+    RunMetadata passed to Run; ``fetch_on_device`` returns fetched GPU tensors as device
+    (CuPy) arrays instead of copying them to numpy."""
 
     NO_TRACE, SOFTWARE_TRACE, HARDWARE_TRACE, FULL_TRACE = 0, 1, 2, 3
 
-    def __init__(self, trace_level: int = 0):
+    def __init__(self, trace_level: int = 0, fetch_on_device: bool = False):
         self.trace_level = trace_level
+        self.fetch_on_device = fetch_on_device
 
     def _validated_level(self) -> int:
         level = self.trace_level
@@ -53,10 +55,12 @@ class RunOptions:
 
 class RunMetadata:
     """Filled by a traced Run: ``step_stats.node_stats`` (name, type, device, start,
-    duration, output shapes and dtypes per node)."""
+    duration, output shapes and dtypes per node, inserted copies included); by every Run
+    given one: ``device_placement`` (node name -> PlacementRecord: requested, device, why)."""
 
     def __init__(self):
         self.step_stats = StepStats()
+        self.device_placement = {}
 
 
 _TENSOR_NAME = re.compile(r"([^:]+)(?::([0-9]+))?")
@@ -138,7 +142,8 @@ def _convert_feed(out: Output, value) -> np.ndarray:
 
 
 class ClientSession:
-    """Runs the graph of ``scope``; refuses a scope that is not ok()."""
+    """Runs the graph of ``scope``; refuses a scope that is not ok(). ``options``: a
+    SessionOptions (allow_soft_placement, log_device_placement) or None."""
 
     def __init__(self, scope: Scope, target: str = "", options=None):
         if not isinstance(scope, Scope):
@@ -150,7 +155,11 @@ class ClientSession:
         self._scope = scope
         self._check_scope()
         self._graph = scope.graph()
+        if options is not None and not isinstance(options, SessionOptions):
+            msg = f"options must be a SessionOptions, got {type(options).__name__}"
+            raise TypeError(msg)
         self._devices = devices.available_devices()
+        self._placer = Placer(self._devices, options)
         self._lock = threading.RLock()
         self._plans = {}
         self._placed = {}       # node name -> (device name, kernel)
@@ -176,29 +185,12 @@ class ClientSession:
         return placed
 
     def _place(self, node):
-        if node.colocation and not node.device and node.colocation[0] != node.name:
-            target = self._graph.get_operation(node.colocation[0])
-            return self._place_on(node, [d for d in self._devices
-                                         if d.name == self.placement(target)[0]])
-        return self._place_on(node, devices.resolve_requested(node, self._devices))
-
-    def _place_on(self, node, candidates):
-        miss = None
-        for dev in candidates:
-            try:
-                kdef = find_kernel(node, dev.device_type)
-            except errors.NotFoundError as e:
-                miss = miss or e
-                continue
-            try:
-                kernel = kdef.kernel_class(node)
-                if getattr(kernel, "needs_resources", False):
-                    kernel.resources = self.resources     # variables live in the session
-                return dev.name, kernel
-            except errors.OpError as e:
-                ctx = f" (kernel for node '{node.name}' (op: '{node.type}') created at {node.site})"
-                raise e.with_context(ctx, node.name, node.type, node.site) from None
-        raise miss
+        device, kernel = self._placer.place(node, self.placement)   # runtime/placement.py
+        if getattr(kernel, "needs_resources", False):
+            kernel.resources = self.resources     # variables live in the session
+        if getattr(kernel, "needs_session", False):
+            kernel.session = self                 # kernels that compile sub-plans (While)
+        return device, kernel
 
     def fold(self, op, step, args):
         """The outputs of constant ``op``, computed once per session."""
@@ -290,7 +282,14 @@ class ClientSession:
             results = plan.run_traced(feed_values, stats)
         else:
             results = plan.run(feed_values)
-        results = [_unaliased(r, user_arrays) for r in results]
+        if metadata is not None:
+            records = self._placer.records
+            metadata.device_placement.update(
+                (s.node.name, records[s.node.name]) for s in plan.steps
+                if s.node.name in records)
+        if not (options is not None and getattr(options, "fetch_on_device", False)):
+            results = fetch_to_host(results)
+            results = [_unaliased(r, user_arrays) for r in results]
         if single:
             return results[0]
         return results if fetch_list else None

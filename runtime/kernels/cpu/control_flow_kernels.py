@@ -7,10 +7,9 @@ the executor's ``compile_plan`` -- once per node and session, the first time it 
 branch that never runs is never compiled) -- and runs them: While evaluates cond and the body
 until cond is false; If runs the branch its predicate picks.
 
-``compile_plan`` asks a session for kernel placement and its constant cache;
-``_FrameRuntime`` supplies both for the frame's nodes (placed as ClientSession places
-nodes, colocation aside) and hands the session's variables (ResourceMgr) to kernels that
-need them. A frame holding a stateful node (variables, random ops, ...) makes its While/If
+``compile_plan`` asks a session for kernel placement and its constant cache: the kernel
+declares ``needs_session``, so the ClientSession running it hands itself over and the
+frame's nodes share its placement, constants and variables. A frame holding a stateful node (variables, random ops, ...) makes its While/If
 unfoldable, so a loop over constants is folded once per session only when it is pure.
 """
 
@@ -21,8 +20,7 @@ import threading
 import numpy as np
 
 from opgraph import errors
-from runtime import devices
-from runtime.executor import compile_plan, node_error, prune
+from runtime.executor import compile_plan, prune
 from runtime.kernel_registry import Kernel, find_kernel, register_kernel
 
 
@@ -56,65 +54,16 @@ def _stateful(graph, feeds, fetches, seen: set) -> bool:
     return False
 
 
-class _FrameRuntime:
-    """The session side of compile_plan for one node's frame: placement and constants."""
-
-    def __init__(self, resources):
-        self.resources = resources
-        self._devices = devices.available_devices()
-        self._placed = {}
-        self._folded = {}
-
-    def placement(self, node):
-        placed = self._placed.get(node.name)
-        if placed is None:
-            placed = self._placed[node.name] = self._place(node)
-        return placed
-
-    def _place(self, node):
-        miss = None
-        for dev in devices.resolve_requested(node, self._devices):
-            try:
-                kdef = find_kernel(node, dev.device_type)
-            except errors.NotFoundError as e:
-                miss = miss or e
-                continue
-            try:
-                kernel = kdef.kernel_class(node)
-            except errors.OpError as e:
-                ctx = (f" (kernel for node '{node.name}' (op: '{node.type}') created at "
-                       f"{node.site})")
-                raise e.with_context(ctx, node.name, node.type, node.site) from None
-            if getattr(kernel, "needs_resources", False):
-                kernel.resources = self.resources
-            return dev.name, kernel
-        raise miss
-
-    def fold(self, op, step, args):
-        values = self._folded.get(op.name)
-        if values is None:
-            try:
-                result = step.call(*args)
-            except Exception as e:  # noqa: BLE001
-                raise node_error(e, step) from e
-            values = (result,) if op.num_outputs == 1 else tuple(result)
-            for v in values:
-                if isinstance(v, np.ndarray) and v.flags.writeable:
-                    v.setflags(write=False)
-            self._folded[op.name] = values
-        return values
-
-
 class _FrameKernel(Kernel):
     """Shared by While and If: resolves the FrameFunctions and compiles them lazily."""
 
-    needs_resources = True
+    needs_session = True
+    session = None
     _FUNCTIONS = ()
 
     def __init__(self, node):
         super().__init__(node)
         graph = node.graph
-        self.resources = None
         self._lock = threading.Lock()
         self._plans = {}
         self._io = {}
@@ -134,10 +83,8 @@ class _FrameKernel(Kernel):
             with self._lock:
                 plan = self._plans.get(attr)
                 if plan is None:
-                    if not hasattr(self, "_runtime"):
-                        self._runtime = _FrameRuntime(self.resources)
                     feeds, fetches = self._io[attr]
-                    plan = self._plans[attr] = compile_plan(self._runtime, feeds, fetches, ())
+                    plan = self._plans[attr] = compile_plan(self.session, feeds, fetches, ())
         return plan
 
 

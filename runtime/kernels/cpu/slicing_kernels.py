@@ -10,10 +10,8 @@ compute. Results never alias an input (slices are copied).
 
 from __future__ import annotations
 
-import attrs
 import numpy as np
 
-from opgraph import errors
 from opgraph.slicing import (StridedSliceSpec, apply_strided_slice, slice_input,
                              strided_slice_index, strided_slice_spec)
 from runtime.kernel_registry import register_kernel
