@@ -53,7 +53,7 @@ from runtime.batch_analysis import (
     BATCH, COMBINE_KINDS, MAX, MEAN, MIN, MIXED, PROD, REPLICATED, SHAPE, SUM, BatchShardingError,
     BatchState, analyse, gradient_state, in_gradient_scope, is_update_op)
 from runtime.executor import NodeExecStats, StepStats, prune
-from runtime.session import ClientSession, RunMetadata, RunOptions
+from runtime.session import ClientSession, RunMetadata, RunOptions, parse_run_arguments
 
 __all__ = ["DistributedSession", "ShardPlan", "GraphSpec", "serialise_graph", "rebuild_graph",
            "ShardBackend", "DaskBackend", "BatchShardingError"]
@@ -732,29 +732,7 @@ class DistributedSession:
     def Run(self, *args, **kwargs):  # noqa: N802  (TF's C++ name)
         """Run(fetches) | Run(feeds, fetches) | Run(feeds, fetches, targets) |
         Run(run_options, feeds, fetches, targets, run_metadata), as ClientSession."""
-        options = metadata = None
-        if args and isinstance(args[0], RunOptions):
-            options, *args = args
-            if len(args) == 4:
-                metadata = args.pop()
-        feeds = fetches = targets = None
-        if len(args) == 1:
-            fetches = args[0]
-        elif len(args) == 2:
-            feeds, fetches = args
-        elif len(args) == 3:
-            feeds, fetches, targets = args
-        elif args:
-            msg = f"Run takes at most 5 positional arguments, got {len(args) + bool(options)}"
-            raise TypeError(msg)
-        feeds = kwargs.pop("feeds", feeds)
-        fetches = kwargs.pop("fetches", fetches)
-        targets = kwargs.pop("targets", targets)
-        options = kwargs.pop("run_options", options)
-        metadata = kwargs.pop("run_metadata", metadata)
-        if kwargs:
-            msg = f"Run got unexpected keyword arguments: {', '.join(kwargs)}"
-            raise TypeError(msg)
+        feeds, fetches, targets, options, metadata = parse_run_arguments(args, kwargs)
         return self._run(feeds, fetches, targets, options, metadata)
 
     def _run(self, feeds, fetches, targets, options, metadata):

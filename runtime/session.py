@@ -141,6 +141,37 @@ def _convert_feed(out: Output, value) -> np.ndarray:
     return arr
 
 
+def parse_run_arguments(args, kwargs):
+    """The C++ Run forms as (feeds, fetches, targets, run_options, run_metadata):
+    ``(fetches)``, ``(feeds, fetches)``, ``(feeds, fetches, targets)`` and
+    ``(run_options, feeds, fetches, targets, run_metadata)``, or the same by keyword."""
+    options = metadata = None
+    if args and isinstance(args[0], RunOptions):
+        options, *args = args
+        if len(args) == 4:
+            metadata = args.pop()
+    feeds = fetches = targets = None
+    if len(args) == 1:
+        fetches = args[0]
+    elif len(args) == 2:
+        feeds, fetches = args
+    elif len(args) == 3:
+        feeds, fetches, targets = args
+    elif args:
+        msg = f"Run takes at most 5 positional arguments, got {len(args) + bool(options)}"
+        raise TypeError(msg)
+    kwargs = dict(kwargs)
+    feeds = kwargs.pop("feeds", feeds)
+    fetches = kwargs.pop("fetches", fetches)
+    targets = kwargs.pop("targets", targets)
+    options = kwargs.pop("run_options", options)
+    metadata = kwargs.pop("run_metadata", metadata)
+    if kwargs:
+        msg = f"Run got unexpected keyword arguments: {', '.join(kwargs)}"
+        raise TypeError(msg)
+    return feeds, fetches, targets, options, metadata
+
+
 class ClientSession:
     """Runs the graph of ``scope``; refuses a scope that is not ok(). ``options``: a
     SessionOptions (allow_soft_placement, log_device_placement) or None."""
@@ -219,29 +250,7 @@ class ClientSession:
         Returns a list of numpy arrays for a list of fetches, one array for a single fetch,
         and None when there are only targets.
         """
-        options = metadata = None
-        if args and isinstance(args[0], RunOptions):
-            options, *args = args
-            if len(args) == 4:
-                metadata = args.pop()
-        feeds, fetches, targets = None, None, None
-        if len(args) == 1:
-            fetches = args[0]
-        elif len(args) == 2:
-            feeds, fetches = args
-        elif len(args) == 3:
-            feeds, fetches, targets = args
-        elif args:
-            msg = f"Run takes at most 5 positional arguments, got {len(args) + bool(options)}"
-            raise TypeError(msg)
-        feeds = kwargs.pop("feeds", feeds)
-        fetches = kwargs.pop("fetches", fetches)
-        targets = kwargs.pop("targets", targets)
-        options = kwargs.pop("run_options", options)
-        metadata = kwargs.pop("run_metadata", metadata)
-        if kwargs:
-            msg = f"Run got unexpected keyword arguments: {', '.join(kwargs)}"
-            raise TypeError(msg)
+        feeds, fetches, targets, options, metadata = parse_run_arguments(args, kwargs)
         return self._run(feeds, fetches, () if targets is None else targets, options,
                          metadata)
 
