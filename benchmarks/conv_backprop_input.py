@@ -298,6 +298,66 @@ def memory_report():
           f"{est / 2**20:.2f} MiB; {t * 1e3:.0f} ms under tracemalloc")
 
 
+def gpu_main(args, repeats) -> int:
+    """The GPU comparison; a clear message and exit status 0 when there is no GPU."""
+    from runtime import devices  # noqa: PLC0415
+
+    if not devices.gpu_backend().device_count():
+        print(f"--device gpu: no GPU here ({devices.gpu_unavailable_reason()}); nothing "
+              f"timed.")
+        return 0
+    import cupy  # noqa: PLC0415
+
+    import ops  # noqa: PLC0415
+    from opgraph import Scope  # noqa: PLC0415
+    from runtime import ClientSession, RunOptions  # noqa: PLC0415
+
+    try:
+        import torch  # noqa: PLC0415
+        torch = torch if torch.cuda.is_available() and not args.no_torch else None
+    except ImportError:
+        torch = None
+    names = [s.strip() for s in args.only.split(",") if s.strip()] or list(WORKLOADS)
+    for name in names:
+        x_shape, w_shape, s, d, _fmt = WORKLOADS[name]
+        n, h, w_, c = x_shape
+        kh, kw, _, co = w_shape
+        oh = windowed_output_size(h, (kh - 1) * d + 1, s, "SAME")[0]
+        ow = windowed_output_size(w_, (kw - 1) * d + 1, s, "SAME")[0]
+        rng = np.random.default_rng(0)
+        filt = rng.standard_normal(w_shape).astype(np.float32)
+        dy = rng.standard_normal((n, oh, ow, co)).astype(np.float32)
+        root = Scope.NewRootScope()
+        from opgraph.dtypes import DT_FLOAT  # noqa: PLC0415
+        x = ops.Placeholder(root, DT_FLOAT, shape=list(x_shape))
+        fph = ops.Placeholder(root, DT_FLOAT, shape=list(w_shape))
+        gph = ops.Placeholder(root, DT_FLOAT, shape=list(dy.shape))
+        out = ops.Conv2DBackpropInputV2(root, x, fph, gph, strides=[1, s, s, 1],
+                                        padding="SAME", dilations=[1, d, d, 1])
+        sess = ClientSession(root)
+        feeds = {x: np.zeros(x_shape, np.float32), fph: filt, gph: dy}
+        opts = RunOptions(fetch_on_device=True)
+
+        def ours():
+            sess.Run(opts, feeds, [out], [], None)
+            cupy.cuda.get_current_stream().synchronize()
+        t_ours = timeit(ours, repeats)
+        flops = 2.0 * n * oh * ow * co * kh * kw * c
+        line = f"{name}: ours {t_ours * 1e3:8.3f} ms ({flops / t_ours / 1e12:6.2f} TFLOP/s)"
+        if torch is not None:
+            tw = torch.from_numpy(filt).permute(3, 2, 0, 1).contiguous().cuda()
+            tdy = torch.from_numpy(dy).permute(0, 3, 1, 2).contiguous().cuda()
+
+            def theirs():
+                torch.nn.grad.conv2d_input((n, c, h, w_), tw, tdy, stride=s, dilation=d,
+                                           padding=(kh - 1) * d // 2)
+                torch.cuda.synchronize()
+            t_torch = timeit(theirs, repeats)
+            line += f"; torch {t_torch * 1e3:8.3f} ms, ratio {t_torch / t_ours:5.2f}"
+        print(line)
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -306,8 +366,12 @@ def main(argv=None):
     ap.add_argument("--no-torch", action="store_true", help="do not import torch")
     ap.add_argument("--peers", default="jax,tf",
                     help="other peers to time when installed: jax, tf (comma-separated; '' none)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"),
+                    help="gpu: time the GPU kernel against torch's CUDA conv2d_input")
     args = ap.parse_args(argv)
     repeats = 3 if args.quick else 9
+    if args.device == "gpu":
+        return gpu_main(args, repeats)
     names = [s.strip() for s in args.only.split(",") if s.strip()] or list(WORKLOADS)
     torch = None
     if not args.no_torch:

@@ -868,22 +868,64 @@ def _one(kind, v):
         return _shape_proto(v)
     if kind == "tensor":
         return TensorProto.from_numpy(v)
+    if kind == "func":
+        return _func_proto(v)
     msg = f"Attr kind {kind!r} cannot be written to a GraphDef by opgraph"
     raise errors.UnimplementedError(msg)
 
 
-def attr_value_to_python(av: AttrValue, attr_def=None):
+#: NameAttrList attrs carrying a function's signature (opgraph's control flow keeps a
+#: function's nodes in the graph itself: the tensors it is fed and the ones it returns)
+FUNC_INPUTS, FUNC_OUTPUTS = "_opgraph_inputs", "_opgraph_outputs"
+
+
+def _func_proto(v) -> NameAttrList:
+    attr = {}
+    for key, field in ((FUNC_INPUTS, "inputs"), (FUNC_OUTPUTS, "outputs")):
+        names = getattr(v, field, None)
+        if names is not None:
+            attr[key] = AttrValue(list=ListValue(s=tuple(str(n).encode() for n in names)))
+    return NameAttrList(name=str(getattr(v, "name", v)), attr=attr)
+
+
+def _func_value(nal: NameAttrList, prefix: str = ""):
+    """A func attr as the op library's function value (ops.control_flow_ops.FrameFunction)."""
+    try:
+        from ops.control_flow_ops import FrameFunction  # noqa: PLC0415
+    except ImportError:
+        FrameFunction = None  # noqa: N806
+    if FrameFunction is None or FUNC_INPUTS not in nal.attr or FUNC_OUTPUTS not in nal.attr:
+        msg = (f"Attr values of kind 'func' naming '{nal.name}' need opgraph's function "
+               f"signature (TF's function libraries are not supported)")
+        raise errors.UnimplementedError(msg)
+
+    def names(key):
+        return tuple(_prefixed(x.decode("utf-8"), prefix) for x in nal.attr[key].list.s)
+
+    return FrameFunction(_prefixed(nal.name, prefix), names(FUNC_INPUTS), names(FUNC_OUTPUTS))
+
+
+def _prefixed(name: str, prefix: str) -> str:
+    return f"{prefix}/{name}" if prefix else name
+
+
+def attr_value_to_python(av: AttrValue, attr_def=None, prefix: str = ""):
     """The Python value of ``av`` (as AttrDef.check accepts it); with ``attr_def`` the kind
-    is checked: InvalidArgumentError naming both kinds when they differ."""
+    is checked: InvalidArgumentError naming both kinds when they differ. ``prefix`` is
+    prepended to the node names a func value refers to."""
     which = av.which()
     if which is None:
         msg = "AttrValue has no value set"
         raise errors.InvalidArgumentError(msg)
+    if which == "func" and (attr_def is None or attr_def.kind == "func"):
+        return _func_value(av.func, prefix)
+    if which == "list" and av.list.func and (attr_def is None or attr_def.kind == "func"):
+        return tuple(_func_value(f, prefix) for f in av.list.func)
     if which == "func" or which == "placeholder":
         msg = f"Attr values of kind '{which}' (functions) are not supported by opgraph"
         raise errors.UnimplementedError(msg)
     kinds = {"s": "string", "i": "int", "f": "float", "b": "bool", "type": "type",
-             "shape": "shape", "tensor": "tensor"}
+             "shape": "shape", "tensor": "tensor", "func": "func"}
     if which == "list":
         lv = av.list
         present = lv.kinds()

@@ -330,7 +330,7 @@ class _Importer:
                     stacklevel=4)
                 continue
             try:
-                values[key] = attr_def.check(attr_value_to_python(av, attr_def))
+                values[key] = attr_def.check(attr_value_to_python(av, attr_def, self.prefix))
             except errors.OpError as e:
                 failed(type(e)(f"Attr '{key}' {_where(name, op_type, site)}: {e.message}",
                                full, op_type, site))

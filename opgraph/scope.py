@@ -183,12 +183,14 @@ class Scope:
     def control_deps(self) -> tuple[Operation, ...]:
         return self._control_deps
 
-    def ToGraphDef(self) -> str:  # noqa: N802
-        """The graph in TF's GraphDef text format; raises the recorded error if not ok()."""
-        from opgraph.graph_def import to_graph_def_text  # noqa: PLC0415
+    def ToGraphDef(self, add_shapes: bool = False):  # noqa: N802
+        """The graph as a GraphDef (opgraph.graphdef): ``str()`` / ``.to_text()`` give TF's
+        text format, ``.SerializeToString()`` the .pb bytes; ``add_shapes`` adds
+        ``_output_shapes``. Raises the recorded error if not ok()."""
+        from opgraph.graphdef import graph_to_graph_def  # noqa: PLC0415
 
         self.status().raise_if_error()
-        return to_graph_def_text(self._root.graph)
+        return graph_to_graph_def(self._root.graph, add_shapes=add_shapes)
 
     def __repr__(self) -> str:
         return f"<Scope prefix='{self._prefix}' ok={self.ok()}>"

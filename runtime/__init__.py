@@ -11,10 +11,11 @@ from runtime.distributed import DistributedSession
 from runtime.graph_session import (
     NewSession, ReadBinaryProto, ReadTextProto, Session, SessionOptions,
 )
+from runtime.placement import SessionOptions
 from runtime.session import ClientSession, RunMetadata, RunOptions
 from runtime.timeline import Timeline, write_chrome_trace
 
 __all__ = ["ClientSession", "Device", "DistributedSession", "Kernel", "KernelDef", "NewSession",
-           "ReadBinaryProto", "ReadTextProto", "RunMetadata", "RunOptions", "Session",
+           "ReadBinaryProto", "ReadTextProto", "RunMetadata", "RunOptions", "SessionOptions", "Session",
            "SessionOptions", "Timeline", "available_devices", "register_kernel",
            "registered_kernels", "write_chrome_trace"]

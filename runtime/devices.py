@@ -77,6 +77,10 @@ class GpuBackend:
     def synchronize(self) -> None:
         """Wait for queued device work (for timing)."""
 
+    def can_hold(self, node) -> bool:
+        """Whether every tensor of ``node`` can live on the device (else it stays on host)."""
+        return True
+
 
 class CupyBackend(GpuBackend):
     """CuPy on CUDA devices. Nothing is imported until first asked."""
@@ -136,6 +140,11 @@ class CupyBackend(GpuBackend):
 
     def to_host(self, x) -> np.ndarray:
         return self._cupy.asnumpy(x)
+
+    def can_hold(self, node) -> bool:
+        names = [o.dtype.name for o in node.inputs] + [t.name for t in node.output_dtypes
+                                                      if t is not None]
+        return not any(n in ("bfloat16", "string") for n in names)   # no bfloat16 in CuPy
 
     def synchronize(self) -> None:
         if self._cupy is not None and self._count:
@@ -216,3 +225,11 @@ def resolve_requested(node, devices, *, soft: bool = False) -> list[Device]:
                f"SessionOptions(allow_soft_placement=True) to place it on an available one.")
         raise errors.InvalidArgumentError(msg, node.name, node.type, node.site)
     return matches
+
+
+def parse_index(device: str) -> int:
+    """The device index of a requested device string (0 when none is given)."""
+    if not device:
+        return 0
+    index = parse_device(device).index
+    return 0 if index is None else index

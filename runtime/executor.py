@@ -29,6 +29,7 @@ from opgraph import errors
 from opgraph.shape_inference import InferenceContext
 from opgraph.shapes import TensorShape
 from runtime.memory import check_allocation
+from runtime.placement import Transfers
 
 __all__ = ["Plan", "compile_plan", "StepStats", "NodeExecStats", "node_error",
            "unfed_placeholder_error"]
@@ -256,6 +257,7 @@ def compile_plan(session, feeds, fetches, targets) -> Plan:
 
     steps = []
     constant_ops = set()
+    transfers = Transfers(session.placement)
     for op in ops:
         device, kernel = session.placement(op)
         call = kernel.compute
@@ -268,7 +270,15 @@ def compile_plan(session, feeds, fetches, targets) -> Plan:
                 _guard_static(op)
             except errors.OpError as e:
                 raise node_error(e, _Step(op, device, call, (), ())) from None
-        args = [var[o] for o in op.inputs]
+        args = []
+        for o in op.inputs:     # host<->device copies: once per (tensor, destination)
+            name, copy = transfers.input_var(o, var[o], op, device, fed=o in feed_set)
+            if copy is not None:
+                if copy.args[0] in namespace:            # a constant: copied once, now
+                    namespace[name] = copy.call(namespace[copy.args[0]])
+                else:
+                    steps.append(copy)
+            args.append(name)
         outs = [f"v{op.id}_{k}" for k in range(op.num_outputs)]
         step = _Step(op, device, call, args, outs)
         foldable = (getattr(kernel, "foldable", True) and not op.control_inputs

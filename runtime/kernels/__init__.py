@@ -15,3 +15,21 @@ def _import_kernel_modules(package) -> list:
 
 
 KERNEL_MODULES = _import_kernel_modules(_cpu)
+
+
+def _register_gpu_when_cupy_importable() -> None:
+    """GPU twins of the CPU kernels when CuPy is importable (nothing happens without it;
+    no CUDA call is made here)."""
+    import importlib.util  # noqa: PLC0415
+
+    try:
+        present = importlib.util.find_spec("cupy") is not None
+    except (ImportError, ValueError):
+        present = False
+    if present:
+        from runtime.kernels import gpu  # noqa: PLC0415
+
+        gpu.register_gpu_kernels()
+
+
+_register_gpu_when_cupy_importable()

@@ -4,6 +4,7 @@ accumulation vs ExitOnError, ToGraphDef, foreign-graph inputs."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import numpy as np
@@ -201,7 +202,7 @@ def test_valid_devices(spec, canonical):
     c = ops.Const(root.WithDevice(spec), 1.0)
     assert c.operation.device == canonical
     if canonical:
-        assert f'device: "{canonical}"' in root.ToGraphDef()
+        assert f'device: "{canonical}"' in str(root.ToGraphDef())
 
 
 @pytest.mark.parametrize("spec", ["/device:TPU:0", "garbage", "/device:CPU", "/device:CPU:x",
@@ -227,7 +228,8 @@ def test_colocate_with():
     h = ops.Identity(root.ColocateWith(f).ClearColocation().WithOpName("h"), a)
     assert f.operation.colocation == ("a",) and g.operation.colocation == ("a",)
     assert h.operation.colocation == ()
-    assert 'attr { key: "_class" value { list { s: "loc:@a" } } }' in root.ToGraphDef()
+    assert 'attr { key: "_class" value { list { s: "loc:@a" } } }' in \
+        root.ToGraphDef().to_text(as_one_line=True)
 
 
 # ---------------------------------------------------------------- kernel label
@@ -240,7 +242,8 @@ def test_kernel_label():
     # Unlike TF, implicit Consts do not inherit the label (it would make them unplaceable).
     assert add.operation.inputs[1].op.kernel_label == ""
     assert ops.Const(root, 1).operation.kernel_label == ""
-    assert 'attr { key: "_kernel" value { s: "eigen_tensor" } }' in root.ToGraphDef()
+    assert 'attr { key: "_kernel" value { s: "eigen_tensor" } }' in \
+        root.ToGraphDef().to_text(as_one_line=True)
 
 
 # ---------------------------------------------------------------- creation site
@@ -396,28 +399,30 @@ def test_to_graph_def_text():
     w = ops.Const(root.WithOpName("w"), np.ones((3, 3, 3, 4), np.float32))
     ops.Conv2D(root.WithOpName("c").WithControlDependencies([x]).WithDevice("/cpu:0"), x, w,
                [1, 1, 1, 1], "SAME")
-    text = root.ToGraphDef()
+    graph_def = root.ToGraphDef()
+    text = str(graph_def)                       # TF's text format, as protobuf prints it
+    one = graph_def.to_text(as_one_line=True)   # protobuf's one-line form
     assert text.count("node {") == 3
     assert text.index('name: "x"') < text.index('name: "w"') < text.index('name: "c"')
     assert ('attr { key: "shape" value { shape { dim { size: -1 } dim { size: 8 } '
-            'dim { size: 8 } dim { size: 3 } } } }') in text
+            'dim { size: 8 } dim { size: 3 } } } }') in one
     assert '  input: "x"\n  input: "w"\n  input: "^x"\n  device: "/device:CPU:0"' in text
-    assert 'attr { key: "padding" value { s: "SAME" } }' in text
-    assert 'attr { key: "strides" value { list { i: 1 i: 1 i: 1 i: 1 } } }' in text
-    assert 'attr { key: "explicit_paddings" value { list { } } }' in text
-    assert 'attr { key: "use_cudnn_on_gpu" value { b: true } }' in text
-    assert 'attr { key: "T" value { type: DT_FLOAT } }' in text
-    assert "tensor { dtype: DT_FLOAT tensor_shape { dim { size: 3 } dim { size: 3 } " in text
+    assert 'attr { key: "padding" value { s: "SAME" } }' in one
+    assert 'attr { key: "strides" value { list { i: 1 i: 1 i: 1 i: 1 } } }' in one
+    assert 'attr { key: "explicit_paddings" value { list { } } }' in one
+    assert 'attr { key: "use_cudnn_on_gpu" value { b: true } }' in one
+    assert 'attr { key: "T" value { type: DT_FLOAT } }' in one
+    assert "tensor { dtype: DT_FLOAT tensor_shape { dim { size: 3 } dim { size: 3 } " in one
     # attrs appear sorted by key within a node
     c_node = text[text.index('name: "c"'):]
-    keys = [line.split('"')[1] for line in c_node.splitlines() if "attr { key:" in line]
-    assert keys == sorted(keys)
+    keys = re.findall(r'^    key: "(\w+)"', c_node, re.M)
+    assert keys == sorted(keys) and len(keys) == 7
 
 
 def test_to_graph_def_unknown_rank_and_int_dtype():
     root = Scope.NewRootScope()
     ops.Placeholder(root, DT_INT32)
     ops.Const(root, [1, 2], dtype=DT_DOUBLE)
-    text = root.ToGraphDef()
+    text = root.ToGraphDef().to_text(as_one_line=True)
     assert "shape { unknown_rank: true }" in text
     assert "type: DT_INT32" in text and "dtype: DT_DOUBLE" in text

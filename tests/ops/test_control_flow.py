@@ -57,7 +57,7 @@ def test_the_loop_is_one_node_and_the_frame_is_named_after_frame_name():
     names = [op.name for op in root.graph().operations()]
     assert "outer/loop/loop_var_0" in names and "outer/loop/cond/Less" in names
     assert "outer/loop/body/Add" in names
-    assert "While" in root.ToGraphDef()          # func attrs export (as their names)
+    assert "While" in str(root.ToGraphDef())     # func attrs export (as their names)
 
 
 def test_matrix_power_by_repeated_multiplication():

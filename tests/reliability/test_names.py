@@ -126,8 +126,9 @@ def _tokens(text: str):
 
 
 def _nodes(text: str):
-    """Top-level ``node { ... }`` blocks as lists of tokens (structure checked)."""
-    toks, nodes, depth, cur = _tokens(text), [], 0, None
+    """Top-level ``node { ... }`` blocks as lists of tokens (structure checked; the one
+    ``versions { ... }`` block after them is checked and dropped)."""
+    toks, blocks, depth, cur, word = _tokens(text), [], 0, None, None
     for kind, value in toks:
         if kind == "{":
             depth += 1
@@ -135,16 +136,19 @@ def _nodes(text: str):
             depth -= 1
             assert depth >= 0, "unbalanced braces"
             if depth == 0:
-                nodes.append(cur)
+                blocks.append((word, cur))
                 cur = None
                 continue
         elif depth == 0:
-            assert (kind, value) == ("word", "node"), f"unexpected top-level {value!r}"
-            cur = []
+            assert (kind, value) in (("word", "node"), ("word", "versions")), \
+                f"unexpected top-level {value!r}"
+            cur, word = [], value
             continue
         cur.append((kind, value))
     assert depth == 0
-    return nodes
+    words = [w for w, _ in blocks]
+    assert "versions" not in words[:-1], "versions must come once, after the nodes"
+    return [b for w, b in blocks if w == "node"]
 
 
 def _strings_after(tokens, word):
@@ -165,7 +169,7 @@ def test_strings_cannot_break_the_graph_def(evil):
     ops.Const(root.WithKernelLabel(evil).WithOpName("c"), 1.0)
     ops.Const(root.WithOpName("s"), [evil, evil + "x"])
     root.WithOpName("n").build_op(_STRING_ATTR, [], {"note": evil, "notes": [evil, "b"]})
-    text = root.ToGraphDef()
+    text = str(root.ToGraphDef())
     nodes = _nodes(text)
     assert [_strings_after(n, "name:")[0] for n in nodes] == [b"c", b"s", b"n"]
     c, s, n = nodes
@@ -182,7 +186,7 @@ def test_any_string_round_trips_through_the_graph_def(value):
     ops.Const(root.WithOpName("s"), [value])
     label = value if isinstance(value, str) else value.decode("latin-1")
     ops.Const(root.WithKernelLabel(label).WithOpName("k"), 1.0)
-    (s, k) = _nodes(root.ToGraphDef())
+    (s, k) = _nodes(str(root.ToGraphDef()))
     want = value if isinstance(value, bytes) else value.encode("utf-8", "surrogatepass")
     assert _strings_after(s, "string_val:") == [want]
     if label:
@@ -198,7 +202,7 @@ def test_graph_def_parses_with_the_repository_pbtxt_reader():
     ops.Const(root.WithOpName("s"), EVIL)
     ops.Const(root.WithOpName("h"), np.float16(1.5))
     ops.Const(root.WithOpName("z"), 1 + 2j)
-    g = pbtxt.parse_text(root.ToGraphDef(), "GraphDef")
+    g = pbtxt.parse_text(str(root.ToGraphDef()), "GraphDef")
     assert [n["name"] for n in g["node"]] == ["x", "c", "s", "h", "z"]
     c = g["node"][1]
     assert c["attr"]["_kernel"]["s"] == EVIL[0].encode()

@@ -166,6 +166,35 @@ def test_thread_splits(split, threads, fmt, dtype, native_runs):
            f"split {split}, {threads} threads")
 
 
+@needs_native
+def test_staged_source_rows_per_tap_row(native_runs):
+    """float16 sources are staged as float32 rows; with taps far apart (dilation 7) a block's
+    rows are staged per tap row instead of as one window holding mostly unread rows."""
+    conv_impl.FORCE_ALGORITHM, conv_impl.NATIVE_BLOCK_BYTES = "native", 1 << 10
+    rng = np.random.default_rng(18)
+    for fmt in ("NHWC", "NCHW"):
+        x, dy, fshape, pb = _case(rng, 2, 23, 9, 3, VW, 1, (3, 2), (2, 1), (7, 1),
+                                  (3, 4, 0, 1), fmt, np.float16)
+        got = conv_impl.conv2d_backprop_filter(x, dy, fshape, (2, 1), (7, 1), pb, fmt)
+        _check(got, conv2d_backprop_filter_ref(x, dy, fshape, (2, 1), (7, 1), pb, fmt),
+               np.float16, fmt)
+    assert native_runs
+
+
+@needs_native
+def test_wide_staged_rows_fall_back_to_numpy(native_runs):
+    """A float16 source whose rows are far wider than what the taps read (stride 2000) would
+    be staged mostly unread: the numpy engine, which copies only what it reads, runs it."""
+    conv_impl.FORCE_ALGORITHM = "native"
+    rng = np.random.default_rng(19)
+    x = _rand(rng, (1, 3, 6001, 64), np.float16)
+    dy = _rand(rng, (1, 3, 4, VW), np.float16)
+    got = conv_impl.conv2d_backprop_filter(x, dy, (1, 1, 64, VW), (1, 2000), (1, 1), (0, 0))
+    assert not native_runs
+    _check(got, conv2d_backprop_filter_ref(x, dy, (1, 1, 64, VW), (1, 2000), (1, 1), (0, 0)),
+           np.float16)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_numpy_engine_blocks_and_threads(threads):
     """The numpy engine with tiny blocks (one output row each) and per-thread accumulators."""
@@ -362,7 +391,7 @@ def test_non_finite_values_reach_exactly_their_taps(use_native, where, value):
     """A NaN or inf in x or dy reaches exactly the filter entries whose sums contain it:
     taps that read it only through padding stay finite (nothing is multiplied by padding)."""
     conv_impl.USE_NATIVE = use_native
-    conv_impl.FORCE_ALGORITHM = "direct" if use_native is None else None
+    conv_impl.FORCE_ALGORITHM = "direct" if use_native is None else "native"
     rng = np.random.default_rng(11)
     for fmt, cin in itertools.product(("NHWC", "NCHW"), (3, 20)):  # patch / per-tap plans
         x, dy, fshape, pb = _case(rng, 2, 6, 7, cin, VW, 1, (3, 3), (1, 2), (2, 1),
@@ -481,26 +510,35 @@ def test_numpy_workspace_bound_does_not_grow_with_the_batch():
     assert small == large
 
 
-def test_numpy_workspace_bound_holds():
+@pytest.mark.parametrize("plan", ["patches", "per_tap", "exact", "tiny"])
+def test_numpy_workspace_bound_holds(plan):
     conv_impl.USE_NATIVE = False
     rng = np.random.default_rng(15)
-    x = rng.standard_normal((8, 20, 20, 6))
-    dy = rng.standard_normal((8, 10, 10, 5))
-    fs, s, d, pb = (3, 3, 6, 5), (2, 2), (1, 1), (0, 0)
-    conv_impl.conv2d_backprop_filter(x, dy, fs, s, d, pb)
-    conv_impl.release_workspaces()
-    tracemalloc.start()
-    try:
-        base, _ = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        dw = conv_impl.conv2d_backprop_filter(x, dy, fs, s, d, pb)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    cin = 20 if plan == "per_tap" else 6
+    n = 1 if plan == "tiny" else 8
+    x = rng.standard_normal((n, 20, 20, cin))
+    dy = rng.standard_normal((n, 10, 10, 5))
+    if plan == "exact":
+        dy[0, 0, 0, 0] = np.inf  # non-finite dy: exactly the pixels inside, copied per tap
+    fs, s, d, pb = (3, 3, cin, 5), (2, 2), (1, 1), (0, 0)
+    with np.errstate(invalid="ignore"):
+        conv_impl.conv2d_backprop_filter(x, dy, fs, s, d, pb)
+        conv_impl.release_workspaces()
+        tracemalloc.start()
+        try:
+            base, _ = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            dw = conv_impl.conv2d_backprop_filter(x, dy, fs, s, d, pb)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
     used = peak - base - dw.nbytes
     bound = conv_impl.conv2d_backprop_filter_workspace_bytes(x.shape, dy.shape, fs, s, d, pb,
                                                              "NHWC", np.float64)
-    assert used <= bound, (used, bound)
+    assert 0 < used <= bound, (used, bound)
+    with np.errstate(invalid="ignore"):
+        ref = conv2d_backprop_filter_ref(x, dy, fs, s, d, pb)
+    assert np.allclose(dw, ref, rtol=1e-12, atol=1e-12, equal_nan=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -527,8 +565,8 @@ def test_ops_in_a_session_float32(fmt, native_runs):
     """Both ops from placeholders (shape functions re-run on the fed shapes) on the compiled
     path where it applies, against the reference."""
     rng = np.random.default_rng(17)
-    x, dy, fs, pb = _case(rng, 2, 8, 7, 6, BW, 1, (3, 2), (1, 2), (1, 1), (1, 1, 0, 1), "NHWC",
-                          np.float32)
+    x, dy, fs, pb = _case(rng, 4, 12, 7, 6, BW, 1, (3, 2), (1, 2), (1, 1), (1, 1, 0, 1),
+                          "NHWC", np.float32)  # past the one-GEMM size of tiny problems
     strides = [1, 1, 2, 1] if fmt == "NHWC" else [1, 1, 1, 2]
     pads = [0, 0, 1, 1, 0, 1, 0, 0] if fmt == "NHWC" else [0, 0, 0, 0, 1, 1, 0, 1]
     root = Scope.NewRootScope()

@@ -1,15 +1,20 @@
-"""2-D convolution math for the CPU runtime: forward conv2d and its input gradient.
+"""2-D convolution math for the CPU runtime: forward conv2d, its input gradient and its filter
+gradient.
 
 Interface
 ---------
-``conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format)`` and
-``conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, data_format)``;
+``conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format)``,
+``conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, data_format)`` and
+``conv2d_backprop_filter(x, dy, filter_shape, strides, dilations, pads_before, data_format)``;
 the filter is always HWIO ``[kh, kw, cin_per_group, cout]``, ``groups = C_in // cin_per_group``.
 Row ``h`` of the input is read by output row ``i`` through tap ``di`` when
 ``h == i*sh + di*dh - pad_top``; positions outside the input read zero (so the padding after is
 implicit). ``conv2d_backprop_input`` is the exact adjoint of ``conv2d_forward``.
-``conv2d_backprop_input_workspace_bytes(...)`` bounds the temporary memory of a call;
-``choose_backprop_input_algorithm(...)`` says which algorithm a call uses.
+``conv2d_backprop_filter`` is the adjoint of ``conv2d_forward`` in the filter:
+<conv2d(x, w), dy> == <w, conv2d_backprop_filter(x, dy)>.
+``conv2d_backprop_input_workspace_bytes(...)`` and ``conv2d_backprop_filter_workspace_bytes(...)``
+bound the temporary memory of a call; ``choose_backprop_input_algorithm(...)`` says which
+algorithm an input-gradient call uses.
 
 Dtypes: float32/float64 natively; float16 and bfloat16 (``ml_dtypes``) in float32, rounded once
 when the result is written; integers accumulate in int64 and wrap to the input type like C++.
@@ -23,6 +28,9 @@ Semantics every path keeps (tests/reliability/test_conv_differential.py):
   ``_exact_block`` (one GEMM per tap over exactly the outputs whose source lies inside) runs.
   Winograd blocks (their transforms mix neighbouring inputs) need finite data too. So results
   depend on the batch size or the algorithm only through float rounding.
+  For the filter gradient the zero-padded paths (patches, padded per-tap operands) multiply
+  padding by dy and so run only with finite dy; the compiled kernel and the exact per-tap GEMMs
+  read nothing outside x.
 * Only the filter taps that read inside the input for some output take part (and, for the
   input gradient, only the dy rows and columns that reach dx): a huge dilation or padding
   shrinks the problem instead of growing zero-padded temporaries to the dilated extent. A block
@@ -84,6 +92,12 @@ cores, ~195 on one; on the thin GEMM shapes of a convolution ~145 (A: N=64) to ~
 
   The forward conv uses the same engines with strided taps (``native`` when it applies).
   Temporary memory for C at batch 256: 6.75 MiB measured (bound 16.6 MiB; dx is 49 MiB).
+* The filter gradient (section "backprop filter" below): the compiled
+  ``opgraph_filter_grad_f32`` where it applies (float32 compute, output channels per group a
+  multiple of the vector width), threads splitting dw by channel blocks (else tap rows, else
+  pixels with per-thread accumulators); otherwise numpy: one im2col GEMM for tiny problems,
+  else per block of output rows per-tap GEMMs ``x_tap^T @ dy`` (one patch GEMM for few input
+  channels), over exactly the pixels inside x when dy is not finite.
 """
 
 from __future__ import annotations
@@ -111,7 +125,9 @@ except Exception:  # pragma: no cover - optional dependency
 __all__ = [
     "conv2d_forward",
     "conv2d_backprop_input",
+    "conv2d_backprop_filter",
     "conv2d_backprop_input_workspace_bytes",
+    "conv2d_backprop_filter_workspace_bytes",
     "choose_backprop_input_algorithm",
     "release_workspaces",
 ]
@@ -2104,17 +2120,39 @@ def conv2d_backprop_filter_workspace_bytes(x_shape, dy_shape, filter_shape, stri
         return 0
     (lo_h, hi_h), (lo_w, hi_w), offs_h, offs_w = red
     th, tw = hi_h - lo_h, hi_w - lo_w
-    n, h, wd, cin = xn
+    n, _, _, cin = xn
     _, oh, ow, _ = dyn
     g = _groups_of(cin, cig)
-    cog = cout // g
     region = th * tw * cig * cout
     nth = _filter_threads(n * oh * ow * region, cdt)
     acc_bytes = region * isz if odt != cdt else 0
     slack = 128 << 10  # the interpreter's own small objects of a call
-    zero = np.zeros((), dtype)
+    tiny = 0
+    if g == 1 and (n * oh * ow * region < TINY_MACS if FORCE_ALGORITHM is None
+                   else FORCE_ALGORITHM == "direct"):
+        # the one-GEMM path (with finite dy): the patches (gathered in x's dtype, then in the
+        # compute dtype), dy in the compute dtype, the GEMM result, the index masks
+        m, k = n * oh * ow, th * tw * cin
+        tiny = (acc_bytes + m * k * (isz + odt.itemsize) + m * cout * isz + k * cout * isz
+                + 2 * m * k + 16 * (oh * th + ow * tw) + slack)
+    return max(tiny, _filter_blocked_workspace_bytes(xn, dyn, (th, tw, cig, cout), offs_h,
+                                                     offs_w, tuple(strides), g, odt, nth,
+                                                     acc_bytes + slack))
+
+
+def _filter_blocked_workspace_bytes(xn, dyn, region_shape, offs_h, offs_w, strides, g, odt,
+                                    nth, fixed):
+    """The blocked engines' part of conv2d_backprop_filter_workspace_bytes."""
+    n, h, wd, cin = xn
+    _, oh, ow, cout = dyn
+    th, tw, cig, _ = region_shape
+    cog = cout // g
+    cdt = _compute_dtype(odt)
+    isz = cdt.itemsize
+    region = th * tw * cig * cout
+    zero = np.zeros((), odt)
     nat = _native_filter(np.broadcast_to(zero, xn), np.broadcast_to(zero, dyn), offs_h, offs_w,
-                         tuple(strides), cog, cdt)
+                         strides, cog, cdt)
     if nat is not None:
         mode, _ = _filter_plan(nat, g, th, cog, nth)
         private = (nth - 1) * region * 4 if mode == "pixels" else 0
@@ -2125,14 +2163,14 @@ def conv2d_backprop_filter_workspace_bytes(x_shape, dy_shape, filter_shape, stri
             un, uq = n1 - n0, q1 - q0
             span = min(h, (uq - 1) * strides[0] + offs_h[-1] - offs_h[0] + 1)
             per = max(per, un * uq * ow * cog + un * max(span, 1) * wd * cig)
-        return acc_bytes + private + min(nth, max(1, len(units))) * per * 4 + slack
+        return fixed + private + min(nth, max(1, len(units))) * per * 4
     private = (nth - 1) * region * isz
     # (the patch plan, used with finite dy, is counted whenever it may run)
     patches = g == 1 and cin < FILTER_PATCH_MAX_CHANNELS and th * tw > 1
     per_pixel = (th * tw * cin if patches else cin) + cout
     rows = max(1, min(BLOCK_BYTES // max(1, ow * per_pixel * isz),
                       -(-FILTER_TARGET_PIXELS // max(ow, 1))))
-    units = _row_units(n, oh, rows)
+    units = _row_units(n, oh, rows, threads=nth)
     m = max((u[1] - u[0]) * (u[3] - u[2]) * ow for u in units)
     per = m * max(per_pixel, cin + cout) + (th * tw * cin * cout if patches else cig * cog)
-    return acc_bytes + private + min(nth, len(units)) * per * isz + slack
+    return fixed + private + min(nth, len(units)) * per * isz
