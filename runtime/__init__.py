@@ -8,14 +8,12 @@ from runtime import kernels as _kernels  # noqa: F401  (registers the kernels)
 from runtime.devices import Device, available_devices
 from runtime.kernel_registry import Kernel, KernelDef, register_kernel, registered_kernels
 from runtime.distributed import DistributedSession
-from runtime.graph_session import (
-    NewSession, ReadBinaryProto, ReadTextProto, Session, SessionOptions,
-)
+from runtime.graph_session import NewSession, ReadBinaryProto, ReadTextProto, Session
 from runtime.placement import SessionOptions
 from runtime.session import ClientSession, RunMetadata, RunOptions
 from runtime.timeline import Timeline, write_chrome_trace
 
 __all__ = ["ClientSession", "Device", "DistributedSession", "Kernel", "KernelDef", "NewSession",
-           "ReadBinaryProto", "ReadTextProto", "RunMetadata", "RunOptions", "SessionOptions", "Session",
+           "ReadBinaryProto", "ReadTextProto", "RunMetadata", "RunOptions", "Session",
            "SessionOptions", "Timeline", "available_devices", "register_kernel",
            "registered_kernels", "write_chrome_trace"]
