@@ -231,6 +231,11 @@ class Graph:
         with self.lock:
             return self._nx.copy()
 
+    def to_dot(self, **options) -> str:
+        """The graph as Graphviz DOT text (see opgraph.dot.to_dot for the options)."""
+        from opgraph.dot import to_dot  # noqa: PLC0415  (dot imports this module)
+        return to_dot(self, **options)
+
     def format(self) -> str:
         """The graph, one line per operation (see Operation.format)."""
         return "\n".join(op.format() for op in self.operations())

@@ -232,7 +232,9 @@ def prune(feeds: set, fetches, targets) -> list:
             continue
         needed[op.name] = op
         stack.extend(i.op for i in op.inputs if i not in feeds)
-        stack.extend(op.control_inputs)
+        # A control edge out of an op whose outputs are all fed is cut, as TF does.
+        stack.extend(c for c in op.control_inputs
+                     if not c.num_outputs or not all(o in feeds for o in c.outputs))
     return sorted(needed.values(), key=lambda op: op.id)
 
 

@@ -17,25 +17,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
-import attrs
 
 from opgraph import errors
 from opgraph.graphdef import GraphDef, parse_graph_def, read_graph_def
 from opgraph.importer import ImportGraphDef
 from opgraph.inputs import describe_value
 from opgraph.scope import Scope
+from runtime.placement import SessionOptions
 from runtime.session import ClientSession, RunMetadata, RunOptions
 
 __all__ = ["NewSession", "Session", "SessionOptions", "ReadBinaryProto", "ReadTextProto"]
-
-
-@attrs.define
-class SessionOptions:
-    """TF's SessionOptions: ``target`` must be "" (in-process); ``config`` is accepted for
-    compatibility (a dict, e.g. ``{"intra_op_parallelism_threads": 4}``) and not used."""
-
-    target: str = ""
-    config: dict = attrs.Factory(dict)
 
 
 def NewSession(options: SessionOptions | None = None) -> Session:  # noqa: N802

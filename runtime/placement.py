@@ -49,7 +49,14 @@ HOST = devices.HOST
 
 @attrs.frozen
 class SessionOptions:
-    """Session options (TF's ConfigProto fields of the same names)."""
+    """TF's SessionOptions: ``target`` ("" = in-process, the only kind), ``config`` (other
+    ConfigProto fields, accepted for compatibility and unused) and the ConfigProto fields
+    opgraph honours, by the same names."""
+
+    #: the session's target; only "" (in-process) is supported
+    target: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    #: further ConfigProto fields (e.g. {"intra_op_parallelism_threads": 4}), not used
+    config: dict = attrs.field(factory=dict, validator=attrs.validators.instance_of(dict))
 
     #: place a node on an available device when its requested one is missing or has no
     #: kernel for it, instead of failing

@@ -41,7 +41,7 @@ def _softplus(v):
 
 
 def _leaky_relu(v, *, alpha=0.2):
-    return v if v > 0 else v * alpha
+    return v if v > 0 else v * float(np.float32(alpha))    # TF keeps alpha as a float32
 
 
 def _rows(x):
@@ -175,7 +175,7 @@ def _relu6_grad(g, x):
 
 
 def _leaky_relu_grad(g, x, *, alpha=0.2):
-    return g if x > 0 else g * alpha
+    return g if x > 0 else g * float(np.float32(alpha))
 
 
 def _elu_grad(g, y):

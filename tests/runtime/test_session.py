@@ -373,3 +373,12 @@ def test_feeding_one_output_of_a_multi_output_op_that_also_runs():
     a, b = sess.Run({x: xv, parts.output[0]: fed}, [parts.output[0], parts.output[1]])
     np.testing.assert_array_equal(a, fed)
     np.testing.assert_array_equal(b, xv[1])
+
+
+def test_a_control_edge_out_of_a_fed_placeholder_is_cut():
+    """Regression: an op with a control dependency on a fed Placeholder asked for its feed."""
+    root = Scope.NewRootScope()
+    p = ops.Placeholder(root, DT_FLOAT, shape=[2])
+    y = ops.Const(root.WithControlDependencies([p]), np.ones(2, np.float32))
+    out = ClientSession(root).Run({p: np.zeros(2, np.float32)}, [y])
+    np.testing.assert_array_equal(out[0], [1, 1])

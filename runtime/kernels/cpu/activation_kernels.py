@@ -39,9 +39,10 @@ def relu6(features):
 
 @register_kernel("LeakyRelu")
 def leaky_relu(features, *, alpha):
-    # where(), not maximum(): alpha may be > 1 or negative.
+    # where(), not maximum(): alpha may be > 1 or negative. TF's alpha is a float32 attr.
     with np.errstate(over="ignore", invalid="ignore"):
-        return np.where(features > 0, features, features * features.dtype.type(alpha))
+        scale = features.dtype.type(np.float32(alpha))
+        return np.where(features > 0, features, features * scale)
 
 
 @register_kernel("Elu")
@@ -119,7 +120,7 @@ def relu6_grad(gradients, features):
 @register_kernel("LeakyReluGrad")
 def leaky_relu_grad(gradients, features, *, alpha):
     with np.errstate(over="ignore", invalid="ignore"):
-        scaled = gradients * gradients.dtype.type(alpha)
+        scaled = gradients * gradients.dtype.type(np.float32(alpha))
         return np.where(features > 0, gradients, scaled)
 
 
