@@ -2154,16 +2154,17 @@ def _filter_blocked_workspace_bytes(xn, dyn, region_shape, offs_h, offs_w, strid
     nat = _native_filter(np.broadcast_to(zero, xn), np.broadcast_to(zero, dyn), offs_h, offs_w,
                          strides, cog, cdt)
     if nat is not None:
-        mode, _ = _filter_plan(nat, g, th, cog, nth)
+        mode, parts = _filter_plan(nat, g, th, cog, nth)
         private = (nth - 1) * region * 4 if mode == "pixels" else 0
-        rows = max(1, NATIVE_BLOCK_BYTES // max(1, 4 * (strides[0] * wd * cig + ow * cog)))
-        units = _row_units(n, oh, rows)
-        per = 0
-        for n0, n1, q0, q1 in units:  # staging of dy and of the source rows (counted always)
-            un, uq = n1 - n0, q1 - q0
-            span = min(h, (uq - 1) * strides[0] + offs_h[-1] - offs_h[0] + 1)
-            per = max(per, un * uq * ow * cog + un * max(span, 1) * wd * cig)
-        return fixed + private + min(nth, max(1, len(units))) * per * 4
+        per, nunits = 0, 1
+        for width in {p[4] - p[3] for p in parts}:  # the blocks of each part's channel range
+            units = _filter_units(n, oh, 4 * (strides[0] * wd * cig + ow * width))
+            nunits = max(nunits, len(units))
+            for n0, n1, q0, q1 in units:  # staging of dy and of the source rows (counted
+                un, uq = n1 - n0, q1 - q0  # always: it depends on strides, not only dtypes)
+                span = min(h, (uq - 1) * strides[0] + offs_h[-1] - offs_h[0] + 1)
+                per = max(per, un * uq * ow * width + un * max(span, 1) * wd * cig)
+        return fixed + private + min(nth, nunits) * per * 4
     private = (nth - 1) * region * isz
     # (the patch plan, used with finite dy, is counted whenever it may run)
     patches = g == 1 and cin < FILTER_PATCH_MAX_CHANNELS and th * tw > 1
