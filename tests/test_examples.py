@@ -30,3 +30,12 @@ def test_cnn_forward_pass_shapes_and_probabilities(capsys):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     out = capsys.readouterr().out
     assert "static shape [?, 14, 14, 8]" in out and "static shape [?, 1568]" in out
+
+
+def test_train_cnn_learns_and_its_checkpoint_restores(capsys):
+    acc, restored = _load("train_cnn").main(["--epochs", "3", "--train", "900", "--test",
+                                             "300"])
+    assert acc > 0.9, capsys.readouterr().out
+    assert restored == acc
+    out = capsys.readouterr().out
+    assert out.count("examples/s") == 3 and "restored session test accuracy" in out
