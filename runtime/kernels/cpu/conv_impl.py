@@ -1281,6 +1281,9 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
            "Conv2DBackpropInput filter in the compute dtype")
     finite = _all_finite(w)
     g = _groups_of(cin, cig)
+    if _depthwise_applies(cin, cig, g, cdt):
+        _depthwise_run(dyv, w, dxv, (sh, sw), (dh, dw), (pt, pl), cdt, NUM_THREADS)
+        return dx
     macs = n * oh * ow * kh * kw * cig * cout
     algo = FORCE_ALGORITHM or choose_backprop_input_algorithm(
         dyv.shape, w.shape, dxv.shape, (sh, sw), odt)
@@ -2175,3 +2178,81 @@ def _filter_blocked_workspace_bytes(xn, dyn, region_shape, offs_h, offs_w, strid
     m = max((u[1] - u[0]) * (u[3] - u[2]) * ow for u in units)
     per = m * max(per_pixel, cin + cout) + (th * tw * cin * cout if patches else cig * cog)
     return fixed + private + min(nth, len(units)) * per * isz
+
+
+# --------------------------------------------------------------------------------------------
+# depthwise input gradient (one dx channel per group): elementwise multiply-adds over pixels
+# --------------------------------------------------------------------------------------------
+#: Run convolutions with one input channel per group (depthwise, any channel multiplier)
+#: through the depthwise path (compiled kernel, else numpy per-tap multiply-adds).
+DEPTHWISE_PATH = True
+#: Elements of dy one numpy depthwise block holds (its accumulator is about dx's block).
+DEPTHWISE_BLOCK_ELEMS = 1 << 20
+
+
+def _depthwise_applies(cin, cig, g, cdt):
+    return (DEPTHWISE_PATH and cig == 1 and g == cin and g > 1
+            and FORCE_ALGORITHM in (None, "depthwise")
+            and cdt in (np.float32, np.float64))
+
+
+def _depthwise_run(dyv, w, dxv, strides, dilations, pads, cdt, nth):
+    """dx (logical NHWC view, any dtype) of a depthwise conv: w [kh, kw, 1, C*M]. Every
+    product is a term of the direct sum, so non-finite values propagate as in a direct loop."""
+    n, oh, ow, cout = dyv.shape
+    _, h, wd, c = dxv.shape
+    kh, kw = w.shape[:2]
+    m = cout // c
+    nat = _native.load() if (USE_NATIVE and cdt == np.float32) else None
+    if nat is not None and getattr(nat, "has_depthwise", False) and nat.fits(
+            dyv.shape, dxv.shape, [-abs(pads[0]), (kh - 1) * dilations[0]],
+            [-abs(pads[1]), (kw - 1) * dilations[1]], strides):
+        wp = np.ascontiguousarray(
+            w.reshape(kh, kw, c, m).transpose(0, 1, 3, 2), np.float32)  # [kh, kw, M, C]
+        src = dyv if nat.addressable(dyv) else dyv.astype(np.float32)
+        out = dxv if nat.addressable(dxv) else np.empty(dxv.shape, np.float32)
+        run = nat.depthwise_plan(src, wp, out, strides, dilations, pads)
+        work = n * h * wd * c * kh * kw * m // max(1, strides[0] * strides[1])
+        nt = nth if work >= PARALLEL_MIN_MACS // 4 else 1
+        rows = max(1, -(-n * h // (4 * nt))) if nt > 1 else h
+        tasks = [(n0, min(h, h0 + rows), h0) for n0 in range(n) for h0 in range(0, h, rows)]
+        _run_tasks(tasks, lambda ws, t: run(t[0], t[0] + 1, t[2], t[1]), nt)
+        if out is not dxv:
+            _store(dxv, out)
+        return
+    _depthwise_numpy(dyv, w, dxv, strides, dilations, pads, cdt, nth)
+
+
+def _depthwise_numpy(dyv, w, dxv, strides, dilations, pads, cdt, nth):
+    """Scatter form in numpy: per tap one multiply and one strided add of a whole block into a
+    zero accumulator covering the taps' reach and dx, blocks of images on NUM_THREADS."""
+    n, oh, ow, cout = dyv.shape
+    _, h, wd, c = dxv.shape
+    kh, kw = w.shape[:2]
+    m = cout // c
+    (sh, sw), (dh, dw), (pt, pl) = strides, dilations, pads
+    wk = w.reshape(kh, kw, c, m).astype(cdt)
+    # accumulator coordinate u = dx row + pt: taps write u in [0, (oh-1)*sh + (kh-1)*dh + 1)
+    lo_h, lo_w = min(0, pt), min(0, pl)
+    hi_h = max((oh - 1) * sh + (kh - 1) * dh + 1, pt + h)
+    hi_w = max((ow - 1) * sw + (kw - 1) * dw + 1, pl + wd)
+    per = max(1, DEPTHWISE_BLOCK_ELEMS // max(1, oh * ow * cout))
+    check_allocation((min(n, per), hi_h - lo_h, hi_w - lo_w, c), cdt.itemsize,
+                     "Conv2DBackpropInput depthwise accumulator")
+
+    def worker(ws, task):
+        n0, n1 = task
+        acc = np.zeros((n1 - n0, hi_h - lo_h, hi_w - lo_w, c), cdt)
+        y = dyv[n0:n1].astype(cdt, copy=False).reshape(n1 - n0, oh, ow, c, m)
+        prod = np.empty((n1 - n0, oh, ow, c), cdt)
+        for a in range(kh):
+            for b in range(kw):
+                r0, c0 = a * dh - lo_h, b * dw - lo_w
+                dst = acc[:, r0:r0 + (oh - 1) * sh + 1:sh, c0:c0 + (ow - 1) * sw + 1:sw]
+                for j in range(m):
+                    np.multiply(y[..., j], wk[a, b, :, j], out=prod)
+                    dst += prod
+        _store(dxv[n0:n1], acc[:, pt - lo_h:pt - lo_h + h, pl - lo_w:pl - lo_w + wd])
+
+    tasks = [(n0, min(n, n0 + per)) for n0 in range(0, n, per)]
+    _run_tasks(tasks, worker, nth)

@@ -287,6 +287,13 @@ class NativeConv:
                        P, L, L, L, L, L, L, L]
         fg.restype = ctypes.c_int
         self._fgrad = fg
+        dwf = getattr(lib, "opgraph_depthwise_bpi_f32", None)
+        #: True if the library has the depthwise input-gradient kernel
+        self.has_depthwise = dwf is not None
+        if dwf is not None:
+            dwf.argtypes = [P] + [L] * 6 + [P] + [L] * 3 + [P] + [L] * 17
+            dwf.restype = ctypes.c_int
+        self._depthwise = dwf
         lib.opgraph_conv_block_width.restype = ctypes.c_int
         lib.opgraph_conv_vector_width.restype = ctypes.c_int
         #: output channels per packed weight block
@@ -373,6 +380,38 @@ class NativeConv:
         run.operands = keep
         return run
 
+
+    def depthwise_plan(self, dy, wp, dx, strides, dilations, pads):
+        """Validate a depthwise input gradient once; returns ``run(n0, n1, h0, h1)``, which
+        writes dx rows [h0, h1) of images [n0, n1): dx[n, h, x, g] = sum over taps (a, b) and
+        j < M of dy[n, q, r, g*M + j] * wp[a, b, j, g] where h + pt - a*dh = q*sh and
+        x + pl - b*dw = r*sw (q, r inside dy). dy [N, OH, OW, C*M] and dx [N, H, W, C] are
+        float32 logical-NHWC views of any layout; wp [KH, KW, M, C] contiguous float32."""
+        n, oh, ow, cout = dy.shape
+        nn, h, wd, c = dx.shape
+        kh, kw, m, cc = wp.shape
+        if nn != n or cc != c or m * c != cout:
+            raise ValueError(f"depthwise shapes: dy {dy.shape}, dx {dx.shape}, w {wp.shape}")
+        if not (self.addressable(dy) and self.addressable(dx)) or wp.dtype != np.float32 \
+                or not wp.flags.c_contiguous:
+            raise ValueError("depthwise operands must be float32 views with aligned strides")
+        ys = [s // 4 for s in dy.strides]
+        xs = [s // 4 for s in dx.strides]
+        fixed = (dy.ctypes.data, *ys, oh, ow, wp.ctypes.data, kh, kw, m, dx.ctypes.data, *xs,
+                 h, wd, c, int(strides[0]), int(strides[1]), int(dilations[0]),
+                 int(dilations[1]), int(pads[0]), int(pads[1]))
+        fn = self._depthwise
+        keep = (dy, wp, dx)
+
+        def run(n0, n1, h0, h1):
+            rc = fn(*fixed, n0, n1, h0, h1)
+            if rc == -2:
+                raise errors.ResourceExhaustedError("native depthwise: out of memory")
+            if rc != 0:
+                raise ValueError(f"native depthwise refused its arguments (code {rc})")
+
+        run.operands = keep
+        return run
 
     def filter_grad_supports(self, src, dy, dw) -> bool:
         """True if filter_grad takes these operands as they are: float32 views with aligned
