@@ -302,6 +302,8 @@ class OpDef:
     required_attrs: tuple = _attrs.field(init=False)
     #: attrs with a default: set through the wrapper's ``Attrs``.
     optional_attrs: tuple = _attrs.field(init=False)
+    #: (name, default or NO_DEFAULT) for every attr in order: the builder's hot loop
+    attr_defaults: tuple = _attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self):
         def typed(args):
@@ -328,6 +330,7 @@ class OpDef:
                                            if a not in inferred and not d.has_default))
         set_(self, "optional_attrs", tuple(a for a, d in self.attrs.items()
                                            if a not in inferred and d.has_default))
+        set_(self, "attr_defaults", tuple((a, d.default) for a, d in self.attrs.items()))
 
     def type_attrs(self) -> dict:
         """Type attrs -> allowed DTypes (every DType when the attr is unrestricted)."""

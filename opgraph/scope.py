@@ -27,6 +27,7 @@ from opgraph import errors
 from opgraph.device_spec import parse_device
 from opgraph.graph import Graph, Operation, Output
 from opgraph.inputs import Input, describe_value, to_ndarray
+from opgraph.op_def import NO_DEFAULT
 from opgraph.registry import get_op_def
 from opgraph.shape_inference import InferenceContext
 from opgraph.shapes import TensorShape
@@ -448,17 +449,14 @@ class Scope:
                     sources[type_attr] = arg.name
             i += count
         final = {}                                      # every attr, in OpDef order
-        for k, d in attr_defs.items():
-            v = given.get(k, _MISSING)
-            if v is _MISSING:
-                if d.has_default:
-                    v = d.default
-                elif k in inferred:     # an empty list input leaves T undetermined
+        for k, default in op_def.attr_defaults:
+            v = given.get(k, default)
+            if v is NO_DEFAULT:
+                if k in inferred:       # an empty list input leaves T undetermined
                     msg = f"Cannot infer attr '{k}' from an empty list input"
                     raise errors.InvalidArgumentError(msg)
-                else:
-                    msg = f"Missing required attr '{k}' ({d.type_str})"
-                    raise errors.InvalidArgumentError(msg)
+                msg = f"Missing required attr '{k}' ({attr_defs[k].type_str})"
+                raise errors.InvalidArgumentError(msg)
             final[k] = v
         out_dtypes = []
         for arg in op_def.outputs:
@@ -497,8 +495,6 @@ class Scope:
         op.values_read = values_read
         return op
 
-
-_MISSING = object()
 
 
 def _foreign_error(e: Exception, doing: str) -> errors.OpError:
