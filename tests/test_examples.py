@@ -39,3 +39,17 @@ def test_train_cnn_learns_and_its_checkpoint_restores(capsys):
     assert restored == acc
     out = capsys.readouterr().out
     assert out.count("examples/s") == 3 and "restored session test accuracy" in out
+
+
+def test_gradients_example_checks_first_and_second_derivatives(capsys):
+    err, err2 = _load("gradients").main()
+    assert err < 1e-6 and err2 < 1e-6
+    assert "gradients/BiasAddGrad" in capsys.readouterr().out
+
+
+def test_upsample_decoder_learns_and_writes_a_png(tmp_path, capsys):
+    png = tmp_path / "grid.png"
+    mse = _load("upsample_decoder").main(["--target", "0.045", "--max-epochs", "12",
+                                          "--train", "500", "--png", str(png)])
+    assert mse < 0.045, capsys.readouterr().out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -445,6 +445,43 @@ def _oom(e, what):
 
 
 # --------------------------------------------------------------------------------------------
+# prepared filters: a caller that passes the same immutable filter every call (a constant)
+# hands in a ``cache`` dict; what is derived from the filter alone is kept there per geometry
+# --------------------------------------------------------------------------------------------
+#: Geometries whose prepared filters one cache dict keeps (more: it starts over).
+FILTER_CACHE_GEOMETRIES = 8
+
+
+def _filter_memo(cache, key):
+    """The dict of prepared filter values for ``key`` (the geometry and the engine settings)
+    in ``cache``, or None without a cache."""
+    if cache is None:
+        return None
+    key = (key, USE_NATIVE, FORCE_ALGORITHM, FORCE_LAYOUT,
+           id(_native.load()) if USE_NATIVE else None)
+    memo = cache.get(key)
+    if memo is None:
+        if len(cache) >= FILTER_CACHE_GEOMETRIES:
+            cache.clear()
+        memo = cache.setdefault(key, {})
+    return memo
+
+
+def _memoized(memo, name, make):
+    """``make()``, kept in ``memo`` (read-only) under ``name`` when there is one."""
+    if memo is None:
+        return make()
+    value = memo.get(name)
+    if value is None:
+        value = make()
+        if isinstance(value, np.ndarray) and value.flags.writeable:
+            value = value.view()
+            value.setflags(write=False)
+        value = memo.setdefault(name, value)
+    return value
+
+
+# --------------------------------------------------------------------------------------------
 # the gather engine: out[n, q, r, :] = sum_t src[n, q*sh + oh_t, r*sw + ow_t, :] @ W_t
 # --------------------------------------------------------------------------------------------
 class _GatherJob:
@@ -456,14 +493,14 @@ class _GatherJob:
     __slots__ = ("src", "out", "offs_h", "offs_w", "step", "wk", "groups", "wmat", "wino",
                  "wtap", "native", "plan", "exact")
 
-    def __init__(self, src, out, offs_h, offs_w, step, wk, groups):
+    def __init__(self, src, out, offs_h, offs_w, step, wk, groups, wk_sorted=False):
         self.src, self.out = src, out
         # taps sorted by ascending offset (the copy relies on it; K order is free)
         oh_ord = sorted(range(len(offs_h)), key=lambda i: offs_h[i])
         ow_ord = sorted(range(len(offs_w)), key=lambda i: offs_w[i])
         self.offs_h = [offs_h[i] for i in oh_ord]
         self.offs_w = [offs_w[i] for i in ow_ord]
-        if oh_ord != sorted(oh_ord) or ow_ord != sorted(ow_ord):
+        if not wk_sorted and (oh_ord != sorted(oh_ord) or ow_ord != sorted(ow_ord)):
             wk = wk[:, oh_ord][:, :, ow_ord]
         self.step, self.wk, self.groups = step, wk, groups
         self.wino = None
@@ -521,9 +558,9 @@ def _row_units(n, q, rows, even=False, threads=None):
     return units
 
 
-def _gather_run(jobs, cdt, layout, nthreads):
+def _gather_run(jobs, cdt, layout, nthreads, memo=None):
     tasks = []
-    for job in _split_groups(jobs, cdt):
+    for idx, job in _split_groups(jobs, cdt, tagged=True):
         n, q, r, co = job.out.shape
         if n == 0 or q == 0 or r == 0 or co == 0:
             continue
@@ -535,34 +572,35 @@ def _gather_run(jobs, cdt, layout, nthreads):
         csg = job.src.shape[3] // g
         cog = co // g
         th, tw = len(job.offs_h), len(job.offs_w)
+        wk = job.wk
         nat = _native_for(job, cdt)
+
+        def prepared(name, make, idx=idx):  # (memo entries per (job, group of a split))
+            return _memoized(memo, (idx, name), make)
+
         if nat is not None:  # skips the taps outside the source: exact for any values
             job.native = nat
-            job.wmat = nat.pack_weights(job.wk[0])
+            job.wmat = prepared("packed", lambda: nat.pack_weights(wk[0]))
             if nat.addressable(job.src) and nat.addressable(job.out):
                 job.plan = nat.plan(job.src, job.out, job.offs_h, job.offs_w, job.step,
                                     job.wmat, NATIVE_CHANNEL_CHUNK)
-        elif not _all_finite(job.wk):
+        elif not prepared("finite", lambda: _all_finite(wk)):
             # the engines below multiply zero padding by the weights: 0 * inf would be NaN
             # where a direct convolution has none
             job.exact = True
         elif _taps_ok(job, layout):
-            job.wtap = np.ascontiguousarray(job.wk[0])  # [th, tw, cs, co]
+            job.wtap = prepared("taps", lambda: np.ascontiguousarray(wk[0]))  # [th,tw,cs,co]
             job.wmat = None
         elif _winograd_ok(job, cdt, layout) and _all_finite(job.src):
             # (its transforms mix neighbouring inputs: inf - inf would spread NaN)
-            # U = G g G^T per (source channel, output channel), float64 then compute dtype
-            g3 = job.wk[0].astype(np.float64).reshape(3, 3, csg * cog)
-            t1 = np.matmul(_WG_G, g3.reshape(3, -1)).reshape(4, 3, csg * cog)  # G g
-            wu = np.matmul(_WG_G, t1)  # [4(a), 4(b), i*o]: (G g) G^T per a
-            job.wino = wu.reshape(16, csg, cog).astype(cdt)
+            job.wino = prepared("winograd", lambda: _winograd_filter(wk, csg, cog, cdt))
             job.wmat = None
         elif layout == "pm":  # patches [g][m, (t, c)] @ wmat[g] [(t, c), o]
-            job.wmat = np.ascontiguousarray(
-                job.wk.reshape(g, th * tw * csg, cog))
+            job.wmat = prepared("pm", lambda: np.ascontiguousarray(
+                wk.reshape(g, th * tw * csg, cog)))
         else:  # wmat[g] [o, (t, c)] @ patches[g] [(t, c), pixels]
-            job.wmat = np.ascontiguousarray(
-                job.wk.reshape(g, th * tw * csg, cog).transpose(0, 2, 1))
+            job.wmat = prepared("cf", lambda: np.ascontiguousarray(
+                wk.reshape(g, th * tw * csg, cog).transpose(0, 2, 1)))
         for u in (_native_units(job) if job.native is not None else _gather_units(job, cdt)):
             tasks.append((job, u))
     if not tasks:
@@ -583,6 +621,14 @@ def _gather_run(jobs, cdt, layout, nthreads):
     _run_tasks(tasks, worker, nthreads)
 
 
+def _winograd_filter(wk, csg, cog, cdt):
+    """U = G g G^T per (source channel, output channel), float64 then compute dtype."""
+    g3 = wk[0].astype(np.float64).reshape(3, 3, csg * cog)
+    t1 = np.matmul(_WG_G, g3.reshape(3, -1)).reshape(4, 3, csg * cog)  # G g
+    wu = np.matmul(_WG_G, t1)  # [4(a), 4(b), i*o]: (G g) G^T per a
+    return wu.reshape(16, csg, cog).astype(cdt)
+
+
 def _native_for(job, cdt):
     """The compiled kernel if it runs this job (float32 compute, output channels per group a
     multiple of its vector width, not forced elsewhere), else None. It runs one group per job:
@@ -599,20 +645,22 @@ def _native_for(job, cdt):
     return nat
 
 
-def _split_groups(jobs, cdt):
+def _split_groups(jobs, cdt, tagged=False):
     """Grouped jobs the compiled kernel runs become one job per group over channel slices of
-    the same views (the kernel takes any strides); other jobs stay as they are."""
+    the same views (the kernel takes any strides); other jobs stay as they are. ``tagged``:
+    (tag, job) pairs, tag = (index in ``jobs``, group index or None when not split)."""
     out = []
-    for job in jobs:
+    for i, job in enumerate(jobs):
         if job.groups == 1 or _native_for(job, cdt) is None:
-            out.append(job)
+            out.append(((i, None), job) if tagged else job)
             continue
         g = job.groups
         csg, cog = job.src.shape[3] // g, job.out.shape[3] // g
         for gi in range(g):
-            out.append(_GatherJob(job.src[..., gi * csg:(gi + 1) * csg],
-                                  job.out[..., gi * cog:(gi + 1) * cog], job.offs_h,
-                                  job.offs_w, job.step, job.wk[gi:gi + 1], 1))
+            part = _GatherJob(job.src[..., gi * csg:(gi + 1) * csg],
+                              job.out[..., gi * cog:(gi + 1) * cog], job.offs_h,
+                              job.offs_w, job.step, job.wk[gi:gi + 1], 1)
+            out.append(((i, gi), part) if tagged else part)
     return out
 
 
@@ -1104,7 +1152,8 @@ def _groups_of(c_in, cig):
     return c_in // cig if cig > 0 else 1
 
 
-def conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format="NHWC"):
+def conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format="NHWC",
+                   cache=None):
     """y = conv2d(x, w). x: 4-D array in data_format; w: [kh, kw, cin_per_group, cout] (HWIO).
 
     strides=(sh, sw), dilations=(dh, dw) ints >= 1; pads_before=(pad_top, pad_left) >= 0;
@@ -1112,16 +1161,20 @@ def conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format="N
     input read 0 (taps there are skipped, as in a direct loop). Returns y [N, oh, ow, cout]
     (NHWC) or [N, cout, oh, ow] (NCHW), dtype of x. ResourceExhaustedError when a buffer it
     needs exceeds the allocation limit or memory runs out.
+
+    cache: None, or a dict the caller keeps for this very filter, which must not change while
+    the dict is in use (a constant): the filter's prepared forms are kept there and reused.
     """
     try:
-        return _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format)
+        return _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format,
+                               cache)
     except errors.ResourceExhaustedError:
         raise
     except MemoryError as e:
         raise _oom(e, "Conv2D") from e
 
 
-def _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format):
+def _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format, cache):
     x = np.asarray(x)
     w = np.asarray(w)
     assert x.ndim == 4 and w.ndim == 4 and data_format in ("NHWC", "NCHW")
@@ -1154,7 +1207,9 @@ def _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format):
     pt, pl = pt - lo_h * dh, pl - lo_w * dw
     kh, kw = hi_h - lo_h, hi_w - lo_w
     _guard(kh * kw * cig * cout, cdt.itemsize, w.shape, "Conv2D filter in the compute dtype")
-    finite = _all_finite(w)
+    memo = _filter_memo(cache, ("forward", w.shape, w.strides, w.dtype.str, lo_h, lo_w,
+                                cin, str(cdt)))
+    finite = _memoized(memo, "finite", lambda: _all_finite(w))
     g = _groups_of(cin, cig)
     cog = cout // g
     macs = n * oh * ow * kh * kw * cig * cout
@@ -1162,7 +1217,8 @@ def _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format):
                               else FORCE_ALGORITHM == "direct"):
         return _tiny_forward(xv, w, (sh, sw), (dh, dw), (pt, pl), (oh, ow), cdt, odt,
                              data_format)
-    wk = w.astype(cdt).reshape(kh, kw, cig, g, cog).transpose(3, 0, 1, 2, 4)  # [g,kh,kw,cig,cog]
+    wk = _memoized(memo, "wk", lambda: w.astype(cdt).reshape(kh, kw, cig, g, cog)
+                   .transpose(3, 0, 1, 2, 4))  # [g, kh, kw, cig, cog]
     offs_h = [di * dh - pt for di in range(kh)]
     offs_w = [dj * dw - pl for dj in range(kw)]
     job = _GatherJob(xv, yv, offs_h, offs_w, (sh, sw), wk, g)
@@ -1170,7 +1226,7 @@ def _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format):
     nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
     if not _BLAS.available:
         nth = 1
-    _gather_run([job], cdt, layout, nth)
+    _gather_run([job], cdt, layout, nth, memo)
     return y
 
 
@@ -1228,24 +1284,25 @@ def _backprop_reduction(oh, ow, kh, kw, h, wd, strides, dilations, pads):
 
 
 def conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before,
-                          data_format="NHWC"):
+                          data_format="NHWC", cache=None):
     """dx = gradient of conv2d wrt its input (the exact adjoint of conv2d_forward).
 
     input_shape: the 4-D shape of x in data_format. Returns dx with shape input_shape, dtype of
     dy. Taps and dy positions that map outside dx are skipped, as in a direct loop.
     ResourceExhaustedError when a buffer it needs exceeds the allocation limit or memory runs
-    out.
+    out. cache: as in conv2d_forward.
     """
     try:
         return _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before,
-                                      data_format)
+                                      data_format, cache)
     except errors.ResourceExhaustedError:
         raise
     except MemoryError as e:
         raise _oom(e, "Conv2DBackpropInput") from e
 
 
-def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, data_format):
+def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, data_format,
+                           cache=None):
     dy = np.asarray(dy)
     w = np.asarray(w)
     assert dy.ndim == 4 and w.ndim == 4 and len(input_shape) == 4
@@ -1279,7 +1336,10 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
     kh, kw, oh, ow = hi_h - lo_h, hi_w - lo_w, i1 - i0, j1 - j0
     _guard(kh * kw * cig * cout, cdt.itemsize, w.shape,
            "Conv2DBackpropInput filter in the compute dtype")
-    finite = _all_finite(w)
+    # (the prepared forms depend on the filter's reduced taps and the stride phases)
+    memo = _filter_memo(cache, ("backprop_input", w.shape, w.strides, w.dtype.str, lo_h, lo_w,
+                                (sh, sw), (dh, dw), (pt, pl), cin, str(cdt)))
+    finite = _memoized(memo, "finite", lambda: _all_finite(w))
     g = _groups_of(cin, cig)
     if _depthwise_applies(cin, cig, g, cdt):
         _depthwise_run(dyv, w, dxv, (sh, sw), (dh, dw), (pt, pl), cdt, NUM_THREADS)
@@ -1295,11 +1355,12 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
     nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
     if not _BLAS.available:
         nth = 1
-    wc = w.astype(cdt, copy=False)
+    wc = _memoized(memo, "wc", lambda: w.astype(cdt, copy=False))
     if algo in ("gather", "native"):  # native: the gather plan, blocks in the compiled kernel
         layout = _gather_layout(data_format)
-        jobs = _backprop_gather_jobs(dyv, wc, dxv, (sh, sw), (dh, dw), (pt, pl), g, True)
-        _gather_run(jobs, cdt, layout, nth)
+        jobs = _backprop_gather_jobs(dyv, wc, dxv, (sh, sw), (dh, dw), (pt, pl), g, True,
+                                     memo)
+        _gather_run(jobs, cdt, layout, nth, memo)
     else:
         layout = _scatter_layout(data_format, cig, g, finite)
         if layout == "flat":
@@ -1325,8 +1386,9 @@ def _scatter_layout(data_format, cig, g, finite=True):
     return "cf" if layout == "flat" and (g != 1 or not finite) else layout
 
 
-def _backprop_gather_jobs(dyv, wc, dxv, strides, dilations, pads, g, zero_empty):
-    """One gather job per stride phase (sub-pixel decomposition of the input gradient)."""
+def _backprop_gather_jobs(dyv, wc, dxv, strides, dilations, pads, g, zero_empty, memo=None):
+    """One gather job per stride phase (sub-pixel decomposition of the input gradient); with
+    ``memo`` (see _filter_memo) each phase's weights, in the job's tap order, are kept."""
     kh, kw, cig, cout = wc.shape
     cog = cout // g
     (sh, sw), (dh, dw), (pt, pl) = strides, dilations, pads
@@ -1340,13 +1402,19 @@ def _backprop_gather_jobs(dyv, wc, dxv, strides, dilations, pads, g, zero_empty)
                 if out.size and zero_empty:
                     out[...] = 0
                 continue
-            dis = [t[0] for t in tap_h]
-            djs = [t[0] for t in tap_w]
-            # wk[g, th, tw, cog (source channel), cig (output channel)]
-            sub = wc[np.ix_(dis, djs)]  # [th, tw, cig, cout]
-            wk = sub.reshape(len(dis), len(djs), cig, g, cog).transpose(3, 0, 1, 4, 2)
-            jobs.append(_GatherJob(dyv, out, [t[1] for t in tap_h], [t[1] for t in tap_w],
-                                   (1, 1), wk, g))
+            offs_h, offs_w = [t[1] for t in tap_h], [t[1] for t in tap_w]
+
+            def phase_weights(tap_h=tap_h, tap_w=tap_w, offs_h=offs_h, offs_w=offs_w):
+                dis = [t[0] for t in tap_h]
+                djs = [t[0] for t in tap_w]
+                # wk[g, th, tw, cog (source channel), cig (output channel)]
+                sub = wc[np.ix_(dis, djs)]  # [th, tw, cig, cout]
+                wk = sub.reshape(len(dis), len(djs), cig, g, cog).transpose(3, 0, 1, 4, 2)
+                # in the job's (ascending offset) tap order
+                return _GatherJob(dyv, out, offs_h, offs_w, (1, 1), wk, g).wk
+
+            wk = _memoized(memo, ("phase", ph, pw), phase_weights)
+            jobs.append(_GatherJob(dyv, out, offs_h, offs_w, (1, 1), wk, g, wk_sorted=True))
     return jobs
 
 
