@@ -151,7 +151,7 @@ def conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before,
             if groups == 1:
                 part = xp.matmul(g, wt.T)
             else:
-                wg = wt.reshape(cig, cog, groups).transpose(2, 1, 0)  # [G, cog, cig]
+                wg = wt.reshape(cig, groups, cog).transpose(1, 2, 0)  # [G, cog, cig]
                 part = _merge_groups(xp.matmul(_split_groups(g, groups), wg))
             _window(acc, ni, nj, r0, c0, strides)[...] += part.reshape(n, ni, nj, cin)
     return _from_nhwc(acc.astype(odt, copy=False), data_format, xp)
