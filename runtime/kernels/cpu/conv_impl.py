@@ -458,7 +458,7 @@ def _filter_memo(cache, key):
     if cache is None:
         return None
     key = (key, USE_NATIVE, FORCE_ALGORITHM, FORCE_LAYOUT,
-           id(_native.load()) if USE_NATIVE else None)
+           _native.load() if USE_NATIVE else None)  # (held: its id stays unique)
     memo = cache.get(key)
     if memo is None:
         if len(cache) >= FILTER_CACHE_GEOMETRIES:
