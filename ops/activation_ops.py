@@ -59,6 +59,19 @@ def _const_like(scope, value, like):
     return ops.Const(scope, np.asarray(value, like.dtype.as_numpy_dtype))
 
 
+def _linear_in_gradients(grad_op: str) -> None:
+    """Register the gradient of a mask-style grad op (ReluGrad, Relu6Grad, LeakyReluGrad):
+    it is linear in ``gradients`` (the same op again on the upstream gradient) and flat in
+    ``features`` almost everywhere (zeros)."""
+    @gradient(grad_op)
+    def _grad(scope, op, grads):
+        import ops  # noqa: PLC0415
+        features = op.inputs[1]
+        attrs = {k: v for k, v in op.attrs.items() if k not in op.op_def.inferred_attrs}
+        again = getattr(ops, grad_op)(scope, grads[0], features, **attrs)
+        return [again, ops.ZerosLike(scope, features)]
+
+
 def _where_negative(scope, outputs, value):
     """``value`` where ``outputs < 0``, else 0 (TF's where(outputs < 0, value, zeros))."""
     import ops  # noqa: PLC0415
@@ -83,12 +96,7 @@ ReluGrad = _activation_grad(
     "output (the same result).",
     type_attr="T: realnumbertype")
 
-
-@gradient("ReluGrad")
-def _relu_grad_grad(scope, op, grads):
-    import ops  # noqa: PLC0415
-    features = op.inputs[1]
-    return [ops.ReluGrad(scope, grads[0], features), ops.ZerosLike(scope, features)]
+_linear_in_gradients("ReluGrad")
 
 Relu6 = _activation(
     "Relu6", "Rectified linear 6: min(max(features, 0), 6), elementwise.",
@@ -107,12 +115,7 @@ Relu6Grad = _activation_grad(
     "input or its output (the same result).",
     type_attr="T: realnumbertype")
 
-
-@gradient("Relu6Grad")
-def _relu6_grad_grad(scope, op, grads):
-    import ops  # noqa: PLC0415
-    features = op.inputs[1]
-    return [ops.Relu6Grad(scope, grads[0], features), ops.ZerosLike(scope, features)]
+_linear_in_gradients("Relu6Grad")
 
 LeakyRelu = _activation(
     "LeakyRelu",
@@ -135,13 +138,7 @@ LeakyReluGrad = _activation_grad(
     type_attr="T: {half, bfloat16, float, double} = DT_FLOAT",
     attrs=["alpha: float = 0.2  # LeakyRelu's slope for features <= 0"])
 
-
-@gradient("LeakyReluGrad")
-def _leaky_relu_grad_grad(scope, op, grads):
-    import ops  # noqa: PLC0415
-    features = op.inputs[1]
-    return [ops.LeakyReluGrad(scope, grads[0], features, alpha=op.attrs["alpha"]),
-            ops.ZerosLike(scope, features)]
+_linear_in_gradients("LeakyReluGrad")
 
 
 Elu = _activation(
