@@ -149,24 +149,31 @@ def _conv_params(attrs: dict) -> ConvParams:
                            "Row and column strides should be larger than 0")
     dilations = _window_attr("dilations", attrs["dilations"], fmt,
                              "Dilated rates should be larger than 0")
-    padding, pads = attrs["padding"], attrs["explicit_paddings"]
-    if padding == "EXPLICIT":
-        if len(pads) != 8:
-            msg = (f"explicit_paddings attribute must contain 8 values when padding is "
-                   f"EXPLICIT, but got {len(pads)}: {list(pads)}")
-            raise errors.InvalidArgumentError(msg)
-        if any(p < 0 for p in pads):
-            msg = f"All elements of explicit_paddings must be nonnegative, but got {list(pads)}"
-            raise errors.InvalidArgumentError(msg)
-        if any(pads[2 * i] or pads[2 * i + 1] for i in (n, c)):
-            msg = (f"Nonzero explicit padding in the batch or depth dimensions is not "
-                   f"supported: {list(pads)} ({fmt})")
-            raise errors.InvalidArgumentError(msg)
-        explicit = ((pads[2 * h], pads[2 * h + 1]), (pads[2 * w], pads[2 * w + 1]))
-    else:
+    padding = attrs["padding"]
+    explicit = explicit_paddings(padding, attrs["explicit_paddings"], fmt)
+    return ConvParams(fmt, strides, dilations, padding, explicit)
+
+
+def explicit_paddings(padding: str, pads, fmt: str) -> tuple:
+    """((top, bottom), (left, right)) from a 4-D op's ``explicit_paddings`` attr (8 values in
+    ``fmt`` order, required iff ``padding`` is EXPLICIT, zero on batch and depth); zeros for
+    the other paddings. TF's messages for every malformed value."""
+    n, h, w, c = _DIMS[fmt]
+    if padding != "EXPLICIT":
         if pads:
             msg = (f"explicit_paddings attribute must be empty if the padding attribute is not "
                    f"EXPLICIT, but padding is {padding} and explicit_paddings is {list(pads)}")
             raise errors.InvalidArgumentError(msg)
-        explicit = ((0, 0), (0, 0))
-    return ConvParams(fmt, strides, dilations, padding, explicit)
+        return ((0, 0), (0, 0))
+    if len(pads) != 8:
+        msg = (f"explicit_paddings attribute must contain 8 values when padding is "
+               f"EXPLICIT, but got {len(pads)}: {list(pads)}")
+        raise errors.InvalidArgumentError(msg)
+    if any(p < 0 for p in pads):
+        msg = f"All elements of explicit_paddings must be nonnegative, but got {list(pads)}"
+        raise errors.InvalidArgumentError(msg)
+    if any(pads[2 * i] or pads[2 * i + 1] for i in (n, c)):
+        msg = (f"Nonzero explicit padding in the batch or depth dimensions is not "
+               f"supported: {list(pads)} ({fmt})")
+        raise errors.InvalidArgumentError(msg)
+    return ((pads[2 * h], pads[2 * h + 1]), (pads[2 * w], pads[2 * w + 1]))

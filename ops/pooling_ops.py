@@ -14,7 +14,7 @@ import numpy as np
 from opgraph import errors
 from opgraph.gradients import gradient
 from opgraph.shape_inference import InferenceContext
-from opgraph.windows import windowed_output_size
+from opgraph.windows import explicit_paddings, windowed_output_size
 from opgraph.wrappers import declare
 
 __all__ = ["MaxPool", "AvgPool", "MaxPoolGrad", "MaxPoolGradGrad", "AvgPoolGrad"]
@@ -83,33 +83,15 @@ def pool_params(attrs: dict) -> PoolParams:
         msg = f"Row and column strides should be larger than 0, but got {list(strides)}"
         raise errors.InvalidArgumentError(msg)
     padding = attrs["padding"]
-    pads = attrs.get("explicit_paddings", ())
     window = (ksize[h], ksize[w])
+    explicit = explicit_paddings(padding, attrs.get("explicit_paddings", ()), fmt)
     if padding == "EXPLICIT":
-        if len(pads) != 8:
-            msg = (f"explicit_paddings attribute must contain 8 values when padding is "
-                   f"EXPLICIT, but got {len(pads)}: {list(pads)}")
-            raise errors.InvalidArgumentError(msg)
-        if any(p < 0 for p in pads):
-            msg = f"All elements of explicit_paddings must be nonnegative, but got {list(pads)}"
-            raise errors.InvalidArgumentError(msg)
-        if any(pads[2 * i] or pads[2 * i + 1] for i in (n, c)):
-            msg = (f"Nonzero explicit padding in the batch or depth dimensions is not "
-                   f"supported: {list(pads)} ({fmt})")
-            raise errors.InvalidArgumentError(msg)
-        explicit = ((pads[2 * h], pads[2 * h + 1]), (pads[2 * w], pads[2 * w + 1]))
         for axis in (0, 1):
             for side, pad in zip(_SIDES[axis], explicit[axis]):
                 if pad >= window[axis]:
                     msg = (f"{side} padding {pad} needs to be smaller than the window size "
                            f"{window[axis]}")
                     raise errors.InvalidArgumentError(msg)
-    else:
-        if pads:
-            msg = (f"explicit_paddings attribute must be empty if the padding attribute is not "
-                   f"EXPLICIT, but padding is {padding} and explicit_paddings is {list(pads)}")
-            raise errors.InvalidArgumentError(msg)
-        explicit = ((0, 0), (0, 0))
     return PoolParams(fmt, window, (strides[h], strides[w]), padding, explicit)
 
 

@@ -46,14 +46,15 @@ import numpy as np
 
 from opgraph import errors
 from opgraph.graph import Operation, Output
-from opgraph.inputs import describe_value, to_ndarray
+from opgraph.inputs import describe_value
 from opgraph.registry import get_op_def
 from opgraph.scope import Scope
 from runtime.batch_analysis import (
     BATCH, COMBINE_KINDS, MAX, MEAN, MIN, MIXED, PROD, REPLICATED, SHAPE, SUM, BatchShardingError,
     BatchState, analyse, gradient_state, in_gradient_scope, is_update_op)
 from runtime.executor import NodeExecStats, StepStats, prune
-from runtime.session import ClientSession, RunMetadata, RunOptions, parse_run_arguments
+from runtime.session import (ClientSession, RunMetadata, RunOptions, convert_feed,
+                             parse_run_arguments)
 
 __all__ = ["DistributedSession", "ShardPlan", "GraphSpec", "serialise_graph", "rebuild_graph",
            "ShardBackend", "DaskBackend", "BatchShardingError"]
@@ -449,26 +450,6 @@ def _feed_pairs(feeds) -> list:
     raise errors.InvalidArgumentError(msg)
 
 
-def _feed_array(out: Output, value) -> np.ndarray:
-    want = out.dtype
-    if isinstance(value, np.ndarray) and value.dtype != want.as_numpy_dtype and not (
-            value.dtype.kind in "USO" and want.name == "string"):
-        msg = (f"Fed value for '{out.name}' has dtype {value.dtype} but the tensor's dtype is "
-               f"{want.name}")
-        raise errors.InvalidArgumentError(msg, out.op.name, out.op.type, out.op.site)
-    try:
-        arr = to_ndarray(value, want)
-    except errors.OpError as e:
-        msg = f"Cannot feed {describe_value(value)} to '{out.name}' ({want.name}): {e.message}"
-        raise errors.InvalidArgumentError(msg, out.op.name, out.op.type, out.op.site) \
-            from None
-    if not out.shape.is_compatible_with(arr.shape):
-        msg = (f"Fed value for '{out.name}' has shape {list(arr.shape)}, which is not "
-               f"compatible with the tensor's static shape {out.shape}")
-        raise errors.InvalidArgumentError(msg, out.op.name, out.op.type, out.op.site)
-    return arr
-
-
 def combine(state: BatchState, parts: list, rows: list) -> np.ndarray:
     """The whole batch's value of a tensor from its shard values (``rows`` per shard)."""
     if len(parts) == 1 or state.kind not in (BATCH, SHAPE) + COMBINE_KINDS:
@@ -610,7 +591,7 @@ class DistributedSession:
                 msg = f"Endpoint '{out.name}' fed more than once."
                 raise errors.InvalidArgumentError(msg)
             feed_outs.append(out)
-            arrays.append(_feed_array(out, v))
+            arrays.append(convert_feed(out, v))
         return single, bool(fetch_list), feed_outs, arrays, fetch_outs, target_ops
 
     def _batch_mask(self, feed_outs, arrays):

@@ -117,7 +117,7 @@ def _as_target(graph, value) -> Operation:
     return op
 
 
-def _convert_feed(out: Output, value) -> np.ndarray:
+def convert_feed(out: Output, value) -> np.ndarray:
     """The fed ``value`` as the array the plan gets: a numpy array of exactly the tensor's
     dtype is used as is (not copied: results that may share its memory are copied instead),
     other values are converted by TF's rules without silent loss."""
@@ -274,7 +274,7 @@ class ClientSession:
                 msg = f"Endpoint '{out.name}' fed more than once."
                 raise errors.InvalidArgumentError(msg)
             feed_outs.append(out)
-            arr = _convert_feed(out, v)
+            arr = convert_feed(out, v)
             feed_values.append(arr)
             if isinstance(v, np.ndarray):       # memory the caller can still write
                 user_arrays.append(arr)
