@@ -371,7 +371,9 @@ class Scope:
         if isinstance(raw, np.ndarray) and np.may_share_memory(array, raw):
             array = array.copy()                # never alias the caller's array
         array.setflags(write=False)
-        const_scope = self.NewSubScope("Const")._copy(_kernel_label="")
+        const_scope = self.NewSubScope("Const")
+        if const_scope._kernel_label:       # a label must not make the Const unplaceable
+            const_scope = const_scope._copy(_kernel_label="")
         const = const_scope.build_op("Const", [], {"value": array, "dtype": array.dtype},
                                      site)
         return Output(const, 0)
