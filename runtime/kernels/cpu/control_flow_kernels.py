@@ -97,6 +97,8 @@ class WhileCpu(_FrameKernel):
         state = list(values)
         while True:
             (go,) = cond.run(state)
+            if isinstance(go, np.generic):          # a kernel may return a numpy scalar
+                go = np.asarray(go)
             if not (isinstance(go, np.ndarray) and go.dtype == np.bool_ and go.ndim == 0):
                 msg = (f"The loop condition '{self.node.attrs['cond'].outputs[0]}' must be a "
                        f"bool scalar, but is {getattr(go, 'dtype', type(go).__name__)} of "

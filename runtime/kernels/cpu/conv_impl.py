@@ -580,8 +580,10 @@ def _gather_run(jobs, cdt, layout, nthreads, memo=None):
 
         if nat is not None:  # skips the taps outside the source: exact for any values
             job.native = nat
-            job.wmat = prepared("packed", lambda: nat.pack_weights(wk[0]))
-            if nat.addressable(job.src) and nat.addressable(job.out):
+            cop = _native_channels(cog, nat)
+            job.wmat = prepared("packed", lambda: nat.pack_weights(_pad_out_channels(wk[0],
+                                                                                     cop)))
+            if cop == cog and nat.addressable(job.src) and nat.addressable(job.out):
                 job.plan = nat.plan(job.src, job.out, job.offs_h, job.offs_w, job.step,
                                     job.wmat, NATIVE_CHANNEL_CHUNK)
         elif not prepared("finite", lambda: _all_finite(wk)):
@@ -630,19 +632,41 @@ def _winograd_filter(wk, csg, cog, cdt):
 
 
 def _native_for(job, cdt):
-    """The compiled kernel if it runs this job (float32 compute, output channels per group a
-    multiple of its vector width, not forced elsewhere), else None. It runs one group per job:
-    see _split_groups."""
+    """The compiled kernel if it runs this job (float32 compute, not forced elsewhere), else
+    None. It runs one group per job (see _split_groups); output channels per group that are
+    not a multiple of its vector width are padded (see _native_channels)."""
     if not USE_NATIVE or FORCE_ALGORITHM not in (None, "native"):
         return None
     if cdt != np.float32:
         return None
     nat = _native.load()
-    if nat is None or (job.out.shape[3] // job.groups) % nat.vector_width:
+    if nat is None:
         return None
-    if not nat.fits(job.src.shape, job.out.shape, job.offs_h, job.offs_w, job.step):
+    n, q, r, co = job.out.shape
+    cop = _native_channels(co // job.groups, nat)
+    if not nat.fits(job.src.shape, (n, q, r, cop * job.groups), job.offs_h, job.offs_w,
+                    job.step):
         return None  # coordinates near 2^63: the numpy engines (Python integers) take it
     return nat
+
+
+def _native_channels(cog, nat):
+    """Output channels per group the compiled kernel computes: ``cog`` rounded up to its vector
+    width. The extra channels have zero weights and go to a staging buffer whose real channels
+    alone are written back; each output channel is its own vector lane (no lane ever reads
+    another), so a NaN or inf in the padded lanes (0 * inf) cannot reach a real output."""
+    vw = nat.vector_width
+    return -(-cog // vw) * vw
+
+
+def _pad_out_channels(wk, cop):
+    """[th, tw, Cs, Co] weights with zero output channels appended up to ``cop``."""
+    co = wk.shape[3]
+    if co == cop:
+        return wk
+    padded = np.zeros(wk.shape[:3] + (cop,), np.float32)
+    padded[..., :co] = wk
+    return padded
 
 
 def _split_groups(jobs, cdt, tagged=False):
@@ -716,14 +740,16 @@ def _native_block(ws, job, unit):
         buf = _buf(ws, "nsrc", nsrc, np.float32).reshape(n1 - n0, r1 - r0, *src.shape[2:])
         _store(buf, src[:, r0:r1])
         src, offs_h = buf, [o - r0 for o in offs_h]
-    if nat.addressable(out):
+    cop = _native_channels(out.shape[3], nat)
+    if cop == out.shape[3] and nat.addressable(out):
         nat.gather_conv(src, out, offs_h, job.offs_w, job.step, q0, job.wmat,
                         NATIVE_CHANNEL_CHUNK)
-    else:
-        tmp = _buf(ws, "nout", out.size, np.float32).reshape(out.shape)
+    else:  # (padded output channels: only the real ones are written back)
+        shape = out.shape[:3] + (cop,)
+        tmp = _buf(ws, "nout", int(np.prod(shape)), np.float32).reshape(shape)
         nat.gather_conv(src, tmp, offs_h, job.offs_w, job.step, q0, job.wmat,
                         NATIVE_CHANNEL_CHUNK)
-        _store(out, tmp)
+        _store(out, tmp[..., :out.shape[3]])
 
 
 def _src_window(ws, src, n0, n1, r0, r1, c0, c1, cdt, layout, need_cdt, force_copy=False):
@@ -1699,19 +1725,23 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
     dummy_w = np.broadcast_to(zero, (kh, kw, cig, cout))
     per_key = {}
     ntask = 0
-    if algo == "native":
+    if algo in ("native", "gather"):  # (the gather plan's jobs run natively where they can)
         jobs = _backprop_gather_jobs(dummy_dy, dummy_w, dummy_dx, tuple(strides),
                                      tuple(dilations), tuple(pads_before), g, False)
+        nat = None
         # staging buffers (counted always: whether dy and dx need them depends on their
         # strides, not only on the format and dtype)
         ntask = 0
         for job in _split_groups(jobs, cdt):
-            if _native_for(job, cdt) is None:  # falls back to the numpy gather engine
+            nat = _native_for(job, cdt)
+            if nat is None:  # falls back to the numpy gather engine
                 algo = "gather"
                 break
+            n_, q_, r_, co_ = job.out.shape
+            out_shape = (n_, q_, r_, _native_channels(co_, nat))  # padded output channels
             for u in _native_units(job):
                 ntask += 1
-                _, _, nsrc, nout = _native_staging(job.src.shape, job.out.shape, u,
+                _, _, nsrc, nout = _native_staging(job.src.shape, out_shape, u,
                                                    job.offs_h, job.step)
                 if not _window_ok(job, u, nsrc):  # such a block runs _exact_block
                     for k, v in _exact_block_elems(job, u).items():
@@ -1719,7 +1749,11 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
                     continue
                 per_key["nsrc"] = max(per_key.get("nsrc", 0), nsrc)
                 per_key["nout"] = max(per_key.get("nout", 0), nout)
-        wbytes += t * cig * cout * isz  # the packed weights
+        else:
+            algo = "native" if nat is not None else algo
+        if algo == "native":  # the packed weights (and their zero-padded copy when padded)
+            cig_pad = _native_channels(cig, nat)
+            wbytes += (1 if cig_pad == cig else 2) * t * cig_pad * cout * isz
     if algo == "gather":
         per_key = {}
         layout = _gather_layout(data_format)

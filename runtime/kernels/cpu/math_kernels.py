@@ -231,14 +231,17 @@ def _elementwise_kernel(op_type, fn):
             super().__init__(node)
             want = node.output_dtypes[0].as_numpy_dtype
 
+            # Results are always ndarrays (a ufunc on 0-d arrays returns a numpy scalar).
             def quiet(*inputs):
                 with np.errstate(all="ignore"):
                     r = fn(*inputs)
-                return r if getattr(r, "dtype", None) == want else np.asarray(r, dtype=want)
+                return r if r.__class__ is np.ndarray and r.dtype == want else \
+                    np.asarray(r, dtype=want)
 
             def fast(*inputs):
                 r = fn(*inputs)
-                return r if getattr(r, "dtype", None) == want else np.asarray(r, dtype=want)
+                return r if r.__class__ is np.ndarray and r.dtype == want else \
+                    np.asarray(r, dtype=want)
 
             self.compute = fast if plain else quiet
 
