@@ -889,12 +889,9 @@ def _func_proto(v) -> NameAttrList:
 
 
 def _func_value(nal: NameAttrList, prefix: str = ""):
-    """A func attr as the op library's function value (ops.control_flow_ops.FrameFunction)."""
-    try:
-        from ops.control_flow_ops import FrameFunction  # noqa: PLC0415
-    except ImportError:
-        FrameFunction = None  # noqa: N806
-    if FrameFunction is None or FUNC_INPUTS not in nal.attr or FUNC_OUTPUTS not in nal.attr:
+    """A func attr as a FrameFunction (opgraph/functions.py)."""
+    from opgraph.functions import FrameFunction  # noqa: PLC0415
+    if FUNC_INPUTS not in nal.attr or FUNC_OUTPUTS not in nal.attr:
         msg = (f"Attr values of kind 'func' naming '{nal.name}' need opgraph's function "
                f"signature (TF's function libraries are not supported)")
         raise errors.UnimplementedError(msg)

@@ -38,10 +38,10 @@ AddSymbolicGradients stops at them (no gradient reaches the loop's inputs).
 
 from __future__ import annotations
 
-import attrs
 
 from opgraph import errors
 from opgraph.dtypes import DT_BOOL
+from opgraph.functions import FrameFunction
 from opgraph.gradients import not_differentiable
 from opgraph.graph import Operation, Output
 from opgraph.registry import get_op_def
@@ -55,22 +55,6 @@ _UNKNOWN = TensorShape(None)
 #: outer source nodes a frame evaluates itself instead of capturing them: constants (folded
 #: once by the frame's plans) and variables (read afresh in every iteration, as TF does)
 _LEFT_TO_FRAME = ("Const", "VariableV2")
-
-
-@attrs.frozen
-class FrameFunction:
-    """A ``func`` attr value: a function whose nodes are in this graph, under ``name``.
-
-    ``inputs`` names the tensors fed when it runs (a loop's placeholders, then the captured
-    outer tensors), ``outputs`` the tensors it returns ("node:index" names).
-    """
-
-    name: str
-    inputs: tuple = attrs.field(converter=tuple)
-    outputs: tuple = attrs.field(converter=tuple)
-
-    def __str__(self) -> str:
-        return self.name
 
 
 def _functions(c, *names) -> list[FrameFunction]:
