@@ -38,7 +38,6 @@ AddSymbolicGradients stops at them (no gradient reaches the loop's inputs).
 
 from __future__ import annotations
 
-
 from opgraph import errors
 from opgraph.dtypes import DT_BOOL
 from opgraph.functions import FrameFunction

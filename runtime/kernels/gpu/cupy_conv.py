@@ -168,7 +168,6 @@ def conv2d_backprop_filter(x, dy, filter_shape, strides, dilations, pads_before,
     n, h, wd, cin = xv.shape
     _, oh, ow, _ = dyv.shape
     groups = _groups(cin, cig)
-    cog = cout // groups if groups else 0
     acc = xp.zeros((kh, kw, cig, cout), cdt)
     if acc.size and n and oh and ow:
         xc = xv.astype(cdt, copy=False)
