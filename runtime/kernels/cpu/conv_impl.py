@@ -56,8 +56,13 @@ cores, ~195 on one; on the thin GEMM shapes of a convolution ~145 (A: N=64) to ~
   registers and streams packed weights, with the stride phases and tap offsets of the gather
   plan below and no im2col: ~200 GFLOP/s per core on every shape measured. It reads and writes
   float32 NHWC or NCHW views in place; float16/bfloat16 blocks go through float32 buffers.
-  Applies to float32-compute convolutions whose output channels per group are a multiple of
-  the vector width (16); a grouped one runs as one job per group over channel slices.
+  Applies to float32-compute convolutions; a grouped one runs as one job per group over
+  channel slices. Output channels per group that are not a multiple of the vector width (16:
+  FCN's 21 classes) are padded: zero weight columns, a per-block staging buffer of the padded
+  width, only the real channels written back (each channel is its own vector lane, so the
+  padded lanes' 0 * inf cannot reach a real output). The input-gradient algorithm choice still
+  says "native" only for exact multiples; its "gather" plan runs such jobs natively anyway.
+  Among many jobs (stride phases, 4 or more per thread) a job is not cut just to feed threads.
   Result: A 4.7-5.5 ms, B 5.9-6.8, C 17-20, D 0.9-1.07 (was 9.1, 11, 24-27, 2.3 with the
   numpy algorithms); 1.0-1.2x torch's oneDNN on A-D.
 * Blocked: a GEMM over a 58 MB im2col matrix built up front ran at 77 GFLOP/s on both cores
@@ -527,11 +532,14 @@ def _gather_units(job, cdt):
 NATIVE_BLOCK_BYTES = 1 << 19
 
 
-def _native_units(job):
+def _native_units(job, njobs=1):
+    """Blocks of a job of the compiled kernel; among ``njobs`` jobs (4 per thread or more: many
+    stride phases) a job is not cut further only to give every thread blocks."""
     n, q, r, co = job.out.shape
     _, _, wsz, cs = job.src.shape
     row_bytes = 4 * (wsz * cs * job.step[0] + r * co)
-    return _row_units(n, q, max(1, NATIVE_BLOCK_BYTES // max(row_bytes, 1)))
+    threads = 1 if njobs >= 4 * NUM_THREADS else None
+    return _row_units(n, q, max(1, NATIVE_BLOCK_BYTES // max(row_bytes, 1)), threads=threads)
 
 
 def _row_units(n, q, rows, even=False, threads=None):
@@ -560,7 +568,8 @@ def _row_units(n, q, rows, even=False, threads=None):
 
 def _gather_run(jobs, cdt, layout, nthreads, memo=None):
     tasks = []
-    for idx, job in _split_groups(jobs, cdt, tagged=True):
+    split = _split_groups(jobs, cdt, tagged=True)
+    for idx, job in split:
         n, q, r, co = job.out.shape
         if n == 0 or q == 0 or r == 0 or co == 0:
             continue
@@ -603,7 +612,8 @@ def _gather_run(jobs, cdt, layout, nthreads, memo=None):
         else:  # wmat[g] [o, (t, c)] @ patches[g] [(t, c), pixels]
             job.wmat = prepared("cf", lambda: np.ascontiguousarray(
                 wk.reshape(g, th * tw * csg, cog).transpose(0, 2, 1)))
-        for u in (_native_units(job) if job.native is not None else _gather_units(job, cdt)):
+        for u in (_native_units(job, len(split)) if job.native is not None
+                  else _gather_units(job, cdt)):
             tasks.append((job, u))
     if not tasks:
         return
@@ -1732,14 +1742,15 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
         # staging buffers (counted always: whether dy and dx need them depends on their
         # strides, not only on the format and dtype)
         ntask = 0
-        for job in _split_groups(jobs, cdt):
+        split = _split_groups(jobs, cdt)
+        for job in split:
             nat = _native_for(job, cdt)
             if nat is None:  # falls back to the numpy gather engine
                 algo = "gather"
                 break
             n_, q_, r_, co_ = job.out.shape
             out_shape = (n_, q_, r_, _native_channels(co_, nat))  # padded output channels
-            for u in _native_units(job):
+            for u in _native_units(job, len(split)):
                 ntask += 1
                 _, _, nsrc, nout = _native_staging(job.src.shape, out_shape, u,
                                                    job.offs_h, job.step)
