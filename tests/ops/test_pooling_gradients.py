@@ -286,3 +286,27 @@ def test_fused_batch_norm_second_derivative(shape, fmt, training):
     want = _differences(loss, [a.astype(np.float64) for a in (dy_val, x_val, s_val)])
     for g, wv in zip(got, want):
         _close(g, wv, 1e-3)
+
+
+def test_max_pool_grad_fast_path_for_tiling_windows_equals_the_general_path():
+    """Windows that tile the input (ksize == strides, VALID, NHWC) take a shortcut; it must
+    route each gradient to the window's first maximum exactly as the general path does."""
+    import runtime.kernels.cpu.pooling_kernels as pk
+
+    rng = np.random.default_rng(3)
+    for shape, k in [((4, 6, 6, 3), 2), ((2, 6, 9, 2), 3)]:
+        x = rng.integers(-3, 3, shape).astype(np.float32)       # many ties
+        g = rng.standard_normal((shape[0], shape[1] // k, shape[2] // k,
+                                 shape[3])).astype(np.float32)
+        root = Scope.NewRootScope()
+        y = ops.MaxPool(root, x, [1, k, k, 1], [1, k, k, 1], "VALID")
+        dx = ops.MaxPoolGrad(root, x, y, g, [1, k, k, 1], [1, k, k, 1], "VALID")
+        kernel = pk.MaxPoolGradCpu(dx.operation)
+        y_value = ClientSession(root).Run(y)
+        fast = kernel._tiled(x, g)
+        assert fast is not None
+        kernel._tiled = lambda *_: None                          # force the general path
+        general = kernel.compute(x, y_value, g)
+        np.testing.assert_array_equal(fast, general)
+        # every window sends its gradient to exactly one element
+        np.testing.assert_allclose(fast.sum(), g.sum(), rtol=1e-5)

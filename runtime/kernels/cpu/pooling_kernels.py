@@ -210,6 +210,9 @@ class MaxPoolGradCpu(_PoolGradKernel):
     greater one, so ties go to the first maximum and a leading NaN stays."""
 
     def compute(self, x, y, grad):
+        fast = self._tiled(x, grad)
+        if fast is not None:
+            return fast
         acc_dtype = _accumulator_dtype(x.dtype)
         dx = self._buffer(x.shape, acc_dtype, "output", zero=True)
         if x.size and grad.size:
@@ -225,6 +228,31 @@ class MaxPoolGradCpu(_PoolGradKernel):
                 view = dx[in_index]
                 np.add(view, sh, out=view)
         return dx if dx.dtype == x.dtype else dx.astype(x.dtype)
+
+    def _tiled(self, x, grad):
+        """The common case of windows that tile the input exactly (ksize == strides, no
+        padding, NHWC, no NaN): one argmax over each window's elements (its first maximum,
+        as TF) and one scatter through a one-hot mask. None when it does not apply."""
+        (kh, kw), (sh, sw) = self.ksize, self.strides
+        if self.fmt != "NHWC" or (kh, kw) != (sh, sw) or x.ndim != 4 or not x.size:
+            return None
+        n, h, w, c = x.shape
+        if h % kh or w % kw or grad.shape != (n, h // kh, w // kw, c):
+            return None
+        if x.dtype.kind == "f" and np.isnan(x).any():
+            return None                 # NaN wins only where it comes first: the general path
+        dx = self._buffer(x.shape, x.dtype, "output")
+        taps = [(i, j) for i in range(kh) for j in range(kw)]
+        best = x[:, 0::kh, 0::kw, :]
+        for i, j in taps[1:]:
+            best = np.maximum(best, x[:, i::kh, j::kw, :])
+        free = np.ones(best.shape, np.bool_)        # windows whose first maximum is unseen
+        zero = np.zeros((), x.dtype)
+        for i, j in taps:
+            win = (x[:, i::kh, j::kw, :] == best) & free
+            free &= ~win
+            dx[:, i::kh, j::kw, :] = np.where(win, grad, zero)
+        return dx
 
     def _winners(self, x, out_shape, blocks):
         """The tap index of every window's first maximum."""
