@@ -160,15 +160,14 @@ def _placeholder_shape(c):
     return [c.attr("shape")]
 
 
-register_op(OpDef(
+Placeholder = declare(
     "Placeholder",
     outputs=["output: dtype"],
     attrs=["dtype: type  # element type of the fed tensor",
            "shape: shape = ?  # static shape; None dims are unknown; default: unknown rank"],
     shape_fn=_placeholder_shape,
     doc="A tensor whose value is fed at run time (ClientSession.Run feeds). Feeding a value "
-        "whose dtype or shape conflicts with the declared one is an InvalidArgumentError."))
-Placeholder = make_wrapper("Placeholder")
+        "whose dtype or shape conflicts with the declared one is an InvalidArgumentError.")
 
 
 def _placeholder_with_default_shape(c):
@@ -180,15 +179,14 @@ def _placeholder_with_default_shape(c):
     return [declared]
 
 
-register_op(OpDef(
+PlaceholderWithDefault = declare(
     "PlaceholderWithDefault",
     inputs=["input: dtype  # the value used when nothing is fed"],
     outputs=["output: dtype"],
     attrs=["dtype: type", "shape: shape  # the (more general) shape a fed value may have"],
     shape_fn=_placeholder_with_default_shape,
     doc="Passes `input` through unless a value is fed for it; a fed value may have any shape "
-        "compatible with `shape`."))
-PlaceholderWithDefault = make_wrapper("PlaceholderWithDefault")
+        "compatible with `shape`.")
 
 
 @gradient("PlaceholderWithDefault")
@@ -197,13 +195,12 @@ def _placeholder_with_default_grad(scope, op, grads):
     return [grads[0]]
 
 
-register_op(OpDef(
+Identity = declare(
     "Identity",
     inputs=["input: T"], outputs=["output: T"], attrs=["T: type"],
     shape_fn=lambda c: [c.input(0)],
     value_fn=lambda c: [c.input_value(0)],
-    doc="Returns its input unchanged."))
-Identity = make_wrapper("Identity")
+    doc="Returns its input unchanged.")
 
 
 @gradient("Identity")
@@ -233,14 +230,13 @@ def _shape_value(c):
     return [_shape_vector_value(c.input(0), c.attr("out_type"))]
 
 
-register_op(OpDef(
+Shape = declare(
     "Shape",
     inputs=["input: T"], outputs=["output: out_type  # 1-D: the dims of `input`"],
     attrs=["T: type", "out_type: {int32, int64} = int32"],
     shape_fn=_shape_shape, value_fn=_shape_value,
     doc="The shape of `input` as a 1-D tensor. Its value is known at build time when the "
-        "input's static shape is fully defined, so shape functions downstream can read it."))
-Shape = make_wrapper("Shape")
+        "input's static shape is fully defined, so shape functions downstream can read it.")
 
 
 # ---- helpers shared by the shape and value functions below --------------------------------

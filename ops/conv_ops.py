@@ -19,12 +19,10 @@ import numpy as np
 
 from opgraph import errors
 from opgraph.gradients import gradient
-from opgraph.op_def import OpDef
-from opgraph.registry import register_op
 from opgraph.shape_inference import InferenceContext
 from opgraph.shapes import TensorShape
 from opgraph.windows import ConvParams, conv_params, effective_filter_size
-from opgraph.wrappers import make_wrapper
+from opgraph.wrappers import declare
 
 __all__ = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropInputV2", "Conv2DBackpropFilter",
            "Conv2DBackpropFilterV2"]
@@ -166,7 +164,7 @@ def _conv2d_backprop_input_shape(c: InferenceContext):
 _FILTER = "filter: T  # [filter_height, filter_width, in_depth / groups, out_depth]"
 _OUT_BACKPROP = "out_backprop: T  # gradient w.r.t. Conv2D's output"
 
-register_op(OpDef(
+Conv2D = declare(
     "Conv2D",
     inputs=["input: T  # [batch, height, width, in_depth] (NHWC) or NCHW",
             _FILTER],
@@ -174,8 +172,7 @@ register_op(OpDef(
     attrs=CONV_ATTRS,
     shape_fn=_conv2d_shape,
     doc="2-D convolution (cross-correlation) of `input` with `filter`. An input depth that is "
-        "a multiple of the filter's in_depth is a grouped convolution."))
-Conv2D = make_wrapper("Conv2D")
+        "a multiple of the filter's in_depth is a grouped convolution.")
 
 
 def _forwarded_attrs(op) -> dict:
@@ -203,7 +200,7 @@ def _conv2d_grad(scope, op, grads):
     return [_conv(scope, "Conv2DBackpropInputV2", op, x, w, grads[0]),
             _conv(scope, "Conv2DBackpropFilterV2", op, x, w, grads[0])]
 
-register_op(OpDef(
+Conv2DBackpropInput = declare(
     "Conv2DBackpropInput",
     inputs=["input_sizes: int32  # shape of Conv2D's input: 4 values, or 2 values [H, W]",
             _FILTER, _OUT_BACKPROP],
@@ -211,8 +208,7 @@ register_op(OpDef(
     attrs=CONV_ATTRS,
     shape_fn=_conv2d_backprop_input_shape,
     doc="Gradient of Conv2D with respect to its input, whose shape is given as a tensor. "
-        "When input_sizes is a build-time constant its value gives the static output shape."))
-Conv2DBackpropInput = make_wrapper("Conv2DBackpropInput")
+        "When input_sizes is a build-time constant its value gives the static output shape.")
 
 
 @gradient("Conv2DBackpropInput")
@@ -223,7 +219,7 @@ def _conv2d_backprop_input_grad(scope, op, grads):
     return [None, _conv(scope, "Conv2DBackpropFilterV2", op, grads[0], w, dy),
             _conv(scope, "Conv2D", op, grads[0], w)]
 
-register_op(OpDef(
+Conv2DBackpropInputV2 = declare(
     "Conv2DBackpropInputV2",
     inputs=["input: T  # Conv2D's input; only its shape is used",
             _FILTER, _OUT_BACKPROP],
@@ -233,8 +229,7 @@ register_op(OpDef(
     doc="Gradient of Conv2D with respect to its input (the transposed convolution). Every "
         "kernel-time rule is checked at build time where the dims are known: ranks, "
         "strides/dilations/paddings, depth divisibility, batch and out_depth agreement, and "
-        "out_backprop's spatial size against Conv2D's output size for `input`."))
-Conv2DBackpropInputV2 = make_wrapper("Conv2DBackpropInputV2")
+        "out_backprop's spatial size against Conv2D's output size for `input`.")
 
 
 @gradient("Conv2DBackpropInputV2")
@@ -288,7 +283,7 @@ def _conv2d_backprop_filter_shape(c: InferenceContext):
 
 _INPUT = "input: T  # Conv2D's input: [batch, height, width, in_depth] (NHWC) or NCHW"
 
-register_op(OpDef(
+Conv2DBackpropFilter = declare(
     "Conv2DBackpropFilter",
     inputs=[_INPUT,
             "filter_sizes: int32  # shape of Conv2D's filter: 4 values [kh, kw, in_depth / "
@@ -300,8 +295,7 @@ register_op(OpDef(
     doc="Gradient of Conv2D with respect to its filter, whose shape is given as a tensor: "
         "output[di, dj, c, o] = sum over the batch and the output pixels of the input value "
         "that tap (di, dj) reads for channel c of o's group, times out_backprop[..., o]. When "
-        "filter_sizes is a build-time constant its value gives the static output shape."))
-Conv2DBackpropFilter = make_wrapper("Conv2DBackpropFilter")
+        "filter_sizes is a build-time constant its value gives the static output shape.")
 
 
 @gradient("Conv2DBackpropFilter")
@@ -313,7 +307,7 @@ def _conv2d_backprop_filter_grad(scope, op, grads):
             _conv(scope, "Conv2D", op, x, grads[0])]
 
 
-register_op(OpDef(
+Conv2DBackpropFilterV2 = declare(
     "Conv2DBackpropFilterV2",
     inputs=[_INPUT,
             "filter: T  # Conv2D's filter; only its shape is used",
@@ -324,8 +318,7 @@ register_op(OpDef(
     doc="Gradient of Conv2D with respect to its filter, shaped like `filter` (whose values are "
         "not read). The rules of Conv2DBackpropInputV2 are checked at build time where the "
         "dims are known: ranks, strides/dilations/paddings, depth divisibility, batch and "
-        "out_depth agreement, and out_backprop's spatial size against Conv2D's output size."))
-Conv2DBackpropFilterV2 = make_wrapper("Conv2DBackpropFilterV2")
+        "out_depth agreement, and out_backprop's spatial size against Conv2D's output size.")
 
 
 @gradient("Conv2DBackpropFilterV2")

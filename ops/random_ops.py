@@ -50,27 +50,20 @@ def _uniform_int_shape(c):
     return _random_shape(c)
 
 
-RandomUniform = declare(
-    "RandomUniform",
-    inputs=["shape: T  # 1-D: the output's dims"], outputs=["output: dtype"],
-    attrs=[*_SEEDS, "dtype: {half, bfloat16, float, double}", "T: {int32, int64}"],
-    shape_fn=_random_shape, stateful=True,
-    doc="Uniform random values in [0, 1).")
+def _float_random(name: str, doc: str):
+    return declare(
+        name,
+        inputs=["shape: T  # 1-D: the output's dims"], outputs=["output: dtype"],
+        attrs=[*_SEEDS, "dtype: {half, bfloat16, float, double}", "T: {int32, int64}"],
+        shape_fn=_random_shape, stateful=True, doc=doc)
 
-RandomStandardNormal = declare(
-    "RandomStandardNormal",
-    inputs=["shape: T"], outputs=["output: dtype"],
-    attrs=[*_SEEDS, "dtype: {half, bfloat16, float, double}", "T: {int32, int64}"],
-    shape_fn=_random_shape, stateful=True,
-    doc="Normal random values with mean 0 and standard deviation 1.")
 
-TruncatedNormal = declare(
-    "TruncatedNormal",
-    inputs=["shape: T"], outputs=["output: dtype"],
-    attrs=[*_SEEDS, "dtype: {half, bfloat16, float, double}", "T: {int32, int64}"],
-    shape_fn=_random_shape, stateful=True,
-    doc="Normal values with mean 0 and standard deviation 1, redrawn when more than 2 "
-        "standard deviations from the mean.")
+RandomUniform = _float_random("RandomUniform", "Uniform random values in [0, 1).")
+RandomStandardNormal = _float_random(
+    "RandomStandardNormal", "Normal random values with mean 0 and standard deviation 1.")
+TruncatedNormal = _float_random(
+    "TruncatedNormal", "Normal values with mean 0 and standard deviation 1, redrawn when more "
+    "than 2 standard deviations from the mean.")
 
 RandomUniformInt = declare(
     "RandomUniformInt",

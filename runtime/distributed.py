@@ -39,7 +39,6 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
 from concurrent.futures import CancelledError
 
 import numpy as np
@@ -54,7 +53,8 @@ from runtime.batch_analysis import (
     BatchState, analyse, gradient_state, in_gradient_scope, is_update_op)
 from runtime.executor import NodeExecStats, StepStats, prune
 from runtime.session import (ClientSession, RunMetadata, RunOptions, convert_feed,
-                             parse_run_arguments)
+                             feed_items, parse_run_arguments, resolve_output,
+                             resolve_target)
 
 __all__ = ["DistributedSession", "ShardPlan", "GraphSpec", "serialise_graph", "rebuild_graph",
            "ShardBackend", "DaskBackend", "BatchShardingError"]
@@ -395,61 +395,6 @@ def _refuse(msg: str, op=None):
                              getattr(op, "site", None))
 
 
-def _resolve_output(graph, value, what: str) -> Output:
-    if isinstance(value, str):
-        name, _, idx = value.partition(":")
-        if idx and not idx.isdigit():
-            msg = f"Invalid tensor name {describe_value(value)}"
-            raise errors.InvalidArgumentError(msg)
-        out = graph.get_operation(name).output(int(idx) if idx else 0)
-    elif isinstance(value, Output):
-        out = value
-    elif isinstance(getattr(value, "output", None), Output):
-        out = value.output
-    elif isinstance(value, Operation):
-        out = value.output(0)
-    else:
-        msg = (f"Cannot use {type(value).__name__} {describe_value(value)} as a {what}; "
-               f"expected an Output, an op wrapper or a tensor name")
-        raise errors.InvalidArgumentError(msg)
-    if out.op.graph is not graph:
-        msg = f"{what.capitalize()} '{out.name}' is from another graph than this session's"
-        raise errors.InvalidArgumentError(msg)
-    return out
-
-
-def _resolve_target(graph, value) -> Operation:
-    if isinstance(value, str):
-        op = graph.get_operation(value)
-    elif isinstance(value, Operation):
-        op = value
-    elif isinstance(value, Output):
-        op = value.op
-    elif isinstance(getattr(value, "operation", None), Operation):
-        op = value.operation
-    else:
-        msg = (f"Cannot use {type(value).__name__} {describe_value(value)} as a target; "
-               f"expected an Operation, an op wrapper or a node name")
-        raise errors.InvalidArgumentError(msg)
-    if op.graph is not graph:
-        msg = f"Target '{op.name}' is not a node of this session's graph"
-        raise errors.InvalidArgumentError(msg)
-    return op
-
-
-def _feed_pairs(feeds) -> list:
-    if feeds is None:
-        return []
-    if isinstance(feeds, Mapping):
-        return list(feeds.items())
-    if isinstance(feeds, (list, tuple)) and all(
-            isinstance(p, (list, tuple)) and len(p) == 2 for p in feeds):
-        return list(feeds)
-    msg = (f"Feeds must be a mapping or a list of (tensor, value) pairs, got "
-           f"{type(feeds).__name__} {describe_value(feeds)}")
-    raise errors.InvalidArgumentError(msg)
-
-
 def combine(state: BatchState, parts: list, rows: list) -> np.ndarray:
     """The whole batch's value of a tensor from its shard values (``rows`` per shard)."""
     if len(parts) == 1 or state.kind not in (BATCH, SHAPE) + COMBINE_KINDS:
@@ -521,9 +466,9 @@ class DistributedSession:
         self.min_shard_size = min_shard_size
         self.max_shards = max_shards
         self._batch_inputs = None if batch_inputs is None else {
-            _resolve_output(self._graph, t, "batch input") for t in batch_inputs}
+            resolve_output(self._graph, t, "batch input") for t in batch_inputs}
         self._losses = None if loss is None else [
-            _resolve_output(self._graph, t, "loss")
+            resolve_output(self._graph, t, "loss")
             for t in (loss if isinstance(loss, (list, tuple)) else [loss])]
         self._imports = tuple(worker_imports)
         self._id = uuid.uuid4().hex[:12]
@@ -582,11 +527,11 @@ class DistributedSession:
         if not fetch_list and not targets:
             msg = "Must specify at least one target to fetch or execute."
             raise errors.InvalidArgumentError(msg)
-        fetch_outs = [_resolve_output(graph, f, "fetch") for f in fetch_list]
-        target_ops = [_resolve_target(graph, t) for t in targets]
+        fetch_outs = [resolve_output(graph, f, "fetch") for f in fetch_list]
+        target_ops = [resolve_target(graph, t) for t in targets]
         feed_outs, arrays = [], []
-        for k, v in _feed_pairs(feeds):
-            out = _resolve_output(graph, k, "feed")
+        for k, v in feed_items(feeds):
+            out = resolve_output(graph, k, "feed")
             if out in feed_outs:
                 msg = f"Endpoint '{out.name}' fed more than once."
                 raise errors.InvalidArgumentError(msg)

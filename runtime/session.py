@@ -76,7 +76,9 @@ def _parse_tensor_name(graph, value: str) -> Output:
     return graph.get_operation(name).output(int(idx) if idx else 0)
 
 
-def _as_output(graph, value, what: str) -> Output:
+def resolve_output(graph, value, what: str) -> Output:
+    """``value`` (an Output, op wrapper, Operation or "node:index" name) as an Output of
+    ``graph``; InvalidArgumentError / FailedPreconditionError naming ``what`` otherwise."""
     if isinstance(value, Output):
         out = value
     elif isinstance(value, str):
@@ -98,7 +100,8 @@ def _as_output(graph, value, what: str) -> Output:
     return out
 
 
-def _as_target(graph, value) -> Operation:
+def resolve_target(graph, value) -> Operation:
+    """``value`` (an Operation, op wrapper, Output or node name) as an Operation of ``graph``."""
     if isinstance(value, Operation):
         op = value
     elif isinstance(value, str):
@@ -265,11 +268,11 @@ class ClientSession:
         if not fetch_list and not targets:
             msg = "Must specify at least one target to fetch or execute."
             raise errors.InvalidArgumentError(msg)
-        fetch_outs = tuple(_as_output(graph, f, "fetch") for f in fetch_list)
-        target_ops = tuple(_as_target(graph, t) for t in targets)
+        fetch_outs = tuple(resolve_output(graph, f, "fetch") for f in fetch_list)
+        target_ops = tuple(resolve_target(graph, t) for t in targets)
         feed_outs, feed_values, user_arrays = [], [], []
-        for k, v in _feed_items(feeds):
-            out = _as_output(graph, k, "feed")
+        for k, v in feed_items(feeds):
+            out = resolve_output(graph, k, "feed")
             if out in feed_outs:
                 msg = f"Endpoint '{out.name}' fed more than once."
                 raise errors.InvalidArgumentError(msg)
@@ -314,7 +317,7 @@ def _trace_requested(options, metadata) -> bool:
     return options is not None and options._validated_level() > RunOptions.NO_TRACE
 
 
-def _feed_items(feeds):
+def feed_items(feeds):
     """(tensor, value) pairs of ``feeds``: a mapping, a list/tuple of pairs, or None."""
     if feeds is None:
         return ()

@@ -50,20 +50,6 @@ def _restore_flags():
 
 
 @pytest.fixture
-def native_calls(monkeypatch):
-    """Record every block that goes through the compiled kernel."""
-    calls = []
-    real = conv_impl._native_block
-
-    def counting(ws, job, unit):
-        calls.append(unit)
-        return real(ws, job, unit)
-
-    monkeypatch.setattr(conv_impl, "_native_block", counting)
-    return calls
-
-
-@pytest.fixture
 def fresh_loader(monkeypatch):
     """Loader tests: start from an unloaded state and forget it afterwards (before monkeypatch
     restores the environment), so later tests load the real kernel again."""

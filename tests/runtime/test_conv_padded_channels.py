@@ -37,20 +37,6 @@ def _restore_flags():
         setattr(conv_impl, k, v)
 
 
-@pytest.fixture
-def native_calls(monkeypatch):
-    """Record every block that goes through the compiled kernel."""
-    calls = []
-    real = conv_impl._native_block
-
-    def counting(ws, job, unit):
-        calls.append(unit)
-        return real(ws, job, unit)
-
-    monkeypatch.setattr(conv_impl, "_native_block", counting)
-    return calls
-
-
 def _rand(rng, shape, dtype=np.float32):
     return rng.standard_normal(shape).astype(dtype)
 
