@@ -15,6 +15,8 @@ import numpy as np
 
 from opgraph import errors
 from opgraph.gradients import AddSymbolicGradients
+from opgraph.graph import Output
+from opgraph.registry import get_op_def
 from opgraph.shapes import TensorShape
 
 __all__ = ["compute_gradient_error", "compute_jacobians"]
@@ -48,9 +50,6 @@ def compute_jacobians(scope, xs, x_shapes, ys, y_shapes, x_init_values=None, del
     x_values = [np.array(v, dtype=x.dtype.as_numpy_dtype).reshape(s)
                 for x, v, s in zip(xs, x_init_values, x_shapes)]
     gscope = scope.NewSubScope("gradient_checker")
-    from opgraph.registry import get_op_def  # noqa: PLC0415
-    from opgraph.graph import Output  # noqa: PLC0415
-
     dys = [Output(gscope.build_op(get_op_def("Placeholder"), [], {"dtype": y.dtype,
                                                                     "shape": list(s)}), 0)
            for y, s in zip(ys, y_shapes)]

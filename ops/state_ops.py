@@ -12,22 +12,9 @@ ops taking ``ref`` must be given the variable's output directly (TF's ref edges)
 
 from __future__ import annotations
 
-from opgraph import errors
 from opgraph.wrappers import declare
 
-__all__ = ["Variable", "VariableV2", "Assign", "AssignAdd", "AssignSub", "IsVariableInitialized",
-           "ref_variable"]
-
-
-def ref_variable(op, i: int = 0):
-    """The VariableV2 operation feeding ``op``'s input ``i`` (its ref input): TF's ref edges
-    are direct, so anything else is an error naming what was found."""
-    src = op.inputs[i].op
-    if src.type != "VariableV2":
-        msg = (f"Input '{op.op_def.inputs[i].name}' of {op.type} must be a variable (the output "
-               f"of Variable/VariableV2), but is '{src.name}' of type {src.type}")
-        raise errors.InvalidArgumentError(msg)
-    return src
+__all__ = ["Variable", "VariableV2", "Assign", "AssignAdd", "AssignSub", "IsVariableInitialized"]
 
 
 def _variable_shape(c):

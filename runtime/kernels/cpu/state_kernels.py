@@ -48,11 +48,13 @@ class VariableV2Cpu(_VariableKernel):
         return Uninitialized(slot) if value is None else value
 
 
-def _variable_of(node):
-    src = node.inputs[0].op
+def variable_of(node, i: int = 0):
+    """The VariableV2 node feeding ``node``'s input ``i`` (a ref input: TF's ref edges are
+    direct); InvalidArgumentError naming what was found otherwise."""
+    src = node.inputs[i].op
     if src.type != "VariableV2":
-        msg = (f"{node.type}: input 'ref' must be a Variable, but is '{src.name}' of type "
-               f"{src.type}")
+        msg = (f"{node.type}: input '{node.op_def.inputs[i].name}' must be a Variable, but is "
+               f"'{src.name}' of type {src.type}")
         raise errors.InvalidArgumentError(msg, node.name, node.type, node.site)
     return src
 
@@ -62,7 +64,7 @@ class _UpdateKernel(_VariableKernel):
 
     def __init__(self, node):
         super().__init__(node)
-        self.var_node = _variable_of(node)
+        self.var_node = variable_of(node)
         self.declared = self.var_node.attrs["shape"]
 
     def update(self, ref_value, *args):
@@ -114,7 +116,7 @@ def _checked(slot, value, what):
 class IsVariableInitializedCpu(_VariableKernel):
     def __init__(self, node):
         super().__init__(node)
-        self.var_node = _variable_of(node)
+        self.var_node = variable_of(node)
 
     def compute(self, _ref):
         return np.array(self.slot(self.var_node).value is not None)

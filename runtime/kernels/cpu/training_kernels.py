@@ -9,7 +9,7 @@ import numpy as np
 
 from opgraph import errors
 from runtime.kernel_registry import register_kernel
-from runtime.kernels.cpu.state_kernels import _VariableKernel
+from runtime.kernels.cpu.state_kernels import _VariableKernel, variable_of
 
 _SLOTS = {"ApplyGradientDescent": 1, "ApplyMomentum": 2, "ApplyAdam": 3, "ApplyAdagrad": 2,
           "ApplyRMSProp": 3}
@@ -55,15 +55,7 @@ _UPDATES = {"ApplyGradientDescent": _gradient_descent, "ApplyMomentum": _momentu
 class _ApplyKernel(_VariableKernel):
     def __init__(self, node):
         super().__init__(node)
-        n = _SLOTS[node.type]
-        self.var_nodes = []
-        for i in range(n):
-            src = node.inputs[i].op
-            if src.type != "VariableV2":
-                msg = (f"{node.type}: input '{node.op_def.inputs[i].name}' must be a Variable, "
-                       f"but is '{src.name}' of type {src.type}")
-                raise errors.InvalidArgumentError(msg, node.name, node.type, node.site)
-            self.var_nodes.append(src)
+        self.var_nodes = [variable_of(node, i) for i in range(_SLOTS[node.type])]
         self.update = _UPDATES[node.type]
         names = [a.name for a in node.op_def.inputs]
         self.grad_index = names.index("grad" if "grad" in names else "delta")
