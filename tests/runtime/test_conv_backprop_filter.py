@@ -523,16 +523,21 @@ def test_numpy_workspace_bound_holds(plan):
     fs, s, d, pb = (3, 3, cin, 5), (2, 2), (1, 1), (0, 0)
     with np.errstate(invalid="ignore"):
         conv_impl.conv2d_backprop_filter(x, dy, fs, s, d, pb)
-        conv_impl.release_workspaces()
-        tracemalloc.start()
-        try:
-            base, _ = tracemalloc.get_traced_memory()
-            tracemalloc.reset_peak()
-            dw = conv_impl.conv2d_backprop_filter(x, dy, fs, s, d, pb)
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
-    used = peak - base - dw.nbytes
+        # tracemalloc also counts other threads' allocations (threads left by earlier
+        # tests in the same process), which only add: the least of three runs is ours.
+        used = None
+        for _ in range(3):
+            conv_impl.release_workspaces()
+            tracemalloc.start()
+            try:
+                base, _ = tracemalloc.get_traced_memory()
+                tracemalloc.reset_peak()
+                dw = conv_impl.conv2d_backprop_filter(x, dy, fs, s, d, pb)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            run = peak - base - dw.nbytes
+            used = run if used is None else min(used, run)
     bound = conv_impl.conv2d_backprop_filter_workspace_bytes(x.shape, dy.shape, fs, s, d, pb,
                                                              "NHWC", np.float64)
     assert 0 < used <= bound, (used, bound)
