@@ -88,7 +88,7 @@ def prebuilt(tmp_path_factory):
     if loaded and os.path.isfile(loaded):
         shutil.copyfile(loaded, dst)
     else:
-        subprocess.run(native._compiler() + native._FLAGS + ["-o", str(dst), str(native.SOURCE)],
+        subprocess.run(native.compile_command(native._compiler(), native._FLAGS, dst),
                        check=True, capture_output=True, timeout=300)
     return dst
 

@@ -1,4 +1,4 @@
-"""The compiled convolution core (conv_gather.c): built on first use, cached, loaded by ctypes.
+"""The compiled convolution core (conv_gather.c and the SOURCES beside it): built on first use, cached, loaded by ctypes.
 
 numpy has no direct convolution, and its BLAS runs a convolution's thin GEMMs (N = channels =
 32-64) at half of its peak, so the CPU runtime carries one small C kernel. It is compiled the
@@ -50,6 +50,10 @@ from opgraph import errors
 __all__ = ["load", "unavailable_reason", "NativeConv"]
 
 SOURCE = Path(__file__).with_name("conv_gather.c")
+#: Every C file of the library (SOURCE first) and the header they share; all are compiled
+#: together into one shared library, and all of them key its cache entry.
+SOURCES = (SOURCE, SOURCE.with_name("conv_filter_grad.c"), SOURCE.with_name("conv_depthwise.c"))
+HEADERS = (SOURCE.with_name("conv_common.h"),)
 _FLAGS = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-fno-math-errno"]
 #: Calling convention of conv_gather.c that this module speaks (opgraph_conv_abi()).
 ABI = 3
@@ -229,10 +233,15 @@ def _workdir(cache: Path):
         return tmpdir, tmpdir
 
 
+def compile_command(cc, flags, output):
+    """The compiler command that builds the library from SOURCES into ``output``."""
+    return cc + flags + ["-I", str(SOURCE.parent), "-o", str(output)] + [str(p) for p in SOURCES]
+
+
 def _build(cc, cache: Path, timeout: float | None = None):
     """(path of a verified library, temporary directory to delete after loading it or None)."""
     timeout = build_timeout() if timeout is None else timeout
-    source = SOURCE.read_bytes()
+    source = b"\0".join(p.read_bytes() for p in SOURCES + HEADERS)
     attempts = [_FLAGS + ["-march=native"], _FLAGS]
     key_src = b"\0".join([source, " ".join(cc).encode(), _cpu_signature().encode(),
                           sys.platform.encode(), platform.machine().encode()])
@@ -250,7 +259,7 @@ def _build(cc, cache: Path, timeout: float | None = None):
             fd, tmp = tempfile.mkstemp(prefix=".conv_gather-", suffix=".tmp", dir=workdir)
             os.close(fd)
             try:
-                rc, err = _run_compiler(cc + flags + ["-o", tmp, str(SOURCE)], timeout)
+                rc, err = _run_compiler(compile_command(cc, flags, tmp), timeout)
                 if rc == 0:
                     return _publish(tmp, workdir, key), scratch
                 errors_seen.append(f"{' '.join(cc + flags)}: {err.strip()[-400:]}")

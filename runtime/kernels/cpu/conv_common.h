@@ -1,0 +1,36 @@
+/* Shared by the compiled convolution kernels (conv_gather.c, conv_filter_grad.c,
+ * conv_depthwise.c): 64-bit sizes, the vector width VL, the register tile (NV vectors x RB
+ * pixels or rows) chosen for the instruction set, and the vector types. */
+#ifndef OPGRAPH_CONV_COMMON_H
+#define OPGRAPH_CONV_COMMON_H
+
+#include <stdint.h>
+#include <stdlib.h>
+
+typedef int64_t i64;
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+#if defined(__AVX512F__)
+#define VL 16
+#define NV 2
+#define RB 14
+#define BCAST(v) ((vf)_mm512_set1_ps(v))
+#elif defined(__AVX__)
+#define VL 8
+#define NV 2
+#define RB 6
+#define BCAST(v) ((vf)_mm256_set1_ps(v))
+#else
+#define VL 4
+#define NV 2
+#define RB 4
+#define BCAST(v) ((vf){(v), (v), (v), (v)})
+#endif
+#define BW (NV * VL)
+
+typedef float vf __attribute__((vector_size(VL * 4)));
+typedef float vfu __attribute__((vector_size(VL * 4), aligned(4))); /* unaligned access */
+
+#endif
