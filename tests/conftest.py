@@ -7,8 +7,8 @@ import pytest
 
 @pytest.fixture
 def native_calls(monkeypatch):
-    """Record every block that goes through the compiled convolution kernel (the list of
-    work units), so a test can assert that the compiled path really ran."""
+    """Record every block that goes through the compiled convolution kernel (its work units, or
+    the shape of dy for a one-call input gradient), so a test can assert that it really ran."""
     from runtime.kernels.cpu import conv_impl  # noqa: PLC0415
 
     calls = []
@@ -18,5 +18,12 @@ def native_calls(monkeypatch):
         calls.append(unit)
         return real(ws, job, unit)
 
+    real_bpi = conv_impl._native_bpi_run
+
+    def counting_bpi(dyv, *args):
+        calls.append(("input gradient", dyv.shape))
+        return real_bpi(dyv, *args)
+
     monkeypatch.setattr(conv_impl, "_native_block", counting)
+    monkeypatch.setattr(conv_impl, "_native_bpi_run", counting_bpi)
     return calls

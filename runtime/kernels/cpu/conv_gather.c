@@ -18,6 +18,16 @@
  * Very large weight panels are split into input-channel chunks that each sweep every pixel of
  * the call before the next chunk adds to the same outputs.
  *
+ * Output channels need not be a multiple of VL: the packed weights of the last block are
+ * zero-padded to whole vectors and only the real channels are loaded and stored (each output
+ * channel is its own vector lane, so nothing computed in a padded lane reaches an output).
+ *
+ * opgraph_bpi_f32 is the whole input gradient of a convolution (Conv2DBackpropInput) in one
+ * call: it enumerates the stride phases of dx (each a gather over dy with the taps that reach
+ * it), the groups, the images and chunks of rows as work items, and runs them on its own threads
+ * that take items from a shared counter. opgraph_pack_f32 packs a filter for it (and for
+ * opgraph_gather_conv_f32) on threads too.
+ *
  * The filter gradient on the same geometry is in conv_filter_grad.c, the depthwise input
  * gradient in conv_depthwise.c; conv_common.h holds the vector types and tile sizes.
  *
@@ -27,44 +37,59 @@
  * skipped, never multiplied by zeros, so non-finite weights propagate as in a direct loop.
  */
 #include "conv_common.h"
+#include <pthread.h>
+#include <string.h>
 
 /* bytes of weights one channel chunk may stream: whole panels measured best while they fit
  * the 1-2 MiB L2 (C: 295 KiB per block; chunks of 64 or 128 channels were no faster) */
 #define CHUNK_WEIGHT_BYTES (1L << 20)
 
-/* A tile's outputs when out's channels are not contiguous (channel stride oc): through a buffer
- * buf[pixel][channel] of the tile's rb pixels x width channels. */
-static void tile_load_strided(float *buf, const float *o, i64 ops, i64 oc, int rb, int width)
+/* A tile's outputs when they are not whole contiguous vectors (channel stride oc != 1, or only
+ * wr < width real channels): through a buffer buf[pixel][channel] of rb pixels x width
+ * channels, of which the first wr are loaded and stored. */
+static void tile_load_strided(float *buf, const float *o, i64 ops, i64 oc, int rb, int width,
+                              int wr)
 {
-    for (int i = 0; i < rb; i++)
-        for (int k = 0; k < width; k++)
+    for (int i = 0; i < rb; i++) {
+        for (int k = 0; k < wr; k++)
             buf[i * width + k] = o[i * ops + k * oc];
+        for (int k = wr; k < width; k++)
+            buf[i * width + k] = 0.0f;
+    }
 }
 
-static void tile_store_strided(const float *buf, float *o, i64 ops, i64 oc, int rb, int width)
+static void tile_store_strided(const float *buf, float *o, i64 ops, i64 oc, int rb, int width,
+                               int wr)
 {
-    for (int k = 0; k < width; k++)
+    if (oc == 1) {
+        for (int i = 0; i < rb; i++)
+            for (int k = 0; k < wr; k++)
+                o[i * ops + k] = buf[i * width + k];
+        return;
+    }
+    for (int k = 0; k < wr; k++)
         for (int i = 0; i < rb; i++)
             o[i * ops + k * oc] = buf[i * width + k];
 }
 
 /* One RBV-pixel x NVV-vector tile over T taps and C channels. Tap t reads src + soff[t] (pixel
  * i, channel c at + i*ps + c*cs) and weights w + woff[t] (channel c at + c*NVV*VL); out pixel i,
- * channel k is at o + i*ops + k*oc. init: add to what out holds. */
+ * channel k < wr is at o + i*ops + k*oc. init: add to what out holds. */
 #define MICRO(RBV, NVV)                                                                        \
     static void micro_##RBV##_##NVV(const float *s, i64 ps, i64 cs, const i64 *soff,          \
                                     const i64 *woff, i64 T, i64 C, const float *w, float *o,   \
-                                    i64 ops, i64 oc, int init)                                 \
+                                    i64 ops, i64 oc, int init, int wr)                         \
     {                                                                                          \
         vf acc[RBV][NVV];                                                                      \
         float buf[RBV * NVV * VL];                                                             \
-        if (init && oc != 1)                                                                   \
-            tile_load_strided(buf, o, ops, oc, RBV, NVV * VL);                                 \
+        const int direct = oc == 1 && wr == NVV * VL;                                          \
+        if (init && !direct)                                                                   \
+            tile_load_strided(buf, o, ops, oc, RBV, NVV * VL, wr);                             \
         _Pragma("GCC unroll 16") for (int i = 0; i < RBV; i++)                                 \
             _Pragma("GCC unroll 4") for (int j = 0; j < NVV; j++)                              \
                 acc[i][j] = !init ? (vf){0}                                                    \
-                          : oc == 1 ? *(const vfu *)(o + i * ops + j * VL)                     \
-                                    : *(const vfu *)(buf + (i * NVV + j) * VL);                \
+                          : direct ? *(const vfu *)(o + i * ops + j * VL)                      \
+                                   : *(const vfu *)(buf + (i * NVV + j) * VL);                 \
         for (i64 t = 0; t < T; t++) {                                                          \
             const float *sp = s + soff[t];                                                     \
             const float *wp = w + woff[t];                                                     \
@@ -79,7 +104,7 @@ static void tile_store_strided(const float *buf, float *o, i64 ops, i64 oc, int 
                 }                                                                              \
             }                                                                                  \
         }                                                                                      \
-        if (oc == 1) {                                                                         \
+        if (direct) {                                                                          \
             _Pragma("GCC unroll 16") for (int i = 0; i < RBV; i++)                             \
                 _Pragma("GCC unroll 4") for (int j = 0; j < NVV; j++)                          \
                     *(vfu *)(o + i * ops + j * VL) = acc[i][j];                                \
@@ -87,12 +112,12 @@ static void tile_store_strided(const float *buf, float *o, i64 ops, i64 oc, int 
             _Pragma("GCC unroll 16") for (int i = 0; i < RBV; i++)                             \
                 _Pragma("GCC unroll 4") for (int j = 0; j < NVV; j++)                          \
                     *(vfu *)(buf + (i * NVV + j) * VL) = acc[i][j];                            \
-            tile_store_strided(buf, o, ops, oc, RBV, NVV * VL);                                \
+            tile_store_strided(buf, o, ops, oc, RBV, NVV * VL, wr);                            \
         }                                                                                      \
     }
 
 typedef void (*micro_fn)(const float *, i64, i64, const i64 *, const i64 *, i64, i64,
-                         const float *, float *, i64, i64, int);
+                         const float *, float *, i64, i64, int, int);
 
 #if RB == 14
 #define MICROS(N) MICRO(1, N) MICRO(2, N) MICRO(3, N) MICRO(4, N) MICRO(5, N) MICRO(6, N) \
@@ -112,30 +137,45 @@ MICROS(1)
 MICROS(2)
 static const micro_fn MICRO_TABLE[NV][RB] = {TABLE(1), TABLE(2)};
 
-/* Output channels per weight block (the packing unit) and the vector width (out channels must
- * be a multiple of it). */
+/* Output channels per weight block (the packing unit) and the vector width (packed blocks are
+ * whole vectors; the real output channels may be fewer). */
 int opgraph_conv_block_width(void) { return BW; }
 int opgraph_conv_vector_width(void) { return VL; }
 
 /* Version of the calling convention below (native.py checks it before the first call). */
-int opgraph_conv_abi(void) { return 3; }
+int opgraph_conv_abi(void) { return 4; }
 
-/* See the file comment. q0: absolute index of out's first row (src rows are absolute).
- * cchunk: input channels per chunk, 0 = automatic. Returns 0, or -1 for arguments this kernel
- * does not take (the caller then uses another algorithm), -2 when out of memory. */
-int opgraph_gather_conv_f32(const float *src, i64 s_n, i64 s_h, i64 s_w, i64 s_c, i64 Hs,
-                            i64 Ws, i64 Cs, float *out, i64 o_n, i64 o_h, i64 o_w, i64 o_c,
-                            i64 N, i64 Q, i64 R, i64 Co, const i64 *offh, i64 th,
-                            const i64 *offw, i64 tw, i64 steph, i64 stepw, i64 q0,
-                            const float *wpk, i64 cchunk)
+/* One gather over rows: out[n, q, r, k] (k < Co) = sum over taps (a, b) and channels c of
+ * src[n, (q0 + q)*steph + offh[a], r*stepw + offw[b], c] * weight(tap (a, b), c, k), where the
+ * weights of output channel block c0 (BW wide, the last one padded to whole vectors) start at
+ * wpk + c0*wtaps*Cs and tap (a, b) is packed tap wih[a]*wkw + wiw[b] (a*tw + b without wih). */
+typedef struct {
+    const float *src;
+    i64 s_n, s_h, s_w, s_c, Hs, Ws, Cs;
+    float *out;
+    i64 o_n, o_h, o_w, o_c;
+    i64 R, Co;
+    const i64 *offh, *offw, *wih, *wiw;
+    i64 th, tw, wkw, wtaps;
+    i64 steph, stepw;
+    const float *wpk;
+    i64 cchunk;
+} gather_geom;
+
+/* Scratch sizes (i64 elements) for rows of R pixels and T = th*tw taps of tw columns. */
+static i64 gather_scratch(i64 R, i64 T, i64 tw)
 {
-    if (Co <= 0 || Co % VL || th <= 0 || tw <= 0 || Cs <= 0 || stepw <= 0 || steph <= 0)
-        return -1;
-    if (N <= 0 || Q <= 0 || R <= 0)
-        return 0;
-    if (th > INT64_MAX / tw)
-        return -2;
-    const i64 T = th * tw;
+    const i64 ntile = (R + RB - 1) / RB;
+    return 2 * T + 2 * ntile * tw + ntile + 1;
+}
+
+/* Images [0, N) (src and out already offset to the first) and out rows [0, Q) of g, row 0 being
+ * absolute row q0; scratch holds gather_scratch(g->R, th*tw, tw) elements. */
+static void gather_rows(const gather_geom *g, i64 N, i64 Q, i64 q0, i64 *scratch)
+{
+    const i64 th = g->th, tw = g->tw, T = th * tw, R = g->R, Cs = g->Cs;
+    const i64 cop = (g->Co + VL - 1) / VL * VL;
+    i64 cchunk = g->cchunk;
     if (cchunk <= 0) { /* near-equal chunks whose weights fit CHUNK_WEIGHT_BYTES */
         const double panel = (double)T * (double)Cs * BW * sizeof(float);
         const i64 nchunk = (i64)((panel + CHUNK_WEIGHT_BYTES - 1) / CHUNK_WEIGHT_BYTES);
@@ -148,12 +188,7 @@ int opgraph_gather_conv_f32(const float *src, i64 s_n, i64 s_h, i64 s_w, i64 s_c
      * column b reads inside the source row */
     const i64 ntile = (R + RB - 1) / RB;
     const i64 base = R / ntile, rem = R % ntile;
-    if (ntile > (INT64_MAX / 64 - T) / (tw + 1))
-        return -2;
-    i64 *soff = malloc(sizeof(i64) * (size_t)(2 * T + 2 * ntile * tw + ntile + 1));
-    if (!soff)
-        return -2;
-    i64 *woff = soff + T;
+    i64 *soff = scratch, *woff = soff + T;
     i64 *colo = woff + T, *cohi = colo + ntile * tw;
     i64 *tr = cohi + ntile * tw;
     for (i64 i = 0; i <= ntile; i++)
@@ -161,25 +196,26 @@ int opgraph_gather_conv_f32(const float *src, i64 s_n, i64 s_h, i64 s_w, i64 s_c
     for (i64 i = 0; i < ntile; i++)
         for (i64 b = 0; b < tw; b++) {
             i64 lo = tr[i], hi = tr[i + 1];
-            while (lo < hi && lo * stepw + offw[b] < 0)
+            while (lo < hi && lo * g->stepw + g->offw[b] < 0)
                 lo++;
-            while (hi > lo && (hi - 1) * stepw + offw[b] >= Ws)
+            while (hi > lo && (hi - 1) * g->stepw + g->offw[b] >= g->Ws)
                 hi--;
             colo[i * tw + b] = lo - tr[i];
             cohi[i * tw + b] = hi - tr[i];
         }
-    const i64 ps = stepw * s_w;
-    for (i64 c0 = 0; c0 < Co; c0 += BW) {
-        const int nv = Co - c0 >= BW ? NV : (int)((Co - c0) / VL);
+    const i64 ps = g->stepw * g->s_w, o_w = g->o_w, o_c = g->o_c;
+    for (i64 c0 = 0; c0 < cop; c0 += BW) {
+        const int nv = cop - c0 >= BW ? NV : (int)((cop - c0) / VL);
         const i64 width = (i64)nv * VL;
-        const float *wblk = wpk + c0 * T * Cs;
+        const int wr = (int)(g->Co - c0 < width ? g->Co - c0 : width);
+        const float *wblk = g->wpk + c0 * g->wtaps * Cs;
         for (i64 k0 = 0; k0 < Cs; k0 += cchunk) {
             const i64 kc = Cs - k0 < cchunk ? Cs - k0 : cchunk;
             for (i64 n = 0; n < N; n++) {
-                const float *sn = src + n * s_n + k0 * s_c;
+                const float *sn = g->src + n * g->s_n + k0 * g->s_c;
                 for (i64 q = 0; q < Q; q++) {
-                    float *orow = out + n * o_n + q * o_h + c0 * o_c;
-                    const i64 qs = (q0 + q) * steph;
+                    float *orow = g->out + n * g->o_n + q * g->o_h + c0 * o_c;
+                    const i64 qs = (q0 + q) * g->steph;
                     for (i64 i = 0; i < ntile; i++) {
                         const i64 r = tr[i];
                         const int rb = (int)(tr[i + 1] - r);
@@ -197,36 +233,323 @@ int opgraph_gather_conv_f32(const float *src, i64 s_n, i64 s_h, i64 s_w, i64 s_c
                             if (seen)
                                 continue;
                             if (!init && (plo > 0 || phi < rb)) {
-                                MICRO_TABLE[nv - 1][rb - 1](sn, ps, s_c, soff, woff, 0, kc, wblk,
-                                                            o, o_w, o_c, 0);
+                                MICRO_TABLE[nv - 1][rb - 1](sn, ps, g->s_c, soff, woff, 0, kc,
+                                                            wblk, o, o_w, o_c, 0, wr);
                                 init = 1;
                             }
                             i64 t = 0;
                             for (i64 a = 0; a < th; a++) {
-                                const i64 hh = qs + offh[a];
-                                if (hh < 0 || hh >= Hs)
+                                const i64 hh = qs + g->offh[a];
+                                if (hh < 0 || hh >= g->Hs)
                                     continue;
+                                const i64 wa = g->wih ? g->wih[a] * g->wkw : a * tw;
                                 for (i64 b = b0; b < tw; b++) {
                                     if (lo[b] != plo || hi[b] != phi)
                                         continue;
-                                    soff[t] = hh * s_h + ((r + plo) * stepw + offw[b]) * s_w;
-                                    woff[t] = ((a * tw + b) * Cs + k0) * width;
+                                    const i64 wb = g->wiw ? g->wiw[b] : b;
+                                    soff[t] = hh * g->s_h + ((r + plo) * g->stepw + g->offw[b])
+                                                                * g->s_w;
+                                    woff[t] = ((wa + wb) * Cs + k0) * width;
                                     t++;
                                 }
                             }
-                            MICRO_TABLE[nv - 1][phi - plo - 1](sn, ps, s_c, soff, woff, t, kc,
+                            MICRO_TABLE[nv - 1][phi - plo - 1](sn, ps, g->s_c, soff, woff, t, kc,
                                                                wblk, o + plo * o_w, o_w, o_c,
-                                                               init);
+                                                               init, wr);
                             init = 1;
                         }
                         if (!init) /* no tap column reads inside the source: zeros */
-                            MICRO_TABLE[nv - 1][rb - 1](sn, ps, s_c, soff, woff, 0, kc, wblk, o,
-                                                        o_w, o_c, 0);
+                            MICRO_TABLE[nv - 1][rb - 1](sn, ps, g->s_c, soff, woff, 0, kc, wblk,
+                                                        o, o_w, o_c, 0, wr);
                     }
                 }
             }
         }
     }
-    free(soff);
+}
+
+/* See the file comment. q0: absolute index of out's first row (src rows are absolute).
+ * cchunk: input channels per chunk, 0 = automatic. Co: output channels (any count; wpk holds
+ * them padded to whole vectors). Returns 0, or -1 for arguments this kernel does not take (the
+ * caller then uses another algorithm), -2 when out of memory. */
+int opgraph_gather_conv_f32(const float *src, i64 s_n, i64 s_h, i64 s_w, i64 s_c, i64 Hs,
+                            i64 Ws, i64 Cs, float *out, i64 o_n, i64 o_h, i64 o_w, i64 o_c,
+                            i64 N, i64 Q, i64 R, i64 Co, const i64 *offh, i64 th,
+                            const i64 *offw, i64 tw, i64 steph, i64 stepw, i64 q0,
+                            const float *wpk, i64 cchunk)
+{
+    if (Co <= 0 || th <= 0 || tw <= 0 || Cs <= 0 || stepw <= 0 || steph <= 0)
+        return -1;
+    if (N <= 0 || Q <= 0 || R <= 0)
+        return 0;
+    if (th > INT64_MAX / tw)
+        return -2;
+    const i64 T = th * tw;
+    const i64 ntile = (R + RB - 1) / RB;
+    if (ntile > (INT64_MAX / 64 - T) / (tw + 1))
+        return -2;
+    i64 *scratch = malloc(sizeof(i64) * (size_t)gather_scratch(R, T, tw));
+    if (!scratch)
+        return -2;
+    const gather_geom g = {src, s_n, s_h, s_w, s_c, Hs, Ws, Cs, out, o_n, o_h, o_w, o_c, R, Co,
+                           offh, offw, NULL, NULL, th, tw, tw, T, steph, stepw, wpk, cchunk};
+    gather_rows(&g, N, Q, q0, scratch);
+    free(scratch);
     return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Threads: run(arg, thread index) on nthreads threads (the caller's thread is index 0); the
+ * threads that cannot be started are simply not used (run must share its work dynamically).
+ * ---------------------------------------------------------------------------------------- */
+typedef void (*thread_fn)(void *, int);
+typedef struct {
+    thread_fn fn;
+    void *arg;
+    int index;
+} thread_job;
+
+static void *thread_main(void *p)
+{
+    thread_job *j = p;
+    j->fn(j->arg, j->index);
+    return NULL;
+}
+
+#define MAX_THREADS 256
+
+static void run_threads(thread_fn fn, void *arg, i64 nthreads)
+{
+    if (nthreads > MAX_THREADS)
+        nthreads = MAX_THREADS;
+    pthread_t tid[MAX_THREADS];
+    thread_job job[MAX_THREADS];
+    int started[MAX_THREADS];
+    for (int i = 1; i < nthreads; i++) {
+        job[i] = (thread_job){fn, arg, i};
+        started[i] = pthread_create(&tid[i], NULL, thread_main, &job[i]) == 0;
+    }
+    fn(arg, 0);
+    for (int i = 1; i < nthreads; i++)
+        if (started[i])
+            pthread_join(tid[i], NULL);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Weight packing: dst[g][block][a][b][c][lane] = w[g*st_g + a*st_a + b*st_b + c*st_c +
+ * (c0 + lane)*st_o] for lanes c0 + lane < O, zero beyond; blocks of BW lanes over O rounded up
+ * to whole vectors (the last block narrower), groups of KH*KW*C*round_up(O, VL) values.
+ * ---------------------------------------------------------------------------------------- */
+typedef struct {
+    const float *w;
+    i64 st_g, st_a, st_b, st_c, st_o, G, KH, KW, C, O;
+    float *dst;
+    i64 next; /* shared counter of (group, block) items */
+} pack_job;
+
+static void pack_worker(void *p, int index)
+{
+    (void)index;
+    pack_job *J = p;
+    const i64 op = (J->O + VL - 1) / VL * VL, nblk = (op + BW - 1) / BW;
+    const i64 T = J->KH * J->KW, per_group = T * J->C * op;
+    for (;;) {
+        const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+        if (item >= J->G * nblk)
+            return;
+        const i64 gi = item / nblk, c0 = (item % nblk) * BW;
+        const i64 width = op - c0 < BW ? op - c0 : BW;
+        const i64 wr = J->O - c0 < width ? J->O - c0 : width;
+        float *d = J->dst + gi * per_group + c0 * T * J->C;
+        const float *wg = J->w + gi * J->st_g + c0 * J->st_o;
+        for (i64 a = 0; a < J->KH; a++)
+            for (i64 b = 0; b < J->KW; b++) {
+                const float *wt = wg + a * J->st_a + b * J->st_b;
+                float *dt = d + (a * J->KW + b) * J->C * width;
+                for (i64 l = 0; l < wr; l++) {
+                    const float *wl = wt + l * J->st_o;
+                    if (J->st_c == 1)
+                        for (i64 c = 0; c < J->C; c++)
+                            dt[c * width + l] = wl[c];
+                    else
+                        for (i64 c = 0; c < J->C; c++)
+                            dt[c * width + l] = wl[c * J->st_c];
+                }
+                for (i64 l = wr; l < width; l++)
+                    for (i64 c = 0; c < J->C; c++)
+                        dt[c * width + l] = 0.0f;
+            }
+    }
+}
+
+/* Pack a filter as described above on nthreads threads. Returns 0, or -1 for bad sizes. */
+int opgraph_pack_f32(const float *w, i64 st_g, i64 st_a, i64 st_b, i64 st_c, i64 st_o, i64 G,
+                     i64 KH, i64 KW, i64 C, i64 O, float *dst, i64 nthreads)
+{
+    if (G <= 0 || KH <= 0 || KW <= 0 || C <= 0 || O <= 0)
+        return -1;
+    pack_job J = {w, st_g, st_a, st_b, st_c, st_o, G, KH, KW, C, O, dst, 0};
+    const i64 nblk = ((O + VL - 1) / VL * VL + BW - 1) / BW;
+    run_threads(pack_worker, &J, nthreads < G * nblk ? nthreads : G * nblk);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The input gradient of a convolution (the seed op), all of it in one call:
+ *
+ *   dx[n, h, x, g*cig + i] = sum over taps (a, b) and j < cog with h + pt - a*dh = q*sh,
+ *       x + pl - b*dw = r*sw, 0 <= q < OH, 0 <= r < OW, of
+ *       dy[n, q, r, g*cog + j] * w[a, b, i, g*cog + j]
+ *
+ * dx row h = ph + sh*qq (stride phase ph) reads dy row qq + (ph + pt - a*dh) / sh through the
+ * taps a with (ph + pt - a*dh) % sh == 0, likewise for columns: each phase is a gather over dy
+ * (step 1) into the strided view dx[:, ph::sh, pw::sw] with its own taps, whose weights are the
+ * filter's taps in the packed filter (opgraph_pack_f32 of w as [a][b][j][i] per group). A phase
+ * that no tap reaches is zero. Work items are (image, chunk of rows, group, phase), taken by
+ * nthreads threads from a shared counter, consecutive items sharing the rows of dy they read.
+ * ---------------------------------------------------------------------------------------- */
+typedef struct {
+    const float *dy;
+    i64 y_n, y_h, y_w, y_c, OH, OW;
+    float *dx;
+    i64 x_n, x_h, x_w, x_c, N, H, W;
+    i64 G, cig, cog, KH, KW, sh, sw, dh, dw, pt, pl;
+    const float *wpk;
+    i64 rows, nchunk; /* phase rows per item, chunks per phase */
+    i64 cchunk;       /* dy channels per weight chunk (0: automatic) */
+    const i64 *ptab;  /* per phase (ph*sw + pw): th, tw, start in taps (offh, wih, offw, wiw) */
+    const i64 *taps;
+    i64 scratch;      /* i64 elements of scratch per thread */
+    i64 next;         /* shared item counter */
+    int failed;
+} bpi_job;
+
+static void zero_rows(float *o, i64 o_h, i64 o_w, i64 o_c, i64 Q, i64 R, i64 C)
+{
+    for (i64 q = 0; q < Q; q++)
+        for (i64 r = 0; r < R; r++) {
+            float *p = o + q * o_h + r * o_w;
+            if (o_c == 1)
+                memset(p, 0, sizeof(float) * (size_t)C);
+            else
+                for (i64 c = 0; c < C; c++)
+                    p[c * o_c] = 0.0f;
+        }
+}
+
+static void bpi_worker(void *p, int index)
+{
+    (void)index;
+    bpi_job *J = p;
+    i64 *scratch = malloc(sizeof(i64) * (size_t)J->scratch);
+    if (!scratch) {
+        __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    const i64 P = J->sh * J->sw, total = J->N * J->nchunk * J->G * P;
+    const i64 cigp = (J->cig + VL - 1) / VL * VL;
+    for (;;) {
+        const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+        if (item >= total || __atomic_load_n(&J->failed, __ATOMIC_RELAXED))
+            break;
+        const i64 ph_i = item % P, gi = item / P % J->G, j = item / (P * J->G) % J->nchunk;
+        const i64 n = item / (P * J->G * J->nchunk);
+        const i64 ph = ph_i / J->sw, pw = ph_i % J->sw;
+        if (ph >= J->H || pw >= J->W)
+            continue;
+        const i64 Qp = (J->H - ph + J->sh - 1) / J->sh, Rp = (J->W - pw + J->sw - 1) / J->sw;
+        const i64 q0 = j * J->rows, q1 = q0 + J->rows < Qp ? q0 + J->rows : Qp;
+        if (q0 >= q1)
+            continue;
+        float *out = J->dx + n * J->x_n + (ph + J->sh * q0) * J->x_h + pw * J->x_w +
+                     gi * J->cig * J->x_c;
+        const i64 *pt = J->ptab + 3 * ph_i;
+        const i64 th = pt[0], tw = pt[1];
+        if (th == 0 || tw == 0) {
+            zero_rows(out, J->sh * J->x_h, J->sw * J->x_w, J->x_c, q1 - q0, Rp, J->cig);
+            continue;
+        }
+        const i64 *offh = J->taps + pt[2], *wih = offh + th, *offw = wih + th, *wiw = offw + tw;
+        const gather_geom g = {J->dy + n * J->y_n + gi * J->cog * J->y_c, J->y_n, J->y_h, J->y_w,
+                               J->y_c, J->OH, J->OW, J->cog, out, J->x_n, J->sh * J->x_h,
+                               J->sw * J->x_w, J->x_c, Rp, J->cig, offh, offw, wih, wiw, th, tw,
+                               J->KW, J->KH * J->KW, 1, 1,
+                               J->wpk + gi * J->KH * J->KW * J->cog * cigp, J->cchunk};
+        gather_rows(&g, 1, q1 - q0, q0, scratch);
+    }
+    free(scratch);
+}
+
+/* See the comment above: dy [N, OH, OW, G*cog] and dx [N, H, W, G*cig] are float32 views of any
+ * layout (element strides), wpk the packed filter, rows the dx rows of a phase per work item
+ * and cchunk the dy channels per weight chunk (0: automatic). Returns 0, -1 for arguments it
+ * does not take, -2 when out of memory. */
+int opgraph_bpi_f32(const float *dy, i64 y_n, i64 y_h, i64 y_w, i64 y_c, i64 OH, i64 OW,
+                    float *dx, i64 x_n, i64 x_h, i64 x_w, i64 x_c, i64 N, i64 H, i64 W,
+                    i64 G, i64 cig, i64 cog, i64 KH, i64 KW, i64 sh, i64 sw, i64 dh, i64 dw,
+                    i64 pt, i64 pl, const float *wpk, i64 rows, i64 cchunk, i64 nthreads)
+{
+    if (G <= 0 || cig <= 0 || cog <= 0 || KH <= 0 || KW <= 0 || sh <= 0 || sw <= 0 ||
+        dh <= 0 || dw <= 0 || OH <= 0 || OW <= 0)
+        return -1;
+    if (N <= 0 || H <= 0 || W <= 0)
+        return 0;
+    if (sh > (1 << 20) || sw > (1 << 20) || KH > (1 << 20) || KW > (1 << 20))
+        return -1; /* (tables of sh*sw phases and KH, KW taps) */
+    const i64 P = sh * sw;
+    i64 *ptab = malloc(sizeof(i64) * (size_t)(3 * P + 2 * P * (KH + KW) + 1));
+    if (!ptab)
+        return -2;
+    i64 *taps = ptab + 3 * P, ntaps = 0, maxT = 1, maxtw = 1;
+    for (i64 ph = 0; ph < sh; ph++)
+        for (i64 pw = 0; pw < sw; pw++) {
+            i64 *e = ptab + 3 * (ph * sw + pw);
+            e[2] = ntaps;
+            /* taps in ascending dy offset: a from KH-1 down (offsets fall as a grows) */
+            i64 th = 0, tw = 0, *oh = taps + ntaps;
+            for (i64 a = KH - 1; a >= 0; a--)
+                if ((ph + pt - a * dh) % sh == 0)
+                    oh[th++] = (ph + pt - a * dh) / sh;
+            i64 *wi = oh + th, k = 0;
+            for (i64 a = KH - 1; a >= 0; a--)
+                if ((ph + pt - a * dh) % sh == 0)
+                    wi[k++] = a;
+            i64 *ow = wi + th;
+            for (i64 b = KW - 1; b >= 0; b--)
+                if ((pw + pl - b * dw) % sw == 0)
+                    ow[tw++] = (pw + pl - b * dw) / sw;
+            i64 *wj = ow + tw;
+            k = 0;
+            for (i64 b = KW - 1; b >= 0; b--)
+                if ((pw + pl - b * dw) % sw == 0)
+                    wj[k++] = b;
+            e[0] = th;
+            e[1] = tw;
+            ntaps += 2 * (th + tw);
+            if (th * tw > maxT)
+                maxT = th * tw;
+            if (tw > maxtw)
+                maxtw = tw;
+        }
+    const i64 Qmax = (H + sh - 1) / sh, Rmax = (W + sw - 1) / sw;
+    if (nthreads < 1)
+        nthreads = 1;
+    if (rows <= 0) { /* dy and dx rows of an item near 256 KiB, and 4 items per thread */
+        const double row_bytes = 4.0 * ((double)OW * (double)cog + (double)Rmax * (double)cig);
+        rows = (i64)((1 << 18) / (row_bytes > 1 ? row_bytes : 1));
+        if (rows < 1)
+            rows = 1;
+        const i64 others = N * G * P;
+        while (rows > 1 && others * ((Qmax + rows - 1) / rows) < 4 * nthreads)
+            rows = (rows + 1) / 2;
+    }
+    if (rows > Qmax)
+        rows = Qmax;
+    bpi_job J = {dy, y_n, y_h, y_w, y_c, OH, OW, dx, x_n, x_h, x_w, x_c, N, H, W, G, cig, cog,
+                 KH, KW, sh, sw, dh, dw, pt, pl, wpk, rows, (Qmax + rows - 1) / rows, cchunk,
+                 ptab, taps, gather_scratch(Rmax, maxT, maxtw), 0, 0};
+    const i64 items = N * J.nchunk * G * P;
+    run_threads(bpi_worker, &J, nthreads < items ? nthreads : items);
+    free(ptab);
+    return J.failed ? -2 : 0;
 }

@@ -159,6 +159,10 @@ FORCE_ALGORITHM = None
 USE_NATIVE = True
 #: Input channels per weight chunk of the compiled kernel (0 = the kernel's own choice).
 NATIVE_CHANNEL_CHUNK = 0
+#: dx rows of a stride phase per work item of the compiled input gradient (0 = its own choice).
+NATIVE_BPI_ROWS = 0
+#: The compiled kernel takes dx channels per group up to this factor below its padded width.
+NATIVE_LANE_WASTE = 1.55
 #: Force the physical layout of the blocks: None (auto), "pm" (pixel-major), "cf" (channel-first)
 #: or "flat" (scatter only: whole-row flat adds; channel-first elsewhere).
 FORCE_LAYOUT = None
@@ -1293,7 +1297,9 @@ def choose_backprop_input_algorithm(dy_shape_nhwc, w_shape, input_shape_nhwc, st
         return "direct"
     if USE_NATIVE and _compute_dtype(dtype) == np.float32:
         nat = _native.load()
-        if nat is not None and cig % nat.vector_width == 0:  # dx channels per group
+        # dx channels per group are its vector lanes, padded to whole vectors: worth it while
+        # the padding wastes at most about a third (3 channels in 8 lanes: the scatter engine)
+        if nat is not None and _native_channels(cig, nat) <= NATIVE_LANE_WASTE * cig:
             return "native"
     # values moved per output element: gather copies kh*kw/(sh*sw) * Cout_g per dx element,
     # scatter writes kh*kw*Cin per dy pixel and adds them (the GEMM is wider, so weighted 3).
@@ -1389,6 +1395,9 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
                                   data_format)
         algo = "gather"  # (non-finite weights: its exact per-tap blocks)
     nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
+    if algo == "native" and _native_bpi_applies(dyv, dxv):
+        _native_bpi_run(dyv, w, dxv, (sh, sw), (dh, dw), (pt, pl), g, nth, memo)
+        return dx
     if not _BLAS.available:
         nth = 1
     wc = _memoized(memo, "wc", lambda: w.astype(cdt, copy=False))
@@ -1404,6 +1413,32 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
         else:
             _scatter_run(dyv, wc, dxv, (sh, sw), (dh, dw), (pt, pl), g, cdt, layout, nth)
     return dx
+
+
+def _native_bpi_applies(dyv, dxv):
+    """True if the compiled kernel's one-call input gradient takes dy and dx in place (float32
+    views; other dtypes take the gather engine's per-block staging)."""
+    if not USE_NATIVE or FORCE_ALGORITHM not in (None, "native"):
+        return False
+    nat = _native.load()
+    return (nat is not None and dyv.dtype == np.float32 and dxv.dtype == np.float32
+            and nat.addressable(dyv) and nat.addressable(dxv))
+
+
+def _native_bpi_run(dyv, w, dxv, strides, dilations, pads, g, nth, memo):
+    """The whole input gradient in one call of the compiled kernel (every stride phase, group
+    and row chunk on its own threads); the packed filter is kept in ``memo`` when there is
+    one (a constant filter is packed once)."""
+    nat = _native.load()
+    kh, kw = w.shape[:2]
+
+    def packed():
+        wf = w if nat.addressable(w) else np.ascontiguousarray(w, np.float32)
+        return nat.pack(wf, 3, g, nth)
+
+    wpk = _memoized(memo, "bpi_packed", packed)
+    nat.backprop_input(dyv, wpk, dxv, g, (kh, kw), strides, dilations, pads, nth,
+                       NATIVE_BPI_ROWS, NATIVE_CHANNEL_CHUNK)
 
 
 def _gather_layout(data_format):

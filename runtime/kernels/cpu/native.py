@@ -54,9 +54,9 @@ SOURCE = Path(__file__).with_name("conv_gather.c")
 #: together into one shared library, and all of them key its cache entry.
 SOURCES = (SOURCE, SOURCE.with_name("conv_filter_grad.c"), SOURCE.with_name("conv_depthwise.c"))
 HEADERS = (SOURCE.with_name("conv_common.h"),)
-_FLAGS = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-fno-math-errno"]
+_FLAGS = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-fno-math-errno", "-pthread"]
 #: Calling convention of conv_gather.c that this module speaks (opgraph_conv_abi()).
-ABI = 3
+ABI = 4
 #: Seconds a compiler run may take unless OPGRAPH_BUILD_TIMEOUT says otherwise.
 DEFAULT_BUILD_TIMEOUT = 60.0
 #: Every coordinate handed to the kernel stays below this (no 64-bit product overflows there).
@@ -303,6 +303,14 @@ class NativeConv:
             dwf.argtypes = [P] + [L] * 6 + [P] + [L] * 3 + [P] + [L] * 17
             dwf.restype = ctypes.c_int
         self._depthwise = dwf
+        pk = lib.opgraph_pack_f32
+        pk.argtypes = [P] + [L] * 10 + [P, L]
+        pk.restype = ctypes.c_int
+        self._pack = pk
+        bpi = lib.opgraph_bpi_f32
+        bpi.argtypes = [P] + [L] * 6 + [P] + [L] * 18 + [P, L, L, L]
+        bpi.restype = ctypes.c_int
+        self._bpi = bpi
         lib.opgraph_conv_block_width.restype = ctypes.c_int
         lib.opgraph_conv_vector_width.restype = ctypes.c_int
         #: output channels per packed weight block
@@ -339,6 +347,75 @@ class NativeConv:
         co = wk.shape[3]
         return np.concatenate([np.ascontiguousarray(wk[..., c0:c0 + bw]).ravel()
                                for c0 in range(0, co, bw)])
+
+    def packed_size(self, taps, c, o, groups=1):
+        """Elements of a packed filter: ``groups`` x taps x c x o rounded up to the vector
+        width."""
+        vw = self.vector_width
+        return groups * taps * c * (-(-o // vw) * vw)
+
+    def pack(self, w, reduce_axis, groups=1, nthreads=1):
+        """A filter [kh, kw, i, o] (float32 view, any strides) packed for the kernels:
+        per group, output lanes from the other axis of (2, 3) than ``reduce_axis``, reduced
+        channels from ``reduce_axis``; ``groups`` splits axis 3 (dy's channels for the input
+        gradient, reduce_axis=3; the output channels for a forward conv, reduce_axis=2)."""
+        if w.ndim != 4 or not self.addressable(w):
+            raise ValueError(f"pack: expected a 4-D float32 view, got {w.dtype}{w.shape}")
+        kh, kw, ci, co = w.shape
+        st = [s // 4 for s in w.strides]
+        cog = co // groups
+        if reduce_axis == 3:   # lanes: axis 2 (cig), reduction: the group's slice of axis 3
+            c, o, st_c, st_o = cog, ci, st[3], st[2]
+        else:                  # lanes: the group's slice of axis 3, reduction: axis 2
+            c, o, st_c, st_o = ci, cog, st[2], st[3]
+        dst = np.empty(self.packed_size(kh * kw, c, o, groups), np.float32)
+        if dst.size:
+            rc = self._pack(w.ctypes.data, cog * st[3], st[0], st[1], st_c, st_o, groups, kh,
+                            kw, c, o, dst.ctypes.data, int(nthreads))
+            if rc != 0:
+                raise ValueError(f"pack refused the filter {w.shape} (code {rc})")
+        return dst
+
+    def backprop_input(self, dy, wpk, dx, groups, kernel_hw, strides, dilations, pads,
+                       nthreads=1, rows=0, cchunk=0):
+        """dx (float32 logical-NHWC view [N, H, W, C], any strides) = the input gradient of a
+        convolution with dy (float32 logical-NHWC view [N, OH, OW, G*cog]) through the filter
+        packed by ``pack(w, reduce_axis=3, groups)``: every stride phase, group, image and row
+        chunk in one call on ``nthreads`` threads of the library's own. pads: (top, left) of
+        the forward conv (may be negative). rows: dx rows of a stride phase per work item,
+        cchunk: dy channels per weight chunk (0: the kernel's choice)."""
+        n, oh, ow, cout = dy.shape
+        nn, h, wd, cin = dx.shape
+        kh, kw = kernel_hw
+        g = int(groups)
+        if nn != n or cin % g or cout % g:
+            raise ValueError(f"backprop_input shapes: dy {dy.shape}, dx {dx.shape}, "
+                             f"groups {g}")
+        if not (self.addressable(dy) and self.addressable(dx)):
+            raise ValueError("backprop_input operands must be float32 views with aligned "
+                             "strides")
+        if not dx.flags.writeable:
+            raise ValueError("dx is read-only")
+        need = self.packed_size(kh * kw, cout // g, cin // g, g)
+        if wpk.dtype != np.float32 or wpk.size != need or not wpk.flags.c_contiguous:
+            raise ValueError(f"packed filter: expected {need} contiguous float32 values "
+                             f"(pack), got {wpk.size} {wpk.dtype}")
+        span = max(n, h, wd, oh, ow, cin, cout, abs(int(pads[0])) + kh * int(dilations[0]),
+                   abs(int(pads[1])) + kw * int(dilations[1]), int(strides[0]) * (h + oh),
+                   int(strides[1]) * (wd + ow))
+        if span >= COORD_LIMIT:
+            raise ValueError(f"coordinates beyond 2^62: dy {dy.shape}, dx {dx.shape}")
+        ys = [s // 4 for s in dy.strides]
+        xs = [s // 4 for s in dx.strides]
+        rc = self._bpi(dy.ctypes.data, *ys, oh, ow, dx.ctypes.data, *xs, n, h, wd, g,
+                       cin // g, cout // g, kh, kw, int(strides[0]), int(strides[1]),
+                       int(dilations[0]), int(dilations[1]), int(pads[0]), int(pads[1]),
+                       wpk.ctypes.data, int(rows), int(cchunk), int(nthreads))
+        if rc == -2:
+            raise errors.ResourceExhaustedError(
+                "native input gradient: out of memory for its tables")
+        if rc != 0:
+            raise ValueError(f"native input gradient refused its arguments (code {rc})")
 
     def gather_conv(self, src, out, offs_h, offs_w, step, q0, wpk, cchunk=0):
         """out[n, q, r, :] = sum over taps (a, b) and channels c of
@@ -506,6 +583,30 @@ def _self_check_filter_grad(nat: NativeConv):
                                  f"{np.abs(dw - ref).max()}")
 
 
+def _self_check_backprop_input(nat: NativeConv):
+    """The one-call input gradient against a direct loop: stride 2 with padding (four phases,
+    taps partly outside dy), a full and a padded channel block, two groups, two threads."""
+    rng = np.random.default_rng(9)
+    g, cig, cog, k, s, p = 2, nat.vector_width + 3, 5, 3, 2, 1
+    n, h, wd = 2, 7, 6
+    oh, ow = (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1
+    w = rng.standard_normal((k, k, cig, g * cog)).astype(np.float32)
+    dy = rng.standard_normal((n, oh, ow, g * cog)).astype(np.float32)
+    dx = np.full((n, h, wd, g * cig), np.nan, np.float32)
+    nat.backprop_input(dy, nat.pack(w, 3, g, 2), dx, g, (k, k), (s, s), (1, 1), (p, p), 2)
+    ref = np.zeros((n, h + 2 * p + s, wd + 2 * p + s, g * cig))
+    for a in range(k):
+        for b in range(k):
+            for gi in range(g):
+                ref[:, a:a + s * oh:s, b:b + s * ow:s, gi * cig:(gi + 1) * cig] += np.einsum(
+                    "nqrj,ij->nqri", dy[..., gi * cog:(gi + 1) * cog],
+                    w[a, b, :, gi * cog:(gi + 1) * cog].astype(np.float64))
+    ref = ref[:, p:p + h, p:p + wd]
+    if not np.allclose(dx, ref, rtol=1e-4, atol=1e-4):
+        raise AssertionError(f"self-check mismatch (input gradient): max error "
+                             f"{np.nanmax(np.abs(dx - ref))}")
+
+
 def _self_check(nat: NativeConv):
     """Compare the kernels with numpy on small strided, padded, multi-block problems."""
     rng = np.random.default_rng(7)
@@ -526,6 +627,7 @@ def _self_check(nat: NativeConv):
     if not np.allclose(out, ref, rtol=1e-4, atol=1e-4):
         raise AssertionError(f"self-check mismatch: max error {np.nanmax(np.abs(out - ref))}")
     _self_check_filter_grad(nat)
+    _self_check_backprop_input(nat)
 
 
 def _load_now():

@@ -1,0 +1,166 @@
+"""The compiled kernel's one-call input gradient (``opgraph_bpi_f32`` through
+``NativeConv.backprop_input``): every stride phase, group, image and row chunk in one call on
+its own threads, the filter packed by ``NativeConv.pack``.
+
+Compared with the direct-loop reference of tests/reference.py on the geometries the call
+decomposes: many stride phases (strides up to 9 and larger than the kernel, so some phases no
+tap reaches and must be zero), dilations, negative and large paddings, groups with channel
+counts that are not whole vectors, views of any layout (NCHW, slices, negative strides),
+one row per work item on several threads, and non-finite values (NaN and inf exactly where the
+direct loop has them). The packed layout is checked element by element against its definition.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from runtime.kernels.cpu import conv_impl, native
+from tests.reference import conv2d_backprop_input_ref
+
+nat = native.load()
+pytestmark = pytest.mark.skipif(
+    nat is None, reason=f"compiled kernel unavailable: {native.unavailable_reason()}")
+
+
+@pytest.fixture(autouse=True)
+def _restore_flags():
+    saved = {k: getattr(conv_impl, k) for k in
+             ("FORCE_ALGORITHM", "NUM_THREADS", "NATIVE_BPI_ROWS", "PARALLEL_MIN_MACS")}
+    yield
+    for k, v in saved.items():
+        setattr(conv_impl, k, v)
+
+
+def _check(got, ref, what):
+    g = got.astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(g), np.isnan(ref), err_msg=f"{what}: NaN positions")
+    np.testing.assert_array_equal(np.isposinf(g), np.isposinf(ref), err_msg=f"{what}: +inf")
+    np.testing.assert_array_equal(np.isneginf(g), np.isneginf(ref), err_msg=f"{what}: -inf")
+    fin = np.isfinite(ref)
+    scale = max(1.0, float(np.abs(ref[fin]).max())) if fin.any() else 1.0
+    err = float(np.abs(g[fin] - ref[fin]).max()) if fin.any() else 0.0
+    assert err <= 1e-5 * scale, f"{what}: max error {err:.3g}"
+
+
+def _dy_size(h, k, s, d, pt, pb):
+    return (h + pt + pb - (k - 1) * d - 1) // s + 1
+
+
+# (kernel, stride, dilation, (pad top/left, pad bottom/right), groups, cig, cog)
+CASES = [
+    (4, 2, 1, (1, 1), 1, 21, 21),     # FCN s2
+    (16, 8, 1, (4, 4), 1, 5, 3),      # FCN s8: 64 phases
+    (3, 5, 1, (1, 1), 1, 8, 4),       # stride > kernel: phases no tap reaches
+    (2, 9, 2, (0, 0), 2, 3, 5),       # 81 phases, dilated, grouped
+    (3, 2, 3, (4, -1), 1, 11, 6),     # dilation 3, padding beyond the kernel and negative
+    (4, 3, 1, (-1, 2), 3, 9, 7),      # negative top padding, three groups
+    (1, 1, 1, (0, 0), 4, 16, 8),      # 1x1, four groups of whole vectors
+]
+
+
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("case", CASES, ids=[f"k{c[0]}s{c[1]}d{c[2]}g{c[4]}" for c in CASES])
+def test_matches_the_direct_loop(case, fmt, native_calls):
+    k, s, d, (p0, p1), g, cig, cog = case
+    rng = np.random.default_rng(k * 100 + s * 10 + g)
+    n, h, w = 2, 2 * s + 5, 3 * s + 4
+    oh, ow = _dy_size(h, k, s, d, p0, p1), _dy_size(w, k, s, d, p0, p1)
+    assert oh > 0 and ow > 0
+    wt = rng.standard_normal((k, k, cig, g * cog)).astype(np.float32)
+    dy = rng.standard_normal((n, oh, ow, g * cog)).astype(np.float32)
+    xshape = (n, h, w, g * cig)
+    if fmt == "NCHW":
+        dy = np.ascontiguousarray(dy.transpose(0, 3, 1, 2))
+        xshape = (n, g * cig, h, w)
+    conv_impl.FORCE_ALGORITHM = "native"
+    for threads, rows in ((1, 0), (2, 1), (2, 0)):
+        conv_impl.NUM_THREADS, conv_impl.NATIVE_BPI_ROWS = threads, rows
+        conv_impl.PARALLEL_MIN_MACS = 0
+        del native_calls[:]
+        dx = conv_impl.conv2d_backprop_input(dy, wt, xshape, (s, s), (d, d), (p0, p0), fmt)
+        assert native_calls and native_calls[0][0] == "input gradient"
+        ref = conv2d_backprop_input_ref(dy, wt, xshape, (s, s), (d, d), (p0, p0), fmt)
+        _check(dx, ref, f"{case} {fmt} threads={threads} rows={rows}")
+
+
+def test_views_of_any_layout_are_read_and_written_in_place():
+    rng = np.random.default_rng(3)
+    k, s, g, cig, cog = 3, 2, 1, 13, 6
+    n, h, w = 2, 9, 11
+    oh, ow = _dy_size(h, k, s, 1, 1, 1), _dy_size(w, k, s, 1, 1, 1)
+    wt = rng.standard_normal((k, k, cig, cog)).astype(np.float32)
+    base = rng.standard_normal((n, oh + 2, ow + 3, cog + 4)).astype(np.float32)
+    dyv = base[:, 1:-1, -2:1:-1, 2:-2]        # a sliced view with a negative stride
+    ref = conv2d_backprop_input_ref(np.ascontiguousarray(dyv), wt, (n, h, w, cig), (s, s),
+                                    (1, 1), (1, 1))
+    wpk = nat.pack(np.asfortranarray(wt), 3, 1, 2)  # a filter of another layout
+    store = np.full((n, cig + 3, h, w), np.nan, np.float32)
+    dxv = store[:, 1:1 + cig].transpose(0, 2, 3, 1)  # channels of an NCHW block
+    nat.backprop_input(dyv, wpk, dxv, g, (k, k), (s, s), (1, 1), (1, 1), nthreads=2, rows=1)
+    _check(dxv, ref, "views")
+    assert np.isnan(store[:, 0]).all() and np.isnan(store[:, 1 + cig:]).all()  # untouched
+
+
+@pytest.mark.parametrize("where", ["dy", "w"])
+def test_non_finite_values_reach_exactly_the_outputs_of_their_terms(where):
+    rng = np.random.default_rng(9)
+    k, s, p, cig, cog = 4, 3, 2, 21, 10
+    n, h, w = 1, 10, 13
+    oh, ow = _dy_size(h, k, s, 1, p, p), _dy_size(w, k, s, 1, p, p)
+    wt = rng.standard_normal((k, k, cig, cog)).astype(np.float32)
+    dy = rng.standard_normal((n, oh, ow, cog)).astype(np.float32)
+    target = dy if where == "dy" else wt
+    flat = target.reshape(-1)
+    flat[rng.choice(flat.size, 4, replace=False)] = [np.inf, -np.inf, np.nan, np.inf]
+    conv_impl.FORCE_ALGORITHM = "native"
+    dx = conv_impl.conv2d_backprop_input(dy, wt, (n, h, w, cig), (s, s), (1, 1), (p, p))
+    _check(dx, conv2d_backprop_input_ref(dy, wt, (n, h, w, cig), (s, s), (1, 1), (p, p)), where)
+
+
+@pytest.mark.parametrize("reduce_axis", [2, 3])
+def test_pack_layout(reduce_axis):
+    """dst[g][block][a][b][c][lane] from the definition in conv_gather.c."""
+    rng = np.random.default_rng(1)
+    kh, kw, ci, co, g = 2, 3, 5, 2 * 11, 2
+    w = rng.standard_normal((kh, kw, ci, co)).astype(np.float32)
+    got = nat.pack(w, reduce_axis, g, 2)
+    vw, bw = nat.vector_width, nat.block_width
+    cog = co // g
+    c_n, o_n = (cog, ci) if reduce_axis == 3 else (ci, cog)
+    op = -(-o_n // vw) * vw
+    assert got.size == g * kh * kw * c_n * op
+    pos = 0
+    for gi in range(g):
+        for c0 in range(0, op, bw):
+            width = min(bw, op - c0)
+            for a, b, c in itertools.product(range(kh), range(kw), range(c_n)):
+                for lane in range(width):
+                    o = c0 + lane
+                    if o >= o_n:
+                        want = 0.0
+                    elif reduce_axis == 3:
+                        want = w[a, b, o, gi * cog + c]
+                    else:
+                        want = w[a, b, c, gi * cog + o]
+                    assert got[pos] == want, (gi, c0, a, b, c, lane)
+                    pos += 1
+    assert pos == got.size
+
+
+def test_refuses_operands_it_cannot_address():
+    wt = np.ones((3, 3, 8, 8), np.float32)
+    wpk = nat.pack(wt, 3)
+    dy = np.ones((1, 4, 4, 8), np.float32)
+    with pytest.raises(ValueError, match="packed filter: expected"):
+        nat.backprop_input(dy, wpk[:-1], np.empty((1, 6, 6, 8), np.float32), 1, (3, 3),
+                           (1, 1), (1, 1), (0, 0))
+    with pytest.raises(ValueError, match="float32 views"):
+        nat.backprop_input(dy.astype(np.float64), wpk, np.empty((1, 6, 6, 8), np.float32), 1,
+                           (3, 3), (1, 1), (1, 1), (0, 0))
+    ro = np.empty((1, 6, 6, 8), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        nat.backprop_input(dy, wpk, ro, 1, (3, 3), (1, 1), (1, 1), (0, 0))
