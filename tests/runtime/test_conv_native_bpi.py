@@ -124,7 +124,7 @@ def test_non_finite_values_reach_exactly_the_outputs_of_their_terms(where):
 def test_pack_layout(reduce_axis):
     """dst[g][block][a][b][c][lane] from the definition in conv_gather.c."""
     rng = np.random.default_rng(1)
-    kh, kw, ci, co, g = 2, 3, 5, 2 * 11, 2
+    kh, kw, ci, co, g = 2, 3, 19, 2 * 11, 2  # lanes and channels: whole 8s and tails
     w = rng.standard_normal((kh, kw, ci, co)).astype(np.float32)
     got = nat.pack(w, reduce_axis, g, 2)
     vw, bw = nat.vector_width, nat.block_width

@@ -340,6 +340,32 @@ static void run_threads(thread_fn fn, void *arg, i64 nthreads)
  * (c0 + lane)*st_o] for lanes c0 + lane < O, zero beyond; blocks of BW lanes over O rounded up
  * to whole vectors (the last block narrower), groups of KH*KW*C*round_up(O, VL) values.
  * ---------------------------------------------------------------------------------------- */
+#define PACK_C 64
+
+#if defined(__AVX__)
+/* dst[j*dstride + i] = src[i*sstride + j] for i, j < 8 */
+static inline void transpose8(const float *src, i64 sstride, float *dst, i64 dstride)
+{
+    __m256 r[8], t[8], u[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm256_loadu_ps(src + i * sstride);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int j = 0; j < 4; j++) {
+        _mm256_storeu_ps(dst + j * dstride, _mm256_permute2f128_ps(u[j], u[j + 4], 0x20));
+        _mm256_storeu_ps(dst + (j + 4) * dstride, _mm256_permute2f128_ps(u[j], u[j + 4], 0x31));
+    }
+}
+#endif
+
 typedef struct {
     const float *w;
     i64 st_g, st_a, st_b, st_c, st_o, G, KH, KW, C, O;
@@ -366,18 +392,36 @@ static void pack_worker(void *p, int index)
             for (i64 b = 0; b < J->KW; b++) {
                 const float *wt = wg + a * J->st_a + b * J->st_b;
                 float *dt = d + (a * J->KW + b) * J->C * width;
-                for (i64 l = 0; l < wr; l++) {
-                    const float *wl = wt + l * J->st_o;
-                    if (J->st_c == 1)
-                        for (i64 c = 0; c < J->C; c++)
-                            dt[c * width + l] = wl[c];
-                    else
-                        for (i64 c = 0; c < J->C; c++)
-                            dt[c * width + l] = wl[c * J->st_c];
+                /* PACK_C channels at a time, so the lines written stay in L1 while every
+                 * lane fills them */
+                for (i64 cb = 0; cb < J->C; cb += PACK_C) {
+                    const i64 ce = cb + PACK_C < J->C ? cb + PACK_C : J->C;
+                    i64 l = 0;
+#if defined(__AVX__)
+                    if (J->st_c == 1) /* 8 x 8 blocks through registers */
+                        for (; l + 8 <= wr; l += 8) {
+                            i64 c = cb;
+                            for (; c + 8 <= ce; c += 8)
+                                transpose8(wt + l * J->st_o + c, J->st_o, dt + c * width + l,
+                                           width);
+                            for (; c < ce; c++)
+                                for (i64 k = l; k < l + 8; k++)
+                                    dt[c * width + k] = wt[k * J->st_o + c];
+                        }
+#endif
+                    for (; l < wr; l++) {
+                        const float *wl = wt + l * J->st_o;
+                        if (J->st_c == 1)
+                            for (i64 c = cb; c < ce; c++)
+                                dt[c * width + l] = wl[c];
+                        else
+                            for (i64 c = cb; c < ce; c++)
+                                dt[c * width + l] = wl[c * J->st_c];
+                    }
+                    for (i64 l = wr; l < width; l++)
+                        for (i64 c = cb; c < ce; c++)
+                            dt[c * width + l] = 0.0f;
                 }
-                for (i64 l = wr; l < width; l++)
-                    for (i64 c = 0; c < J->C; c++)
-                        dt[c * width + l] = 0.0f;
             }
     }
 }
