@@ -157,10 +157,55 @@ def test_refuses_operands_it_cannot_address():
     with pytest.raises(ValueError, match="packed filter: expected"):
         nat.backprop_input(dy, wpk[:-1], np.empty((1, 6, 6, 8), np.float32), 1, (3, 3),
                            (1, 1), (1, 1), (0, 0))
-    with pytest.raises(ValueError, match="float32 views"):
+    with pytest.raises(ValueError, match="float32, float16 or bfloat16 views of one dtype"):
         nat.backprop_input(dy.astype(np.float64), wpk, np.empty((1, 6, 6, 8), np.float32), 1,
                            (3, 3), (1, 1), (1, 1), (0, 0))
     ro = np.empty((1, 6, 6, 8), np.float32)
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         nat.backprop_input(dy, wpk, ro, 1, (3, 3), (1, 1), (1, 1), (0, 0))
+
+
+def _half_dtypes():
+    out = [np.dtype(np.float16)]
+    try:
+        import ml_dtypes  # noqa: PLC0415
+        out.append(np.dtype(ml_dtypes.bfloat16))
+    except ImportError:
+        pass
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("dtype", _half_dtypes(), ids=lambda d: d.name)
+def test_half_types_are_converted_per_item_and_rounded_once(dtype, fmt, native_calls):
+    """float16/bfloat16 dy and dx: staged per work item as float32, accumulated in float32 and
+    rounded once, so the result is the float32 kernel's on the same (rounded) inputs, rounded;
+    NaN and inf where the direct loop has them."""
+    rng = np.random.default_rng(21)
+    k, s, p, g, cig, cog = 4, 2, 1, 1, 21, 12
+    n, h, w = 2, 10, 9
+    oh, ow = _dy_size(h, k, s, 1, p, p), _dy_size(w, k, s, 1, p, p)
+    wt = rng.standard_normal((k, k, cig, g * cog)).astype(dtype)
+    dy = rng.standard_normal((n, oh, ow, g * cog)).astype(dtype)
+    dy[0, 1, 2, 3] = np.inf
+    wt[1, 1, 4, 5] = np.nan
+    xshape = (n, h, w, g * cig)
+    if fmt == "NCHW":
+        dy = np.ascontiguousarray(dy.transpose(0, 3, 1, 2))
+        xshape = (n, g * cig, h, w)
+    conv_impl.FORCE_ALGORITHM = "native"
+    dx = conv_impl.conv2d_backprop_input(dy, wt, xshape, (s, s), (1, 1), (p, p), fmt)
+    assert native_calls and native_calls[0][0] == "input gradient"
+    assert dx.dtype == dtype and dx.shape == xshape
+    ref = conv2d_backprop_input_ref(dy.astype(np.float64), wt.astype(np.float64), xshape,
+                                    (s, s), (1, 1), (p, p), fmt)
+    g64 = dx.astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(g64), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(g64), np.isinf(ref))
+    fin = np.isfinite(ref)
+    tol = 1e-2 if dtype == np.float16 else 2e-2
+    assert np.abs(g64[fin] - ref[fin]).max() <= tol * max(1.0, np.abs(ref[fin]).max())
+    f32 = conv_impl.conv2d_backprop_input(dy.astype(np.float32), wt.astype(np.float32),
+                                          xshape, (s, s), (1, 1), (p, p), fmt)
+    np.testing.assert_array_equal(dx.view(np.uint16), f32.astype(dtype).view(np.uint16))

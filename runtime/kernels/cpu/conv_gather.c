@@ -341,6 +341,8 @@ static void run_threads(thread_fn fn, void *arg, i64 nthreads)
  * to whole vectors (the last block narrower), groups of KH*KW*C*round_up(O, VL) values.
  * ---------------------------------------------------------------------------------------- */
 #define PACK_C 64
+/* filters of fewer values are packed on one thread */
+#define PACK_PARALLEL_MIN (1 << 17)
 
 #if defined(__AVX__)
 /* dst[j*dstride + i] = src[i*sstride + j] for i, j < 8 */
@@ -434,6 +436,8 @@ int opgraph_pack_f32(const float *w, i64 st_g, i64 st_a, i64 st_b, i64 st_c, i64
         return -1;
     pack_job J = {w, st_g, st_a, st_b, st_c, st_o, G, KH, KW, C, O, dst, 0};
     const i64 nblk = ((O + VL - 1) / VL * VL + BW - 1) / BW;
+    if ((double)G * KH * KW * C * O < PACK_PARALLEL_MIN)
+        nthreads = 1; /* (starting a thread costs more than packing a small filter) */
     run_threads(pack_worker, &J, nthreads < G * nblk ? nthreads : G * nblk);
     return 0;
 }
@@ -451,11 +455,103 @@ int opgraph_pack_f32(const float *w, i64 st_g, i64 st_a, i64 st_b, i64 st_c, i64
  * filter's taps in the packed filter (opgraph_pack_f32 of w as [a][b][j][i] per group). A phase
  * that no tap reaches is zero. Work items are (image, chunk of rows, group, phase), taken by
  * nthreads threads from a shared counter, consecutive items sharing the rows of dy they read.
+ *
+ * dy and dx are float32, float16 or bfloat16 (DT_*), accumulated in float32 and rounded once.
+ * Float32 with contiguous channels is read and written in place; otherwise (NCHW: channels
+ * strided; half types) an item stages the dy rows it reads as float32 [row][pixel][channel] and
+ * computes its dx rows into a float32 buffer of whole vectors, written back (converted) at the
+ * end, so the temporaries are those of one item per thread.
  * ---------------------------------------------------------------------------------------- */
+enum { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2 };
+
+static inline float load_elem(const void *p, i64 i, int dt)
+{
+    if (dt == DT_F32)
+        return ((const float *)p)[i];
+    if (dt == DT_F16)
+        return (float)((const _Float16 *)p)[i];
+    union { uint32_t u; float f; } v = {(uint32_t)((const uint16_t *)p)[i] << 16};
+    return v.f;
+}
+
+static inline void store_elem(void *p, i64 i, int dt, float x)
+{
+    if (dt == DT_F32) {
+        ((float *)p)[i] = x;
+    } else if (dt == DT_F16) {
+        ((_Float16 *)p)[i] = (_Float16)x; /* round to nearest even */
+    } else {
+        union { float f; uint32_t u; } v = {x};
+        uint32_t u = v.u;
+        if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: keep it a (quiet) NaN */
+            u = (u | 0x00400000u);
+        else
+            u += 0x7fffu + ((u >> 16) & 1u);
+        ((uint16_t *)p)[i] = (uint16_t)(u >> 16);
+    }
+}
+
+/* dst[p*nc + c] = src[p*s_p + c*s_c] (converted) for p < np, c < nc */
+static void stage_in(const void *src, int dt, i64 s_p, i64 s_c, i64 np, i64 nc, float *dst)
+{
+    i64 p0 = 0;
+#if defined(__AVX__)
+    if (dt == DT_F32 && s_p == 1) { /* NCHW rows: 8 x 8 blocks through registers */
+        const float *sf = src;
+        for (; p0 + 8 <= np; p0 += 8) {
+            i64 c = 0;
+            for (; c + 8 <= nc; c += 8)
+                transpose8(sf + c * s_c + p0, s_c, dst + p0 * nc + c, nc);
+            for (; c < nc; c++)
+                for (i64 p = p0; p < p0 + 8; p++)
+                    dst[p * nc + c] = sf[p + c * s_c];
+        }
+    }
+#endif
+    if (s_c == 1) {
+        for (i64 p = p0; p < np; p++)
+            for (i64 c = 0; c < nc; c++)
+                dst[p * nc + c] = load_elem(src, p * s_p + c, dt);
+    } else {
+        for (i64 c = 0; c < nc; c++)
+            for (i64 p = p0; p < np; p++)
+                dst[p * nc + c] = load_elem(src, p * s_p + c * s_c, dt);
+    }
+}
+
+/* dst[p*d_p + c*d_c] = src[p*ncp + c] (converted) for p < np, c < nc */
+static void stage_out(const float *src, i64 ncp, void *dst, int dt, i64 d_p, i64 d_c, i64 np,
+                      i64 nc)
+{
+    i64 p0 = 0;
+#if defined(__AVX__)
+    if (dt == DT_F32 && d_p == 1) {
+        float *df = dst;
+        for (; p0 + 8 <= np; p0 += 8) {
+            i64 c = 0;
+            for (; c + 8 <= nc; c += 8)
+                transpose8(src + p0 * ncp + c, ncp, df + c * d_c + p0, d_c);
+            for (; c < nc; c++)
+                for (i64 p = p0; p < p0 + 8; p++)
+                    df[p + c * d_c] = src[p * ncp + c];
+        }
+    }
+#endif
+    if (d_c == 1) {
+        for (i64 p = p0; p < np; p++)
+            for (i64 c = 0; c < nc; c++)
+                store_elem(dst, p * d_p + c, dt, src[p * ncp + c]);
+    } else {
+        for (i64 c = 0; c < nc; c++)
+            for (i64 p = p0; p < np; p++)
+                store_elem(dst, p * d_p + c * d_c, dt, src[p * ncp + c]);
+    }
+}
+
 typedef struct {
-    const float *dy;
+    const void *dy;
     i64 y_n, y_h, y_w, y_c, OH, OW;
-    float *dx;
+    void *dx;
     i64 x_n, x_h, x_w, x_c, N, H, W;
     i64 G, cig, cog, KH, KW, sh, sw, dh, dw, pt, pl;
     const float *wpk;
@@ -463,22 +559,30 @@ typedef struct {
     i64 cchunk;       /* dy channels per weight chunk (0: automatic) */
     const i64 *ptab;  /* per phase (ph*sw + pw): th, tw, start in taps (offh, wih, offw, wiw) */
     const i64 *taps;
-    i64 scratch;      /* i64 elements of scratch per thread */
+    i64 scratch;      /* i64 elements of tap-table scratch per thread */
+    int dt;           /* DT_* of dy and dx */
     i64 next;         /* shared item counter */
     int failed;
 } bpi_job;
 
-static void zero_rows(float *o, i64 o_h, i64 o_w, i64 o_c, i64 Q, i64 R, i64 C)
+static void zero_rows(void *o, int dt, i64 o_h, i64 o_w, i64 o_c, i64 Q, i64 R, i64 C)
 {
     for (i64 q = 0; q < Q; q++)
-        for (i64 r = 0; r < R; r++) {
-            float *p = o + q * o_h + r * o_w;
-            if (o_c == 1)
-                memset(p, 0, sizeof(float) * (size_t)C);
-            else
-                for (i64 c = 0; c < C; c++)
-                    p[c * o_c] = 0.0f;
-        }
+        for (i64 r = 0; r < R; r++)
+            for (i64 c = 0; c < C; c++)
+                store_elem(o, q * o_h + r * o_w + c * o_c, dt, 0.0f);
+}
+
+/* a per-thread float32 buffer of at least n elements (grown, never shrunk); NULL when out of
+ * memory */
+static float *grow(float **buf, i64 *cap, i64 n)
+{
+    if (n > *cap) {
+        free(*buf);
+        *buf = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+        *cap = *buf ? n : 0;
+    }
+    return *buf;
 }
 
 static void bpi_worker(void *p, int index)
@@ -486,10 +590,14 @@ static void bpi_worker(void *p, int index)
     (void)index;
     bpi_job *J = p;
     i64 *scratch = malloc(sizeof(i64) * (size_t)J->scratch);
+    float *sbuf = NULL, *obuf = NULL;
+    i64 scap = 0, ocap = 0;
     if (!scratch) {
         __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
         return;
     }
+    const int dt = J->dt, es = dt == DT_F32 ? 4 : 2;
+    const int stage_src = dt != DT_F32 || J->y_c != 1, stage_dst = dt != DT_F32 || J->x_c != 1;
     const i64 P = J->sh * J->sw, total = J->N * J->nchunk * J->G * P;
     const i64 cigp = (J->cig + VL - 1) / VL * VL;
     for (;;) {
@@ -505,36 +613,77 @@ static void bpi_worker(void *p, int index)
         const i64 q0 = j * J->rows, q1 = q0 + J->rows < Qp ? q0 + J->rows : Qp;
         if (q0 >= q1)
             continue;
-        float *out = J->dx + n * J->x_n + (ph + J->sh * q0) * J->x_h + pw * J->x_w +
-                     gi * J->cig * J->x_c;
+        /* dx rows [q0, q1) of this phase: element offsets and strides */
+        char *out = (char *)J->dx + es * (n * J->x_n + (ph + J->sh * q0) * J->x_h +
+                                          pw * J->x_w + gi * J->cig * J->x_c);
+        const i64 d_h = J->sh * J->x_h, d_w = J->sw * J->x_w;
         const i64 *pt = J->ptab + 3 * ph_i;
         const i64 th = pt[0], tw = pt[1];
         if (th == 0 || tw == 0) {
-            zero_rows(out, J->sh * J->x_h, J->sw * J->x_w, J->x_c, q1 - q0, Rp, J->cig);
+            zero_rows(out, dt, d_h, d_w, J->x_c, q1 - q0, Rp, J->cig);
             continue;
         }
         const i64 *offh = J->taps + pt[2], *wih = offh + th, *offw = wih + th, *wiw = offw + tw;
-        const gather_geom g = {J->dy + n * J->y_n + gi * J->cog * J->y_c, J->y_n, J->y_h, J->y_w,
-                               J->y_c, J->OH, J->OW, J->cog, out, J->x_n, J->sh * J->x_h,
-                               J->sw * J->x_w, J->x_c, Rp, J->cig, offh, offw, wih, wiw, th, tw,
-                               J->KW, J->KH * J->KW, 1, 1,
-                               J->wpk + gi * J->KH * J->KW * J->cog * cigp, J->cchunk};
-        gather_rows(&g, 1, q1 - q0, q0, scratch);
+        const char *src = (const char *)J->dy + es * (n * J->y_n + gi * J->cog * J->y_c);
+        gather_geom g = {(const float *)src, J->y_n, J->y_h, J->y_w, J->y_c, J->OH, J->OW,
+                         J->cog, (float *)out, J->x_n, d_h, d_w, J->x_c, Rp, J->cig, offh, offw,
+                         wih, wiw, th, tw, J->KW, J->KH * J->KW, 1, 1,
+                         J->wpk + gi * J->KH * J->KW * J->cog * cigp, J->cchunk};
+        i64 qa = q0; /* absolute row of the item's first row, as gather_rows sees it */
+        if (stage_src) { /* the dy rows [r0, r1) the item reads, float32 [row][pixel][chan] */
+            i64 r0 = q0 + offh[0], r1 = q1 - 1 + offh[th - 1] + 1; /* (offh ascending) */
+            r0 = r0 < 0 ? 0 : r0 > J->OH ? J->OH : r0;
+            r1 = r1 > J->OH ? J->OH : r1 < r0 ? r0 : r1;
+            if (!grow(&sbuf, &scap, (r1 - r0) * J->OW * J->cog + 1)) {
+                __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
+                break;
+            }
+            for (i64 rr = r0; rr < r1; rr++)
+                stage_in(src + es * rr * J->y_h, dt, J->y_w, J->y_c, J->OW, J->cog,
+                         sbuf + (rr - r0) * J->OW * J->cog);
+            g.src = sbuf;
+            g.s_n = 0;
+            g.s_h = J->OW * J->cog;
+            g.s_w = J->cog;
+            g.s_c = 1;
+            g.Hs = r1 - r0;
+            qa = q0 - r0; /* rows outside [r0, r1) are outside dy too, or never read */
+        }
+        if (stage_dst) { /* dx rows computed as float32 [row][pixel][cigp], written back */
+            if (!grow(&obuf, &ocap, (q1 - q0) * Rp * cigp)) {
+                __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
+                break;
+            }
+            g.out = obuf;
+            g.o_n = 0;
+            g.o_h = Rp * cigp;
+            g.o_w = cigp;
+            g.o_c = 1;
+            g.Co = cigp; /* whole vectors; the padded lanes are not written back */
+        }
+        gather_rows(&g, 1, q1 - q0, qa, scratch);
+        if (stage_dst)
+            for (i64 q = 0; q < q1 - q0; q++)
+                stage_out(obuf + q * Rp * cigp, cigp, out + es * q * d_h, dt, d_w, J->x_c, Rp,
+                          J->cig);
     }
     free(scratch);
+    free(sbuf);
+    free(obuf);
 }
 
-/* See the comment above: dy [N, OH, OW, G*cog] and dx [N, H, W, G*cig] are float32 views of any
- * layout (element strides), wpk the packed filter, rows the dx rows of a phase per work item
- * and cchunk the dy channels per weight chunk (0: automatic). Returns 0, -1 for arguments it
- * does not take, -2 when out of memory. */
-int opgraph_bpi_f32(const float *dy, i64 y_n, i64 y_h, i64 y_w, i64 y_c, i64 OH, i64 OW,
-                    float *dx, i64 x_n, i64 x_h, i64 x_w, i64 x_c, i64 N, i64 H, i64 W,
+/* See the comment above: dy [N, OH, OW, G*cog] and dx [N, H, W, G*cig] are views of any layout
+ * (strides in elements) of type dtype (DT_*), wpk the packed float32 filter, rows the dx rows
+ * of a phase per work item and cchunk the dy channels per weight chunk (0: automatic).
+ * Returns 0, -1 for arguments it does not take, -2 when out of memory. */
+int opgraph_bpi_f32(const void *dy, i64 y_n, i64 y_h, i64 y_w, i64 y_c, i64 OH, i64 OW,
+                    void *dx, i64 x_n, i64 x_h, i64 x_w, i64 x_c, i64 N, i64 H, i64 W,
                     i64 G, i64 cig, i64 cog, i64 KH, i64 KW, i64 sh, i64 sw, i64 dh, i64 dw,
-                    i64 pt, i64 pl, const float *wpk, i64 rows, i64 cchunk, i64 nthreads)
+                    i64 pt, i64 pl, const float *wpk, i64 rows, i64 cchunk, i64 dtype,
+                    i64 nthreads)
 {
     if (G <= 0 || cig <= 0 || cog <= 0 || KH <= 0 || KW <= 0 || sh <= 0 || sw <= 0 ||
-        dh <= 0 || dw <= 0 || OH <= 0 || OW <= 0)
+        dh <= 0 || dw <= 0 || OH <= 0 || OW <= 0 || dtype < DT_F32 || dtype > DT_BF16)
         return -1;
     if (N <= 0 || H <= 0 || W <= 0)
         return 0;
@@ -591,7 +740,7 @@ int opgraph_bpi_f32(const float *dy, i64 y_n, i64 y_h, i64 y_w, i64 y_c, i64 OH,
         rows = Qmax;
     bpi_job J = {dy, y_n, y_h, y_w, y_c, OH, OW, dx, x_n, x_h, x_w, x_c, N, H, W, G, cig, cog,
                  KH, KW, sh, sw, dh, dw, pt, pl, wpk, rows, (Qmax + rows - 1) / rows, cchunk,
-                 ptab, taps, gather_scratch(Rmax, maxT, maxtw), 0, 0};
+                 ptab, taps, gather_scratch(Rmax, maxT, maxtw), (int)dtype, 0, 0};
     const i64 items = N * J.nchunk * G * P;
     run_threads(bpi_worker, &J, nthreads < items ? nthreads : items);
     free(ptab);

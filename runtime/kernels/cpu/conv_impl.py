@@ -1416,13 +1416,15 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
 
 
 def _native_bpi_applies(dyv, dxv):
-    """True if the compiled kernel's one-call input gradient takes dy and dx in place (float32
-    views; other dtypes take the gather engine's per-block staging)."""
+    """True if the compiled kernel's one-call input gradient takes dy and dx as they are:
+    float32, float16 or bfloat16 views with element-aligned strides."""
     if not USE_NATIVE or FORCE_ALGORITHM not in (None, "native"):
         return False
     nat = _native.load()
-    return (nat is not None and dyv.dtype == np.float32 and dxv.dtype == np.float32
-            and nat.addressable(dyv) and nat.addressable(dxv))
+    if nat is None or dyv.dtype != dxv.dtype or nat.half_or_single_code(dyv.dtype) is None:
+        return False
+    it = dyv.dtype.itemsize
+    return all(s % it == 0 for s in dyv.strides + dxv.strides)
 
 
 def _native_bpi_run(dyv, w, dxv, strides, dilations, pads, g, nth, memo):
@@ -1433,7 +1435,7 @@ def _native_bpi_run(dyv, w, dxv, strides, dilations, pads, g, nth, memo):
     kh, kw = w.shape[:2]
 
     def packed():
-        wf = w if nat.addressable(w) else np.ascontiguousarray(w, np.float32)
+        wf = w if nat.addressable(w) else w.astype(np.float32)
         return nat.pack(wf, 3, g, nth)
 
     wpk = _memoized(memo, "bpi_packed", packed)
@@ -2114,12 +2116,12 @@ def _tiny_filter(xv, dyv, acc, offs_h, offs_w, step, cdt):
 
 
 def _native_filter(xv, dyv, offs_h, offs_w, step, cog, cdt):
-    """The compiled kernel if it runs this filter gradient (float32 compute, output channels
-    per group a multiple of its vector width, not forced elsewhere), else None."""
+    """The compiled kernel if it runs this filter gradient (float32 compute, not forced
+    elsewhere; any channel count: a partial last channel block is padded), else None."""
     if not USE_NATIVE or FORCE_ALGORITHM not in (None, "native") or cdt != np.float32:
         return None
     nat = _native.load()
-    if nat is None or cog == 0 or cog % nat.vector_width:
+    if nat is None or cog == 0:
         return None
     if not nat.fits(xv.shape, dyv.shape, offs_h, offs_w, step):
         return None  # coordinates near 2^63: the numpy engine (Python integers) takes it
@@ -2145,10 +2147,12 @@ def _split_even(total, parts):
 
 def _filter_plan(nat, g, th, cog, nth):
     """("channels" | "taps" | "pixels", parts): parts (group, a0, a1, o0, o1) of dw that the
-    threads share (for "pixels": one part per group, the pixels are split instead)."""
+    threads share (for "pixels": one part per group, the pixels are split instead). Channel
+    ranges start at multiples of the vector width; the last one ends at cog."""
     vw, bw = nat.vector_width, nat.block_width
     mode = FILTER_SPLIT
     per_group = max(1, -(-nth // g))
+    nvec = -(-cog // vw)
     k_ch = min(per_group, max(1, cog // bw))  # channel ranges per group, each >= a block
     if mode is None:
         if nth <= 1 or g * k_ch >= nth:
@@ -2160,9 +2164,9 @@ def _filter_plan(nat, g, th, cog, nth):
     parts = []
     for gi in range(g):
         if mode == "channels":
-            for v0, v1 in _split_even(cog // vw, max(1, min(per_group, cog // vw))
+            for v0, v1 in _split_even(nvec, max(1, min(per_group, nvec))
                                       if FILTER_SPLIT == "channels" else k_ch):
-                parts.append((gi, 0, th, v0 * vw, v1 * vw))
+                parts.append((gi, 0, th, v0 * vw, min(cog, v1 * vw)))
         elif mode == "taps":
             for a0, a1 in _split_even(th, per_group):
                 parts.append((gi, a0, a1, 0, cog))
@@ -2176,9 +2180,10 @@ def _filter_units(n, oh, row_bytes):
 
 
 def _filter_native_run(nat, xv, dyv, acc, offs_h, offs_w, step, g, nth):
-    """The compiled filter gradient. float32 operands are read in place (one call per part
-    over every pixel); float16/bfloat16 sources and dy, and dy without contiguous channels
-    (NCHW), go through float32 NHWC staging buffers per block of output rows."""
+    """The compiled filter gradient. float32 operands of any layout are read in place (one
+    call per part over every pixel; the kernel packs the dy blocks it cannot read in place,
+    NCHW ones or a partial last block, into a per-thread buffer); float16/bfloat16 sources and
+    dy go through float32 NHWC staging buffers per block of output rows."""
     n, h, wd, cin = xv.shape
     _, oh, ow, cout = dyv.shape
     th, _, cig, _ = acc.shape
@@ -2186,7 +2191,7 @@ def _filter_native_run(nat, xv, dyv, acc, offs_h, offs_w, step, g, nth):
     sh, _ = step
     f32 = np.dtype(np.float32)
     x_in_place = nat.addressable(xv)
-    dy_in_place = nat.addressable(dyv) and dyv.strides[3] == 4
+    dy_in_place = nat.addressable(dyv)
     mode, parts = _filter_plan(nat, g, th, cog, nth)
     targets = _PrivateTargets(acc, "Conv2DBackpropFilter per-thread accumulator")
 
@@ -2201,9 +2206,12 @@ def _filter_native_run(nat, xv, dyv, acc, offs_h, offs_w, step, g, nth):
             buf = _buf(ws, "fdy", dy.size, f32).reshape(dy.shape)
             _store(buf, dy)
             dy = buf
+        npack = nat.filter_grad_pack_elems(dy, o1 - o0)
+        pack = _buf(ws, "fpack", npack, f32) if npack else None
         offs = offs_h[a0:a1]
         if x_in_place:
-            nat.filter_grad_plan(src, dy, dwp, offs, offs_w, step, q0)(0, a1 - a0, 0, o1 - o0)
+            nat.filter_grad_plan(src, dy, dwp, offs, offs_w, step, q0)(0, a1 - a0, 0, o1 - o0,
+                                                                        pack)
             return
         # stage the source rows the block reads: one window for all its tap rows when that
         # holds little more than they read, else the rows of each tap row alone
@@ -2218,7 +2226,7 @@ def _filter_native_run(nat, xv, dyv, acc, offs_h, offs_w, step, g, nth):
                                                                               cig)
             _store(sbuf, src[:, r0:r1])
             nat.filter_grad_plan(sbuf, dy, dwp, [o - r0 for o in offs], offs_w, step,
-                                 q0)(0, a1 - a0, 0, o1 - o0)
+                                 q0)(0, a1 - a0, 0, o1 - o0, pack)
             return
         for k, ((qa, qb), o) in enumerate(zip(spans, offs)):
             if qa >= qb:
@@ -2227,7 +2235,7 @@ def _filter_native_run(nat, xv, dyv, acc, offs_h, offs_w, step, g, nth):
                                                                              cig)
             _store(sbuf, src[:, qa * sh + o:(qb - 1) * sh + o + 1:sh])
             nat.filter_grad_plan(sbuf, dy[:, qa - q0:qb - q0], dwp[k:k + 1], [0], offs_w,
-                                 (1, step[1]), 0)(0, 1, 0, o1 - o0)
+                                 (1, step[1]), 0)(0, 1, 0, o1 - o0, pack)
 
     def row_bytes(o_width):
         return 4 * (sh * wd * cig + ow * o_width)
@@ -2307,7 +2315,7 @@ def _filter_blocked_workspace_bytes(xn, dyn, region_shape, offs_h, offs_w, strid
     if nat is not None:
         mode, parts = _filter_plan(nat, g, th, cog, nth)
         private = (nth - 1) * region * 4 if mode == "pixels" else 0
-        per, nunits = 0, 1
+        per, nunits, pack = 0, 1, 0
         for width in {p[4] - p[3] for p in parts}:  # the blocks of each part's channel range
             units = _filter_units(n, oh, 4 * (strides[0] * wd * cig + ow * width))
             nunits = max(nunits, len(units))
@@ -2315,7 +2323,10 @@ def _filter_blocked_workspace_bytes(xn, dyn, region_shape, offs_h, offs_w, strid
                 un, uq = n1 - n0, q1 - q0  # always: it depends on strides, not only dtypes)
                 span = min(h, (uq - 1) * strides[0] + offs_h[-1] - offs_h[0] + 1)
                 per = max(per, un * uq * ow * width + un * max(span, 1) * wd * cig)
-        return fixed + private + min(nth, nunits) * per * 4
+            # the kernel's packed dy blocks (any layout: every block counted as packed)
+            padded = -(-width // nat.vector_width) * nat.vector_width
+            pack = max(pack, padded, min(nat.FILTER_PACK_ELEMS, n * oh * ow * padded))
+        return fixed + private + min(nth, max(nunits, len(parts))) * (per + pack) * 4
     private = (nth - 1) * region * isz
     # (the patch plan, used with finite dy, is counted whenever it may run)
     patches = g == 1 and cin < FILTER_PATCH_MAX_CHANNELS and th * tw > 1
@@ -2336,6 +2347,14 @@ def _filter_blocked_workspace_bytes(xn, dyn, region_shape, offs_h, offs_w, strid
 DEPTHWISE_PATH = True
 #: Elements of dy one numpy depthwise block holds (its accumulator is about dx's block).
 DEPTHWISE_BLOCK_ELEMS = 1 << 20
+#: Strides up to this run in the compiled depthwise kernel (its residue tables have one entry
+#: per stride phase); larger ones run in numpy.
+DEPTHWISE_NATIVE_MAX_STRIDE = 1 << 16
+#: dx elements times taps per element (about) from which the compiled depthwise kernel runs
+#: on NUM_THREADS threads.
+DEPTHWISE_PARALLEL_MIN = 1 << 18
+#: Work items per thread of the compiled depthwise kernel.
+DEPTHWISE_TASKS_PER_THREAD = 4
 
 
 def _depthwise_applies(cin, cig, g, cdt):
@@ -2352,23 +2371,43 @@ def _depthwise_run(dyv, w, dxv, strides, dilations, pads, cdt, nth):
     kh, kw = w.shape[:2]
     m = cout // c
     nat = _native.load() if (USE_NATIVE and cdt == np.float32) else None
-    if nat is not None and getattr(nat, "has_depthwise", False) and nat.fits(
-            dyv.shape, dxv.shape, [-abs(pads[0]), (kh - 1) * dilations[0]],
-            [-abs(pads[1]), (kw - 1) * dilations[1]], strides):
-        wp = np.ascontiguousarray(
-            w.reshape(kh, kw, c, m).transpose(0, 1, 3, 2), np.float32)  # [kh, kw, M, C]
+    if (nat is not None and getattr(nat, "has_depthwise", False)
+            and max(strides) <= DEPTHWISE_NATIVE_MAX_STRIDE and nat.fits(
+                dyv.shape, dxv.shape, [-abs(pads[0]), (kh - 1) * dilations[0]],
+                [-abs(pads[1]), (kw - 1) * dilations[1]], strides)):
+        wf = w[:, :, 0, :]  # [kh, kw, C*M] (dy channel g*M + j), used in place when float32
+        if not (wf.dtype == np.float32 and wf.strides[2] == 4 and nat.addressable(wf)):
+            wf = np.ascontiguousarray(wf, np.float32)
+        # (converted operands keep their layout: NCHW stays on the column-vector kernel)
         src = dyv if nat.addressable(dyv) else dyv.astype(np.float32)
-        out = dxv if nat.addressable(dxv) else np.empty(dxv.shape, np.float32)
-        run = nat.depthwise_plan(src, wp, out, strides, dilations, pads)
-        work = n * h * wd * c * kh * kw * m // max(1, strides[0] * strides[1])
-        nt = nth if work >= PARALLEL_MIN_MACS // 4 else 1
-        rows = max(1, -(-n * h // (4 * nt))) if nt > 1 else h
-        tasks = [(n0, min(h, h0 + rows), h0) for n0 in range(n) for h0 in range(0, h, rows)]
-        _run_tasks(tasks, lambda ws, t: run(t[0], t[0] + 1, t[2], t[1]), nt)
+        out = dxv if nat.addressable(dxv) else np.empty_like(dxv, dtype=np.float32)
+        run = nat.depthwise_plan(src, wf, out, strides, dilations, pads)
+        work = n * h * wd * c * max(1, kh * kw * m // max(1, strides[0] * strides[1]))
+        nt = nth if work >= DEPTHWISE_PARALLEL_MIN else 1
+        tasks = _depthwise_tasks(n, h, c, out.strides[3] != 4 or c == 1, nt)
+        _run_tasks(tasks, lambda ws, t: run(*t), nt)
         if out is not dxv:
             _store(dxv, out)
         return
     _depthwise_numpy(dyv, w, dxv, strides, dilations, pads, cdt, nth)
+
+
+def _depthwise_tasks(n, h, c, by_channel, nt):
+    """Work items (n0, n1, h0, h1, g0, g1) of the compiled depthwise kernel for ``nt``
+    threads: about DEPTHWISE_TASKS_PER_THREAD per thread (load balance on a shared machine),
+    whole images when there are enough. ``by_channel``: split an image by channels (the
+    column-vector kernel builds a weight table per channel and call), else by dx rows."""
+    if nt <= 1:
+        return [(0, n, 0, h, 0, c)]
+    inner = c if by_channel else h
+    per = -(-n * inner // (DEPTHWISE_TASKS_PER_THREAD * nt))
+    if per >= inner:
+        k = per // inner
+        return [(n0, min(n, n0 + k), 0, h, 0, c) for n0 in range(0, n, k)]
+    if by_channel:
+        return [(i, i + 1, 0, h, g0, min(c, g0 + per)) for i in range(n)
+                for g0 in range(0, c, per)]
+    return [(i, i + 1, h0, min(h, h0 + per), 0, c) for i in range(n) for h0 in range(0, h, per)]
 
 
 def _depthwise_numpy(dyv, w, dxv, strides, dilations, pads, cdt, nth):

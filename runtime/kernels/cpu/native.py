@@ -292,23 +292,27 @@ class NativeConv:
         fn.restype = ctypes.c_int
         self._fn = fn
         fg = lib.opgraph_filter_grad_f32
-        fg.argtypes = [P, L, L, L, L, L, L, L, P, L, L, L, L, L, L, L, P, L, P, L, L, L, L,
-                       P, L, L, L, L, L, L, L]
+        fg.argtypes = [P, L, L, L, L, L, L, L, P, L, L, L, L, L, L, L, L, P, L, P, L, L, L,
+                       L, P, L, L, L, L, L, L, L, P, L]
         fg.restype = ctypes.c_int
         self._fgrad = fg
         dwf = getattr(lib, "opgraph_depthwise_bpi_f32", None)
-        #: True if the library has the depthwise input-gradient kernel
-        self.has_depthwise = dwf is not None
-        if dwf is not None:
-            dwf.argtypes = [P] + [L] * 6 + [P] + [L] * 3 + [P] + [L] * 17
+        dwv = getattr(lib, "opgraph_depthwise_version", None)
+        if dwv is not None:
+            dwv.restype = ctypes.c_int
+        #: True if the library has the depthwise input-gradient kernel whose parameter block
+        #: depthwise_plan speaks (conv_depthwise.c's DW_VERSION, 2)
+        self.has_depthwise = dwf is not None and dwv is not None and dwv() == 2
+        if self.has_depthwise:
+            dwf.argtypes = [P, P, P, P] + [L] * 7
             dwf.restype = ctypes.c_int
-        self._depthwise = dwf
+        self._depthwise = dwf if self.has_depthwise else None
         pk = lib.opgraph_pack_f32
         pk.argtypes = [P] + [L] * 10 + [P, L]
         pk.restype = ctypes.c_int
         self._pack = pk
         bpi = lib.opgraph_bpi_f32
-        bpi.argtypes = [P] + [L] * 6 + [P] + [L] * 18 + [P, L, L, L]
+        bpi.argtypes = [P] + [L] * 6 + [P] + [L] * 18 + [P, L, L, L, L]
         bpi.restype = ctypes.c_int
         self._bpi = bpi
         lib.opgraph_conv_block_width.restype = ctypes.c_int
@@ -376,14 +380,25 @@ class NativeConv:
                 raise ValueError(f"pack refused the filter {w.shape} (code {rc})")
         return dst
 
+    @staticmethod
+    def half_or_single_code(dtype):
+        """The kernel's code for dtype (0 float32, 1 float16, 2 bfloat16), or None."""
+        dt = np.dtype(dtype)
+        if dt == np.float32:
+            return 0
+        if dt == np.float16:
+            return 1
+        return 2 if dt.name == "bfloat16" and dt.itemsize == 2 else None
+
     def backprop_input(self, dy, wpk, dx, groups, kernel_hw, strides, dilations, pads,
                        nthreads=1, rows=0, cchunk=0):
-        """dx (float32 logical-NHWC view [N, H, W, C], any strides) = the input gradient of a
-        convolution with dy (float32 logical-NHWC view [N, OH, OW, G*cog]) through the filter
-        packed by ``pack(w, reduce_axis=3, groups)``: every stride phase, group, image and row
-        chunk in one call on ``nthreads`` threads of the library's own. pads: (top, left) of
-        the forward conv (may be negative). rows: dx rows of a stride phase per work item,
-        cchunk: dy channels per weight chunk (0: the kernel's choice)."""
+        """dx (logical-NHWC view [N, H, W, C], any strides) = the input gradient of a
+        convolution with dy (logical-NHWC view [N, OH, OW, G*cog] of the same dtype: float32,
+        float16 or bfloat16, accumulated in float32) through the filter packed by
+        ``pack(w, reduce_axis=3, groups)``: every stride phase, group, image and row chunk in
+        one call on ``nthreads`` threads of the library's own. pads: (top, left) of the forward
+        conv (may be negative). rows: dx rows of a stride phase per work item, cchunk: dy
+        channels per weight chunk (0: the kernel's choice)."""
         n, oh, ow, cout = dy.shape
         nn, h, wd, cin = dx.shape
         kh, kw = kernel_hw
@@ -391,9 +406,14 @@ class NativeConv:
         if nn != n or cin % g or cout % g:
             raise ValueError(f"backprop_input shapes: dy {dy.shape}, dx {dx.shape}, "
                              f"groups {g}")
-        if not (self.addressable(dy) and self.addressable(dx)):
-            raise ValueError("backprop_input operands must be float32 views with aligned "
-                             "strides")
+        code = self.half_or_single_code(dy.dtype)
+        it = dy.dtype.itemsize
+        if (code is None or dx.dtype != dy.dtype
+                or any(st % it for st in dy.strides + dx.strides)):
+            raise ValueError(f"backprop_input operands must be float32, float16 or bfloat16 "
+                             f"views of one dtype with element-aligned strides, got dy "
+                             f"{dy.dtype} strides {dy.strides}, dx {dx.dtype} strides "
+                             f"{dx.strides}")
         if not dx.flags.writeable:
             raise ValueError("dx is read-only")
         need = self.packed_size(kh * kw, cout // g, cin // g, g)
@@ -405,12 +425,12 @@ class NativeConv:
                    int(strides[1]) * (wd + ow))
         if span >= COORD_LIMIT:
             raise ValueError(f"coordinates beyond 2^62: dy {dy.shape}, dx {dx.shape}")
-        ys = [s // 4 for s in dy.strides]
-        xs = [s // 4 for s in dx.strides]
+        ys = [s // it for s in dy.strides]
+        xs = [s // it for s in dx.strides]
         rc = self._bpi(dy.ctypes.data, *ys, oh, ow, dx.ctypes.data, *xs, n, h, wd, g,
                        cin // g, cout // g, kh, kw, int(strides[0]), int(strides[1]),
                        int(dilations[0]), int(dilations[1]), int(pads[0]), int(pads[1]),
-                       wpk.ctypes.data, int(rows), int(cchunk), int(nthreads))
+                       wpk.ctypes.data, int(rows), int(cchunk), code, int(nthreads))
         if rc == -2:
             raise errors.ResourceExhaustedError(
                 "native input gradient: out of memory for its tables")
@@ -467,30 +487,40 @@ class NativeConv:
         return run
 
 
-    def depthwise_plan(self, dy, wp, dx, strides, dilations, pads):
-        """Validate a depthwise input gradient once; returns ``run(n0, n1, h0, h1)``, which
-        writes dx rows [h0, h1) of images [n0, n1): dx[n, h, x, g] = sum over taps (a, b) and
-        j < M of dy[n, q, r, g*M + j] * wp[a, b, j, g] where h + pt - a*dh = q*sh and
+    def depthwise_plan(self, dy, w, dx, strides, dilations, pads):
+        """Validate a depthwise input gradient once; returns ``run(n0, n1, h0, h1, g0, g1)``,
+        which writes dx rows [h0, h1) of images [n0, n1), channels [g0, g1) (threads may run
+        disjoint ranges at once): dx[n, h, x, g] = sum over taps (a, b) and j < M of
+        dy[n, q, r, g*M + j] * w[a, b, g*M + j] where h + pt - a*dh = q*sh and
         x + pl - b*dw = r*sw (q, r inside dy). dy [N, OH, OW, C*M] and dx [N, H, W, C] are
-        float32 logical-NHWC views of any layout; wp [KH, KW, M, C] contiguous float32."""
+        float32 logical-NHWC views of any layout (channels or columns contiguous are the fast
+        ones); w [KH, KW, C*M] float32 with its last axis contiguous."""
         n, oh, ow, cout = dy.shape
         nn, h, wd, c = dx.shape
-        kh, kw, m, cc = wp.shape
-        if nn != n or cc != c or m * c != cout:
-            raise ValueError(f"depthwise shapes: dy {dy.shape}, dx {dx.shape}, w {wp.shape}")
-        if not (self.addressable(dy) and self.addressable(dx)) or wp.dtype != np.float32 \
-                or not wp.flags.c_contiguous:
-            raise ValueError("depthwise operands must be float32 views with aligned strides")
+        kh, kw, cw = w.shape
+        if nn != n or cw != cout or c < 1 or cout % c:
+            raise ValueError(f"depthwise shapes: dy {dy.shape}, dx {dx.shape}, w {w.shape}")
+        if not (self.addressable(dy) and self.addressable(dx) and self.addressable(w)) \
+                or w.strides[2] != 4:
+            raise ValueError(f"depthwise operands must be float32 views with aligned strides "
+                             f"(w's last axis contiguous): dy {dy.dtype}{dy.strides}, "
+                             f"dx {dx.dtype}{dx.strides}, w {w.dtype}{w.strides}")
+        if not dx.flags.writeable:
+            raise ValueError("depthwise dx is read-only")
+        if min(*strides, *dilations) < 1:
+            raise ValueError(f"depthwise strides and dilations must be >= 1, got {strides}, "
+                             f"{dilations}")
         ys = [s // 4 for s in dy.strides]
         xs = [s // 4 for s in dx.strides]
-        fixed = (dy.ctypes.data, *ys, oh, ow, wp.ctypes.data, kh, kw, m, dx.ctypes.data, *xs,
-                 h, wd, c, int(strides[0]), int(strides[1]), int(dilations[0]),
-                 int(dilations[1]), int(pads[0]), int(pads[1]))
+        wsh, wsw, _ = (s // 4 for s in w.strides)
+        prm = np.array([n, *ys, oh, ow, kh, kw, cout // c, wsh, wsw, 1, *xs, h, wd, c,
+                        *strides, *dilations, *pads], np.int64)  # conv_depthwise.c's DW_*
+        head = (dy.ctypes.data, w.ctypes.data, dx.ctypes.data, prm.ctypes.data, len(prm))
         fn = self._depthwise
-        keep = (dy, wp, dx)
+        keep = (dy, w, dx, prm)  # the pointers above stay valid while run lives
 
-        def run(n0, n1, h0, h1):
-            rc = fn(*fixed, n0, n1, h0, h1)
+        def run(n0=0, n1=n, h0=0, h1=h, g0=0, g1=c):
+            rc = fn(*head, n0, n1, h0, h1, g0, g1)
             if rc == -2:
                 raise errors.ResourceExhaustedError("native depthwise: out of memory")
             if rc != 0:
@@ -501,10 +531,26 @@ class NativeConv:
 
     def filter_grad_supports(self, src, dy, dw) -> bool:
         """True if filter_grad takes these operands as they are: float32 views with aligned
-        strides, dy's and dw's channels contiguous and a multiple of the vector width."""
+        strides (any layout, any channel count) and dw's channels contiguous."""
         return (self.addressable(src) and self.addressable(dy) and self.addressable(dw)
-                and dy.strides[3] == 4 and dw.strides[3] == 4
-                and dy.shape[3] % self.vector_width == 0)
+                and dw.strides[3] == 4)
+
+    #: floats of dy one call packs at most (its chunk of pixels shrinks to fit)
+    FILTER_PACK_ELEMS = 1 << 18
+
+    def filter_grad_pack_elems(self, dy, o_width) -> int:
+        """Floats of scratch that a filter_grad call over ``o_width`` channels of ``dy`` (a
+        4-D view) packs dy's channel blocks into: 0 when it reads every block in place (dy's
+        channels contiguous and a multiple of the vector width), else at most
+        FILTER_PACK_ELEMS (the kernel's chunk of pixels shrinks to fit)."""
+        vw = self.vector_width
+        padded = -(-o_width // vw) * vw
+        if dy.strides[3] == 4 and padded == o_width:
+            return 0
+        if dy.strides[3] == 4:  # only the last, partial block
+            padded = padded - (o_width - 1) // self.block_width * self.block_width
+        n, q, r, _ = dy.shape
+        return max(padded, min(self.FILTER_PACK_ELEMS, n * q * r * padded))
 
     def filter_grad(self, src, dy, dw, offs_h, offs_w, step, q0=0):
         """dw[a, b, c, o] += sum over images n, rows q and columns r of
@@ -514,9 +560,11 @@ class NativeConv:
                                                                      dy.shape[3])
 
     def filter_grad_plan(self, src, dy, dw, offs_h, offs_w, step, q_base=0):
-        """Validate the operands of filter_grad once; returns ``run(a0, a1, o0, o1)``, which
-        adds the taps rows [a0, a1) and output channels [o0, o1) (multiples of the vector
-        width) to dw, so threads can share one dw by taps or channel blocks."""
+        """Validate the operands of filter_grad once; returns ``run(a0, a1, o0, o1, pack=None)``,
+        which adds the taps rows [a0, a1) and output channels [o0, o1) (o0 a multiple of the
+        vector width, o1 too or the channel count) to dw, so threads can share one dw by taps
+        or channel blocks. ``pack``: a float32 scratch array for the dy blocks the kernel packs
+        (see filter_grad_pack_elems; None: the kernel allocates what it needs)."""
         n, hs, ws, cs = src.shape
         nn, q, r, co = dy.shape
         th, tw = len(offs_h), len(offs_w)
@@ -525,9 +573,10 @@ class NativeConv:
         if tuple(dw.shape) != (th, tw, cs, co):
             raise ValueError(f"dw must have shape {(th, tw, cs, co)}, got {dw.shape}")
         if not self.filter_grad_supports(src, dy, dw):
-            raise ValueError(f"unsupported operands: src {src.dtype}{src.shape} strides "
-                             f"{src.strides}, dy {dy.dtype}{dy.shape} strides {dy.strides}, "
-                             f"dw {dw.dtype}{dw.shape} strides {dw.strides}")
+            raise ValueError(f"unsupported operands (float32 views with aligned strides and "
+                             f"dw's channels contiguous expected): src {src.dtype}{src.shape} "
+                             f"strides {src.strides}, dy {dy.dtype}{dy.shape} strides "
+                             f"{dy.strides}, dw {dw.dtype}{dw.shape} strides {dw.strides}")
         if not dw.flags.writeable:
             raise ValueError("dw is read-only")
         if th and tw and not self.fits(src.shape, dy.shape, offs_h, offs_w, step, q_base):
@@ -536,7 +585,7 @@ class NativeConv:
         oh = np.ascontiguousarray(offs_h, np.int64)
         ow = np.ascontiguousarray(offs_w, np.int64)
         ss = [st // 4 for st in src.strides]
-        ds = [st // 4 for st in dy.strides[:3]]
+        ds = [st // 4 for st in dy.strides]
         wst = [st // 4 for st in dw.strides[:3]]
         fixed = (src.ctypes.data, *ss, hs, ws, cs, dy.ctypes.data, *ds, n, q, r, co,
                  oh.ctypes.data, th, ow.ctypes.data, tw, int(step[0]), int(step[1]),
@@ -544,13 +593,23 @@ class NativeConv:
         fn = self._fgrad
         keep = (src, dy, dw, oh, ow)
 
-        def run(a0, a1, o0, o1):
-            rc = fn(*fixed, a0, a1, o0, o1)
+        def run(a0, a1, o0, o1, pack=None):
+            if pack is None:
+                ptr, size = None, 0
+            else:
+                if pack.dtype != np.float32 or not pack.flags.c_contiguous \
+                        or not pack.flags.writeable:
+                    raise ValueError(f"pack must be a writeable contiguous float32 array, got "
+                                     f"{pack.dtype} contiguous={pack.flags.c_contiguous}")
+                ptr, size = pack.ctypes.data, pack.size
+            rc = fn(*fixed, a0, a1, o0, o1, ptr, size)
             if rc == -2:
                 raise errors.ResourceExhaustedError(
                     "native filter gradient: out of memory for the row tables")
             if rc != 0:
-                raise ValueError(f"native filter gradient refused its arguments (code {rc})")
+                raise ValueError(f"native filter gradient refused its arguments (code {rc}): "
+                                 f"taps [{a0}, {a1}) of {th}, channels [{o0}, {o1}) of {co} "
+                                 f"(start a multiple of {self.vector_width}, end too or {co})")
 
         run.operands = keep
         return run
@@ -558,9 +617,10 @@ class NativeConv:
 
 def _self_check_filter_grad(nat: NativeConv):
     """The filter gradient against an einsum: strided steps, taps partly outside the source on
-    every side, a full and a partial channel block, fused (NHWC) and per-column (NCHW) rows."""
+    every side, a full channel block and a partial one ending inside a vector (packed, its
+    padded lanes never written), dy and src read in place (NHWC) or strided (NCHW)."""
     rng = np.random.default_rng(8)
-    co = nat.block_width + nat.vector_width
+    co = nat.block_width + nat.vector_width + 3
     offs_h, offs_w, step, q0 = [-1, 0, 1], [-1, 0, 1], (2, 1), 1
     n, hs, ws, cs, q, r = 2, 7, 6, 3, 3, 6
     src = rng.standard_normal((n, hs, ws, cs)).astype(np.float32)
@@ -573,11 +633,14 @@ def _self_check_filter_grad(nat: NativeConv):
             rows = [(q0 + i) * step[0] + dh + 1 for i in range(q)]
             cols = [j * step[1] + dw_ + 1 for j in range(r)]
             ref[a, b] = np.einsum("nqrc,nqro->co", pad[:, rows][:, :, cols], dy)
+
+    def nchw(a):
+        return np.ascontiguousarray(a.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+
     for layout in ("NHWC", "NCHW"):
-        s = src if layout == "NHWC" else \
-            np.ascontiguousarray(src.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+        s, d = (src, dy) if layout == "NHWC" else (nchw(src), nchw(dy))
         dw = np.zeros((3, 3, cs, co), np.float32)
-        nat.filter_grad(s, dy, dw, offs_h, offs_w, step, q0)
+        nat.filter_grad(s, d, dw, offs_h, offs_w, step, q0)
         if not np.allclose(dw, ref, rtol=1e-4, atol=1e-4):
             raise AssertionError(f"self-check mismatch (filter gradient, {layout}): max error "
                                  f"{np.abs(dw - ref).max()}")
