@@ -453,8 +453,9 @@ int opgraph_pack_f32(const float *w, i64 st_g, i64 st_a, i64 st_b, i64 st_c, i64
  * taps a with (ph + pt - a*dh) % sh == 0, likewise for columns: each phase is a gather over dy
  * (step 1) into the strided view dx[:, ph::sh, pw::sw] with its own taps, whose weights are the
  * filter's taps in the packed filter (opgraph_pack_f32 of w as [a][b][j][i] per group). A phase
- * that no tap reaches is zero. Work items are (image, chunk of rows, group, phase), taken by
- * nthreads threads from a shared counter, consecutive items sharing the rows of dy they read.
+ * that no tap reaches is zero. Work items are (image, chunk of rows, group): the same rows of
+ * every phase, which read about the same rows of dy; nthreads threads take them from a shared
+ * counter.
  *
  * dy and dx are float32, float16 or bfloat16 (DT_*), accumulated in float32 and rounded once.
  * Float32 with contiguous channels is read and written in place; otherwise (NCHW: channels
@@ -560,6 +561,7 @@ typedef struct {
     const i64 *ptab;  /* per phase (ph*sw + pw): th, tw, start in taps (offh, wih, offw, wiw) */
     const i64 *taps;
     i64 scratch;      /* i64 elements of tap-table scratch per thread */
+    i64 off_lo, off_hi; /* least and greatest dy row offset of any phase's taps */
     int dt;           /* DT_* of dy and dx */
     i64 next;         /* shared item counter */
     int failed;
@@ -598,40 +600,20 @@ static void bpi_worker(void *p, int index)
     }
     const int dt = J->dt, es = dt == DT_F32 ? 4 : 2;
     const int stage_src = dt != DT_F32 || J->y_c != 1, stage_dst = dt != DT_F32 || J->x_c != 1;
-    const i64 P = J->sh * J->sw, total = J->N * J->nchunk * J->G * P;
+    const i64 P = J->sh * J->sw, total = J->N * J->nchunk * J->G;
     const i64 cigp = (J->cig + VL - 1) / VL * VL;
+    const i64 d_h = J->sh * J->x_h, d_w = J->sw * J->x_w;
     for (;;) {
         const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
         if (item >= total || __atomic_load_n(&J->failed, __ATOMIC_RELAXED))
             break;
-        const i64 ph_i = item % P, gi = item / P % J->G, j = item / (P * J->G) % J->nchunk;
-        const i64 n = item / (P * J->G * J->nchunk);
-        const i64 ph = ph_i / J->sw, pw = ph_i % J->sw;
-        if (ph >= J->H || pw >= J->W)
-            continue;
-        const i64 Qp = (J->H - ph + J->sh - 1) / J->sh, Rp = (J->W - pw + J->sw - 1) / J->sw;
-        const i64 q0 = j * J->rows, q1 = q0 + J->rows < Qp ? q0 + J->rows : Qp;
-        if (q0 >= q1)
-            continue;
-        /* dx rows [q0, q1) of this phase: element offsets and strides */
-        char *out = (char *)J->dx + es * (n * J->x_n + (ph + J->sh * q0) * J->x_h +
-                                          pw * J->x_w + gi * J->cig * J->x_c);
-        const i64 d_h = J->sh * J->x_h, d_w = J->sw * J->x_w;
-        const i64 *pt = J->ptab + 3 * ph_i;
-        const i64 th = pt[0], tw = pt[1];
-        if (th == 0 || tw == 0) {
-            zero_rows(out, dt, d_h, d_w, J->x_c, q1 - q0, Rp, J->cig);
-            continue;
-        }
-        const i64 *offh = J->taps + pt[2], *wih = offh + th, *offw = wih + th, *wiw = offw + tw;
+        const i64 gi = item % J->G, j = item / J->G % J->nchunk, n = item / (J->G * J->nchunk);
+        const i64 q0 = j * J->rows; /* rows [q0, q0 + rows) of every phase (fewer at the end) */
         const char *src = (const char *)J->dy + es * (n * J->y_n + gi * J->cog * J->y_c);
-        gather_geom g = {(const float *)src, J->y_n, J->y_h, J->y_w, J->y_c, J->OH, J->OW,
-                         J->cog, (float *)out, J->x_n, d_h, d_w, J->x_c, Rp, J->cig, offh, offw,
-                         wih, wiw, th, tw, J->KW, J->KH * J->KW, 1, 1,
-                         J->wpk + gi * J->KH * J->KW * J->cog * cigp, J->cchunk};
-        i64 qa = q0; /* absolute row of the item's first row, as gather_rows sees it */
-        if (stage_src) { /* the dy rows [r0, r1) the item reads, float32 [row][pixel][chan] */
-            i64 r0 = q0 + offh[0], r1 = q1 - 1 + offh[th - 1] + 1; /* (offh ascending) */
+        const float *s_f = (const float *)src;
+        i64 s_n = J->y_n, s_h = J->y_h, s_w = J->y_w, s_c = J->y_c, Hs = J->OH, base = 0;
+        if (stage_src) { /* the dy rows [r0, r1) any phase reads, float32 [row][pixel][chan] */
+            i64 r0 = q0 + J->off_lo, r1 = q0 + J->rows - 1 + J->off_hi + 1;
             r0 = r0 < 0 ? 0 : r0 > J->OH ? J->OH : r0;
             r1 = r1 > J->OH ? J->OH : r1 < r0 ? r0 : r1;
             if (!grow(&sbuf, &scap, (r1 - r0) * J->OW * J->cog + 1)) {
@@ -641,31 +623,56 @@ static void bpi_worker(void *p, int index)
             for (i64 rr = r0; rr < r1; rr++)
                 stage_in(src + es * rr * J->y_h, dt, J->y_w, J->y_c, J->OW, J->cog,
                          sbuf + (rr - r0) * J->OW * J->cog);
-            g.src = sbuf;
-            g.s_n = 0;
-            g.s_h = J->OW * J->cog;
-            g.s_w = J->cog;
-            g.s_c = 1;
-            g.Hs = r1 - r0;
-            qa = q0 - r0; /* rows outside [r0, r1) are outside dy too, or never read */
+            s_f = sbuf;
+            s_n = 0;
+            s_h = J->OW * J->cog;
+            s_w = J->cog;
+            s_c = 1;
+            Hs = r1 - r0;
+            base = r0; /* rows outside [r0, r1) are outside dy too, or never read */
         }
-        if (stage_dst) { /* dx rows computed as float32 [row][pixel][cigp], written back */
-            if (!grow(&obuf, &ocap, (q1 - q0) * Rp * cigp)) {
-                __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
-                break;
+        for (i64 ph_i = 0; ph_i < P; ph_i++) {
+            const i64 ph = ph_i / J->sw, pw = ph_i % J->sw;
+            if (ph >= J->H || pw >= J->W)
+                continue;
+            const i64 Qp = (J->H - ph + J->sh - 1) / J->sh;
+            const i64 Rp = (J->W - pw + J->sw - 1) / J->sw;
+            const i64 q1 = q0 + J->rows < Qp ? q0 + J->rows : Qp;
+            if (q0 >= q1)
+                continue;
+            /* dx rows [q0, q1) of this phase */
+            char *out = (char *)J->dx + es * (n * J->x_n + (ph + J->sh * q0) * J->x_h +
+                                              pw * J->x_w + gi * J->cig * J->x_c);
+            const i64 *pt = J->ptab + 3 * ph_i;
+            const i64 th = pt[0], tw = pt[1];
+            if (th == 0 || tw == 0) {
+                zero_rows(out, dt, d_h, d_w, J->x_c, q1 - q0, Rp, J->cig);
+                continue;
             }
-            g.out = obuf;
-            g.o_n = 0;
-            g.o_h = Rp * cigp;
-            g.o_w = cigp;
-            g.o_c = 1;
-            g.Co = cigp; /* whole vectors; the padded lanes are not written back */
+            const i64 *offh = J->taps + pt[2], *wih = offh + th, *offw = wih + th;
+            const i64 *wiw = offw + tw;
+            gather_geom g = {s_f, s_n, s_h, s_w, s_c, Hs, J->OW, J->cog, (float *)out, J->x_n,
+                             d_h, d_w, J->x_c, Rp, J->cig, offh, offw, wih, wiw, th, tw, J->KW,
+                             J->KH * J->KW, 1, 1, J->wpk + gi * J->KH * J->KW * J->cog * cigp,
+                             J->cchunk};
+            if (stage_dst) { /* dx rows computed as float32 [row][pixel][cigp], written back */
+                if (!grow(&obuf, &ocap, (q1 - q0) * Rp * cigp)) {
+                    __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
+                    break;
+                }
+                g.out = obuf;
+                g.o_n = 0;
+                g.o_h = Rp * cigp;
+                g.o_w = cigp;
+                g.o_c = 1;
+                g.Co = cigp; /* whole vectors; the padded lanes are not written back */
+            }
+            gather_rows(&g, 1, q1 - q0, q0 - base, scratch);
+            if (stage_dst)
+                for (i64 q = 0; q < q1 - q0; q++)
+                    stage_out(obuf + q * Rp * cigp, cigp, out + es * q * d_h, dt, d_w, J->x_c,
+                              Rp, J->cig);
         }
-        gather_rows(&g, 1, q1 - q0, qa, scratch);
-        if (stage_dst)
-            for (i64 q = 0; q < q1 - q0; q++)
-                stage_out(obuf + q * Rp * cigp, cigp, out + es * q * d_h, dt, d_w, J->x_c, Rp,
-                          J->cig);
     }
     free(scratch);
     free(sbuf);
@@ -693,7 +700,8 @@ int opgraph_bpi_f32(const void *dy, i64 y_n, i64 y_h, i64 y_w, i64 y_c, i64 OH, 
     i64 *ptab = malloc(sizeof(i64) * (size_t)(3 * P + 2 * P * (KH + KW) + 1));
     if (!ptab)
         return -2;
-    i64 *taps = ptab + 3 * P, ntaps = 0, maxT = 1, maxtw = 1;
+    i64 *taps = ptab + 3 * P, ntaps = 0, maxT = 1, maxtw = 1, off_lo = 0, off_hi = 0;
+    int any_tap = 0;
     for (i64 ph = 0; ph < sh; ph++)
         for (i64 pw = 0; pw < sw; pw++) {
             i64 *e = ptab + 3 * (ph * sw + pw);
@@ -718,6 +726,13 @@ int opgraph_bpi_f32(const void *dy, i64 y_n, i64 y_h, i64 y_w, i64 y_c, i64 OH, 
                     wj[k++] = b;
             e[0] = th;
             e[1] = tw;
+            if (th > 0 && tw > 0) {
+                if (!any_tap || oh[0] < off_lo)
+                    off_lo = oh[0];
+                if (!any_tap || oh[th - 1] > off_hi)
+                    off_hi = oh[th - 1];
+                any_tap = 1;
+            }
             ntaps += 2 * (th + tw);
             if (th * tw > maxT)
                 maxT = th * tw;
@@ -728,11 +743,11 @@ int opgraph_bpi_f32(const void *dy, i64 y_n, i64 y_h, i64 y_w, i64 y_c, i64 OH, 
     if (nthreads < 1)
         nthreads = 1;
     if (rows <= 0) { /* dy and dx rows of an item near 256 KiB, and 4 items per thread */
-        const double row_bytes = 4.0 * ((double)OW * (double)cog + (double)Rmax * (double)cig);
+        const double row_bytes = 4.0 * ((double)OW * (double)cog + (double)sh * W * cig);
         rows = (i64)((1 << 18) / (row_bytes > 1 ? row_bytes : 1));
         if (rows < 1)
             rows = 1;
-        const i64 others = N * G * P;
+        const i64 others = N * G;
         while (rows > 1 && others * ((Qmax + rows - 1) / rows) < 4 * nthreads)
             rows = (rows + 1) / 2;
     }
@@ -740,8 +755,9 @@ int opgraph_bpi_f32(const void *dy, i64 y_n, i64 y_h, i64 y_w, i64 y_c, i64 OH, 
         rows = Qmax;
     bpi_job J = {dy, y_n, y_h, y_w, y_c, OH, OW, dx, x_n, x_h, x_w, x_c, N, H, W, G, cig, cog,
                  KH, KW, sh, sw, dh, dw, pt, pl, wpk, rows, (Qmax + rows - 1) / rows, cchunk,
-                 ptab, taps, gather_scratch(Rmax, maxT, maxtw), (int)dtype, 0, 0};
-    const i64 items = N * J.nchunk * G * P;
+                 ptab, taps, gather_scratch(Rmax, maxT, maxtw), off_lo, off_hi, (int)dtype, 0,
+                 0};
+    const i64 items = N * J.nchunk * G;
     run_threads(bpi_worker, &J, nthreads < items ? nthreads : items);
     free(ptab);
     return J.failed ? -2 : 0;

@@ -1443,6 +1443,29 @@ def _native_bpi_run(dyv, w, dxv, strides, dilations, pads, g, nth, memo):
                        NATIVE_BPI_ROWS, NATIVE_CHANNEL_CHUNK)
 
 
+def _native_bpi_workspace_bytes(dy_shape, w_shape, x_shape, strides, dilations, pads, g, nth,
+                                dtype):
+    """Upper bound of what the one-call input gradient allocates besides dx: the packed filter
+    (and a float32 copy of a half-precision one), and per thread the tap tables and, for
+    channel-strided or half-precision operands, one work item's float32 dy rows and dx rows
+    (rows per item as opgraph_bpi_f32 chooses them: about 256 KiB of both)."""
+    nat = _native.load()
+    n, oh, ow, cout = dy_shape
+    kh, kw, cig, _ = w_shape
+    _, h, wd, _ = x_shape
+    (sh, sw), (dh, dw) = strides, dilations
+    cog, cigp = cout // g, _native_channels(cig, nat)
+    wbytes = 4 * g * kh * kw * cog * cigp + (0 if dtype == np.float32 else 4 * kh * kw * cig
+                                             * cout)
+    qmax, rmax = -(-h // sh), -(-wd // sw)
+    rows = max(1, min(qmax, (1 << 18) // max(1, 4 * (ow * cog + sh * wd * cig))))
+    span = ((kh - 1) * dh) // sh + 2  # dy rows beyond an item's own that its taps reach
+    staging = 4 * ((rows + span) * ow * cog + rows * rmax * cigp)
+    tables = 8 * (3 * sh * sw + 2 * sh * sw * (kh + kw) + 2 * kh * kw
+                  + 3 * (-(-rmax // 4) + 1) * (kw + 1))
+    return wbytes + nth * (staging + tables) + (128 << 10)
+
+
 def _gather_layout(data_format):
     """Block layout of the gather engine ("flat" is a scatter layout: read as channel-first)."""
     if FORCE_LAYOUT is not None:
@@ -1764,6 +1787,13 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
     if algo == "direct":  # (grouped, or non-finite weights: the gather plan)
         algo = "gather"
     macs = n * oh * ow * t * cig * cout
+    if (algo == "native" and USE_NATIVE and FORCE_ALGORITHM in (None, "native")
+            and _native.load() is not None
+            and _native.load().half_or_single_code(dtype) is not None):
+        nth = NUM_THREADS if macs >= PARALLEL_MIN_MACS else 1
+        return _native_bpi_workspace_bytes(
+            (n, oh, ow, cout), (kh, kw, cig, cout), xn, strides, dilations, pads_before, g,
+            nth, np.dtype(dtype))
     nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64
                           and _BLAS.available) else 1
     zero = np.zeros((), cdt)
