@@ -25,8 +25,9 @@
  * opgraph_bpi_f32 is the whole input gradient of a convolution (Conv2DBackpropInput) in one
  * call: it enumerates the stride phases of dx (each a gather over dy with the taps that reach
  * it), the groups, the images and chunks of rows as work items, and runs them on its own threads
- * that take items from a shared counter. opgraph_pack_f32 packs a filter for it (and for
- * opgraph_gather_conv_f32) on threads too.
+ * that take items from a shared counter. opgraph_conv_f32 is the forward convolution on the
+ * same machinery (one phase, strided source). opgraph_pack_f32 packs a filter for them (and
+ * for opgraph_gather_conv_f32) on threads too.
  *
  * The filter gradient on the same geometry is in conv_filter_grad.c, the depthwise input
  * gradient in conv_depthwise.c; conv_common.h holds the vector types and tile sizes.
@@ -549,23 +550,27 @@ static void stage_out(const float *src, i64 ncp, void *dst, int dt, i64 d_p, i64
     }
 }
 
+/* A whole convolution-shaped job for the threads: phases (ph, pw) < (P_h, P_w) of out, each the
+ * strided view out[:, ph::P_h, pw::P_w] gathered from src with steps (steph, stepw) through its
+ * taps (ptab/taps), groups of Cs source and Co output channels, packed weights per group. */
 typedef struct {
-    const void *dy;
-    i64 y_n, y_h, y_w, y_c, OH, OW;
-    void *dx;
-    i64 x_n, x_h, x_w, x_c, N, H, W;
-    i64 G, cig, cog, KH, KW, sh, sw, dh, dw, pt, pl;
+    const void *src;
+    i64 s_n, s_h, s_w, s_c, Hs, Ws;
+    void *out;
+    i64 o_n, o_h, o_w, o_c, N, Ho, Wo;
+    i64 G, Cs, Co, KH, KW, P_h, P_w, steph, stepw;
     const float *wpk;
     i64 rows, nchunk; /* phase rows per item, chunks per phase */
-    i64 cchunk;       /* dy channels per weight chunk (0: automatic) */
-    const i64 *ptab;  /* per phase (ph*sw + pw): th, tw, start in taps (offh, wih, offw, wiw) */
+    i64 cchunk;       /* source channels per weight chunk (0: automatic) */
+    const i64 *ptab;  /* per phase (ph*P_w + pw): th, tw, start in taps (offh, wih, offw, wiw) */
     const i64 *taps;
+    i64 maxth;        /* most row taps of a phase */
     i64 scratch;      /* i64 elements of tap-table scratch per thread */
-    i64 off_lo, off_hi; /* least and greatest dy row offset of any phase's taps */
-    int dt;           /* DT_* of dy and dx */
+    i64 off_lo, off_hi; /* least and greatest source row offset of any phase's taps */
+    int dt;           /* DT_* of src and out */
     i64 next;         /* shared item counter */
     int failed;
-} bpi_job;
+} conv_job;
 
 static void zero_rows(void *o, int dt, i64 o_h, i64 o_w, i64 o_c, i64 Q, i64 R, i64 C)
 {
@@ -587,97 +592,135 @@ static float *grow(float **buf, i64 *cap, i64 n)
     return *buf;
 }
 
-static void bpi_worker(void *p, int index)
+/* Work items are (image, chunk of rows, group): the same rows of every phase, which read about
+ * the same source rows (staged once per item when the source needs staging). */
+static void conv_worker(void *p, int index)
 {
     (void)index;
-    bpi_job *J = p;
-    i64 *scratch = malloc(sizeof(i64) * (size_t)J->scratch);
+    conv_job *J = p;
+    i64 *scratch = malloc(sizeof(i64) * (size_t)(J->scratch + J->maxth));
     float *sbuf = NULL, *obuf = NULL;
     i64 scap = 0, ocap = 0;
     if (!scratch) {
         __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
         return;
     }
+    i64 *offh_s = scratch + J->scratch; /* a phase's row offsets into the staged rows */
     const int dt = J->dt, es = dt == DT_F32 ? 4 : 2;
-    const int stage_src = dt != DT_F32 || J->y_c != 1, stage_dst = dt != DT_F32 || J->x_c != 1;
-    const i64 P = J->sh * J->sw, total = J->N * J->nchunk * J->G;
-    const i64 cigp = (J->cig + VL - 1) / VL * VL;
-    const i64 d_h = J->sh * J->x_h, d_w = J->sw * J->x_w;
+    const int stage_src = dt != DT_F32 || J->s_c != 1, stage_dst = dt != DT_F32 || J->o_c != 1;
+    const i64 P = J->P_h * J->P_w, total = J->N * J->nchunk * J->G;
+    const i64 cop = (J->Co + VL - 1) / VL * VL;
+    const i64 d_h = J->P_h * J->o_h, d_w = J->P_w * J->o_w;
     for (;;) {
         const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
         if (item >= total || __atomic_load_n(&J->failed, __ATOMIC_RELAXED))
             break;
         const i64 gi = item % J->G, j = item / J->G % J->nchunk, n = item / (J->G * J->nchunk);
         const i64 q0 = j * J->rows; /* rows [q0, q0 + rows) of every phase (fewer at the end) */
-        const char *src = (const char *)J->dy + es * (n * J->y_n + gi * J->cog * J->y_c);
+        const char *src = (const char *)J->src + es * (n * J->s_n + gi * J->Cs * J->s_c);
         const float *s_f = (const float *)src;
-        i64 s_n = J->y_n, s_h = J->y_h, s_w = J->y_w, s_c = J->y_c, Hs = J->OH, base = 0;
-        if (stage_src) { /* the dy rows [r0, r1) any phase reads, float32 [row][pixel][chan] */
-            i64 r0 = q0 + J->off_lo, r1 = q0 + J->rows - 1 + J->off_hi + 1;
-            r0 = r0 < 0 ? 0 : r0 > J->OH ? J->OH : r0;
-            r1 = r1 > J->OH ? J->OH : r1 < r0 ? r0 : r1;
-            if (!grow(&sbuf, &scap, (r1 - r0) * J->OW * J->cog + 1)) {
+        i64 s_n = J->s_n, s_h = J->s_h, s_w = J->s_w, s_c = J->s_c, Hs = J->Hs, base = 0;
+        if (stage_src) { /* the source rows [r0, r1) any phase reads, float32 [row][px][ch] */
+            i64 r0 = q0 * J->steph + J->off_lo;
+            i64 r1 = (q0 + J->rows - 1) * J->steph + J->off_hi + 1;
+            r0 = r0 < 0 ? 0 : r0 > J->Hs ? J->Hs : r0;
+            r1 = r1 > J->Hs ? J->Hs : r1 < r0 ? r0 : r1;
+            if (!grow(&sbuf, &scap, (r1 - r0) * J->Ws * J->Cs + 1)) {
                 __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
                 break;
             }
             for (i64 rr = r0; rr < r1; rr++)
-                stage_in(src + es * rr * J->y_h, dt, J->y_w, J->y_c, J->OW, J->cog,
-                         sbuf + (rr - r0) * J->OW * J->cog);
+                stage_in(src + es * rr * J->s_h, dt, J->s_w, J->s_c, J->Ws, J->Cs,
+                         sbuf + (rr - r0) * J->Ws * J->Cs);
             s_f = sbuf;
             s_n = 0;
-            s_h = J->OW * J->cog;
-            s_w = J->cog;
+            s_h = J->Ws * J->Cs;
+            s_w = J->Cs;
             s_c = 1;
             Hs = r1 - r0;
-            base = r0; /* rows outside [r0, r1) are outside dy too, or never read */
+            base = r0; /* rows outside [r0, r1) are outside the source too, or never read */
         }
         for (i64 ph_i = 0; ph_i < P; ph_i++) {
-            const i64 ph = ph_i / J->sw, pw = ph_i % J->sw;
-            if (ph >= J->H || pw >= J->W)
+            const i64 ph = ph_i / J->P_w, pw = ph_i % J->P_w;
+            if (ph >= J->Ho || pw >= J->Wo)
                 continue;
-            const i64 Qp = (J->H - ph + J->sh - 1) / J->sh;
-            const i64 Rp = (J->W - pw + J->sw - 1) / J->sw;
+            const i64 Qp = (J->Ho - ph + J->P_h - 1) / J->P_h;
+            const i64 Rp = (J->Wo - pw + J->P_w - 1) / J->P_w;
             const i64 q1 = q0 + J->rows < Qp ? q0 + J->rows : Qp;
             if (q0 >= q1)
                 continue;
-            /* dx rows [q0, q1) of this phase */
-            char *out = (char *)J->dx + es * (n * J->x_n + (ph + J->sh * q0) * J->x_h +
-                                              pw * J->x_w + gi * J->cig * J->x_c);
+            /* out rows [q0, q1) of this phase */
+            char *out = (char *)J->out + es * (n * J->o_n + (ph + J->P_h * q0) * J->o_h +
+                                               pw * J->o_w + gi * J->Co * J->o_c);
             const i64 *pt = J->ptab + 3 * ph_i;
             const i64 th = pt[0], tw = pt[1];
             if (th == 0 || tw == 0) {
-                zero_rows(out, dt, d_h, d_w, J->x_c, q1 - q0, Rp, J->cig);
+                zero_rows(out, dt, d_h, d_w, J->o_c, q1 - q0, Rp, J->Co);
                 continue;
             }
             const i64 *offh = J->taps + pt[2], *wih = offh + th, *offw = wih + th;
             const i64 *wiw = offw + tw;
-            gather_geom g = {s_f, s_n, s_h, s_w, s_c, Hs, J->OW, J->cog, (float *)out, J->x_n,
-                             d_h, d_w, J->x_c, Rp, J->cig, offh, offw, wih, wiw, th, tw, J->KW,
-                             J->KH * J->KW, 1, 1, J->wpk + gi * J->KH * J->KW * J->cog * cigp,
-                             J->cchunk};
-            if (stage_dst) { /* dx rows computed as float32 [row][pixel][cigp], written back */
-                if (!grow(&obuf, &ocap, (q1 - q0) * Rp * cigp)) {
+            if (base) {
+                for (i64 t = 0; t < th; t++)
+                    offh_s[t] = offh[t] - base;
+                offh = offh_s;
+            }
+            gather_geom g = {s_f, s_n, s_h, s_w, s_c, Hs, J->Ws, J->Cs, (float *)out, J->o_n,
+                             d_h, d_w, J->o_c, Rp, J->Co, offh, offw, wih, wiw, th, tw, J->KW,
+                             J->KH * J->KW, J->steph, J->stepw,
+                             J->wpk + gi * J->KH * J->KW * J->Cs * cop, J->cchunk};
+            if (stage_dst) { /* out rows computed as float32 [row][pixel][cop], written back */
+                if (!grow(&obuf, &ocap, (q1 - q0) * Rp * cop)) {
                     __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
                     break;
                 }
                 g.out = obuf;
                 g.o_n = 0;
-                g.o_h = Rp * cigp;
-                g.o_w = cigp;
+                g.o_h = Rp * cop;
+                g.o_w = cop;
                 g.o_c = 1;
-                g.Co = cigp; /* whole vectors; the padded lanes are not written back */
+                g.Co = cop; /* whole vectors; the padded lanes are not written back */
             }
-            gather_rows(&g, 1, q1 - q0, q0 - base, scratch);
+            gather_rows(&g, 1, q1 - q0, q0, scratch);
             if (stage_dst)
                 for (i64 q = 0; q < q1 - q0; q++)
-                    stage_out(obuf + q * Rp * cigp, cigp, out + es * q * d_h, dt, d_w, J->x_c,
-                              Rp, J->cig);
+                    stage_out(obuf + q * Rp * cop, cop, out + es * q * d_h, dt, d_w, J->o_c,
+                              Rp, J->Co);
         }
     }
     free(scratch);
     free(sbuf);
     free(obuf);
 }
+
+/* Finish J (phase tables set) and run it: rows per item (0: source and out rows of an item
+ * near 256 KiB, and 4 items per thread), threads. Returns 0 or -2 (out of memory). */
+static int run_conv_job(conv_job *J, i64 maxT, i64 maxtw, i64 rows, i64 nthreads)
+{
+    const i64 Qmax = (J->Ho + J->P_h - 1) / J->P_h, Rmax = (J->Wo + J->P_w - 1) / J->P_w;
+    if (nthreads < 1)
+        nthreads = 1;
+    if (rows <= 0) {
+        const double row_bytes = 4.0 * ((double)J->steph * J->Ws * J->Cs +
+                                        (double)J->P_h * J->Wo * J->Co);
+        rows = (i64)((1 << 18) / (row_bytes > 1 ? row_bytes : 1));
+        if (rows < 1)
+            rows = 1;
+        const i64 others = J->N * J->G;
+        while (rows > 1 && others * ((Qmax + rows - 1) / rows) < 4 * nthreads)
+            rows = (rows + 1) / 2;
+    }
+    if (rows > Qmax)
+        rows = Qmax;
+    J->rows = rows;
+    J->nchunk = (Qmax + rows - 1) / rows;
+    J->scratch = gather_scratch(Rmax, maxT, maxtw);
+    const i64 items = J->N * J->nchunk * J->G;
+    run_threads(conv_worker, J, nthreads < items ? nthreads : items);
+    return J->failed ? -2 : 0;
+}
+
+static int dtype_ok(i64 dtype) { return dtype >= DT_F32 && dtype <= DT_BF16; }
 
 /* See the comment above: dy [N, OH, OW, G*cog] and dx [N, H, W, G*cig] are views of any layout
  * (strides in elements) of type dtype (DT_*), wpk the packed float32 filter, rows the dx rows
@@ -690,7 +733,7 @@ int opgraph_bpi_f32(const void *dy, i64 y_n, i64 y_h, i64 y_w, i64 y_c, i64 OH, 
                     i64 nthreads)
 {
     if (G <= 0 || cig <= 0 || cog <= 0 || KH <= 0 || KW <= 0 || sh <= 0 || sw <= 0 ||
-        dh <= 0 || dw <= 0 || OH <= 0 || OW <= 0 || dtype < DT_F32 || dtype > DT_BF16)
+        dh <= 0 || dw <= 0 || OH <= 0 || OW <= 0 || !dtype_ok(dtype))
         return -1;
     if (N <= 0 || H <= 0 || W <= 0)
         return 0;
@@ -700,7 +743,7 @@ int opgraph_bpi_f32(const void *dy, i64 y_n, i64 y_h, i64 y_w, i64 y_c, i64 OH, 
     i64 *ptab = malloc(sizeof(i64) * (size_t)(3 * P + 2 * P * (KH + KW) + 1));
     if (!ptab)
         return -2;
-    i64 *taps = ptab + 3 * P, ntaps = 0, maxT = 1, maxtw = 1, off_lo = 0, off_hi = 0;
+    i64 *taps = ptab + 3 * P, ntaps = 0, maxT = 1, maxtw = 1, maxth = 1, off_lo = 0, off_hi = 0;
     int any_tap = 0;
     for (i64 ph = 0; ph < sh; ph++)
         for (i64 pw = 0; pw < sw; pw++) {
@@ -734,31 +777,55 @@ int opgraph_bpi_f32(const void *dy, i64 y_n, i64 y_h, i64 y_w, i64 y_c, i64 OH, 
                 any_tap = 1;
             }
             ntaps += 2 * (th + tw);
-            if (th * tw > maxT)
-                maxT = th * tw;
-            if (tw > maxtw)
-                maxtw = tw;
+            maxT = th * tw > maxT ? th * tw : maxT;
+            maxtw = tw > maxtw ? tw : maxtw;
+            maxth = th > maxth ? th : maxth;
         }
-    const i64 Qmax = (H + sh - 1) / sh, Rmax = (W + sw - 1) / sw;
-    if (nthreads < 1)
-        nthreads = 1;
-    if (rows <= 0) { /* dy and dx rows of an item near 256 KiB, and 4 items per thread */
-        const double row_bytes = 4.0 * ((double)OW * (double)cog + (double)sh * W * cig);
-        rows = (i64)((1 << 18) / (row_bytes > 1 ? row_bytes : 1));
-        if (rows < 1)
-            rows = 1;
-        const i64 others = N * G;
-        while (rows > 1 && others * ((Qmax + rows - 1) / rows) < 4 * nthreads)
-            rows = (rows + 1) / 2;
-    }
-    if (rows > Qmax)
-        rows = Qmax;
-    bpi_job J = {dy, y_n, y_h, y_w, y_c, OH, OW, dx, x_n, x_h, x_w, x_c, N, H, W, G, cig, cog,
-                 KH, KW, sh, sw, dh, dw, pt, pl, wpk, rows, (Qmax + rows - 1) / rows, cchunk,
-                 ptab, taps, gather_scratch(Rmax, maxT, maxtw), off_lo, off_hi, (int)dtype, 0,
-                 0};
-    const i64 items = N * J.nchunk * G;
-    run_threads(bpi_worker, &J, nthreads < items ? nthreads : items);
+    conv_job J = {dy, y_n, y_h, y_w, y_c, OH, OW, dx, x_n, x_h, x_w, x_c, N, H, W, G, cog, cig,
+                  KH, KW, sh, sw, 1, 1, wpk, 0, 0, cchunk, ptab, taps, maxth, 0, off_lo,
+                  off_hi, (int)dtype, 0, 0};
+    const int rc = run_conv_job(&J, maxT, maxtw, rows, nthreads);
     free(ptab);
-    return J.failed ? -2 : 0;
+    return rc;
+}
+
+/* A forward convolution in one call, on the same threads and staging:
+ *   y[n, q, r, g*cog + o] = sum over taps (a, b) and i < cig of
+ *       x[n, q*sh + a*dh - pt, r*sw + b*dw - pl, g*cig + i] * w[a, b, i, g*cog + o]
+ * over the positions inside x; x [N, H, W, G*cig] and y [N, OH, OW, G*cog] views of any layout
+ * (element strides) of type dtype, wpk = opgraph_pack_f32 of w as [a][b][i][o] per group. */
+int opgraph_conv_f32(const void *x, i64 x_n, i64 x_h, i64 x_w, i64 x_c, i64 H, i64 W,
+                     void *y, i64 y_n, i64 y_h, i64 y_w, i64 y_c, i64 N, i64 OH, i64 OW,
+                     i64 G, i64 cig, i64 cog, i64 KH, i64 KW, i64 sh, i64 sw, i64 dh, i64 dw,
+                     i64 pt, i64 pl, const float *wpk, i64 rows, i64 cchunk, i64 dtype,
+                     i64 nthreads)
+{
+    if (G <= 0 || cig <= 0 || cog <= 0 || KH <= 0 || KW <= 0 || sh <= 0 || sw <= 0 ||
+        dh <= 0 || dw <= 0 || H <= 0 || W <= 0 || !dtype_ok(dtype))
+        return -1;
+    if (N <= 0 || OH <= 0 || OW <= 0)
+        return 0;
+    if (KH > (1 << 20) || KW > (1 << 20))
+        return -1;
+    i64 *ptab = malloc(sizeof(i64) * (size_t)(3 + 2 * (KH + KW)));
+    if (!ptab)
+        return -2;
+    i64 *taps = ptab + 3;
+    for (i64 a = 0; a < KH; a++) {
+        taps[a] = a * dh - pt;
+        taps[KH + a] = a;
+    }
+    for (i64 b = 0; b < KW; b++) {
+        taps[2 * KH + b] = b * dw - pl;
+        taps[2 * KH + KW + b] = b;
+    }
+    ptab[0] = KH;
+    ptab[1] = KW;
+    ptab[2] = 0;
+    conv_job J = {x, x_n, x_h, x_w, x_c, H, W, y, y_n, y_h, y_w, y_c, N, OH, OW, G, cig, cog,
+                  KH, KW, 1, 1, sh, sw, wpk, 0, 0, cchunk, ptab, taps, KH, 0, -pt,
+                  (KH - 1) * dh - pt, (int)dtype, 0, 0};
+    const int rc = run_conv_job(&J, KH * KW, KW, rows, nthreads);
+    free(ptab);
+    return rc;
 }

@@ -1257,13 +1257,16 @@ def _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format, 
                               else FORCE_ALGORITHM == "direct"):
         return _tiny_forward(xv, w, (sh, sw), (dh, dw), (pt, pl), (oh, ow), cdt, odt,
                              data_format)
+    nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
+    if FORCE_ALGORITHM in (None, "native") and _native_bpi_applies(xv, yv):
+        _native_forward_run(xv, w, yv, (sh, sw), (dh, dw), (pt, pl), g, nth, memo)
+        return y
     wk = _memoized(memo, "wk", lambda: w.astype(cdt).reshape(kh, kw, cig, g, cog)
                    .transpose(3, 0, 1, 2, 4))  # [g, kh, kw, cig, cog]
     offs_h = [di * dh - pt for di in range(kh)]
     offs_w = [dj * dw - pl for dj in range(kw)]
     job = _GatherJob(xv, yv, offs_h, offs_w, (sh, sw), wk, g)
     layout = _gather_layout(data_format)
-    nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
     if not _BLAS.available:
         nth = 1
     _gather_run([job], cdt, layout, nth, memo)
@@ -1416,8 +1419,9 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
 
 
 def _native_bpi_applies(dyv, dxv):
-    """True if the compiled kernel's one-call input gradient takes dy and dx as they are:
-    float32, float16 or bfloat16 views with element-aligned strides."""
+    """True if the compiled kernel's one-call input gradient (or forward convolution) takes
+    its source and output as they are: float32, float16 or bfloat16 views of one dtype with
+    element-aligned strides."""
     if not USE_NATIVE or FORCE_ALGORITHM not in (None, "native"):
         return False
     nat = _native.load()
@@ -1430,7 +1434,7 @@ def _native_bpi_applies(dyv, dxv):
 def _native_bpi_run(dyv, w, dxv, strides, dilations, pads, g, nth, memo):
     """The whole input gradient in one call of the compiled kernel (every stride phase, group
     and row chunk on its own threads); the packed filter is kept in ``memo`` when there is
-    one (a constant filter is packed once)."""
+    one (a constant filter is packed once). Conv2D takes the same call's forward twin."""
     nat = _native.load()
     kh, kw = w.shape[:2]
 
@@ -1464,6 +1468,18 @@ def _native_bpi_workspace_bytes(dy_shape, w_shape, x_shape, strides, dilations, 
     tables = 8 * (3 * sh * sw + 2 * sh * sw * (kh + kw) + 2 * kh * kw
                   + 3 * (-(-rmax // 4) + 1) * (kw + 1))
     return wbytes + nth * (staging + tables) + (128 << 10)
+
+
+def _native_forward_run(xv, w, yv, strides, dilations, pads, g, nth, memo):
+    """A forward convolution in one call of the compiled kernel (row chunks and groups on its
+    own threads, NCHW and half types staged per item); the packed filter kept in ``memo``."""
+    nat = _native.load()
+
+    def packed():
+        return nat.pack(w if nat.addressable(w) else w.astype(np.float32), 2, g, nth)
+
+    nat.forward(xv, _memoized(memo, "packed_forward", packed), yv, g, w.shape[:2], strides,
+                dilations, pads, nth, NATIVE_BPI_ROWS, NATIVE_CHANNEL_CHUNK)
 
 
 def _gather_layout(data_format):
@@ -1890,9 +1906,15 @@ FILTER_TARGET_PIXELS = 4096
 #: ``patches [taps * C_in, pixels] @ dy [pixels, C_out]`` instead of a thin GEMM per tap
 #: (F, 3 channels and 49 taps: 126 ms -> see docs/conv_kernel.md).
 FILTER_PATCH_MAX_CHANNELS = 16
-#: How the compiled filter gradient shares a call between threads: None (auto: channel blocks,
-#: else tap rows when they split evenly, else pixels), "channels", "taps" or "pixels".
+#: How the compiled filter gradient shares a call between threads: None (auto, see
+#: _filter_plan), "channels", "taps" or "pixels".
 FILTER_SPLIT = None
+#: Channel blocks (of the kernel's block width) each thread needs for the auto split by
+#: channels when groups do not suffice.
+FILTER_SPLIT_MIN_BLOCKS = 4
+#: Output pixels (per filter entry: the GEMM depth) from which the auto split may go by pixels
+#: (per-thread accumulators summed at the end).
+FILTER_SPLIT_MIN_PIXELS = 1024
 
 
 def conv2d_backprop_filter(x, dy, filter_shape, strides, dilations, pads_before,
@@ -1969,8 +1991,7 @@ def _conv2d_backprop_filter(x, dy, filter_shape, strides, dilations, pads, data_
         _guard(region.size, cdt.itemsize, region.shape, "Conv2DBackpropFilter accumulator")
         acc = np.zeros(region.shape, cdt)
     macs = n * oh * ow * th * tw * cig * cout
-    if g == 1 and (macs < TINY_MACS if FORCE_ALGORITHM is None else FORCE_ALGORITHM == "direct") \
-            and _all_finite(dyv):
+    if _filter_tiny(g, macs, nat) and _all_finite(dyv):
         _tiny_filter(xv, dyv, acc, offs_h, offs_w, strides, cdt)
     elif nat is not None:
         _filter_native_run(nat, xv, dyv, acc, offs_h, offs_w, strides, g, nth)
@@ -1979,6 +2000,17 @@ def _conv2d_backprop_filter(x, dy, filter_shape, strides, dilations, pads, data_
     if acc is not region:
         _store(region, acc)
     return dw
+
+
+def _filter_tiny(g, macs, nat):
+    """True if the one-GEMM path of tiny problems runs (with finite dy): forced ("direct"), or
+    below TINY_MACS where the compiled kernel does not apply (where it does, it is the faster
+    even for a few thousand multiply-adds: fewer numpy calls than the patches and GEMM)."""
+    if g != 1:
+        return False
+    if FORCE_ALGORITHM is not None:
+        return FORCE_ALGORITHM == "direct"
+    return nat is None and macs < TINY_MACS
 
 
 class _PrivateTargets:
@@ -2175,38 +2207,57 @@ def _split_even(total, parts):
     return out
 
 
-def _filter_plan(nat, g, th, cog, nth):
-    """("channels" | "taps" | "pixels", parts): parts (group, a0, a1, o0, o1) of dw that the
-    threads share (for "pixels": one part per group, the pixels are split instead). Channel
-    ranges start at multiples of the vector width; the last one ends at cog."""
+def _filter_plan(nat, g, th, cog, nth, pixels=None):
+    """("channels" | "taps" | "pixels", parts): parts (g0, g1, a0, a1, o0, o1) of dw that the
+    threads share: groups [g0, g1), tap rows [a0, a1) and, per group, output channels
+    [o0, o1) (starting at a multiple of the vector width, the last one ending at cog); for
+    "pixels" one part, the pixels are split instead (per-thread accumulators).
+
+    Auto (FILTER_SPLIT None): whole groups per thread when there are enough; else channel
+    blocks when every thread gets FILTER_SPLIT_MIN_BLOCKS of them (each thread reads, and packs,
+    all of the source: with fewer blocks that is a large share of its work); else tap rows
+    when they split evenly (nothing read twice but dy); else pixels when there are many per
+    filter entry (``pixels``: the output pixels; the accumulators' sum is then cheap); else
+    channel blocks, tap rows, pixels, whichever applies first."""
     vw, bw = nat.vector_width, nat.block_width
     mode = FILTER_SPLIT
     per_group = max(1, -(-nth // g))
     nvec = -(-cog // vw)
     k_ch = min(per_group, max(1, cog // bw))  # channel ranges per group, each >= a block
+    taps_even = th >= nth and th % nth == 0
     if mode is None:
-        if nth <= 1 or g * k_ch >= nth:
+        if nth <= 1 or g >= nth:
             mode = "channels"
-        elif th >= nth and th % nth == 0:
+        elif g * k_ch >= nth and cog // bw >= FILTER_SPLIT_MIN_BLOCKS * per_group:
+            mode = "channels"
+        elif taps_even:
             mode = "taps"
+        elif pixels is not None and pixels >= FILTER_SPLIT_MIN_PIXELS:
+            mode = "pixels"
+        elif g * k_ch >= nth:
+            mode = "channels"
         else:
             mode = "pixels"
+    if mode == "channels" and g >= nth and FILTER_SPLIT is None:
+        return mode, [(g0, g1, 0, th, 0, cog) for g0, g1 in _split_even(g, max(1, nth))]
     parts = []
-    for gi in range(g):
-        if mode == "channels":
+    if mode == "channels":
+        for gi in range(g):
             for v0, v1 in _split_even(nvec, max(1, min(per_group, nvec))
                                       if FILTER_SPLIT == "channels" else k_ch):
-                parts.append((gi, 0, th, v0 * vw, min(cog, v1 * vw)))
-        elif mode == "taps":
-            for a0, a1 in _split_even(th, per_group):
-                parts.append((gi, a0, a1, 0, cog))
-        else:
-            parts.append((gi, 0, th, 0, cog))
+                parts.append((gi, gi + 1, 0, th, v0 * vw, min(cog, v1 * vw)))
+    elif mode == "taps":
+        for a0, a1 in _split_even(th, max(1, nth)):
+            parts.append((0, g, a0, a1, 0, cog))
+    else:
+        parts.append((0, g, 0, th, 0, cog))
     return mode, parts
 
 
-def _filter_units(n, oh, row_bytes):
-    return _row_units(n, oh, max(1, NATIVE_BLOCK_BYTES // max(row_bytes, 1)))
+def _filter_units(n, oh, row_bytes, threads):
+    """Blocks of output rows for the compiled filter gradient's staging (and, split by
+    pixels, for its threads: ``threads`` > 1)."""
+    return _row_units(n, oh, max(1, NATIVE_BLOCK_BYTES // max(row_bytes, 1)), threads=threads)
 
 
 def _filter_native_run(nat, xv, dyv, acc, offs_h, offs_w, step, g, nth):
@@ -2222,16 +2273,20 @@ def _filter_native_run(nat, xv, dyv, acc, offs_h, offs_w, step, g, nth):
     f32 = np.dtype(np.float32)
     x_in_place = nat.addressable(xv)
     dy_in_place = nat.addressable(dyv)
-    mode, parts = _filter_plan(nat, g, th, cog, nth)
+    mode, parts = _filter_plan(nat, g, th, cog, nth, n * oh * ow)
     targets = _PrivateTargets(acc, "Conv2DBackpropFilter per-thread accumulator")
 
     def block(ws, dst, part, unit):
-        gi, a0, a1, o0, o1 = part
+        g0, g1, a0, a1, o0, o1 = part
         n0, n1, q0, q1 = unit
-        un = n1 - n0
-        src = xv[n0:n1, :, :, gi * cig:(gi + 1) * cig]
-        dy = dyv[n0:n1, q0:q1, :, gi * cog + o0:gi * cog + o1]
-        dwp = dst[a0:a1, :, :, gi * cog + o0:gi * cog + o1]
+        un, gn = n1 - n0, g1 - g0
+        src = xv[n0:n1, :, :, g0 * cig:g1 * cig]
+        if gn == 1:  # a channel range of one group
+            dy = dyv[n0:n1, q0:q1, :, g0 * cog + o0:g0 * cog + o1]
+            dwp = dst[a0:a1, :, :, g0 * cog + o0:g0 * cog + o1]
+        else:  # whole groups
+            dy = dyv[n0:n1, q0:q1, :, g0 * cog:g1 * cog]
+            dwp = dst[a0:a1, :, :, g0 * cog:g1 * cog]
         if not dy_in_place:
             buf = _buf(ws, "fdy", dy.size, f32).reshape(dy.shape)
             _store(buf, dy)
@@ -2240,8 +2295,8 @@ def _filter_native_run(nat, xv, dyv, acc, offs_h, offs_w, step, g, nth):
         pack = _buf(ws, "fpack", npack, f32) if npack else None
         offs = offs_h[a0:a1]
         if x_in_place:
-            nat.filter_grad_plan(src, dy, dwp, offs, offs_w, step, q0)(0, a1 - a0, 0, o1 - o0,
-                                                                        pack)
+            nat.filter_grad_plan(src, dy, dwp, offs, offs_w, step, q0, gn)(
+                0, a1 - a0, 0, o1 - o0, pack)
             return
         # stage the source rows the block reads: one window for all its tap rows when that
         # holds little more than they read, else the rows of each tap row alone
@@ -2252,26 +2307,28 @@ def _filter_native_run(nat, xv, dyv, acc, offs_h, offs_w, step, g, nth):
         r0 = min(qa * sh + o for (qa, qb), o in zip(spans, offs) if qa < qb)
         r1 = max((qb - 1) * sh + o + 1 for (qa, qb), o in zip(spans, offs) if qa < qb)
         if (r1 - r0) <= WINDOW_FACTOR * read + 1:
-            sbuf = _buf(ws, "fsrc", un * (r1 - r0) * wd * cig, f32).reshape(un, r1 - r0, wd,
-                                                                              cig)
+            sbuf = _buf(ws, "fsrc", un * (r1 - r0) * wd * gn * cig, f32).reshape(
+                un, r1 - r0, wd, gn * cig)
             _store(sbuf, src[:, r0:r1])
-            nat.filter_grad_plan(sbuf, dy, dwp, [o - r0 for o in offs], offs_w, step,
-                                 q0)(0, a1 - a0, 0, o1 - o0, pack)
+            nat.filter_grad_plan(sbuf, dy, dwp, [o - r0 for o in offs], offs_w, step, q0,
+                                 gn)(0, a1 - a0, 0, o1 - o0, pack)
             return
         for k, ((qa, qb), o) in enumerate(zip(spans, offs)):
             if qa >= qb:
                 continue
-            sbuf = _buf(ws, "fsrc", un * (qb - qa) * wd * cig, f32).reshape(un, qb - qa, wd,
-                                                                             cig)
+            sbuf = _buf(ws, "fsrc", un * (qb - qa) * wd * gn * cig, f32).reshape(
+                un, qb - qa, wd, gn * cig)
             _store(sbuf, src[:, qa * sh + o:(qb - 1) * sh + o + 1:sh])
             nat.filter_grad_plan(sbuf, dy[:, qa - q0:qb - q0], dwp[k:k + 1], [0], offs_w,
-                                 (1, step[1]), 0)(0, 1, 0, o1 - o0, pack)
+                                 (1, step[1]), 0, gn)(0, 1, 0, o1 - o0, pack)
 
-    def row_bytes(o_width):
-        return 4 * (sh * wd * cig + ow * o_width)
+    def row_bytes(part):  # of the source and dy rows one block of the part reads
+        gn = part[1] - part[0]
+        return 4 * gn * (sh * wd * cig + ow * (part[5] - part[4]))
 
     if mode == "pixels":
-        tasks = [(part, u) for part in parts for u in _filter_units(n, oh, row_bytes(cog))]
+        tasks = [(part, u) for part in parts
+                 for u in _filter_units(n, oh, row_bytes(part), nth)]
 
         def worker(ws, task):
             block(ws, targets.get(ws), *task)
@@ -2281,7 +2338,7 @@ def _filter_native_run(nat, xv, dyv, acc, offs_h, offs_w, step, g, nth):
 
         def worker(ws, part):
             units = whole if x_in_place and dy_in_place else \
-                _filter_units(n, oh, row_bytes(part[4] - part[3]))
+                _filter_units(n, oh, row_bytes(part), 1)
             for u in units:
                 block(ws, acc, part, u)
 
@@ -2317,8 +2374,10 @@ def conv2d_backprop_filter_workspace_bytes(x_shape, dy_shape, filter_shape, stri
     acc_bytes = region * isz if odt != cdt else 0
     slack = 128 << 10  # the interpreter's own small objects of a call
     tiny = 0
-    if g == 1 and (n * oh * ow * region < TINY_MACS if FORCE_ALGORITHM is None
-                   else FORCE_ALGORITHM == "direct"):
+    zero = np.zeros((), odt)
+    nat = _native_filter(np.broadcast_to(zero, xn), np.broadcast_to(zero, dyn), offs_h, offs_w,
+                         tuple(strides), cout // g, cdt)
+    if _filter_tiny(g, n * oh * ow * region, nat):
         # the one-GEMM path (with finite dy): the patches (gathered in x's dtype, then in the
         # compute dtype), dy in the compute dtype, the GEMM result, the index masks
         m, k = n * oh * ow, th * tw * cin
@@ -2343,16 +2402,17 @@ def _filter_blocked_workspace_bytes(xn, dyn, region_shape, offs_h, offs_w, strid
     nat = _native_filter(np.broadcast_to(zero, xn), np.broadcast_to(zero, dyn), offs_h, offs_w,
                          strides, cog, cdt)
     if nat is not None:
-        mode, parts = _filter_plan(nat, g, th, cog, nth)
+        mode, parts = _filter_plan(nat, g, th, cog, nth, n * oh * ow)
         private = (nth - 1) * region * 4 if mode == "pixels" else 0
         per, nunits, pack = 0, 1, 0
-        for width in {p[4] - p[3] for p in parts}:  # the blocks of each part's channel range
-            units = _filter_units(n, oh, 4 * (strides[0] * wd * cig + ow * width))
+        for gn, width in {(p[1] - p[0], p[5] - p[4]) for p in parts}:  # each part's channels
+            units = _filter_units(n, oh, 4 * gn * (strides[0] * wd * cig + ow * width),
+                                  nth if mode == "pixels" else 1)
             nunits = max(nunits, len(units))
             for n0, n1, q0, q1 in units:  # staging of dy and of the source rows (counted
                 un, uq = n1 - n0, q1 - q0  # always: it depends on strides, not only dtypes)
                 span = min(h, (uq - 1) * strides[0] + offs_h[-1] - offs_h[0] + 1)
-                per = max(per, un * uq * ow * width + un * max(span, 1) * wd * cig)
+                per = max(per, gn * (un * uq * ow * width + un * max(span, 1) * wd * cig))
             # the kernel's packed dy blocks (any layout: every block counted as packed)
             padded = -(-width // nat.vector_width) * nat.vector_width
             pack = max(pack, padded, min(nat.FILTER_PACK_ELEMS, n * oh * ow * padded))

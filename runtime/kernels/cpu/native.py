@@ -293,7 +293,7 @@ class NativeConv:
         self._fn = fn
         fg = lib.opgraph_filter_grad_f32
         fg.argtypes = [P, L, L, L, L, L, L, L, P, L, L, L, L, L, L, L, L, P, L, P, L, L, L,
-                       L, P, L, L, L, L, L, L, L, P, L]
+                       L, P, L, L, L, L, L, L, L, L, L, L, L, P, L]
         fg.restype = ctypes.c_int
         self._fgrad = fg
         dwf = getattr(lib, "opgraph_depthwise_bpi_f32", None)
@@ -315,6 +315,10 @@ class NativeConv:
         bpi.argtypes = [P] + [L] * 6 + [P] + [L] * 18 + [P, L, L, L, L]
         bpi.restype = ctypes.c_int
         self._bpi = bpi
+        fwd = lib.opgraph_conv_f32
+        fwd.argtypes = [P] + [L] * 6 + [P] + [L] * 18 + [P, L, L, L, L]
+        fwd.restype = ctypes.c_int
+        self._fwd = fwd
         lib.opgraph_conv_block_width.restype = ctypes.c_int
         lib.opgraph_conv_vector_width.restype = ctypes.c_int
         #: output channels per packed weight block
@@ -399,43 +403,57 @@ class NativeConv:
         one call on ``nthreads`` threads of the library's own. pads: (top, left) of the forward
         conv (may be negative). rows: dx rows of a stride phase per work item, cchunk: dy
         channels per weight chunk (0: the kernel's choice)."""
-        n, oh, ow, cout = dy.shape
-        nn, h, wd, cin = dx.shape
+        self._call(self._bpi, "input gradient", dy, wpk, dx, groups, kernel_hw, strides,
+                   dilations, pads, nthreads, rows, cchunk, dx.shape[3], dy.shape[3])
+
+    def forward(self, x, wpk, y, groups, kernel_hw, strides, dilations, pads, nthreads=1,
+                rows=0, cchunk=0):
+        """y (logical-NHWC view [N, OH, OW, G*cog]) = the convolution of x (logical-NHWC view
+        [N, H, W, G*cig], same dtype: float32, float16 or bfloat16) with the filter packed by
+        ``pack(w, reduce_axis=2, groups)``, in one call on ``nthreads`` threads; positions
+        outside x are skipped (never multiplied)."""
+        self._call(self._fwd, "convolution", x, wpk, y, groups, kernel_hw, strides, dilations,
+                   pads, nthreads, rows, cchunk, y.shape[3], x.shape[3])
+
+    def _call(self, fn, what, src, wpk, out, groups, kernel_hw, strides, dilations, pads,
+              nthreads, rows, cchunk, lanes, reduced):
+        n, hs, ws, _ = src.shape
+        nn, ho, wo, _ = out.shape
         kh, kw = kernel_hw
         g = int(groups)
-        if nn != n or cin % g or cout % g:
-            raise ValueError(f"backprop_input shapes: dy {dy.shape}, dx {dx.shape}, "
+        if nn != n or lanes % g or reduced % g:
+            raise ValueError(f"{what} shapes: source {src.shape}, output {out.shape}, "
                              f"groups {g}")
-        code = self.half_or_single_code(dy.dtype)
-        it = dy.dtype.itemsize
-        if (code is None or dx.dtype != dy.dtype
-                or any(st % it for st in dy.strides + dx.strides)):
-            raise ValueError(f"backprop_input operands must be float32, float16 or bfloat16 "
-                             f"views of one dtype with element-aligned strides, got dy "
-                             f"{dy.dtype} strides {dy.strides}, dx {dx.dtype} strides "
-                             f"{dx.strides}")
-        if not dx.flags.writeable:
-            raise ValueError("dx is read-only")
-        need = self.packed_size(kh * kw, cout // g, cin // g, g)
+        code = self.half_or_single_code(src.dtype)
+        it = src.dtype.itemsize
+        if (code is None or out.dtype != src.dtype
+                or any(st % it for st in src.strides + out.strides)):
+            raise ValueError(f"{what} operands must be float32, float16 or bfloat16 views of "
+                             f"one dtype with element-aligned strides, got {src.dtype} strides "
+                             f"{src.strides} and {out.dtype} strides {out.strides}")
+        if not out.flags.writeable:
+            raise ValueError(f"{what}: the output is read-only")
+        need = self.packed_size(kh * kw, reduced // g, lanes // g, g)
         if wpk.dtype != np.float32 or wpk.size != need or not wpk.flags.c_contiguous:
             raise ValueError(f"packed filter: expected {need} contiguous float32 values "
                              f"(pack), got {wpk.size} {wpk.dtype}")
-        span = max(n, h, wd, oh, ow, cin, cout, abs(int(pads[0])) + kh * int(dilations[0]),
-                   abs(int(pads[1])) + kw * int(dilations[1]), int(strides[0]) * (h + oh),
-                   int(strides[1]) * (wd + ow))
+        span = max(n, hs, ws, ho, wo, lanes, reduced,
+                   abs(int(pads[0])) + kh * int(dilations[0]),
+                   abs(int(pads[1])) + kw * int(dilations[1]), int(strides[0]) * (hs + ho),
+                   int(strides[1]) * (ws + wo))
         if span >= COORD_LIMIT:
-            raise ValueError(f"coordinates beyond 2^62: dy {dy.shape}, dx {dx.shape}")
-        ys = [s // it for s in dy.strides]
-        xs = [s // it for s in dx.strides]
-        rc = self._bpi(dy.ctypes.data, *ys, oh, ow, dx.ctypes.data, *xs, n, h, wd, g,
-                       cin // g, cout // g, kh, kw, int(strides[0]), int(strides[1]),
-                       int(dilations[0]), int(dilations[1]), int(pads[0]), int(pads[1]),
-                       wpk.ctypes.data, int(rows), int(cchunk), code, int(nthreads))
+            raise ValueError(f"coordinates beyond 2^62: {src.shape}, {out.shape}")
+        ss = [st // it for st in src.strides]
+        os_ = [st // it for st in out.strides]
+        rc = fn(src.ctypes.data, *ss, hs, ws, out.ctypes.data, *os_, n, ho, wo, g,
+                (lanes if fn is self._bpi else reduced) // g,
+                (reduced if fn is self._bpi else lanes) // g, kh, kw, int(strides[0]),
+                int(strides[1]), int(dilations[0]), int(dilations[1]), int(pads[0]),
+                int(pads[1]), wpk.ctypes.data, int(rows), int(cchunk), code, int(nthreads))
         if rc == -2:
-            raise errors.ResourceExhaustedError(
-                "native input gradient: out of memory for its tables")
+            raise errors.ResourceExhaustedError(f"native {what}: out of memory for its tables")
         if rc != 0:
-            raise ValueError(f"native input gradient refused its arguments (code {rc})")
+            raise ValueError(f"native {what} refused its arguments (code {rc})")
 
     def gather_conv(self, src, out, offs_h, offs_w, step, q0, wpk, cchunk=0):
         """out[n, q, r, :] = sum over taps (a, b) and channels c of
@@ -552,26 +570,33 @@ class NativeConv:
         n, q, r, _ = dy.shape
         return max(padded, min(self.FILTER_PACK_ELEMS, n * q * r * padded))
 
-    def filter_grad(self, src, dy, dw, offs_h, offs_w, step, q0=0):
-        """dw[a, b, c, o] += sum over images n, rows q and columns r of
-        src[n, (q0+q)*step[0] + offs_h[a], r*step[1] + offs_w[b], c] * dy[n, q, r, o], over the
-        source positions inside src. offs_h/offs_w ascending; dw [th, tw, Cs, Co] float32."""
-        self.filter_grad_plan(src, dy, dw, offs_h, offs_w, step, q0)(0, len(offs_h), 0,
-                                                                     dy.shape[3])
+    def filter_grad(self, src, dy, dw, offs_h, offs_w, step, q0=0, groups=1):
+        """dw[a, b, c, g*Co + o] += sum over images n, rows q and columns r of
+        src[n, (q0+q)*step[0] + offs_h[a], r*step[1] + offs_w[b], g*Cs + c] * dy[n, q, r, g*Co + o]
+        for each group g, over the source positions inside src. offs_h/offs_w ascending;
+        dw [th, tw, Cs, groups*Co] float32."""
+        self.filter_grad_plan(src, dy, dw, offs_h, offs_w, step, q0, groups)(
+            0, len(offs_h), 0, dy.shape[3] // max(groups, 1))
 
-    def filter_grad_plan(self, src, dy, dw, offs_h, offs_w, step, q_base=0):
-        """Validate the operands of filter_grad once; returns ``run(a0, a1, o0, o1, pack=None)``,
-        which adds the taps rows [a0, a1) and output channels [o0, o1) (o0 a multiple of the
-        vector width, o1 too or the channel count) to dw, so threads can share one dw by taps
-        or channel blocks. ``pack``: a float32 scratch array for the dy blocks the kernel packs
-        (see filter_grad_pack_elems; None: the kernel allocates what it needs)."""
-        n, hs, ws, cs = src.shape
-        nn, q, r, co = dy.shape
+    def filter_grad_plan(self, src, dy, dw, offs_h, offs_w, step, q_base=0, groups=1):
+        """Validate the operands of filter_grad once; returns
+        ``run(a0, a1, o0, o1, pack=None, g0=0, g1=groups)``, which adds the taps rows [a0, a1)
+        and output channels [o0, o1) of each group in [g0, g1) (o0 a multiple of the vector
+        width, o1 too or the channels per group) to dw, so threads can share one dw by groups,
+        taps or channel blocks. ``pack``: a float32 scratch array for the dy blocks the kernel
+        packs (see filter_grad_pack_elems; None: the kernel allocates what it needs)."""
+        n, hs, ws, cin = src.shape
+        nn, q, r, cout = dy.shape
         th, tw = len(offs_h), len(offs_w)
+        groups = int(groups)
+        if groups < 1 or cin % groups or cout % groups:
+            raise ValueError(f"{groups} groups do not divide src's {cin} and dy's {cout} "
+                             f"channels")
+        cs, co = cin // groups, cout // groups
         if nn != n:
             raise ValueError(f"batch mismatch: src {src.shape}, dy {dy.shape}")
-        if tuple(dw.shape) != (th, tw, cs, co):
-            raise ValueError(f"dw must have shape {(th, tw, cs, co)}, got {dw.shape}")
+        if tuple(dw.shape) != (th, tw, cs, cout):
+            raise ValueError(f"dw must have shape {(th, tw, cs, cout)}, got {dw.shape}")
         if not self.filter_grad_supports(src, dy, dw):
             raise ValueError(f"unsupported operands (float32 views with aligned strides and "
                              f"dw's channels contiguous expected): src {src.dtype}{src.shape} "
@@ -587,13 +612,17 @@ class NativeConv:
         ss = [st // 4 for st in src.strides]
         ds = [st // 4 for st in dy.strides]
         wst = [st // 4 for st in dw.strides[:3]]
-        fixed = (src.ctypes.data, *ss, hs, ws, cs, dy.ctypes.data, *ds, n, q, r, co,
-                 oh.ctypes.data, th, ow.ctypes.data, tw, int(step[0]), int(step[1]),
-                 int(q_base), dw.ctypes.data, *wst)
+        fixed = (*ss, hs, ws, cs)
+        fixed2 = (*ds, n, q, r, co, oh.ctypes.data, th, ow.ctypes.data, tw, int(step[0]),
+                  int(step[1]), int(q_base))
+        sptr, dptr, wptr = src.ctypes.data, dy.ctypes.data, dw.ctypes.data
+        gstr = (cs * ss[3], co * ds[3], co)  # one group further in src, dy and dw
         fn = self._fgrad
         keep = (src, dy, dw, oh, ow)
 
-        def run(a0, a1, o0, o1, pack=None):
+        def run(a0, a1, o0, o1, pack=None, g0=0, g1=groups):
+            if not 0 <= g0 <= g1 <= groups:
+                raise ValueError(f"groups [{g0}, {g1}) outside [0, {groups})")
             if pack is None:
                 ptr, size = None, 0
             else:
@@ -602,7 +631,8 @@ class NativeConv:
                     raise ValueError(f"pack must be a writeable contiguous float32 array, got "
                                      f"{pack.dtype} contiguous={pack.flags.c_contiguous}")
                 ptr, size = pack.ctypes.data, pack.size
-            rc = fn(*fixed, a0, a1, o0, o1, ptr, size)
+            rc = fn(sptr + 4 * g0 * gstr[0], *fixed, dptr + 4 * g0 * gstr[1], *fixed2,
+                    wptr + 4 * g0 * gstr[2], *wst, a0, a1, o0, o1, g1 - g0, *gstr, ptr, size)
             if rc == -2:
                 raise errors.ResourceExhaustedError(
                     "native filter gradient: out of memory for the row tables")

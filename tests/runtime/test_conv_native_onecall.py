@@ -1,13 +1,15 @@
 """The compiled kernel's one-call input gradient (``opgraph_bpi_f32`` through
-``NativeConv.backprop_input``): every stride phase, group, image and row chunk in one call on
-its own threads, the filter packed by ``NativeConv.pack``.
+``NativeConv.backprop_input``) and forward convolution (``opgraph_conv_f32``,
+``NativeConv.forward``): every stride phase, group, image and row chunk in one call on its own
+threads, the filter packed by ``NativeConv.pack``.
 
 Compared with the direct-loop reference of tests/reference.py on the geometries the call
 decomposes: many stride phases (strides up to 9 and larger than the kernel, so some phases no
 tap reaches and must be zero), dilations, negative and large paddings, groups with channel
 counts that are not whole vectors, views of any layout (NCHW, slices, negative strides),
-one row per work item on several threads, and non-finite values (NaN and inf exactly where the
-direct loop has them). The packed layout is checked element by element against its definition.
+one row per work item on several threads, float16/bfloat16 (staged per item, rounded once) and
+non-finite values (NaN and inf exactly where the direct loop has them). The packed layout is
+checked element by element against its definition.
 """
 
 from __future__ import annotations
@@ -209,3 +211,49 @@ def test_half_types_are_converted_per_item_and_rounded_once(dtype, fmt, native_c
     f32 = conv_impl.conv2d_backprop_input(dy.astype(np.float32), wt.astype(np.float32),
                                           xshape, (s, s), (1, 1), (p, p), fmt)
     np.testing.assert_array_equal(dx.view(np.uint16), f32.astype(dtype).view(np.uint16))
+
+
+# the forward convolution on the same machinery (opgraph_conv_f32): (kernel, stride,
+# dilation, (pad top/left, pad bottom/right), groups, cig, cog)
+FORWARD_CASES = [
+    (3, 1, 1, (1, 1), 1, 7, 21),
+    (4, 2, 1, (1, 2), 2, 5, 11),
+    (3, 3, 2, (0, -1), 1, 16, 8),     # dilated, negative padding (a crop)
+    (7, 2, 1, (3, 3), 1, 3, 8),       # ResNet stem-like, 3 input channels
+    (1, 1, 1, (0, 0), 4, 8, 3),
+]
+
+
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("case", FORWARD_CASES,
+                         ids=[f"k{c[0]}s{c[1]}d{c[2]}g{c[4]}" for c in FORWARD_CASES])
+def test_forward_matches_the_direct_loop(case, fmt, native_calls):
+    from tests.reference import conv2d_forward_ref  # noqa: PLC0415
+
+    k, s, d, (p0, p1), g, cig, cog = case
+    rng = np.random.default_rng(k * 31 + s)
+    n, h, w = 2, 3 * s + 6, 2 * s + 7
+    oh, ow = _dy_size(h, k, s, d, p0, p1), _dy_size(w, k, s, d, p0, p1)
+    x = rng.standard_normal((n, h, w, g * cig)).astype(np.float32)
+    x[1, 2, 3, 0] = np.inf
+    wt = rng.standard_normal((k, k, cig, g * cog)).astype(np.float32)
+    wt[0, 0, 0, 1] = np.nan
+    if fmt == "NCHW":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    conv_impl.FORCE_ALGORITHM = "native"
+    ref = conv2d_forward_ref(x, wt, (s, s), (d, d), (p0, p0), (oh, ow), fmt)
+    for threads, rows in ((1, 0), (2, 1)):
+        conv_impl.NUM_THREADS, conv_impl.NATIVE_BPI_ROWS = threads, rows
+        conv_impl.PARALLEL_MIN_MACS = 0
+        del native_calls[:]
+        y = conv_impl.conv2d_forward(x, wt, (s, s), (d, d), (p0, p0), (oh, ow), fmt)
+        assert native_calls and native_calls[0][0] == "convolution"
+        _check(y, ref, f"forward {case} {fmt} threads={threads}")
+    for dtype in _half_dtypes():
+        y = conv_impl.conv2d_forward(x.astype(dtype), wt.astype(dtype), (s, s), (d, d),
+                                     (p0, p0), (oh, ow), fmt)
+        f32 = conv_impl.conv2d_forward(x.astype(dtype).astype(np.float32),
+                                       wt.astype(dtype).astype(np.float32), (s, s), (d, d),
+                                       (p0, p0), (oh, ow), fmt)
+        assert y.dtype == dtype
+        np.testing.assert_array_equal(y.view(np.uint16), f32.astype(dtype).view(np.uint16))
