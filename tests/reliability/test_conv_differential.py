@@ -1,8 +1,8 @@
 """Differential tests of every convolution path against the float64 direct-loop reference.
 
 Surfaces (conv_impl.FORCE_ALGORITHM): the compiled kernel ("native"; its use is asserted
-through a counting wrapper of conv_impl._native_block), the numpy "gather" engine (with its
-opt-in Winograd and per-tap blocks and tiny blocks), "scatter" (input gradient; pixel-major,
+through counting wrappers of conv_impl's compiled-kernel calls), the numpy "gather" engine
+(with its opt-in Winograd and per-tap blocks and tiny blocks), "scatter" (input gradient; pixel-major,
 channel-first and flat layouts), the one-GEMM "direct" path, and the automatic choice. Each is
 compared with tests/reference.py (plain loops over output positions and taps, float64 / int64)
 on random geometries (hypothesis), on strided, misaligned, reversed and zero-stride views, on
@@ -49,22 +49,26 @@ def _restore_flags():
 
 
 class _NativeCalls:
-    """Counts the blocks that go through the compiled kernel (a wrapper of _native_block)."""
+    """Counts the calls into the compiled kernel: blocks of the gather engine (_native_block)
+    and one-call input gradients and convolutions."""
 
-    def __init__(self):
+    NAMES = ("_native_block", "_native_bpi_run", "_native_forward_run")
+
+    def __init__(self, monkeypatch):
         self.count = 0
-        self.real = conv_impl._native_block
+        for name in self.NAMES:
+            monkeypatch.setattr(conv_impl, name, self._counting(getattr(conv_impl, name)))
 
-    def __call__(self, ws, job, unit):
-        self.count += 1
-        return self.real(ws, job, unit)
+    def _counting(self, real):
+        def call(*args):
+            self.count += 1
+            return real(*args)
+        return call
 
 
 @pytest.fixture
 def native_calls(monkeypatch):
-    calls = _NativeCalls()
-    monkeypatch.setattr(conv_impl, "_native_block", calls)
-    return calls
+    return _NativeCalls(monkeypatch)
 
 
 def _set(**flags):

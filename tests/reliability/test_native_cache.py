@@ -59,8 +59,8 @@ _CHECK = textwrap.dedent('''
     nat = native.load()
     assert nat is not None, native.unavailable_reason()
     calls = []
-    real = conv_impl._native_block
-    conv_impl._native_block = lambda *a: (calls.append(1), real(*a))
+    real = conv_impl._native_forward_run
+    conv_impl._native_forward_run = lambda *a: (calls.append(1), real(*a))
     conv_impl.FORCE_ALGORITHM = "native"
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 5, 6, 3)).astype(np.float32)

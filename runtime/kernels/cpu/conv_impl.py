@@ -1258,7 +1258,8 @@ def _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format, 
         return _tiny_forward(xv, w, (sh, sw), (dh, dw), (pt, pl), (oh, ow), cdt, odt,
                              data_format)
     nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
-    if FORCE_ALGORITHM in (None, "native") and _native_bpi_applies(xv, yv):
+    if (FORCE_ALGORITHM in (None, "native") and _native_bpi_applies(xv, yv)
+            and _staging_fits(xv, ow * kw)):
         _native_forward_run(xv, w, yv, (sh, sw), (dh, dw), (pt, pl), g, nth, memo)
         return y
     wk = _memoized(memo, "wk", lambda: w.astype(cdt).reshape(kh, kw, cig, g, cog)
@@ -1468,6 +1469,15 @@ def _native_bpi_workspace_bytes(dy_shape, w_shape, x_shape, strides, dilations, 
     tables = 8 * (3 * sh * sw + 2 * sh * sw * (kh + kw) + 2 * kh * kw
                   + 3 * (-(-rmax // 4) + 1) * (kw + 1))
     return wbytes + nth * (staging + tables) + (128 << 10)
+
+
+def _staging_fits(src, cols_read):
+    """True unless the one-call kernel would stage whole source rows (channel-strided or half
+    precision sources) far wider than the ``cols_read`` columns per row it reads (huge strides
+    over a wide or zero-stride image: the gather engine's exact blocks read only those)."""
+    if src.dtype == np.float32 and src.strides[3] == 4:
+        return True  # read in place
+    return src.shape[2] <= WINDOW_FACTOR * cols_read + WINDOW_SLACK // max(1, src.shape[3])
 
 
 def _native_forward_run(xv, w, yv, strides, dilations, pads, g, nth, memo):

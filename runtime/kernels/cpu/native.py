@@ -437,10 +437,14 @@ class NativeConv:
         if wpk.dtype != np.float32 or wpk.size != need or not wpk.flags.c_contiguous:
             raise ValueError(f"packed filter: expected {need} contiguous float32 values "
                              f"(pack), got {wpk.size} {wpk.dtype}")
+        # every coordinate either side reads or writes (the forward source's rows and
+        # columns reach stride * output size; the input gradient's phases stay inside dx)
+        fwd = fn is self._fwd
         span = max(n, hs, ws, ho, wo, lanes, reduced,
-                   abs(int(pads[0])) + kh * int(dilations[0]),
-                   abs(int(pads[1])) + kw * int(dilations[1]), int(strides[0]) * (hs + ho),
-                   int(strides[1]) * (ws + wo))
+                   abs(int(pads[0])) + kh * int(dilations[0]) + (int(strides[0]) * ho if fwd
+                                                                 else hs),
+                   abs(int(pads[1])) + kw * int(dilations[1]) + (int(strides[1]) * wo if fwd
+                                                                 else ws))
         if span >= COORD_LIMIT:
             raise ValueError(f"coordinates beyond 2^62: {src.shape}, {out.shape}")
         ss = [st // it for st in src.strides]
