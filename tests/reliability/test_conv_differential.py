@@ -2,8 +2,8 @@
 
 Surfaces (conv_impl.FORCE_ALGORITHM): the compiled kernel ("native"; its use is asserted
 through counting wrappers of conv_impl's compiled-kernel calls), the numpy "gather" engine
-(with its opt-in Winograd and per-tap blocks and tiny blocks), "scatter" (input gradient; pixel-major,
-channel-first and flat layouts), the one-GEMM "direct" path, and the automatic choice. Each is
+(with its opt-in Winograd and per-tap blocks and tiny blocks), "scatter" (input gradient;
+pixel-major, channel-first and flat layouts), the one-GEMM "direct" path, and the automatic choice. Each is
 compared with tests/reference.py (plain loops over output positions and taps, float64 / int64)
 on random geometries (hypothesis), on strided, misaligned, reversed and zero-stride views, on
 non-finite values (a NaN or inf in x, w or dy must reach exactly the outputs a direct loop

@@ -133,6 +133,48 @@ def test_float32_matches_reference(geometry, fmt, cig, cog, groups, native_runs)
     _check(got["direct"], ref, np.float32, f"direct {geometry} {fmt}")
 
 
+#: output channels per group that are not (or are just) a multiple of the vector width: the
+#: compiled kernel pads its last channel block (FCN's 21 classes, RGB's 3, a single channel)
+ODD_COUT = [1, 3, 21, VW, VW + 3, 2 * VW + 5]
+
+
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("geometry", ["3x3_same", "2x3_s21_d12", "4x4_s2_valid", "5x5_d2"])
+@pytest.mark.parametrize("cig, groups", [(3, 1), (2, 3)])
+@pytest.mark.parametrize("cog", ODD_COUT)
+def test_any_output_channel_count(cog, cig, groups, geometry, fmt, native_runs):
+    """Every output channel count runs on the compiled kernel (a partial last block, padded
+    in the kernel, only its real channels written), with groups, in both layouts."""
+    k, s, d, pads = GEOMETRIES[geometry]
+    rng = np.random.default_rng(20)
+    x, dy, fshape, pb = _case(rng, 2, 9, 11, cig, cog, groups, k, s, d, pads, fmt, np.float32)
+    ref = conv2d_backprop_filter_ref(x, dy, fshape, s, d, pb, fmt)
+    got = _both_engines(x, dy, fshape, s, d, pb, fmt, native_runs)
+    assert bool(native_runs) == (nat is not None), "the compiled kernel did not run"
+    _check(got[True], ref, np.float32, f"native cout {cog} x{groups} {geometry} {fmt}")
+    _check(got[False], ref, np.float32, f"numpy cout {cog} x{groups} {geometry} {fmt}")
+    _check(got["direct"], ref, np.float32, f"direct cout {cog} x{groups} {geometry} {fmt}")
+
+
+@needs_native
+@pytest.mark.parametrize("fmt, dtype", [("NHWC", np.float32), ("NCHW", np.float32),
+                                        ("NCHW", np.float16)])
+@pytest.mark.parametrize("cog, groups", [(21, 1), (3, 4), (VW + 3, 2), (2 * BW + 5, 1)])
+def test_odd_channel_counts_with_thread_splits(cog, groups, fmt, dtype, native_runs):
+    """Partial channel blocks with every way of sharing the call between two threads (the
+    last channel range of a split ends inside a vector; whole groups per thread)."""
+    rng = np.random.default_rng(21)
+    x, dy, fshape, pb = _case(rng, 2, 10, 13, 5, cog, groups, (3, 3), (2, 1), (1, 2),
+                              (1, 1, 2, 2), fmt, dtype)
+    ref = conv2d_backprop_filter_ref(x, dy, fshape, (2, 1), (1, 2), pb, fmt)
+    conv_impl.NUM_THREADS, conv_impl.PARALLEL_MIN_MACS = 2, 0
+    for split in (None, "channels", "taps", "pixels"):
+        conv_impl.FILTER_SPLIT = split
+        got = conv_impl.conv2d_backprop_filter(x, dy, fshape, (2, 1), (1, 2), pb, fmt)
+        _check(got, ref, dtype, f"split {split}, cout {cog} x{groups} {fmt}")
+    assert native_runs
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float16])
 @pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
 @pytest.mark.parametrize("geometry", ["3x3_same", "2x3_s21_d12", "5x5_d2"])
@@ -298,13 +340,16 @@ def _filter_grad_ref(src, dy, offs_h, offs_w, step, q0):
 
 
 @needs_native
+@pytest.mark.parametrize("co", [1, 3, VW + 3, BW + VW, 2 * BW + 5])
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
-def test_filter_grad_direct_every_row_width(layout):
+def test_filter_grad_direct_every_row_width(layout, co):
     """Row widths from 1 to past three tiles, steps 1 and 2, taps reading outside on both
-    sides, channel counts that fill several and partial tiles of the kernel (fused (b, c)
-    rows for NHWC sources, per-column rows for NCHW), strided views of dy and dw."""
+    sides, source channel counts that fill several and partial tiles of the kernel (fused
+    (b, c) rows), output channel counts with a full, a partial or only a partial block,
+    strided views of dy (channels contiguous for NHWC, not for NCHW) and of dw, whose
+    neighbouring channels must stay untouched (the padded lanes are never written)."""
     rng = np.random.default_rng(8)
-    n, hs, cs, co, q, q0 = 2, 9, 5, BW + VW, 4, 1
+    n, hs, cs, q, q0 = 2, 9, 5, 4, 1
     offs_h, offs_w = [-2, 0, 3], [-3, 0, 3]
     for r in list(range(1, 20)) + [33, 47]:
         for stepw in (1, 2):
@@ -312,10 +357,11 @@ def test_filter_grad_direct_every_row_width(layout):
             step = (2, stepw)
             if layout == "NHWC":
                 src = _rand(rng, (n, hs, ws, cs))
+                dy_big = _rand(rng, (n, q + 1, r, co + VW))
             else:
                 src = _rand(rng, (n, cs, hs, ws)).transpose(0, 2, 3, 1)
-            dy_big = _rand(rng, (n, q + 1, r, co + VW))
-            dy = dy_big[:, 1:, :, VW:]  # channels contiguous, other strides not
+                dy_big = _rand(rng, (n, co + VW, q + 1, r)).transpose(0, 2, 3, 1)
+            dy = dy_big[:, 1:, :, VW:]  # strided views
             dw_big = np.full((3, 3, cs, co + 2 * VW), np.nan, np.float32)
             dw = dw_big[..., VW:VW + co]
             dw[...] = 0
@@ -325,6 +371,38 @@ def test_filter_grad_direct_every_row_width(layout):
             err = float(np.abs(dw - ref).max())
             assert err <= 1e-5 * max(1.0, float(np.abs(ref).max())), (r, stepw, err)
             assert np.isnan(dw_big[..., :VW]).all() and np.isnan(dw_big[..., VW + co:]).all()
+
+
+@needs_native
+@pytest.mark.parametrize("dy_layout", ["NHWC", "NCHW"])
+def test_filter_grad_direct_groups_and_small_pack_buffers(dy_layout):
+    """Groups in one call (and a range of them), and pack buffers from the smallest the
+    kernel takes (one padded pixel: chunks of one pixel) to none (the kernel's own)."""
+    rng = np.random.default_rng(22)
+    g, cs, co, r = 3, 4, VW + 3, 29
+    src = _rand(rng, (2, 7, 2 * r, g * cs))
+    dy = _rand(rng, (2, 3, r, g * co))
+    if dy_layout == "NCHW":
+        dy = np.ascontiguousarray(dy.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+    offs_h, offs_w, step, q0 = [-1, 1], [-1, 0, 2], (2, 2), 1
+    ref = np.concatenate([_filter_grad_ref(src[..., gi * cs:(gi + 1) * cs],
+                                           dy[..., gi * co:(gi + 1) * co], offs_h, offs_w,
+                                           step, q0) for gi in range(g)], axis=3)
+    need = nat.filter_grad_pack_elems(dy[..., :co], co)
+    assert need > 0
+    for pack in (None, np.zeros(need, np.float32), np.zeros(1, np.float32),
+                 np.zeros(-(-co // VW) * VW, np.float32), np.zeros(1 << 16, np.float32)):
+        dw = np.zeros((2, 3, cs, g * co), np.float32)
+        run = nat.filter_grad_plan(src, dy, dw, offs_h, offs_w, step, q0, groups=g)
+        run(0, 2, 0, co, pack)
+        err = float(np.abs(dw - ref).max())
+        assert err <= 1e-5 * max(1.0, float(np.abs(ref).max())), (None if pack is None
+                                                                   else pack.size, err)
+    dw = np.zeros((2, 3, cs, g * co), np.float32)
+    nat.filter_grad_plan(src, dy, dw, offs_h, offs_w, step, q0, groups=g)(
+        0, 2, 0, co, g0=1, g1=3)  # groups 1 and 2 only
+    assert not dw[..., :co].any()
+    assert np.allclose(dw[..., co:], ref[..., co:], atol=1e-4)
 
 
 @needs_native
@@ -356,12 +434,10 @@ def test_filter_grad_rejects_bad_arguments():
     dw = np.full((2, 2, 3, VW), 7.0, np.float32)
     with pytest.raises(ValueError):  # float64 source
         nat.filter_grad(src.astype(np.float64), dy, dw, *args)
-    with pytest.raises(ValueError):  # output channels not a multiple of the vector width
-        nat.filter_grad(src, _rand(rng, (2, 3, 4, VW + 1)),
-                        np.zeros((2, 2, 3, VW + 1), np.float32), *args)
-    with pytest.raises(ValueError):  # dy's channels not contiguous (NCHW)
-        nat.filter_grad(src, np.ascontiguousarray(dy.transpose(0, 3, 1, 2)).transpose(
-            0, 2, 3, 1), dw, *args)
+    with pytest.raises(ValueError):  # dw's channels not contiguous
+        nat.filter_grad(src, dy, np.zeros((2, 2, 3, 2 * VW), np.float32)[..., ::2], *args)
+    with pytest.raises(ValueError):  # groups that do not divide the channels
+        nat.filter_grad(src, dy, dw, *args, groups=2)
     with pytest.raises(ValueError):  # dw of the wrong shape
         nat.filter_grad(src, dy, np.zeros((2, 3, 3, VW), np.float32), *args)
     with pytest.raises(ValueError):  # batch mismatch
@@ -375,6 +451,16 @@ def test_filter_grad_rejects_bad_arguments():
         run(0, 2, 1, VW)
     with pytest.raises(ValueError):  # taps beyond the filter
         run(0, 3, 0, VW)
+    with pytest.raises(ValueError):  # groups beyond the operands'
+        run(0, 2, 0, VW, g0=0, g1=2)
+    with pytest.raises(ValueError, match="pack"):  # a scratch buffer of the wrong dtype
+        run(0, 2, 0, VW, pack=np.zeros(64))
+    dy_odd = _rand(rng, (2, 3, 4, VW + 3))
+    dw_odd = np.full((2, 2, 3, VW + 3), 7.0, np.float32)
+    run_odd = nat.filter_grad_plan(src, dy_odd, dw_odd, *args)
+    with pytest.raises(ValueError):  # a range ending inside a vector that is not the last
+        run_odd(0, 2, 0, 3)
+    assert (dw_odd == 7.0).all()
     with pytest.raises(ValueError):  # refused by the kernel itself (step 0)
         nat.filter_grad(src, dy, dw, [0, 1], [0, 1], (1, 0), 0)
     assert (dw == 7.0).all()  # rejected calls write nothing
@@ -408,6 +494,33 @@ def test_non_finite_values_reach_exactly_their_taps(use_native, where, value):
         assert 0 < np.count_nonzero(~np.isfinite(ref)) < ref.size
         fin = np.isfinite(ref)
         assert np.allclose(got[fin], ref[fin], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("cog, groups", [(3, 1), (21, 1), (VW + 3, 2), (1, 3)])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_values_with_partial_channel_blocks(value, cog, groups, fmt, native_runs):
+    """A partial last channel block (padded lanes: 0 * inf = NaN there) leaks nothing: the
+    NaN/inf pattern of dw is exactly the direct loop's, for a value in x (read by every
+    output channel of its group) and in dy's last real channel."""
+    rng = np.random.default_rng(23)
+    for where in ("x", "dy"):
+        x, dy, fshape, pb = _case(rng, 2, 6, 7, 3, cog, groups, (3, 3), (1, 2), (2, 1),
+                                  (2, 2, 1, 1), "NHWC", np.float32)
+        if where == "x":
+            x[1, 0, 6, -1] = value
+        else:
+            dy[0, 0, 0, -1] = value
+        ref = conv2d_backprop_filter_ref(x, dy, fshape, (1, 2), (2, 1), pb)
+        got = conv_impl.conv2d_backprop_filter(_fmt(x, fmt), _fmt(dy, fmt), fshape, (1, 2),
+                                               (2, 1), pb, fmt)
+        assert np.array_equal(np.isnan(got), np.isnan(ref)), (where, np.argwhere(np.isnan(got)))
+        assert np.array_equal(np.isinf(got), np.isinf(ref)), where
+        assert 0 < np.count_nonzero(~np.isfinite(ref)) < ref.size
+        fin = np.isfinite(ref)
+        assert np.allclose(got[fin], ref[fin], rtol=1e-4, atol=1e-4)
+    assert bool(native_runs) == (nat is not None)
 
 
 @pytest.mark.parametrize("use_native", [True, False])
@@ -476,6 +589,8 @@ def test_huge_dilation_and_padding_read_only_the_taps_inside(use_native):
     ("NHWC", np.float32, 4, 12, 12, 2 * VW),
     ("NCHW", np.float32, 2, 24, 24, BW),     # dy staged per block
     ("NCHW", np.float16, 2, 48, 48, VW),     # both staged
+    ("NCHW", np.float32, 2, 40, 40, 21),     # dy's blocks packed by the kernel
+    ("NHWC", np.float32, 1, 30, 30, VW + 3),  # the last, partial block packed
 ])
 def test_workspace_bound(fmt, dtype, n, h, w, c, native_runs):
     rng = np.random.default_rng(14)

@@ -1,98 +1,498 @@
 /* The depthwise input gradient (groups = channels) of the compiled core. Built with
- * conv_gather.c by native.py. */
+ * conv_gather.c by native.py, called through NativeConv.depthwise_plan.
+ *
+ * dx[n, h, x, g] = sum over taps (a, b) and j < M with h + pt - a*dlh = q*sh and
+ * x + pl - b*dlw = r*sw, 0 <= q < OH, 0 <= r < OW, of dy[n, q, r, g*M + j] * w[a, b, g*M + j].
+ * dy, dx and w are addressed by element strides (any layout). Only the terms of the sum are
+ * multiplied (a tap or lane outside dy is skipped or blended away, never multiplied by zero),
+ * so inf/NaN propagate as in a direct loop.
+ *
+ * Three ways through it, chosen by the layout:
+ *   channels contiguous (NHWC): per dx pixel the taps of its row and column stride phases (from
+ *     residue tables, no per-pixel division), then multiply-adds over channel vectors;
+ *   columns contiguous (NCHW, dlw = 1, AVX2): per dx row of one channel, 8 dx columns per
+ *     vector, whatever stride phase each column has: every lane's dy column comes from one
+ *     load and a lane permutation (the pattern repeats every P vectors), its weight from a
+ *     per-channel table in the same lane order; partial taps and row ends are blended lanes;
+ *   anything else: per row, the columns of each stride phase accumulated in a phase-major row
+ *     buffer, then written out. */
 #include "conv_common.h"
 
-/* Depthwise (one dx channel per group, M dy channels per group) input gradient, gather form:
- * dx[n, h, x, g] = sum over taps (a, b) and j < M with h + pt - a*dlh = q*sh, x + pl - b*dlw =
- * r*sw, 0 <= q < OH, 0 <= r < OW, of dy[n, q, r, g*M + j] * wp[(a*KW + b)*M + j][g]
- * (wp: [KH][KW][M][C] contiguous float32). Rows h in [h0, h1) of images [n0, n1); any strides
- * (elements). Only the terms of the sum are multiplied (exact for any values). */
-int opgraph_depthwise_bpi_f32(const float *dy, i64 yn, i64 yh, i64 yw, i64 yc, i64 OH, i64 OW,
-                              const float *wp, i64 KH, i64 KW, i64 M,
-                              float *dx, i64 xn, i64 xh, i64 xw, i64 xc, i64 H, i64 W, i64 C,
-                              i64 sh, i64 sw, i64 dlh, i64 dlw, i64 pt, i64 pl,
-                              i64 n0, i64 n1, i64 h0, i64 h1)
+#if defined(__AVX2__) && defined(__FMA__)
+#define DW_AVX2 1
+#endif
+
+/* The order of the int64 parameter block (native.py builds it; DW_VERSION changes with it). */
+enum {
+    DW_N, DW_YN, DW_YH, DW_YW, DW_YC, DW_OH, DW_OW,
+    DW_KH, DW_KW, DW_M, DW_WH, DW_WW, DW_WO,
+    DW_XN, DW_XH, DW_XW, DW_XC, DW_H, DW_W, DW_C,
+    DW_SH, DW_SW, DW_DH, DW_DW, DW_PT, DW_PL, DW_NPARAMS
+};
+#define DW_VERSION 2
+
+int opgraph_depthwise_version(void) { return DW_VERSION; }
+
+static inline i64 dw_fdiv(i64 a, i64 b) /* floor(a / b), b > 0 */
 {
-    if (sh < 1 || sw < 1 || dlh < 1 || dlw < 1 || M < 1) return -1;
-    if (yc == 1 && xc == 1) {           /* channels contiguous: vectorise over channels */
-        /* taps by residue: ta[rho*KH + i] (count na[rho]) are the rows a with
-         * (rho - a*dlh) % sh == 0; likewise tb for the columns */
-        float *acc = (float *)malloc(sizeof(float) * (size_t)(C > 0 ? C : 1));
-        i64 *ta = (i64 *)malloc(sizeof(i64) * (size_t)(sh * KH + sh + sw * KW + sw + 4));
-        if (!acc || !ta) { free(acc); free(ta); return -2; }
-        i64 *na = ta + sh * KH, *tb = na + sh, *nb = tb + sw * KW;
-        for (i64 rho = 0; rho < sh; rho++) {
-            na[rho] = 0;
-            for (i64 a = 0; a < KH; a++)
-                if ((((rho - a * dlh) % sh) + sh) % sh == 0) ta[rho * KH + na[rho]++] = a;
+    i64 q = a / b;
+    return q - ((a % b) < 0);
+}
+
+typedef struct { i64 k, off; } dw_tap;
+
+/* Taps k < K (stride s, dilation dl) sorted by residue rho = (k*dl) mod s: the taps reaching a
+ * position u with u mod s == rho are list[start[rho] .. start[rho+1]), each at source index
+ * floor(u / s) + off. start has s + 2 entries. */
+static int dw_taps(i64 K, i64 s, i64 dl, dw_tap **list, i64 **start)
+{
+    dw_tap *l = (dw_tap *)malloc(sizeof(dw_tap) * (size_t)(K > 0 ? K : 1));
+    i64 *st = (i64 *)calloc((size_t)(s + 2), sizeof(i64));
+    if (!l || !st) { free(l); free(st); return -2; }
+    for (i64 k = 0; k < K; k++) st[(k * dl) % s + 2]++;
+    for (i64 r = 2; r <= s + 1; r++) st[r] += st[r - 1];
+    for (i64 k = 0; k < K; k++) {
+        i64 rho = (k * dl) % s;
+        l[st[rho + 1]++] = (dw_tap){k, (rho - k * dl) / s};
+    }
+    *list = l;
+    *start = st;
+    return 0;
+}
+
+#ifdef DW_AVX2
+static inline __m256i dw_lanes_below(i64 c) /* lanes i < c set */
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)c), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+#endif
+
+/* o[c] = sum over t < T of yp[t][c] * wt[t][c], c < len (zero when T == 0). */
+static void dw_dot(const float *const *yp, const float *const *wt, i64 T, float *o, i64 len)
+{
+    i64 c = 0;
+#ifdef DW_AVX2
+    for (; c + 32 <= len; c += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (i64 t = 0; t < T; t++) {
+            const float *y = yp[t] + c, *w = wt[t] + c;
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(y), _mm256_loadu_ps(w), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(y + 8), _mm256_loadu_ps(w + 8), a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(y + 16), _mm256_loadu_ps(w + 16), a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(y + 24), _mm256_loadu_ps(w + 24), a3);
         }
-        for (i64 rho = 0; rho < sw; rho++) {
-            nb[rho] = 0;
-            for (i64 b = 0; b < KW; b++)
-                if ((((rho - b * dlw) % sw) + sw) % sw == 0) tb[rho * KW + nb[rho]++] = b;
+        _mm256_storeu_ps(o + c, a0);
+        _mm256_storeu_ps(o + c + 8, a1);
+        _mm256_storeu_ps(o + c + 16, a2);
+        _mm256_storeu_ps(o + c + 24, a3);
+    }
+    if (c + 16 <= len) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        for (i64 t = 0; t < T; t++) {
+            const float *y = yp[t] + c, *w = wt[t] + c;
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(y), _mm256_loadu_ps(w), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(y + 8), _mm256_loadu_ps(w + 8), a1);
         }
-        for (i64 n = n0; n < n1; n++)
-            for (i64 h = h0; h < h1; h++)
-                for (i64 x = 0; x < W; x++) {
-                    for (i64 g = 0; g < C; g++) acc[g] = 0.0f;
-                    i64 rh = (((h + pt) % sh) + sh) % sh, rw = (((x + pl) % sw) + sw) % sw;
-                    for (i64 ia = 0; ia < na[rh]; ia++) {
-                        i64 a = ta[rh * KH + ia];
-                        i64 v = h + pt - a * dlh;
-                        if (v < 0) continue;
-                        i64 q = v / sh;
-                        if (q >= OH) continue;
-                        for (i64 ib = 0; ib < nb[rw]; ib++) {
-                            i64 b = tb[rw * KW + ib];
-                            i64 u = x + pl - b * dlw;
-                            if (u < 0) continue;
-                            i64 r = u / sw;
-                            if (r >= OW) continue;
-                            const float *yp = dy + n * yn + q * yh + r * yw;
-                            const float *wt = wp + (a * KW + b) * M * C;
-                            if (M == 1) {
-                                for (i64 g = 0; g < C; g++) acc[g] += yp[g] * wt[g];
-                            } else {
-                                for (i64 j = 0; j < M; j++)
-                                    for (i64 g = 0; g < C; g++)
-                                        acc[g] += yp[g * M + j] * wt[j * C + g];
-                            }
+        _mm256_storeu_ps(o + c, a0);
+        _mm256_storeu_ps(o + c + 8, a1);
+        c += 16;
+    }
+    if (c + 8 <= len) {
+        __m256 a0 = _mm256_setzero_ps();
+        for (i64 t = 0; t < T; t++)
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(yp[t] + c), _mm256_loadu_ps(wt[t] + c), a0);
+        _mm256_storeu_ps(o + c, a0);
+        c += 8;
+    }
+    if (c < len) { /* masked lanes are neither read nor written */
+        const __m256i mk = dw_lanes_below(len - c);
+        __m256 a0 = _mm256_setzero_ps();
+        for (i64 t = 0; t < T; t++)
+            a0 = _mm256_fmadd_ps(_mm256_maskload_ps(yp[t] + c, mk),
+                                 _mm256_maskload_ps(wt[t] + c, mk), a0);
+        _mm256_maskstore_ps(o + c, mk, a0);
+    }
+#else
+    for (; c < len; c++) o[c] = 0.0f;
+    for (i64 t = 0; t < T; t++) {
+        const float *y = yp[t], *w = wt[t];
+        for (c = 0; c < len; c++) o[c] += y[c] * w[c];
+    }
+#endif
+}
+
+/* Channels contiguous (yc == xc == wo == 1). */
+static int dw_nhwc(const float *dy, const float *w, float *dx, const i64 *p,
+                   i64 n0, i64 n1, i64 h0, i64 h1, i64 g0, i64 g1)
+{
+    const i64 yn = p[DW_YN], yh = p[DW_YH], yw = p[DW_YW], OH = p[DW_OH], OW = p[DW_OW];
+    const i64 KH = p[DW_KH], KW = p[DW_KW], M = p[DW_M], wh = p[DW_WH], ww = p[DW_WW];
+    const i64 xn = p[DW_XN], xh = p[DW_XH], xw = p[DW_XW], W = p[DW_W];
+    const i64 sh = p[DW_SH], sw = p[DW_SW], pt = p[DW_PT], pl = p[DW_PL];
+    const i64 L = (g1 - g0) * M; /* dy channels of the range */
+    dw_tap *ta = NULL, *tb = NULL;
+    i64 *sa = NULL, *sb = NULL;
+    const float **rowp = (const float **)malloc(sizeof(float *) * (size_t)(2 * KH + 2 * KH * KW));
+    float *tmp = M > 1 ? (float *)malloc(sizeof(float) * (size_t)L) : NULL;
+    int rc = -2;
+    if (!rowp || (M > 1 && !tmp)) goto done;
+    if (dw_taps(KH, sh, p[DW_DH], &ta, &sa) || dw_taps(KW, sw, p[DW_DW], &tb, &sb)) goto done;
+    const float **roww = rowp + KH, **yp = roww + KH, **wt = yp + KH * KW;
+    for (i64 n = n0; n < n1; n++)
+        for (i64 h = h0; h < h1; h++) {
+            const i64 hd = dw_fdiv(h + pt, sh), rh = h + pt - hd * sh;
+            i64 nr = 0;
+            for (i64 i = sa[rh]; i < sa[rh + 1]; i++) {
+                const i64 q = hd + ta[i].off;
+                if (q < 0 || q >= OH) continue;
+                rowp[nr] = dy + n * yn + q * yh + g0 * M;
+                roww[nr++] = w + ta[i].k * wh + g0 * M;
+            }
+            float *orow = dx + n * xn + h * xh + g0;
+            i64 vd = dw_fdiv(pl, sw), ph = pl - vd * sw; /* x + pl = vd*sw + ph */
+            for (i64 x = 0; x < W; x++) {
+                i64 T = 0;
+                if (nr)
+                    for (i64 i = sb[ph]; i < sb[ph + 1]; i++) {
+                        const i64 r = vd + tb[i].off;
+                        if (r < 0 || r >= OW) continue;
+                        for (i64 j = 0; j < nr; j++) {
+                            yp[T] = rowp[j] + r * yw;
+                            wt[T++] = roww[j] + tb[i].k * ww;
                         }
                     }
-                    float *o = dx + n * xn + h * xh + x * xw;
-                    for (i64 g = 0; g < C; g++) o[g] = acc[g];
+                float *o = orow + x * xw;
+                if (M == 1) {
+                    dw_dot(yp, wt, T, o, L);
+                } else { /* dy channel sums first, then the M of each dx channel */
+                    dw_dot(yp, wt, T, tmp, L);
+                    for (i64 g = 0; g < g1 - g0; g++) {
+                        float s = 0.0f;
+                        for (i64 j = 0; j < M; j++) s += tmp[g * M + j];
+                        o[g] = s;
+                    }
                 }
-        free(acc);
-        free(ta);
-        return 0;
+                if (++ph == sw) { ph = 0; vd++; }
+            }
+        }
+    rc = 0;
+done:
+    free(rowp); free(tmp); free(ta); free(sa); free(tb); free(sb);
+    return rc;
+}
+
+#ifdef DW_AVX2
+/* Columns contiguous (yw == xw == 1), dlw == 1, W >= 8. Column tap b of dx column x (u = x + pl)
+ * is b = (u mod sw) + t*sw for t < T = ceil(KW / sw), at dy column floor(u / sw) - t. Vector k
+ * holds columns 8k .. 8k+7; its lane pattern depends on pk = k mod P only (P = sw / gcd(sw, 8)):
+ * lane i reads dy column F[k] - t + idx[pk][i] (loaded: the first span[pk] lanes from
+ * F[k] - t, then permuted) with weight tab[a, j, t, pk][i]. Vectors ka <= k < kz are interior
+ * (every lane's dy columns inside the row; a lane is blended out only where its last tap has
+ * b >= KW); the others, at the row ends, carry per-lane load, tap and store masks. Two channels
+ * run together (same row taps, lane patterns and masks), so that their multiply-add chains
+ * overlap. */
+typedef struct { i64 x0, pk; __m256i smask; int full; } dw_edge;
+typedef struct { i64 base; __m256i lmask, vmask; int any; } dw_edge_tap;
+
+/* Interior vectors k .. k+U-1 of CB channels' dx rows, accumulated in registers over the row
+ * taps i (dy row rowp[i] + c*yg, weight table rowt[i] + c*tabn) and the column taps t. PONE:
+ * P == 1 (one lane pattern); PERM: lanes need permuting (sw > 1); PART: the last column tap is
+ * partial (blended). */
+#define DW_NCHW_VECS(CB, U, PONE, PERM, PART)                                                  \
+    do {                                                                                       \
+        enum { UP = PONE ? 1 : U };                                                            \
+        __m256 acc[CB][U];                                                                     \
+        __m256i ix[UP], sm[UP], lv[UP];                                                        \
+        i64 fo[U], wo8[UP];                                                                    \
+        for (int c = 0; c < CB; c++)                                                           \
+            for (int u = 0; u < U; u++) acc[c][u] = _mm256_setzero_ps();                       \
+        for (int u = 0; u < U; u++) fo[u] = Fk[k + u];                                         \
+        for (int u = 0; u < UP; u++) {                                                         \
+            const i64 pu = PONE ? 0 : pkk[k + u];                                              \
+            ix[u] = idx[pu];                                                                   \
+            sm[u] = spm[pu];                                                                   \
+            lv[u] = vml[pu];                                                                   \
+            wo8[u] = pu * 8;                                                                   \
+        }                                                                                      \
+        for (i64 i = 0; i < nr; i++) {                                                         \
+            const float *yr = rowp[i], *wr = rowt[i];                                          \
+            for (i64 t = 0; t < T; t++, wr += P * 8)                                           \
+                for (int c = 0; c < CB; c++)                                                   \
+                    for (int u = 0; u < U; u++) {                                              \
+                        const int v = PONE ? 0 : u;                                            \
+                        __m256 y = _mm256_maskload_ps(yr + c * yg + fo[u] - t, sm[v]);         \
+                        if (PERM) y = _mm256_permutevar8x32_ps(y, ix[v]);                      \
+                        const __m256 f = _mm256_fmadd_ps(                                      \
+                            _mm256_load_ps(wr + c * tabn + wo8[v]), y, acc[c][u]);             \
+                        acc[c][u] = (PART && t == T - 1)                                       \
+                            ? _mm256_blendv_ps(acc[c][u], f, _mm256_castsi256_ps(lv[v])) : f;  \
+                    }                                                                          \
+        }                                                                                      \
+        for (int c = 0; c < CB; c++)                                                           \
+            for (int u = 0; u < U; u++) _mm256_storeu_ps(orow + c * xc + 8 * (k + u), acc[c][u]); \
+    } while (0)
+
+/* U edge vectors from e of CB channels' rows: lanes outside dy are masked off the load (so
+ * never read), the products of lanes without that tap are masked to +0.0 before the add
+ * (exact: the sum starts at +0.0, so it is never -0.0), lanes outside dx are not stored. */
+#define DW_NCHW_EDGES(CB, U)                                                                   \
+    do {                                                                                       \
+        __m256 acc[CB][U];                                                                     \
+        for (int c = 0; c < CB; c++)                                                           \
+            for (int u = 0; u < U; u++) acc[c][u] = _mm256_setzero_ps();                       \
+        for (i64 t = 0; t < T; t++) {                                                          \
+            int any = 0;                                                                       \
+            for (int u = 0; u < U; u++) any |= et[(e + u) * T + t].any;                        \
+            if (!any) continue;                                                                \
+            for (i64 i = 0; i < nr; i++)                                                       \
+                for (int u = 0; u < U; u++) {                                                  \
+                    const dw_edge_tap *dt = et + (e + u) * T + t;                              \
+                    const i64 pk = ed[e + u].pk;                                               \
+                    const float *yq = (const float *)((uintptr_t)rowp[i]                       \
+                                                      + (uintptr_t)(dt->base * 4));            \
+                    for (int c = 0; c < CB; c++) {                                             \
+                        const __m256 y = _mm256_permutevar8x32_ps(                             \
+                            _mm256_maskload_ps(yq + c * yg, dt->lmask), idx[pk]);              \
+                        const __m256 f = _mm256_mul_ps(                                        \
+                            _mm256_load_ps(rowt[i] + c * tabn + (t * P + pk) * 8), y);         \
+                        acc[c][u] = _mm256_add_ps(acc[c][u], _mm256_and_ps(                    \
+                            f, _mm256_castsi256_ps(dt->vmask)));                               \
+                    }                                                                          \
+                }                                                                              \
+        }                                                                                      \
+        for (int c = 0; c < CB; c++)                                                           \
+            for (int u = 0; u < U; u++) {                                                      \
+                const dw_edge *de = ed + e + u;                                                \
+                if (de->full) _mm256_storeu_ps(orow + c * xc + de->x0, acc[c][u]);             \
+                else _mm256_maskstore_ps(orow + c * xc + de->x0, de->smask, acc[c][u]);        \
+            }                                                                                  \
+    } while (0)
+
+/* One dx row of CB channels: the interior vectors by fours, then the row ends. */
+#define DW_NCHW_ROW(CB)                                                                        \
+    do {                                                                                       \
+        i64 k = ka;                                                                            \
+        if (sw == 1) {                                                                         \
+            if (part) { DW_NCHW_RUN(CB, 1, 0, 1); } else { DW_NCHW_RUN(CB, 1, 0, 0); }          \
+        } else if (P == 1) {                                                                   \
+            if (part) { DW_NCHW_RUN(CB, 1, 1, 1); } else { DW_NCHW_RUN(CB, 1, 1, 0); }          \
+        } else {                                                                               \
+            if (part) { DW_NCHW_RUN(CB, 0, 1, 1); } else { DW_NCHW_RUN(CB, 0, 1, 0); }          \
+        }                                                                                      \
+        i64 e = 0;                                                                             \
+        if (CB < 4)                                                                            \
+            for (; e + 2 <= ne; e += 2) DW_NCHW_EDGES(CB, 2);                                  \
+        for (; e < ne; e++) DW_NCHW_EDGES(CB, 1);                                              \
+    } while (0)
+#define DW_NCHW_RUN(CB, PONE, PERM, PART)                                                      \
+    do {                                                                                       \
+        if (CB == 4) {                                                                         \
+            for (; k + 2 <= kz; k += 2) DW_NCHW_VECS(CB, 2, PONE, PERM, PART);                 \
+        } else                                                                                 \
+            for (; k + 4 <= kz; k += 4) DW_NCHW_VECS(CB, 4, PONE, PERM, PART);                 \
+        switch (kz - k) {                                                                      \
+        case 3: DW_NCHW_VECS(CB, 3, PONE, PERM, PART); break;                                  \
+        case 2: DW_NCHW_VECS(CB, 2, PONE, PERM, PART); break;                                  \
+        case 1: DW_NCHW_VECS(CB, 1, PONE, PERM, PART); break;                                  \
+        default: break;                                                                        \
+        }                                                                                      \
+    } while (0)
+
+static int dw_nchw(const float *dy, const float *w, float *dx, const i64 *p,
+                   i64 n0, i64 n1, i64 h0, i64 h1, i64 g0, i64 g1)
+{
+    const i64 yn = p[DW_YN], yh = p[DW_YH], yc = p[DW_YC], OH = p[DW_OH], OW = p[DW_OW];
+    const i64 KH = p[DW_KH], KW = p[DW_KW], M = p[DW_M], wh = p[DW_WH], ww = p[DW_WW];
+    const i64 wo = p[DW_WO], xn = p[DW_XN], xh = p[DW_XH], xc = p[DW_XC], W = p[DW_W];
+    const i64 sh = p[DW_SH], sw = p[DW_SW], pt = p[DW_PT], pl = p[DW_PL];
+    const i64 T = (KW + sw - 1) / sw, yg = M * yc; /* yg: from one channel's dy planes to the next */
+    i64 gc = sw, v8 = 8;
+    while (v8) { i64 t = gc % v8; gc = v8; v8 = t; }
+    const i64 P = sw / gc, LP = P * 8 / sw;
+    const i64 nv = (W + 7) / 8;                       /* vectors 0 .. nv-1 cover [0, W) */
+    i64 ka = (T - 1) * sw - pl, kz = OW * sw - pl;    /* interior: x0 >= ka, x0 + 8 <= kz */
+    ka = ka <= 0 ? 0 : (ka + 7) / 8;
+    kz = kz > W ? W : kz;
+    kz = kz < 8 ? 0 : kz / 8;
+    if (ka > nv) ka = nv;
+    if (kz < ka) kz = ka;
+    const i64 R0 = dw_fdiv(pl, sw), c0 = pl - R0 * sw;
+    const i64 ne = nv - (kz - ka), tabn = KH * M * T * P * 8, nh = h1 - h0;
+    dw_tap *ta = NULL;
+    i64 *sa = NULL;
+    i64 *rb = (i64 *)malloc(sizeof(i64) * (size_t)(P + 2 * nv + 1));
+    /* idx[pk], spm[pk] (lanes < span), vm[t*P + pk] (lanes whose tap t has b < KW) */
+    __m256i *idx = (__m256i *)aligned_alloc(32, sizeof(__m256i) * (size_t)(T * P + 2 * P));
+    dw_edge *ed = (dw_edge *)aligned_alloc(32, sizeof(dw_edge) * (size_t)(ne > 0 ? ne : 1));
+    dw_edge_tap *et = (dw_edge_tap *)aligned_alloc(
+        32, sizeof(dw_edge_tap) * (size_t)(ne * T > 0 ? ne * T : 1));
+    float *tab = (float *)aligned_alloc(32, sizeof(float) * (size_t)(tabn > 0 ? 4 * tabn : 8));
+    const float **rowp = (const float **)malloc(sizeof(float *) * (size_t)(2 * KH * M + 1));
+    int *ph = (int *)malloc(sizeof(int) * (size_t)(8 * P)); /* ph[pk*8 + i]: lane phase */
+    /* the row taps of dx rows h0 .. h1-1: rows[rs[h - h0] .. rs[h - h0 + 1]) = (q, a) */
+    i64 *rs = (i64 *)malloc(sizeof(i64) * (size_t)(nh + 1 + 2 * nh * KH));
+    int rc = -2;
+    if (!rb || !idx || !ed || !et || !tab || !rowp || !ph || !rs) goto done;
+    if (dw_taps(KH, sh, p[DW_DH], &ta, &sa)) goto done;
+    const float **rowt = rowp + KH * M;
+    __m256i *spm = idx + P, *vm = spm + P;
+    i64 *Fk = rb + P, *pkk = Fk + nv, *rows = rs + nh + 1; /* per vector: dy column, pattern */
+    int part = 0;
+    for (i64 pk = 0; pk < P; pk++) {
+        rb[pk] = (c0 + pk * 8) / sw;
+        int li[8], sp[8];
+        for (int i = 0; i < 8; i++) {
+            li[i] = (int)((c0 + pk * 8 + i) / sw - rb[pk]);
+            ph[pk * 8 + i] = (int)((c0 + pk * 8 + i) % sw);
+        }
+        for (int i = 0; i < 8; i++) sp[i] = i <= li[7] ? -1 : 0;
+        idx[pk] = _mm256_loadu_si256((const __m256i *)li);
+        spm[pk] = _mm256_loadu_si256((const __m256i *)sp);
+        for (i64 t = 0; t < T; t++) {
+            int m[8];
+            for (int i = 0; i < 8; i++) {
+                m[i] = ph[pk * 8 + i] + t * sw < KW ? -1 : 0;
+                /* (only the last tap can be partial: ph + t*sw < sw*(T-1) <= KW - 1) */
+                part |= m[i] == 0;
+            }
+            vm[t * P + pk] = _mm256_loadu_si256((const __m256i *)m);
+        }
     }
-    /* otherwise: per (image, channel, row), vectorise over the columns of one stride phase
-     * (the row accumulator is phase-major: column x at acc[(x % sw) * WP + x / sw]) */
-    i64 WP = (W + sw - 1) / sw;
-    float *acc = (float *)malloc(sizeof(float) * (size_t)(sw * WP > 0 ? sw * WP : 1));
-    if (!acc) return -2;
-    for (i64 n = n0; n < n1; n++)
-        for (i64 g = 0; g < C; g++)
+    for (i64 k = 0, e = 0; k < nv; k++) {
+        const i64 pk = k % P, x0 = 8 * k, F = R0 + (k / P) * LP + rb[pk];
+        pkk[k] = pk;
+        Fk[k] = F;
+        if (k >= ka && k < kz) continue;
+        int sm[8], all = 1;
+        for (int i = 0; i < 8; i++) {
+            sm[i] = x0 + i < W ? -1 : 0;
+            all &= sm[i] != 0;
+        }
+        ed[e] = (dw_edge){x0, pk, _mm256_loadu_si256((const __m256i *)sm), all};
+        for (i64 t = 0; t < T; t++) {
+            const i64 base = F - t;
+            int lm[8], vv[8], any = 0;
+            for (int i = 0; i < 8; i++) {
+                const i64 r = base + (c0 + pk * 8 + i) / sw - rb[pk];
+                lm[i] = base + i >= 0 && base + i < OW ? -1 : 0;
+                vv[i] = sm[i] && ph[pk * 8 + i] + t * sw < KW && r >= 0 && r < OW ? -1 : 0;
+                any |= vv[i] != 0;
+            }
+            et[e * T + t] = (dw_edge_tap){base, _mm256_loadu_si256((const __m256i *)lm),
+                                          _mm256_loadu_si256((const __m256i *)vv), any};
+        }
+        e++;
+    }
+    {
+        i64 hd = dw_fdiv(h0 + pt, sh), rh = h0 + pt - hd * sh, m = 0;
+        for (i64 h = 0; h < nh; h++) {
+            rs[h] = m;
+            for (i64 i = sa[rh]; i < sa[rh + 1]; i++) {
+                const i64 q = hd + ta[i].off;
+                if (q < 0 || q >= OH) continue;
+                rows[2 * m] = q;
+                rows[2 * m++ + 1] = ta[i].k;
+            }
+            if (++rh == sh) { rh = 0; hd++; }
+        }
+        rs[nh] = m;
+    }
+    const __m256i *vml = vm + (T - 1) * P;
+    for (i64 g = g0; g < g1; ) {
+        const i64 cb = g + 3 < g1 ? 4 : (g + 1 < g1 ? 2 : 1);
+        /* tab[c*tabn + (((a*M + j)*T + t)*P + pk)*8 + i] = w[a, ph + t*sw, (g+c)*M + j]
+         * (0 where b >= KW) */
+        for (i64 c = 0; c < cb; c++)
+            for (i64 a = 0; a < KH; a++)
+                for (i64 j = 0; j < M; j++) {
+                    const float *wr = w + a * wh + ((g + c) * M + j) * wo;
+                    float *tr = tab + c * tabn + (a * M + j) * T * P * 8;
+                    for (i64 t = 0; t < T; t++)
+                        for (i64 pk = 0; pk < P; pk++)
+                            for (int i = 0; i < 8; i++) {
+                                const i64 b = ph[pk * 8 + i] + t * sw;
+                                tr[(t * P + pk) * 8 + i] = b < KW ? wr[b * ww] : 0.0f;
+                            }
+                }
+        for (i64 n = n0; n < n1; n++) {
+            const float *dyg = dy + n * yn + g * M * yc;
             for (i64 h = h0; h < h1; h++) {
+                i64 nr = 0;
+                for (i64 r = rs[h - h0]; r < rs[h - h0 + 1]; r++)
+                    for (i64 j = 0; j < M; j++) {
+                        rowp[nr] = dyg + j * yc + rows[2 * r] * yh;
+                        rowt[nr++] = tab + (rows[2 * r + 1] * M + j) * T * P * 8;
+                    }
+                float *orow = dx + n * xn + g * xc + h * xh;
+                if (nr == 0) {
+                    for (i64 c = 0; c < cb; c++)
+                        for (i64 x = 0; x < W; x++) orow[c * xc + x] = 0.0f;
+                } else if (cb == 4) {
+                    DW_NCHW_ROW(4);
+                } else if (cb == 2) {
+                    DW_NCHW_ROW(2);
+                } else {
+                    DW_NCHW_ROW(1);
+                }
+            }
+        }
+        g += cb;
+    }
+    rc = 0;
+done:
+    free(rb); free(idx); free(ed); free(et); free(tab); free(rowp); free(ph); free(rs);
+    free(ta); free(sa);
+    return rc;
+}
+#undef DW_NCHW_VECS
+#undef DW_NCHW_EDGES
+#undef DW_NCHW_ROW
+#undef DW_NCHW_RUN
+#endif
+
+/* Any strides: per (image, channel, row), the columns of each stride phase accumulated in a
+ * phase-major row buffer (column x at acc[(x % sw)*WP + x / sw]), then written out. */
+static int dw_generic(const float *dy, const float *w, float *dx, const i64 *p,
+                      i64 n0, i64 n1, i64 h0, i64 h1, i64 g0, i64 g1)
+{
+    const i64 yn = p[DW_YN], yh = p[DW_YH], yw = p[DW_YW], yc = p[DW_YC], OH = p[DW_OH];
+    const i64 OW = p[DW_OW], KH = p[DW_KH], KW = p[DW_KW], M = p[DW_M], wh = p[DW_WH];
+    const i64 ww = p[DW_WW], wo = p[DW_WO], xn = p[DW_XN], xh = p[DW_XH], xw = p[DW_XW];
+    const i64 xc = p[DW_XC], W = p[DW_W], sh = p[DW_SH], sw = p[DW_SW], dlw = p[DW_DW];
+    const i64 pt = p[DW_PT], pl = p[DW_PL];
+    const i64 WP = (W + sw - 1) / sw;
+    dw_tap *ta = NULL;
+    i64 *sa = NULL;
+    float *acc = (float *)malloc(sizeof(float) * (size_t)(sw * WP > 0 ? sw * WP : 1));
+    i64 *cb = (i64 *)malloc(sizeof(i64) * (size_t)(3 * KW + 1)); /* per b: r0, offset, count */
+    int rc = -2;
+    if (!acc || !cb || dw_taps(KH, p[DW_SH], p[DW_DH], &ta, &sa)) goto done;
+    for (i64 b = 0; b < KW; b++) {
+        /* columns x = x0 + k*sw, r = r0 + k, with x in [0, W), r in [0, OW) */
+        const i64 off = pl - b * dlw; /* x + off = r*sw */
+        const i64 r0 = off > 0 ? (off + sw - 1) / sw : 0, x0 = r0 * sw - off;
+        i64 cnt = OW - r0;
+        const i64 cx = x0 < W ? (W - x0 + sw - 1) / sw : 0;
+        if (cx < cnt) cnt = cx;
+        cb[3 * b] = r0;
+        cb[3 * b + 1] = x0 < W ? (x0 % sw) * WP + x0 / sw : 0;
+        cb[3 * b + 2] = cnt;
+    }
+    for (i64 n = n0; n < n1; n++)
+        for (i64 g = g0; g < g1; g++)
+            for (i64 h = h0; h < h1; h++) {
+                const i64 hd = dw_fdiv(h + pt, sh), rh = h + pt - hd * sh;
                 for (i64 x = 0; x < sw * WP; x++) acc[x] = 0.0f;
-                for (i64 a = 0; a < KH; a++) {
-                    i64 v = h + pt - a * dlh;
-                    if (v < 0 || v % sh) continue;
-                    i64 q = v / sh;
-                    if (q >= OH) continue;
+                for (i64 i = sa[rh]; i < sa[rh + 1]; i++) {
+                    const i64 q = hd + ta[i].off, a = ta[i].k;
+                    if (q < 0 || q >= OH) continue;
                     for (i64 b = 0; b < KW; b++) {
-                        /* columns x = x0 + k*sw, r = r0 + k, with x in [0, W), r in [0, OW) */
-                        i64 off = pl - b * dlw;            /* x + off = r*sw */
-                        i64 r0 = off > 0 ? (off + sw - 1) / sw : 0;
-                        i64 x0 = r0 * sw - off;
-                        i64 cnt = OW - r0;
-                        i64 cx = x0 < W ? (W - x0 + sw - 1) / sw : 0;
-                        if (cx < cnt) cnt = cx;
+                        const i64 cnt = cb[3 * b + 2];
                         if (cnt <= 0) continue;
-                        const float *yp = dy + n * yn + q * yh + r0 * yw;
-                        float *ap = acc + (x0 % sw) * WP + x0 / sw;
+                        const float *yp = dy + n * yn + q * yh + cb[3 * b] * yw;
+                        float *ap = acc + cb[3 * b + 1];
                         for (i64 j = 0; j < M; j++) {
-                            const float wv = wp[((a * KW + b) * M + j) * C + g];
+                            const float wv = w[a * wh + b * ww + (g * M + j) * wo];
                             const float *yq = yp + (g * M + j) * yc;
                             if (yw == 1)
                                 for (i64 k = 0; k < cnt; k++) ap[k] += wv * yq[k];
@@ -105,6 +505,30 @@ int opgraph_depthwise_bpi_f32(const float *dy, i64 yn, i64 yh, i64 yw, i64 yc, i
                 for (i64 px = 0; px < sw; px++)
                     for (i64 k = 0, x = px; x < W; k++, x += sw) o[x * xw] = acc[px * WP + k];
             }
-    free(acc);
-    return 0;
+    rc = 0;
+done:
+    free(acc); free(cb); free(ta); free(sa);
+    return rc;
+}
+
+/* dx rows [h0, h1) of images [n0, n1), channels [g0, g1). p: the DW_NPARAMS parameters in
+ * the enum's order (element strides of dy [N, OH, OW, C*M], w [KH, KW, C*M] and dx
+ * [N, H, W, C]; strides sh, sw; dilations; the paddings before pt, pl, any sign). Returns 0,
+ * -1 for invalid arguments, -2 when out of memory. */
+int opgraph_depthwise_bpi_f32(const float *dy, const float *w, float *dx, const i64 *p,
+                              i64 np, i64 n0, i64 n1, i64 h0, i64 h1, i64 g0, i64 g1)
+{
+    if (np != DW_NPARAMS) return -1;
+    if (p[DW_SH] < 1 || p[DW_SW] < 1 || p[DW_DH] < 1 || p[DW_DW] < 1 || p[DW_M] < 1
+        || p[DW_KH] < 0 || p[DW_KW] < 0 || p[DW_OH] < 0 || p[DW_OW] < 0 || p[DW_W] < 0)
+        return -1;
+    if (n0 < 0 || n1 > p[DW_N] || h0 < 0 || h1 > p[DW_H] || g0 < 0 || g1 > p[DW_C]) return -1;
+    if (n0 >= n1 || h0 >= h1 || g0 >= g1 || p[DW_W] == 0) return 0;
+    if (p[DW_YC] == 1 && p[DW_XC] == 1 && p[DW_WO] == 1)
+        return dw_nhwc(dy, w, dx, p, n0, n1, h0, h1, g0, g1);
+#ifdef DW_AVX2
+    if (p[DW_YW] == 1 && p[DW_XW] == 1 && p[DW_DW] == 1 && p[DW_W] >= 8 && p[DW_SW] <= 64)
+        return dw_nchw(dy, w, dx, p, n0, n1, h0, h1, g0, g1);
+#endif
+    return dw_generic(dy, w, dx, p, n0, n1, h0, h1, g0, g1);
 }
