@@ -175,6 +175,33 @@ def test_odd_channel_counts_with_thread_splits(cog, groups, fmt, dtype, native_r
     assert native_runs
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("geometry", ["3x3_same", "2x3_s21_d12", "4x4_s2_valid", "7x7_s2"])
+@pytest.mark.parametrize("groups", [VW, 2 * VW + 5])
+def test_one_channel_per_group(groups, geometry, fmt, native_runs):
+    """One input and one output channel per group (FCN's per-class up-sampling): the groups
+    run as the vector lanes (NHWC; the lanes past the last full vector as scalars), or group
+    by group (NCHW); with a NaN and an inf reaching exactly their taps."""
+    k, s, d, pads = GEOMETRIES[geometry]
+    rng = np.random.default_rng(25)
+    x, dy, fshape, pb = _case(rng, 2, 9, 11, 1, 1, groups, k, s, d, pads, "NHWC", np.float32)
+    ref = conv2d_backprop_filter_ref(x, dy, fshape, s, d, pb)
+    got = _both_engines(_fmt(x, fmt), _fmt(dy, fmt), fshape, s, d, pb, fmt, native_runs)
+    assert bool(native_runs) == (nat is not None)
+    for name, out in got.items():
+        _check(out, ref, np.float32, f"{name} {groups} groups {geometry} {fmt}")
+    x[1, 0, 10, groups - 1] = np.nan  # the last group (a scalar lane when groups % VW)
+    dy[0, 0, 0, 0] = np.inf
+    ref = conv2d_backprop_filter_ref(x, dy, fshape, s, d, pb)
+    got = conv_impl.conv2d_backprop_filter(_fmt(x, fmt), _fmt(dy, fmt), fshape, s, d, pb, fmt)
+    assert 0 < np.count_nonzero(~np.isfinite(ref)) < ref.size
+    assert np.array_equal(np.isnan(got), np.isnan(ref))
+    assert np.array_equal(np.isinf(got), np.isinf(ref))
+    fin = np.isfinite(ref)
+    assert np.allclose(got[fin], ref[fin], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float16])
 @pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
 @pytest.mark.parametrize("geometry", ["3x3_same", "2x3_s21_d12", "5x5_d2"])
@@ -371,6 +398,33 @@ def test_filter_grad_direct_every_row_width(layout, co):
             err = float(np.abs(dw - ref).max())
             assert err <= 1e-5 * max(1.0, float(np.abs(ref).max())), (r, stepw, err)
             assert np.isnan(dw_big[..., :VW]).all() and np.isnan(dw_big[..., VW + co:]).all()
+
+
+@needs_native
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("cs", [61, 300])
+def test_filter_grad_direct_wide_sources(cs, layout):
+    """Many source channels: several tiles and a partial one, source tiles packed when their
+    pixels are far apart (NHWC; NCHW with step 2), channel groups of the tiles when a chunk's
+    source values would not fit in cache (300 channels); a partial and several full channel
+    blocks of dy."""
+    rng = np.random.default_rng(24)
+    n, hs, q, r = 2, 8, 4, 37
+    offs_h, offs_w = [-1, 0, 2], [-1, 1]
+    for co in (VW + 3, 2 * BW + 5):
+        for stepw in (1, 2):
+            ws = r * stepw
+            if layout == "NHWC":
+                src = _rand(rng, (n, hs, ws, cs))
+                dy = _rand(rng, (n, q, r, co))
+            else:
+                src = _rand(rng, (n, cs, hs, ws)).transpose(0, 2, 3, 1)
+                dy = _rand(rng, (n, co, q, r)).transpose(0, 2, 3, 1)
+            dw = np.zeros((3, 2, cs, co), np.float32)
+            nat.filter_grad(src, dy, dw, offs_h, offs_w, (2, stepw), 0)
+            ref = _filter_grad_ref(src, dy, offs_h, offs_w, (2, stepw), 0)
+            err = float(np.abs(dw - ref).max())
+            assert err <= 1e-5 * max(1.0, float(np.abs(ref).max())), (co, stepw, err)
 
 
 @needs_native

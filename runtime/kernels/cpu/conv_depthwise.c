@@ -3,17 +3,20 @@
  *
  * dx[n, h, x, g] = sum over taps (a, b) and j < M with h + pt - a*dlh = q*sh and
  * x + pl - b*dlw = r*sw, 0 <= q < OH, 0 <= r < OW, of dy[n, q, r, g*M + j] * w[a, b, g*M + j].
- * dy, dx and w are addressed by element strides (any layout). Only the terms of the sum are
- * multiplied (a tap or lane outside dy is skipped or blended away, never multiplied by zero),
- * so inf/NaN propagate as in a direct loop.
+ * dy, dx and w are addressed by element strides (any layout). Only terms of that sum reach dx:
+ * a tap or position outside dy is skipped, or the product of its vector lane is discarded
+ * (blended or masked away, never added), so inf/NaN propagate exactly as in a direct loop.
+ * The taps of a row or column come from residue tables (no division per pixel).
  *
  * Three ways through it, chosen by the layout:
- *   channels contiguous (NHWC): per dx pixel the taps of its row and column stride phases (from
- *     residue tables, no per-pixel division), then multiply-adds over channel vectors;
- *   columns contiguous (NCHW, dlw = 1, AVX2): per dx row of one channel, 8 dx columns per
- *     vector, whatever stride phase each column has: every lane's dy column comes from one
- *     load and a lane permutation (the pattern repeats every P vectors), its weight from a
- *     per-channel table in the same lane order; partial taps and row ends are blended lanes;
+ *   channels contiguous (NHWC): multiply-adds over channel vectors; with few channels per
+ *     dx row and column stride phase, the pixels share one tap list and run in pairs, else
+ *     pixel by pixel in column order;
+ *   columns contiguous (NCHW, dlw = 1, AVX2): per dx row, 8 dx columns per vector whatever
+ *     stride phase each column has: every lane's dy column comes from one load and a lane
+ *     permutation (the pattern repeats every P vectors), its weight from a per-channel table
+ *     in the same lane order; partial taps and row ends are blended or masked lanes; 4
+ *     channels at a time (same taps and masks), so that their multiply-add chains overlap;
  *   anything else: per row, the columns of each stride phase accumulated in a phase-major row
  *     buffer, then written out. */
 #include "conv_common.h"
@@ -65,6 +68,24 @@ static inline __m256i dw_lanes_below(i64 c) /* lanes i < c set */
 {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)c), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
+
+/* o[i] = v[i] for i < rem (< 8): 4-, 2- and 1-lane stores (a masked store is microcoded and
+ * slow on some processors). */
+static inline void dw_store_first(float *o, __m256 v, i64 rem)
+{
+    __m128 x = _mm256_castps256_ps128(v);
+    if (rem & 4) {
+        _mm_storeu_ps(o, x);
+        x = _mm256_extractf128_ps(v, 1);
+        o += 4;
+    }
+    if (rem & 2) {
+        _mm_storel_pi((__m64 *)o, x);
+        x = _mm_movehl_ps(x, x);
+        o += 2;
+    }
+    if (rem & 1) _mm_store_ss(o, x);
+}
 #endif
 
 /* o[c] = sum over t < T of yp[t][c] * wt[t][c], c < len (zero when T == 0). */
@@ -110,7 +131,7 @@ static void dw_dot(const float *const *yp, const float *const *wt, i64 T, float 
         for (i64 t = 0; t < T; t++)
             a0 = _mm256_fmadd_ps(_mm256_maskload_ps(yp[t] + c, mk),
                                  _mm256_maskload_ps(wt[t] + c, mk), a0);
-        _mm256_maskstore_ps(o + c, mk, a0);
+        dw_store_first(o + c, a0, len - c);
     }
 #else
     for (; c < len; c++) o[c] = 0.0f;
@@ -121,7 +142,104 @@ static void dw_dot(const float *const *yp, const float *const *wt, i64 T, float 
 #endif
 }
 
-/* Channels contiguous (yc == xc == wo == 1). */
+#ifdef DW_AVX2
+/* NP pixels x (NVEC full channel vectors from channel c, then TAIL: one more vector of the
+ * lanes below mk only) of the pixels k .. k+NP-1 of one stride phase (pixel k: dy at
+ * yb[t] + k*ys, dx at o + k*os). A tap's weights are loaded once for the NP pixels; masked lanes
+ * are neither read nor written. */
+#define DW_PHASE_PIX(NP, NVEC, TAIL)                                                           \
+    do {                                                                                       \
+        enum { NA = NVEC + TAIL };                                                             \
+        __m256 acc[NP][NA];                                                                    \
+        for (int q = 0; q < NP; q++)                                                           \
+            for (int v = 0; v < NA; v++) acc[q][v] = _mm256_setzero_ps();                      \
+        for (i64 t = 0; t < T; t++) {                                                          \
+            const float *y = yb[t] + k * ys + c, *wp = wt[t] + c;                              \
+            for (int v = 0; v < NA; v++) {                                                     \
+                const int tl = TAIL && v == NVEC;                                              \
+                const __m256 wv = tl ? _mm256_maskload_ps(wp + 8 * v, mk)                      \
+                                     : _mm256_loadu_ps(wp + 8 * v);                            \
+                for (int q = 0; q < NP; q++)                                                   \
+                    acc[q][v] = _mm256_fmadd_ps(                                               \
+                        tl ? _mm256_maskload_ps(y + q * ys + 8 * v, mk)                        \
+                           : _mm256_loadu_ps(y + q * ys + 8 * v), wv, acc[q][v]);              \
+            }                                                                                  \
+        }                                                                                      \
+        for (int q = 0; q < NP; q++)                                                           \
+            for (int v = 0; v < NA; v++) {                                                     \
+                float *oq = o + (k + q) * os + c + 8 * v;                                      \
+                if (TAIL && v == NVEC) dw_store_first(oq, acc[q][v], rem);                     \
+                else _mm256_storeu_ps(oq, acc[q][v]);                                          \
+            }                                                                                  \
+    } while (0)
+/* NP pixels from k, all channels: blocks of 16, the last block (up to 2 full vectors and
+ * the partial one) in one pass. */
+#define DW_PHASE_ALL(NP)                                                                       \
+    do {                                                                                       \
+        i64 c = 0, f = full;                                                                   \
+        for (; f >= 3 || (f == 2 && !rem); f -= 2, c += 16) DW_PHASE_PIX(NP, 2, 0);            \
+        if (f == 2) DW_PHASE_PIX(NP, 2, 1);                                                    \
+        else if (f == 1 && rem) DW_PHASE_PIX(NP, 1, 1);                                        \
+        else if (f == 1) DW_PHASE_PIX(NP, 1, 0);                                               \
+        else if (rem) DW_PHASE_PIX(NP, 0, 1);                                                  \
+    } while (0)
+#endif
+
+/* The pixels k0 .. k1-1 of one stride phase of a dx row, all with the same T taps (dy of
+ * pixel k at yb[t] + k*ys, weights wt[t]), channels [0, len) (M == 1): o[k*os + c]. Pixels in
+ * pairs (fours when there are at most 8 channels), each written whole before the next. */
+static void dw_phase(const float *const *yb, const float *const *wt, i64 T, i64 ys, float *o,
+                     i64 os, i64 k0, i64 k1, i64 len, const float **yp)
+{
+#ifdef DW_AVX2
+    const i64 full = len / 8;
+    const int rem = (int)(len % 8);
+    const __m256i mk = dw_lanes_below(rem);
+    i64 k = k0;
+    if (full + (rem > 0) <= 1)
+        for (; k + 4 <= k1; k += 4) DW_PHASE_ALL(4);
+    for (; k + 2 <= k1; k += 2) DW_PHASE_ALL(2);
+    if (k < k1) DW_PHASE_ALL(1);
+    (void)yp;
+#else
+    for (i64 k = k0; k < k1; k++) {
+        for (i64 t = 0; t < T; t++) yp[t] = yb[t] + k * ys;
+        dw_dot(yp, wt, T, o + k * os, len);
+    }
+#endif
+}
+
+/* One dx pixel x (x + pl = vd*sw + ph) from its own tap list. */
+#define DW_NHWC_PIXEL(X, VD, PH)                                                               \
+    do {                                                                                       \
+        i64 T = 0;                                                                             \
+        if (nr)                                                                                \
+            for (i64 i = sb[PH]; i < sb[(PH) + 1]; i++) {                                      \
+                const i64 r = (VD) + tb[i].off;                                                \
+                if (r < 0 || r >= OW) continue;                                                \
+                for (i64 j = 0; j < nr; j++) {                                                 \
+                    yp[T] = rowp[j] + r * yw;                                                  \
+                    wt[T++] = roww[j] + tb[i].k * ww;                                          \
+                }                                                                              \
+            }                                                                                  \
+        float *o = orow + (X) * xw;                                                            \
+        if (M == 1) {                                                                          \
+            dw_dot(yp, wt, T, o, L);                                                           \
+        } else { /* dy channel sums first, then the M of each dx channel */                    \
+            dw_dot(yp, wt, T, tmp, L);                                                         \
+            for (i64 g = 0; g < g1 - g0; g++) {                                                \
+                float s = 0.0f;                                                                \
+                for (i64 j = 0; j < M; j++) s += tmp[g * M + j];                               \
+                o[g] = s;                                                                      \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
+
+/* Channels contiguous (yc == xc == wo == 1). With few channels (M == 1, at most 32), per dx
+ * row and column stride phase: the pixels whose taps all lie inside dy share one tap list and
+ * run in pairs (dw_phase), the others, near the row ends, list their own taps. Otherwise pixel
+ * by pixel in column order, each listing its taps (the writes stay sequential, which matters
+ * once dx is not in cache). */
 static int dw_nhwc(const float *dy, const float *w, float *dx, const i64 *p,
                    i64 n0, i64 n1, i64 h0, i64 h1, i64 g0, i64 g1)
 {
@@ -130,14 +248,31 @@ static int dw_nhwc(const float *dy, const float *w, float *dx, const i64 *p,
     const i64 xn = p[DW_XN], xh = p[DW_XH], xw = p[DW_XW], W = p[DW_W];
     const i64 sh = p[DW_SH], sw = p[DW_SW], pt = p[DW_PT], pl = p[DW_PL];
     const i64 L = (g1 - g0) * M; /* dy channels of the range */
+    const int byphase = M == 1 && L <= 32;
     dw_tap *ta = NULL, *tb = NULL;
     i64 *sa = NULL, *sb = NULL;
-    const float **rowp = (const float **)malloc(sizeof(float *) * (size_t)(2 * KH + 2 * KH * KW));
+    const float **rowp = (const float **)malloc(sizeof(float *) * (size_t)(2 * KH + 3 * KH * KW));
     float *tmp = M > 1 ? (float *)malloc(sizeof(float) * (size_t)L) : NULL;
+    i64 *cp = (i64 *)malloc(sizeof(i64) * (size_t)(5 * sw)); /* per column phase, below */
     int rc = -2;
-    if (!rowp || (M > 1 && !tmp)) goto done;
+    if (!rowp || !cp || (M > 1 && !tmp)) goto done;
     if (dw_taps(KH, sh, p[DW_DH], &ta, &sa) || dw_taps(KW, sw, p[DW_DW], &tb, &sb)) goto done;
-    const float **roww = rowp + KH, **yp = roww + KH, **wt = yp + KH * KW;
+    const float **roww = rowp + KH, **yp = roww + KH, **wt = yp + KH * KW, **yb = wt + KH * KW;
+    for (i64 ph = 0; ph < sw; ph++) {
+        /* pixels x = x0 + k*sw (x + pl = (vd0 + k)*sw + ph), k < np; [ka, kb): the pixels
+         * whose column taps are all inside dy (empty: none is) */
+        const i64 x0 = ((ph - pl) % sw + sw) % sw, vd0 = (x0 + pl - ph) / sw;
+        const i64 np = x0 < W ? (W - x0 + sw - 1) / sw : 0;
+        i64 ka = 0, kb = np;
+        for (i64 i = sb[ph]; i < sb[ph + 1]; i++) {
+            const i64 r0 = vd0 + tb[i].off; /* dy column of pixel 0 */
+            if (-r0 > ka) ka = -r0;
+            if (OW - r0 < kb) kb = OW - r0;
+        }
+        if (sb[ph] == sb[ph + 1] || kb < ka) ka = kb = np;
+        i64 *c5 = cp + 5 * ph;
+        c5[0] = x0; c5[1] = vd0; c5[2] = np; c5[3] = ka; c5[4] = kb;
+    }
     for (i64 n = n0; n < n1; n++)
         for (i64 h = h0; h < h1; h++) {
             const i64 hd = dw_fdiv(h + pt, sh), rh = h + pt - hd * sh;
@@ -149,35 +284,36 @@ static int dw_nhwc(const float *dy, const float *w, float *dx, const i64 *p,
                 roww[nr++] = w + ta[i].k * wh + g0 * M;
             }
             float *orow = dx + n * xn + h * xh + g0;
-            i64 vd = dw_fdiv(pl, sw), ph = pl - vd * sw; /* x + pl = vd*sw + ph */
-            for (i64 x = 0; x < W; x++) {
-                i64 T = 0;
-                if (nr)
-                    for (i64 i = sb[ph]; i < sb[ph + 1]; i++) {
-                        const i64 r = vd + tb[i].off;
-                        if (r < 0 || r >= OW) continue;
-                        for (i64 j = 0; j < nr; j++) {
-                            yp[T] = rowp[j] + r * yw;
-                            wt[T++] = roww[j] + tb[i].k * ww;
+            if (byphase) {
+                for (i64 ph = 0; ph < sw; ph++) {
+                    const i64 *c5 = cp + 5 * ph, x0 = c5[0], vd0 = c5[1], np = c5[2];
+                    const i64 ka = nr ? c5[3] : np, kb = nr ? c5[4] : np;
+                    for (i64 k = 0; k < np; k++) {
+                        if (k == ka && ka < kb) { /* the shared tap list */
+                            i64 T = 0;
+                            for (i64 i = sb[ph]; i < sb[ph + 1]; i++)
+                                for (i64 j = 0; j < nr; j++) {
+                                    yb[T] = rowp[j] + (vd0 + tb[i].off) * yw;
+                                    wt[T++] = roww[j] + tb[i].k * ww;
+                                }
+                            dw_phase(yb, wt, T, yw, orow + x0 * xw, sw * xw, ka, kb, L, yp);
+                            k = kb - 1;
+                            continue;
                         }
-                    }
-                float *o = orow + x * xw;
-                if (M == 1) {
-                    dw_dot(yp, wt, T, o, L);
-                } else { /* dy channel sums first, then the M of each dx channel */
-                    dw_dot(yp, wt, T, tmp, L);
-                    for (i64 g = 0; g < g1 - g0; g++) {
-                        float s = 0.0f;
-                        for (i64 j = 0; j < M; j++) s += tmp[g * M + j];
-                        o[g] = s;
+                        DW_NHWC_PIXEL(x0 + k * sw, vd0 + k, ph);
                     }
                 }
-                if (++ph == sw) { ph = 0; vd++; }
+            } else {
+                i64 vd = dw_fdiv(pl, sw), ph = pl - vd * sw; /* x + pl = vd*sw + ph */
+                for (i64 x = 0; x < W; x++) {
+                    DW_NHWC_PIXEL(x, vd, ph);
+                    if (++ph == sw) { ph = 0; vd++; }
+                }
             }
         }
     rc = 0;
 done:
-    free(rowp); free(tmp); free(ta); free(sa); free(tb); free(sb);
+    free(rowp); free(tmp); free(cp); free(ta); free(sa); free(tb); free(sb);
     return rc;
 }
 
@@ -188,10 +324,12 @@ done:
  * lane i reads dy column F[k] - t + idx[pk][i] (loaded: the first span[pk] lanes from
  * F[k] - t, then permuted) with weight tab[a, j, t, pk][i]. Vectors ka <= k < kz are interior
  * (every lane's dy columns inside the row; a lane is blended out only where its last tap has
- * b >= KW); the others, at the row ends, carry per-lane load, tap and store masks. Two channels
- * run together (same row taps, lane patterns and masks), so that their multiply-add chains
- * overlap. */
-typedef struct { i64 x0, pk; __m256i smask; int full; } dw_edge;
+ * b >= KW); the others, at the row ends, carry per-lane load, tap and store masks. Up to 4
+ * channels run together (same row taps, lane patterns and masks), so that their multiply-add
+ * chains overlap. */
+typedef struct { i64 x0, pk; int full; } dw_edge; /* full: all 8 columns inside dx */
+/* per edge vector and column tap: first dy column loaded, load mask (columns inside dy), tap
+ * mask (lanes with this tap), any lane set */
 typedef struct { i64 base; __m256i lmask, vmask; int any; } dw_edge_tap;
 
 /* Interior vectors k .. k+U-1 of CB channels' dx rows, accumulated in registers over the row
@@ -264,11 +402,12 @@ typedef struct { i64 base; __m256i lmask, vmask; int any; } dw_edge_tap;
             for (int u = 0; u < U; u++) {                                                      \
                 const dw_edge *de = ed + e + u;                                                \
                 if (de->full) _mm256_storeu_ps(orow + c * xc + de->x0, acc[c][u]);             \
-                else _mm256_maskstore_ps(orow + c * xc + de->x0, de->smask, acc[c][u]);        \
+                else dw_store_first(orow + c * xc + de->x0, acc[c][u], W - de->x0);            \
             }                                                                                  \
     } while (0)
 
-/* One dx row of CB channels: the interior vectors by fours, then the row ends. */
+/* One dx row of CB channels: the interior vectors by fours (twos for 4 channels), then the
+ * row ends by twos. */
 #define DW_NCHW_ROW(CB)                                                                        \
     do {                                                                                       \
         i64 k = ka;                                                                            \
@@ -280,8 +419,7 @@ typedef struct { i64 base; __m256i lmask, vmask; int any; } dw_edge_tap;
             if (part) { DW_NCHW_RUN(CB, 0, 1, 1); } else { DW_NCHW_RUN(CB, 0, 1, 0); }          \
         }                                                                                      \
         i64 e = 0;                                                                             \
-        if (CB < 4)                                                                            \
-            for (; e + 2 <= ne; e += 2) DW_NCHW_EDGES(CB, 2);                                  \
+        for (; e + 2 <= ne; e += 2) DW_NCHW_EDGES(CB, 2);                                      \
         for (; e < ne; e++) DW_NCHW_EDGES(CB, 1);                                              \
     } while (0)
 #define DW_NCHW_RUN(CB, PONE, PERM, PART)                                                      \
@@ -305,7 +443,7 @@ static int dw_nchw(const float *dy, const float *w, float *dx, const i64 *p,
     const i64 KH = p[DW_KH], KW = p[DW_KW], M = p[DW_M], wh = p[DW_WH], ww = p[DW_WW];
     const i64 wo = p[DW_WO], xn = p[DW_XN], xh = p[DW_XH], xc = p[DW_XC], W = p[DW_W];
     const i64 sh = p[DW_SH], sw = p[DW_SW], pt = p[DW_PT], pl = p[DW_PL];
-    const i64 T = (KW + sw - 1) / sw, yg = M * yc; /* yg: from one channel's dy planes to the next */
+    const i64 T = (KW + sw - 1) / sw, yg = M * yc; /* yg: one channel's dy planes to the next */
     i64 gc = sw, v8 = 8;
     while (v8) { i64 t = gc % v8; gc = v8; v8 = t; }
     const i64 P = sw / gc, LP = P * 8 / sw;
@@ -368,7 +506,7 @@ static int dw_nchw(const float *dy, const float *w, float *dx, const i64 *p,
             sm[i] = x0 + i < W ? -1 : 0;
             all &= sm[i] != 0;
         }
-        ed[e] = (dw_edge){x0, pk, _mm256_loadu_si256((const __m256i *)sm), all};
+        ed[e] = (dw_edge){x0, pk, all};
         for (i64 t = 0; t < T; t++) {
             const i64 base = F - t;
             int lm[8], vv[8], any = 0;
@@ -445,6 +583,9 @@ done:
     return rc;
 }
 #undef DW_NCHW_VECS
+#undef DW_NHWC_PIXEL
+#undef DW_PHASE_PIX
+#undef DW_PHASE_ALL
 #undef DW_NCHW_EDGES
 #undef DW_NCHW_ROW
 #undef DW_NCHW_RUN

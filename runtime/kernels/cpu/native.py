@@ -725,6 +725,48 @@ def _self_check(nat: NativeConv):
         raise AssertionError(f"self-check mismatch: max error {np.nanmax(np.abs(out - ref))}")
     _self_check_filter_grad(nat)
     _self_check_backprop_input(nat)
+    _self_check_depthwise(nat)
+
+
+def _self_check_depthwise(nat: NativeConv):
+    """The depthwise input gradient against a direct loop: strides (2, 3) with padding (partial
+    column taps, taps outside dy at both row ends), M = 2 (per pixel) and M = 1 (shared
+    per-phase tap lists), 5 channels (a block of 4 and one more), in channels-contiguous,
+    columns-contiguous and strided layouts. A library without the kernel passes (unused)."""
+    if not nat.has_depthwise:
+        return
+
+    def view(a, layout):  # a copy of the NHWC array a as a logical-NHWC view of layout
+        if layout == "NHWC":
+            return a.copy()
+        nn, hh, ww, cc = a.shape
+        b = np.full((nn, cc, hh, 2 * ww), np.nan, np.float32)  # NCHW, twice the columns
+        v = (b[..., ::2] if layout == "strided" else b[..., :ww]).transpose(0, 2, 3, 1)
+        v[...] = a
+        return v
+
+    rng = np.random.default_rng(9)
+    n, oh, ow, c, kh, kw, st, pd, h, wd = 1, 4, 6, 5, 3, 4, (2, 3), (1, 2), 8, 17
+    for m in (2, 1):
+        dy = rng.standard_normal((n, oh, ow, c * m)).astype(np.float32)
+        w = rng.standard_normal((kh, kw, c * m)).astype(np.float32)
+        ref = np.zeros((n, h, wd, c * m))
+        for i in range(oh):
+            for a in range(kh):
+                hh = i * st[0] + a - pd[0]
+                for j in range(ow):
+                    for b in range(kw):
+                        xx = j * st[1] + b - pd[1]
+                        if 0 <= hh < h and 0 <= xx < wd:
+                            ref[:, hh, xx] += dy[:, i, j] * w[a, b].astype(np.float64)
+        ref = ref.reshape(n, h, wd, c, m).sum(-1)
+        for layout in ("NHWC", "NCHW", "strided"):  # channel, column, both strides not 1
+            src = view(dy, layout)
+            out = view(np.full((n, h, wd, c), np.nan, np.float32), layout)
+            nat.depthwise_plan(src, w, out, st, (1, 1), pd)()
+            if not np.allclose(out, ref, rtol=1e-4, atol=1e-4):
+                raise AssertionError(f"self-check mismatch (depthwise, M={m}, {layout}): max "
+                                     f"error {np.nanmax(np.abs(out - ref))}")
 
 
 def _load_now():

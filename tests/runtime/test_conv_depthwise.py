@@ -1,0 +1,273 @@
+"""The depthwise input gradient (one dx channel per group) against the direct-loop reference.
+
+The compiled kernel is called directly (NativeConv.depthwise_plan) in every layout it has a path
+for: channels contiguous (NHWC, also with gaps between pixels), columns contiguous (NCHW) and
+both strided (the generic path), mixed layouts, split work ranges run at once on threads,
+non-finite values at the row ends, and a portable build (no -march=native: the scalar paths).
+Through conv2d_backprop_input: threads at batch 1 and larger, float32/float64/float16, NHWC and
+NCHW, the numpy fallback."""
+
+import concurrent.futures
+import ctypes
+import itertools
+
+import numpy as np
+import pytest
+
+from runtime.kernels.cpu import conv_impl, native
+from tests.reference import conv2d_backprop_input_ref
+
+CASES = [  # n, oh, ow, c, m, kh, kw, sh, sw, dh, dw, pt, pl, h, w
+    (1, 5, 6, 7, 1, 4, 4, 2, 2, 1, 1, 1, 1, 10, 12),       # 4x4 s2 (DCGAN-like)
+    (2, 4, 5, 9, 1, 3, 3, 2, 2, 1, 1, 1, 1, 8, 10),        # 3x3 s2: partial column taps
+    (1, 4, 6, 5, 2, 3, 4, 2, 3, 1, 1, 1, 2, 8, 17),        # M = 2, sw = 3 (3 lane patterns)
+    (1, 3, 4, 6, 3, 2, 5, 1, 4, 2, 1, 0, 3, 5, 16),        # M = 3, sw = 4, dilated rows
+    (1, 4, 4, 3, 1, 1, 1, 4, 1, 1, 1, 0, 0, 14, 4),        # dx rows without taps, W < 8
+    (1, 3, 3, 5, 1, 16, 16, 8, 8, 1, 1, 4, 4, 16, 16),     # FCN s8 (bilinear-like)
+    (1, 2, 2, 4, 1, 20, 40, 8, 32, 1, 1, 2, 8, 14, 40),    # sw = 32 (4 lane patterns)
+    (1, 4, 5, 6, 1, 3, 3, 1, 1, 1, 1, -2, -3, 9, 11),      # stride 1, negative padding
+    (1, 4, 5, 4, 1, 3, 2, 1, 1, 2, 3, 1, 2, 7, 9),         # stride 1, dilated columns
+    (1, 3, 4, 5, 1, 2, 3, 3, 2, 1, 2, 5, 9, 6, 8),         # large padding, dilated columns
+    (2, 3, 3, 40, 1, 3, 3, 2, 2, 1, 1, 0, 0, 7, 7),        # 40 channels (column order)
+    (1, 2, 3, 12, 3, 2, 2, 2, 2, 1, 1, 0, 0, 5, 9),        # 36 dy channels, M = 3
+    (1, 2, 6, 3, 1, 2, 7, 2, 3, 1, 1, -1, -10, 4, 9),      # most taps fall outside dy
+]
+LAYOUTS = ["nhwc", "nhwc_gaps", "nchw", "strided", "mixed"]
+
+
+def _view(a, layout, role):
+    """A float32 copy of the NHWC array ``a`` as a logical-NHWC view of ``layout`` (NaN in the
+    gaps). mixed: dy NHWC, dx NCHW."""
+    n, h, w, c = a.shape
+    if layout == "mixed":
+        layout = "nhwc" if role == "dy" else "nchw"
+    if layout == "nhwc":
+        return np.array(a, np.float32)
+    if layout == "nhwc_gaps":  # channels contiguous, pixels further apart
+        b = np.full((n, h, w, c + 3), np.nan, np.float32)[..., 1:1 + c]
+    elif layout == "nchw":
+        b = np.full((n, c, h, w), np.nan, np.float32).transpose(0, 2, 3, 1)
+    else:  # strided: neither channels nor columns contiguous
+        b = np.full((n, c, h, 2 * w), np.nan, np.float32)[..., ::2].transpose(0, 2, 3, 1)
+    b[...] = a
+    return b
+
+
+def _inputs(case, seed=0):
+    n, oh, ow, c, m, kh, kw = case[:7]
+    rng = np.random.default_rng(seed + sum(case))
+    dy = rng.standard_normal((n, oh, ow, c * m)).astype(np.float32)
+    w = rng.standard_normal((kh, kw, c * m)).astype(np.float32)
+    return dy, w
+
+
+def _geometry(case):
+    n, oh, ow, c, m, kh, kw, sh, sw, dh, dw, pt, pl, h, wd = case
+    return (n, h, wd, c), (sh, sw), (dh, dw), (pt, pl)
+
+
+def _reference(dy, w, case):
+    shape, st, dl, pd = _geometry(case)
+    return conv2d_backprop_input_ref(dy.astype(np.float64), w[:, :, None, :], shape, st, dl, pd)
+
+
+def _native_or_skip():
+    nat = native.load()
+    if nat is None or not nat.has_depthwise:
+        pytest.skip(f"compiled kernel unavailable: {native.unavailable_reason()}")
+    return nat
+
+
+def _run_kernel(nat, dy, w, case, layout, ranges=None):
+    shape, st, dl, pd = _geometry(case)
+    src = _view(dy, layout, "dy")
+    out = _view(np.full(shape, np.nan, np.float32), layout, "dx")
+    run = nat.depthwise_plan(src, w, out, st, dl, pd)
+    for r in ranges or [()]:
+        run(*r)
+    return np.asarray(out, np.float64)
+
+
+def _assert_like_reference(got, ref, tol=1e-5):
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
+    fin = np.isfinite(ref)
+    scale = max(1.0, float(np.abs(ref[fin]).max())) if fin.any() else 1.0
+    np.testing.assert_allclose(got[fin], ref[fin], rtol=tol, atol=tol * scale)
+    np.testing.assert_array_equal(got[np.isinf(ref)], ref[np.isinf(ref)])  # signs of inf
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", CASES)
+def test_kernel_matches_reference(case, layout):
+    nat = _native_or_skip()
+    dy, w = _inputs(case)
+    _assert_like_reference(_run_kernel(nat, dy, w, case, layout), _reference(dy, w, case))
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nchw", "strided"])
+def test_kernel_random_geometries(layout):
+    """Seeded random geometries: strides up to 5 and 8/16/32, dilations, paddings of either sign,
+    multipliers, widths below and above one vector."""
+    nat = _native_or_skip()
+    rng = np.random.default_rng({"nhwc": 1, "nchw": 2, "strided": 3}[layout])
+    for _ in range(25):
+        sw = int(rng.choice([1, 2, 3, 4, 5, 8, 16, 32]))
+        case = (int(rng.integers(1, 3)), int(rng.integers(1, 5)), int(rng.integers(1, 9)),
+                int(rng.integers(2, 11)), int(rng.choice([1, 1, 2, 3])), int(rng.integers(1, 5)),
+                int(rng.integers(1, 2 * sw + 3)), int(rng.integers(1, 5)), sw,
+                int(rng.choice([1, 1, 2])), int(rng.choice([1, 1, 2])), int(rng.integers(-3, 6)),
+                int(rng.integers(-sw - 2, 2 * sw + 2)), int(rng.integers(1, 12)),
+                int(rng.integers(1, 50)))
+        dy, w = _inputs(case)
+        _assert_like_reference(_run_kernel(nat, dy, w, case, layout), _reference(dy, w, case))
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nchw", "strided"])
+def test_kernel_split_ranges_on_threads(layout):
+    """Disjoint (image, row, channel) ranges, run at once on threads, write all of dx."""
+    nat = _native_or_skip()
+    case = (2, 5, 6, 11, 1, 4, 4, 2, 2, 1, 1, 1, 1, 10, 12)
+    dy, w = _inputs(case)
+    shape, st, dl, pd = _geometry(case)
+    src = _view(dy, layout, "dy")
+    out = _view(np.full(shape, np.nan, np.float32), layout, "dx")
+    run = nat.depthwise_plan(src, w, out, st, dl, pd)
+    ranges = [(i, i + 1, h0, min(10, h0 + 3), g0, min(11, g0 + 5))
+              for i, h0, g0 in itertools.product(range(2), range(0, 10, 3), range(0, 11, 5))]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda r: run(*r), ranges))
+    _assert_like_reference(np.asarray(out, np.float64), _reference(dy, w, case))
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nchw", "strided"])
+@pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[5], CASES[6], CASES[12]])
+def test_kernel_non_finite_like_direct_loop(case, layout):
+    """inf/NaN at the first and last dy columns and in weights of taps that fall outside dy
+    there: masked-off lanes must not leak them, real terms must carry them."""
+    nat = _native_or_skip()
+    dy, w = _inputs(case, seed=5)
+    n, oh, ow = dy.shape[:3]
+    dy[0, 0, 0, 0] = np.nan
+    dy[-1, -1, -1, -1] = np.inf
+    dy[0, oh // 2, ow - 1, dy.shape[3] // 2] = -np.inf
+    w[0, 0, 1 % w.shape[2]] = np.inf
+    w[-1, -1, 0] = np.nan
+    w[w.shape[0] // 2, w.shape[1] - 1, -1] = -np.inf
+    _assert_like_reference(_run_kernel(nat, dy, w, case, layout), _reference(dy, w, case))
+
+
+@pytest.fixture(scope="module")
+def portable(tmp_path_factory):
+    """The library built without -march=native (the kernel's scalar and generic paths)."""
+    cc = native._compiler()
+    if cc is None:
+        pytest.skip("no C compiler")
+    path = tmp_path_factory.mktemp("portable") / "conv.so"
+    rc, err = native._run_compiler(native.compile_command(cc, native._FLAGS, path),
+                                   native.build_timeout())
+    if rc != 0:
+        pytest.skip(f"portable build failed: {err[-300:]}")
+    return native.NativeConv(ctypes.CDLL(str(path)))
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nchw", "strided"])
+def test_portable_build_matches_reference(portable, layout):
+    for case in CASES:
+        dy, w = _inputs(case, seed=2)
+        if case is CASES[5]:
+            dy[0, 0, 0, 0], w[0, 0, 0] = np.nan, np.inf
+        _assert_like_reference(_run_kernel(portable, dy, w, case, layout),
+                               _reference(dy, w, case))
+
+
+def test_plan_rejects_bad_operands():
+    nat = _native_or_skip()
+    dy = np.zeros((1, 3, 3, 4), np.float32)
+    w = np.zeros((2, 2, 4), np.float32)
+    dx = np.zeros((1, 6, 6, 4), np.float32)
+    args = ((2, 2), (1, 1), (0, 0))
+    with pytest.raises(ValueError, match="shapes"):
+        nat.depthwise_plan(dy, w[..., :3], dx, *args)
+    with pytest.raises(ValueError, match="shapes"):
+        nat.depthwise_plan(dy, w, dx[..., :3], *args)
+    with pytest.raises(ValueError, match="float32"):
+        nat.depthwise_plan(dy.astype(np.float64), w, dx, *args)
+    with pytest.raises(ValueError, match="last axis"):
+        nat.depthwise_plan(dy, np.zeros((2, 2, 8), np.float32)[..., ::2], dx, *args)
+    ro = dx.copy()
+    ro.setflags(write=False)
+    with pytest.raises(ValueError, match="read-only"):
+        nat.depthwise_plan(dy, w, ro, *args)
+    with pytest.raises(ValueError, match=">= 1"):
+        nat.depthwise_plan(dy, w, dx, (0, 2), (1, 1), (0, 0))
+    run = nat.depthwise_plan(dy, w, dx, *args)
+    with pytest.raises(ValueError, match="refused"):
+        run(0, 2, 0, 6, 0, 4)  # images beyond dx
+
+
+@pytest.mark.parametrize("by_channel", [True, False])
+@pytest.mark.parametrize("n,h,c,nt", [(1, 128, 21, 2), (8, 64, 128, 2), (1, 5, 2, 2),
+                                      (3, 7, 9, 4), (64, 2, 3, 2), (2, 1, 2, 2), (1, 9, 5, 1)])
+def test_depthwise_tasks_partition_dx(n, h, c, by_channel, nt):
+    seen = np.zeros((n, h, c), int)
+    for n0, n1, h0, h1, g0, g1 in conv_impl._depthwise_tasks(n, h, c, by_channel, nt):
+        seen[n0:n1, h0:h1, g0:g1] += 1
+    assert (seen == 1).all()
+
+
+# ------------------------------------------------------------------------------------------
+# through conv2d_backprop_input
+# ------------------------------------------------------------------------------------------
+@pytest.fixture(params=["native", "native-threads", "numpy"])
+def engine(request, monkeypatch):
+    if request.param == "numpy":
+        monkeypatch.setattr(conv_impl, "USE_NATIVE", False)
+    else:
+        _native_or_skip()
+    if request.param == "native-threads":  # every problem split into tasks on 2 threads
+        monkeypatch.setattr(conv_impl, "NUM_THREADS", 2)
+        monkeypatch.setattr(conv_impl, "DEPTHWISE_PARALLEL_MIN", 0)
+    return request.param
+
+
+def _call(dy, w, case, fmt):
+    shape, st, dl, pd = _geometry(case)
+    if fmt == "NCHW":
+        dy = np.ascontiguousarray(dy.transpose(0, 3, 1, 2))
+        shape = (shape[0], shape[3], shape[1], shape[2])
+    out = conv_impl.conv2d_backprop_input(dy, w[:, :, None, :], shape, st, dl, pd, fmt)
+    return out if fmt == "NHWC" else out.transpose(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[4], CASES[6], CASES[7], CASES[10]])
+def test_backprop_input_depthwise(engine, case, fmt, dtype):
+    dy, w = _inputs(case, seed=3)
+    dy, w = dy.astype(dtype), w.astype(dtype)
+    got = _call(dy, w, case, fmt)
+    assert got.dtype == dtype and got.shape == _geometry(case)[0]
+    tol = {np.float16: 2e-2, np.float32: 1e-5, np.float64: 1e-12}[dtype]
+    ref = _reference(dy, w, case)
+    np.testing.assert_allclose(got.astype(np.float64), ref, rtol=tol,
+                               atol=tol * max(1.0, float(np.abs(ref).max())))
+
+
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
+def test_backprop_input_depthwise_non_finite(engine, fmt):
+    case = CASES[1]
+    dy, w = _inputs(case, seed=4)
+    dy[0, 0, -1, 2], w[2, 0, 5] = np.nan, -np.inf
+    _assert_like_reference(_call(dy, w, case, fmt).astype(np.float64), _reference(dy, w, case))
+
+
+def test_backprop_input_depthwise_batch1_threads(monkeypatch):
+    """Batch 1 split over 2 threads by rows (NHWC) and by channel blocks and rows (NCHW)."""
+    _native_or_skip()
+    monkeypatch.setattr(conv_impl, "NUM_THREADS", 2)
+    case = (1, 16, 16, 21, 1, 4, 4, 2, 2, 1, 1, 1, 1, 32, 32)
+    dy, w = _inputs(case, seed=6)
+    ref = _reference(dy, w, case)
+    for fmt in ("NHWC", "NCHW"):
+        np.testing.assert_allclose(_call(dy, w, case, fmt), ref, rtol=1e-5, atol=1e-5)
