@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import sys
 import time
 
@@ -38,6 +37,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 from runtime.kernels.cpu import conv_impl  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from conv_layers import gemm_peak, rel_err, timeit  # noqa: E402  (the same timing rules)
 
 PAUSE_S = 0.1
 
@@ -81,31 +83,6 @@ def suite():
     L.append(Layer("rgb-out 3x3 64>3 128 b1", 1, 128, 64, 3, 3, 1, 1))
     L.append(Layer("grouped4 3x3 64>84 28 b8", 8, 28, 64, 84, 3, 1, 1, groups=4))
     return L
-
-
-def timeit(fn, repeats, min_time):
-    fn()  # warm-up
-    ts = []
-    t_end = time.perf_counter() + min_time
-    while len(ts) < repeats or (time.perf_counter() < t_end and len(ts) < 20 * repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-
-
-def gemm_peak():
-    n = 1536
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    c = np.empty((n, n), np.float32)
-    return 2.0 * n ** 3 / timeit(lambda: np.matmul(a, b, out=c), 7, 0.5) / 1e9
-
-
-def rel_err(a, ref):
-    return float(np.abs(np.asarray(a, np.float64) - ref).max()) / max(
-        1e-30, float(np.abs(ref).max()))
 
 
 def torch_runners(torch, layer, x_nhwc, dy_nhwc):
