@@ -27,7 +27,6 @@ torch is optional: without it only our timings are printed.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -39,7 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 from runtime.kernels.cpu import conv_impl  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conv_layers import gemm_peak, rel_err, timeit  # noqa: E402  (the same timing rules)
+from conv_layers import gemm_peak, ratio_summary, rel_err, timeit  # noqa: E402
 
 PAUSE_S = 0.1
 
@@ -194,9 +193,7 @@ def main():
         for fmt in ("NHWC", "NCHW"):
             rs = [r["ratio"] for _, f, r in results if f == fmt]
             if rs:
-                gm = math.exp(sum(map(math.log, rs)) / len(rs))
-                print(f"{fmt}: geomean ratio {gm:5.2f}, min {min(rs):5.2f}, "
-                      f"layers >= 1.0: {sum(x >= 1 for x in rs)}/{len(rs)}")
+                print(ratio_summary(fmt, rs))
         worst = max(r["err"] for _, _, r in results)
         print(f"max rel error vs torch: {worst:.1e}")
     print(f"total {time.perf_counter() - t_start:.0f} s")

@@ -273,6 +273,13 @@ def run_layer(layer, fmt, torch, peak, bw, args, torch_cache):
     return row
 
 
+def ratio_summary(label, ratios):
+    """One line: the geometric mean, the least ratio and how many layers reach 1.0."""
+    gm = math.exp(sum(map(math.log, ratios)) / len(ratios))
+    return (f"{label}: geomean ratio {gm:5.2f}, min {min(ratios):5.2f}, layers >= 1.0: "
+            f"{sum(x >= 1 for x in ratios)}/{len(ratios)}")
+
+
 def fmt_ms(t):
     return "     -" if t is None else f"{1e3 * t:7.2f}"
 
@@ -327,9 +334,7 @@ def main():
                 rs = [r["ratio"] for la, f, r in results
                       if f == fmt and la.dtype.name in dts and "ratio" in r]
                 if rs:
-                    gm = math.exp(sum(map(math.log, rs)) / len(rs))
-                    print(f"{fmt} {'/'.join(dts):16s}: geomean ratio {gm:5.2f}, min "
-                          f"{min(rs):5.2f}, layers >= 1.0: {sum(x >= 1 for x in rs)}/{len(rs)}")
+                    print(ratio_summary(f"{fmt} {'/'.join(dts):16s}", rs))
         worst = max(r["err"] for _, _, r in results)
         print(f"max rel error vs torch: {worst:.1e}  ('m' after %bound: memory bound)")
     print(f"total {time.perf_counter() - t_start:.0f} s")

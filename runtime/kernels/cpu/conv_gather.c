@@ -720,7 +720,18 @@ static int run_conv_job(conv_job *J, i64 maxT, i64 maxtw, i64 rows, i64 nthreads
     return J->failed ? -2 : 0;
 }
 
-static int dtype_ok(i64 dtype) { return dtype >= DT_F32 && dtype <= DT_BF16; }
+/* The arguments both one-call entry points share: -1 when they do not take them, 0 when there
+ * is nothing to compute (empty batch or output), 1 to go on. */
+static int conv_args(i64 G, i64 cig, i64 cog, i64 KH, i64 KW, i64 sh, i64 sw, i64 dh, i64 dw,
+                     i64 Hs, i64 Ws, i64 N, i64 Ho, i64 Wo, i64 dtype)
+{
+    if (G <= 0 || cig <= 0 || cog <= 0 || KH <= 0 || KW <= 0 || sh <= 0 || sw <= 0 ||
+        dh <= 0 || dw <= 0 || Hs <= 0 || Ws <= 0 || dtype < DT_F32 || dtype > DT_BF16)
+        return -1;
+    if (KH > (1 << 20) || KW > (1 << 20)) /* (tap tables) */
+        return -1;
+    return N > 0 && Ho > 0 && Wo > 0;
+}
 
 /* See the comment above: dy [N, OH, OW, G*cog] and dx [N, H, W, G*cig] are views of any layout
  * (strides in elements) of type dtype (DT_*), wpk the packed float32 filter, rows the dx rows
@@ -732,13 +743,11 @@ int opgraph_bpi_f32(const void *dy, i64 y_n, i64 y_h, i64 y_w, i64 y_c, i64 OH, 
                     i64 pt, i64 pl, const float *wpk, i64 rows, i64 cchunk, i64 dtype,
                     i64 nthreads)
 {
-    if (G <= 0 || cig <= 0 || cog <= 0 || KH <= 0 || KW <= 0 || sh <= 0 || sw <= 0 ||
-        dh <= 0 || dw <= 0 || OH <= 0 || OW <= 0 || !dtype_ok(dtype))
-        return -1;
-    if (N <= 0 || H <= 0 || W <= 0)
-        return 0;
-    if (sh > (1 << 20) || sw > (1 << 20) || KH > (1 << 20) || KW > (1 << 20))
-        return -1; /* (tables of sh*sw phases and KH, KW taps) */
+    const int ok = conv_args(G, cig, cog, KH, KW, sh, sw, dh, dw, OH, OW, N, H, W, dtype);
+    if (ok <= 0)
+        return ok;
+    if (sh > (1 << 20) || sw > (1 << 20))
+        return -1; /* (a table of sh*sw phases) */
     const i64 P = sh * sw;
     i64 *ptab = malloc(sizeof(i64) * (size_t)(3 * P + 2 * P * (KH + KW) + 1));
     if (!ptab)
@@ -800,13 +809,9 @@ int opgraph_conv_f32(const void *x, i64 x_n, i64 x_h, i64 x_w, i64 x_c, i64 H, i
                      i64 pt, i64 pl, const float *wpk, i64 rows, i64 cchunk, i64 dtype,
                      i64 nthreads)
 {
-    if (G <= 0 || cig <= 0 || cog <= 0 || KH <= 0 || KW <= 0 || sh <= 0 || sw <= 0 ||
-        dh <= 0 || dw <= 0 || H <= 0 || W <= 0 || !dtype_ok(dtype))
-        return -1;
-    if (N <= 0 || OH <= 0 || OW <= 0)
-        return 0;
-    if (KH > (1 << 20) || KW > (1 << 20))
-        return -1;
+    const int ok = conv_args(G, cig, cog, KH, KW, sh, sw, dh, dw, H, W, N, OH, OW, dtype);
+    if (ok <= 0)
+        return ok;
     i64 *ptab = malloc(sizeof(i64) * (size_t)(3 + 2 * (KH + KW)));
     if (!ptab)
         return -2;

@@ -1262,7 +1262,7 @@ def _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format, 
         return _tiny_forward(xv, w, (sh, sw), (dh, dw), (pt, pl), (oh, ow), cdt, odt,
                              data_format)
     nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
-    if (FORCE_ALGORITHM in (None, "native") and _native_bpi_applies(xv, yv)
+    if (FORCE_ALGORITHM in (None, "native") and _native_onecall_applies(xv, yv)
             and _staging_fits(xv, ow * kw)):
         _native_forward_run(xv, w, yv, (sh, sw), (dh, dw), (pt, pl), g, nth, memo)
         return y
@@ -1403,7 +1403,7 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
                                   data_format)
         algo = "gather"  # (non-finite weights: its exact per-tap blocks)
     nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
-    if algo == "native" and _native_bpi_applies(dyv, dxv):
+    if algo == "native" and _native_onecall_applies(dyv, dxv):
         _native_bpi_run(dyv, w, dxv, (sh, sw), (dh, dw), (pt, pl), g, nth, memo)
         return dx
     if not _BLAS.available:
@@ -1423,17 +1423,17 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
     return dx
 
 
-def _native_bpi_applies(dyv, dxv):
-    """True if the compiled kernel's one-call input gradient (or forward convolution) takes
-    its source and output as they are: float32, float16 or bfloat16 views of one dtype with
+def _native_onecall_applies(src, out):
+    """True if the compiled kernel's one-call input gradient or forward convolution takes its
+    source and output as they are: float32, float16 or bfloat16 views of one dtype with
     element-aligned strides."""
     if not USE_NATIVE or FORCE_ALGORITHM not in (None, "native"):
         return False
     nat = _native.load()
-    if nat is None or dyv.dtype != dxv.dtype or nat.half_or_single_code(dyv.dtype) is None:
+    if nat is None or src.dtype != out.dtype or nat.dtype_code(src.dtype) is None:
         return False
-    it = dyv.dtype.itemsize
-    return all(s % it == 0 for s in dyv.strides + dxv.strides)
+    it = src.dtype.itemsize
+    return all(s % it == 0 for s in src.strides + out.strides)
 
 
 def _native_bpi_run(dyv, w, dxv, strides, dilations, pads, g, nth, memo):
@@ -1819,7 +1819,7 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
     macs = n * oh * ow * t * cig * cout
     if (algo == "native" and USE_NATIVE and FORCE_ALGORITHM in (None, "native")
             and _native.load() is not None
-            and _native.load().half_or_single_code(dtype) is not None):
+            and _native.load().dtype_code(dtype) is not None):
         nth = NUM_THREADS if macs >= PARALLEL_MIN_MACS else 1
         return _native_bpi_workspace_bytes(
             (n, oh, ow, cout), (kh, kw, cig, cout), xn, strides, dilations, pads_before, g,

@@ -385,7 +385,7 @@ class NativeConv:
         return dst
 
     @staticmethod
-    def half_or_single_code(dtype):
+    def dtype_code(dtype):
         """The kernel's code for dtype (0 float32, 1 float16, 2 bfloat16), or None."""
         dt = np.dtype(dtype)
         if dt == np.float32:
@@ -404,7 +404,8 @@ class NativeConv:
         conv (may be negative). rows: dx rows of a stride phase per work item, cchunk: dy
         channels per weight chunk (0: the kernel's choice)."""
         self._call(self._bpi, "input gradient", dy, wpk, dx, groups, kernel_hw, strides,
-                   dilations, pads, nthreads, rows, cchunk, dx.shape[3], dy.shape[3])
+                   dilations, pads, nthreads, rows, cchunk, cig=dx.shape[3], cog=dy.shape[3],
+                   forward=False)
 
     def forward(self, x, wpk, y, groups, kernel_hw, strides, dilations, pads, nthreads=1,
                 rows=0, cchunk=0):
@@ -413,18 +414,21 @@ class NativeConv:
         ``pack(w, reduce_axis=2, groups)``, in one call on ``nthreads`` threads; positions
         outside x are skipped (never multiplied)."""
         self._call(self._fwd, "convolution", x, wpk, y, groups, kernel_hw, strides, dilations,
-                   pads, nthreads, rows, cchunk, y.shape[3], x.shape[3])
+                   pads, nthreads, rows, cchunk, cig=x.shape[3], cog=y.shape[3], forward=True)
 
     def _call(self, fn, what, src, wpk, out, groups, kernel_hw, strides, dilations, pads,
-              nthreads, rows, cchunk, lanes, reduced):
+              nthreads, rows, cchunk, cig, cog, forward):
+        """Check the operands of a one-call kernel and run it. cig/cog: the filter's input and
+        output channels (in total); the packed lanes are out's channels, the reduction src's."""
         n, hs, ws, _ = src.shape
         nn, ho, wo, _ = out.shape
         kh, kw = kernel_hw
         g = int(groups)
+        lanes, reduced = out.shape[3], src.shape[3]
         if nn != n or lanes % g or reduced % g:
             raise ValueError(f"{what} shapes: source {src.shape}, output {out.shape}, "
                              f"groups {g}")
-        code = self.half_or_single_code(src.dtype)
+        code = self.dtype_code(src.dtype)
         it = src.dtype.itemsize
         if (code is None or out.dtype != src.dtype
                 or any(st % it for st in src.strides + out.strides)):
@@ -439,21 +443,19 @@ class NativeConv:
                              f"(pack), got {wpk.size} {wpk.dtype}")
         # every coordinate either side reads or writes (the forward source's rows and
         # columns reach stride * output size; the input gradient's phases stay inside dx)
-        fwd = fn is self._fwd
         span = max(n, hs, ws, ho, wo, lanes, reduced,
-                   abs(int(pads[0])) + kh * int(dilations[0]) + (int(strides[0]) * ho if fwd
+                   abs(int(pads[0])) + kh * int(dilations[0]) + (int(strides[0]) * ho if forward
                                                                  else hs),
-                   abs(int(pads[1])) + kw * int(dilations[1]) + (int(strides[1]) * wo if fwd
+                   abs(int(pads[1])) + kw * int(dilations[1]) + (int(strides[1]) * wo if forward
                                                                  else ws))
         if span >= COORD_LIMIT:
             raise ValueError(f"coordinates beyond 2^62: {src.shape}, {out.shape}")
         ss = [st // it for st in src.strides]
         os_ = [st // it for st in out.strides]
-        rc = fn(src.ctypes.data, *ss, hs, ws, out.ctypes.data, *os_, n, ho, wo, g,
-                (lanes if fn is self._bpi else reduced) // g,
-                (reduced if fn is self._bpi else lanes) // g, kh, kw, int(strides[0]),
-                int(strides[1]), int(dilations[0]), int(dilations[1]), int(pads[0]),
-                int(pads[1]), wpk.ctypes.data, int(rows), int(cchunk), code, int(nthreads))
+        rc = fn(src.ctypes.data, *ss, hs, ws, out.ctypes.data, *os_, n, ho, wo, g, cig // g,
+                cog // g, kh, kw, int(strides[0]), int(strides[1]), int(dilations[0]),
+                int(dilations[1]), int(pads[0]), int(pads[1]), wpk.ctypes.data, int(rows),
+                int(cchunk), code, int(nthreads))
         if rc == -2:
             raise errors.ResourceExhaustedError(f"native {what}: out of memory for its tables")
         if rc != 0:
