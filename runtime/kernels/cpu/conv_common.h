@@ -1,5 +1,5 @@
 /* Shared by the compiled convolution kernels (conv_gather.c, conv_filter_grad.c,
- * conv_depthwise.c): 64-bit sizes, the vector width VL, the register tile (NV vectors x RB
+ * conv_depthwise.c, thread_pool.c): 64-bit sizes, the vector width VL, the register tile (NV vectors x RB
  * pixels or rows) chosen for the instruction set, and the vector types. */
 #ifndef OPGRAPH_CONV_COMMON_H
 #define OPGRAPH_CONV_COMMON_H
@@ -32,5 +32,10 @@ typedef int64_t i64;
 
 typedef float vf __attribute__((vector_size(VL * 4)));
 typedef float vfu __attribute__((vector_size(VL * 4), aligned(4))); /* unaligned access */
+
+/* fn(arg, i) for i in [0, nthreads) on the pool's parked threads (thread_pool.c), index 0 on
+ * the caller's; fn must share its work dynamically (fewer threads may run). */
+typedef void (*thread_fn)(void *, int);
+void opgraph_run_threads(thread_fn fn, void *arg, i64 nthreads);
 
 #endif

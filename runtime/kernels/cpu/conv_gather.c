@@ -38,7 +38,6 @@
  * skipped, never multiplied by zeros, so non-finite weights propagate as in a direct loop.
  */
 #include "conv_common.h"
-#include <pthread.h>
 #include <string.h>
 
 /* bytes of weights one channel chunk may stream: whole panels measured best while they fit
@@ -300,43 +299,6 @@ int opgraph_gather_conv_f32(const float *src, i64 s_n, i64 s_h, i64 s_w, i64 s_c
 }
 
 /* ------------------------------------------------------------------------------------------
- * Threads: run(arg, thread index) on nthreads threads (the caller's thread is index 0); the
- * threads that cannot be started are simply not used (run must share its work dynamically).
- * ---------------------------------------------------------------------------------------- */
-typedef void (*thread_fn)(void *, int);
-typedef struct {
-    thread_fn fn;
-    void *arg;
-    int index;
-} thread_job;
-
-static void *thread_main(void *p)
-{
-    thread_job *j = p;
-    j->fn(j->arg, j->index);
-    return NULL;
-}
-
-#define MAX_THREADS 256
-
-static void run_threads(thread_fn fn, void *arg, i64 nthreads)
-{
-    if (nthreads > MAX_THREADS)
-        nthreads = MAX_THREADS;
-    pthread_t tid[MAX_THREADS];
-    thread_job job[MAX_THREADS];
-    int started[MAX_THREADS];
-    for (int i = 1; i < nthreads; i++) {
-        job[i] = (thread_job){fn, arg, i};
-        started[i] = pthread_create(&tid[i], NULL, thread_main, &job[i]) == 0;
-    }
-    fn(arg, 0);
-    for (int i = 1; i < nthreads; i++)
-        if (started[i])
-            pthread_join(tid[i], NULL);
-}
-
-/* ------------------------------------------------------------------------------------------
  * Weight packing: dst[g][block][a][b][c][lane] = w[g*st_g + a*st_a + b*st_b + c*st_c +
  * (c0 + lane)*st_o] for lanes c0 + lane < O, zero beyond; blocks of BW lanes over O rounded up
  * to whole vectors (the last block narrower), groups of KH*KW*C*round_up(O, VL) values.
@@ -439,7 +401,7 @@ int opgraph_pack_f32(const float *w, i64 st_g, i64 st_a, i64 st_b, i64 st_c, i64
     const i64 nblk = ((O + VL - 1) / VL * VL + BW - 1) / BW;
     if ((double)G * KH * KW * C * O < PACK_PARALLEL_MIN)
         nthreads = 1; /* (starting a thread costs more than packing a small filter) */
-    run_threads(pack_worker, &J, nthreads < G * nblk ? nthreads : G * nblk);
+    opgraph_run_threads(pack_worker, &J, nthreads < G * nblk ? nthreads : G * nblk);
     return 0;
 }
 
@@ -716,7 +678,7 @@ static int run_conv_job(conv_job *J, i64 maxT, i64 maxtw, i64 rows, i64 nthreads
     J->nchunk = (Qmax + rows - 1) / rows;
     J->scratch = gather_scratch(Rmax, maxT, maxtw);
     const i64 items = J->N * J->nchunk * J->G;
-    run_threads(conv_worker, J, nthreads < items ? nthreads : items);
+    opgraph_run_threads(conv_worker, J, nthreads < items ? nthreads : items);
     return J->failed ? -2 : 0;
 }
 

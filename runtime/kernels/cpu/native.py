@@ -52,7 +52,8 @@ __all__ = ["load", "unavailable_reason", "NativeConv"]
 SOURCE = Path(__file__).with_name("conv_gather.c")
 #: Every C file of the library (SOURCE first) and the header they share; all are compiled
 #: together into one shared library, and all of them key its cache entry.
-SOURCES = (SOURCE, SOURCE.with_name("conv_filter_grad.c"), SOURCE.with_name("conv_depthwise.c"))
+SOURCES = (SOURCE, SOURCE.with_name("conv_filter_grad.c"), SOURCE.with_name("conv_depthwise.c"),
+           SOURCE.with_name("thread_pool.c"))
 HEADERS = (SOURCE.with_name("conv_common.h"),)
 _FLAGS = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-fno-math-errno", "-pthread"]
 #: Calling convention of conv_gather.c that this module speaks (opgraph_conv_abi()).
