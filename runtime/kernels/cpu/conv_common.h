@@ -1,6 +1,7 @@
 /* Shared by the compiled convolution kernels (conv_gather.c, conv_filter_grad.c,
- * conv_depthwise.c, thread_pool.c): 64-bit sizes, the vector width VL, the register tile (NV vectors x RB
- * pixels or rows) chosen for the instruction set, and the vector types. */
+ * conv_depthwise.c) and their threads (thread_pool.c): 64-bit sizes, the vector width VL, the
+ * register tile (NV vectors x RB pixels or rows) chosen for the instruction set, the vector
+ * types, and opgraph_run_threads. */
 #ifndef OPGRAPH_CONV_COMMON_H
 #define OPGRAPH_CONV_COMMON_H
 

@@ -400,7 +400,7 @@ int opgraph_pack_f32(const float *w, i64 st_g, i64 st_a, i64 st_b, i64 st_c, i64
     pack_job J = {w, st_g, st_a, st_b, st_c, st_o, G, KH, KW, C, O, dst, 0};
     const i64 nblk = ((O + VL - 1) / VL * VL + BW - 1) / BW;
     if ((double)G * KH * KW * C * O < PACK_PARALLEL_MIN)
-        nthreads = 1; /* (starting a thread costs more than packing a small filter) */
+        nthreads = 1; /* (waking a thread costs more than packing a small filter) */
     opgraph_run_threads(pack_worker, &J, nthreads < G * nblk ? nthreads : G * nblk);
     return 0;
 }

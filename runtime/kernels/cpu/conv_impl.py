@@ -1262,8 +1262,7 @@ def _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format, 
         return _tiny_forward(xv, w, (sh, sw), (dh, dw), (pt, pl), (oh, ow), cdt, odt,
                              data_format)
     nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
-    if (FORCE_ALGORITHM in (None, "native") and _native_onecall_applies(xv, yv)
-            and _staging_fits(xv, ow * kw)):
+    if _native_onecall_applies(xv, yv) and _staging_fits(xv, ow * kw):
         _native_forward_run(xv, w, yv, (sh, sw), (dh, dw), (pt, pl), g, nth, memo)
         return y
     wk = _memoized(memo, "wk", lambda: w.astype(cdt).reshape(kh, kw, cig, g, cog)

@@ -32,8 +32,8 @@ static unsigned long generation;   /* bumped per job (read by spinning workers a
 static thread_fn job_fn;
 static void *job_arg;
 static int job_threads;            /* threads the job wants, the caller included */
-static int remaining;              /* workers of the job that have not finished it */
-static int fork_handler_set;
+static unsigned long remaining;    /* workers of the job that have not finished it */
+static pthread_once_t fork_handler = PTHREAD_ONCE_INIT;
 static unsigned long start_generation[POOL_MAX]; /* the generation a new worker has seen */
 
 static i64 now_ns(void)
@@ -43,11 +43,18 @@ static i64 now_ns(void)
     return (i64)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
-static inline void cpu_relax(void)
+/* Spin for at most SPIN_NS while *p == v (equal) or *p != v (!equal); the caller then
+ * sleeps on a condition if it still has to wait. */
+static void spin_while(const unsigned long *p, unsigned long v, int equal)
 {
+    const i64 until = now_ns() + SPIN_NS;
+    for (int spins = 1; (__atomic_load_n(p, __ATOMIC_ACQUIRE) == v) == equal; spins++) {
 #if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
+        __builtin_ia32_pause();
 #endif
+        if (spins % 64 == 0 && now_ns() > until)
+            return;
+    }
 }
 
 static void *worker_main(void *p)
@@ -56,14 +63,7 @@ static void *worker_main(void *p)
     /* (not the current generation: the job it was started for may be posted already) */
     unsigned long seen = start_generation[index];
     for (;;) {
-        /* spin a little (the next kernel call often follows at once), then sleep */
-        const i64 until = now_ns() + SPIN_NS;
-        int spins = 0;
-        while (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen) {
-            cpu_relax();
-            if (++spins % 64 == 0 && now_ns() > until)
-                break;
-        }
+        spin_while(&generation, seen, 1); /* (the next kernel call often follows at once) */
         pthread_mutex_lock(&lock);
         while (generation == seen)
             pthread_cond_wait(&wake, &lock);
@@ -93,6 +93,8 @@ static void forget_workers(void)
     nworkers = 0;
     remaining = 0;
 }
+
+static void set_fork_handler(void) { pthread_atfork(NULL, NULL, forget_workers); }
 
 static void *spawned_main(void *p)
 {
@@ -128,8 +130,7 @@ void opgraph_run_threads(thread_fn fn, void *arg, i64 nthreads)
         run_spawned(fn, arg, n);
         return;
     }
-    if (!fork_handler_set)
-        fork_handler_set = pthread_atfork(NULL, NULL, forget_workers) == 0;
+    pthread_once(&fork_handler, set_fork_handler);
     while (nworkers < n - 1) {
         pthread_t t;
         pthread_attr_t at;
@@ -152,14 +153,7 @@ void opgraph_run_threads(thread_fn fn, void *arg, i64 nthreads)
     pthread_cond_broadcast(&wake);
     pthread_mutex_unlock(&lock);
     fn(arg, 0);
-    /* wait for the workers: spin while they are likely to finish soon, then sleep */
-    const i64 until = now_ns() + SPIN_NS;
-    int spins = 0;
-    while (__atomic_load_n(&remaining, __ATOMIC_ACQUIRE) != 0) {
-        cpu_relax();
-        if (++spins % 64 == 0 && now_ns() > until)
-            break;
-    }
+    spin_while(&remaining, 0, 0); /* (the workers are likely to finish soon) */
     pthread_mutex_lock(&lock);
     while (remaining != 0)
         pthread_cond_wait(&done, &lock);
