@@ -140,6 +140,36 @@ def test_kernel_split_ranges_on_threads(layout):
     _assert_like_reference(np.asarray(out, np.float64), _reference(dy, w, case))
 
 
+@pytest.mark.parametrize("nthreads", [1, 2, 3, 7, 100])
+@pytest.mark.parametrize("layout", ["nhwc", "nchw", "strided"])
+def test_kernel_task_list_on_parked_threads(layout, nthreads):
+    """run.tasks: a list of disjoint ranges in one call on the library's own threads (more
+    threads than tasks too), back to back, as the planner's lists and as single rows."""
+    nat = _native_or_skip()
+    case = (2, 5, 6, 11, 1, 4, 4, 2, 2, 1, 1, 1, 1, 10, 12)
+    dy, w = _inputs(case)
+    shape, st, dl, pd = _geometry(case)
+    ref = _reference(dy, w, case)
+    src = _view(dy, layout, "dy")
+    for tasks in (conv_impl._depthwise_tasks(2, 10, 11, layout != "nhwc", nthreads),
+                  [(i, i + 1, h0, h0 + 1, 0, 11) for i in range(2) for h0 in range(10)],
+                  [(0, 2, 0, 10, 0, 11)]):
+        out = _view(np.full(shape, np.nan, np.float32), layout, "dx")
+        nat.depthwise_plan(src, w, out, st, dl, pd).tasks(tasks, nthreads)
+        _assert_like_reference(np.asarray(out, np.float64), ref)
+
+
+def test_kernel_task_list_reports_a_refused_item():
+    nat = _native_or_skip()
+    dy = np.zeros((1, 3, 3, 4), np.float32)
+    w = np.zeros((2, 2, 4), np.float32)
+    dx = np.zeros((1, 6, 6, 4), np.float32)
+    run = nat.depthwise_plan(dy, w, dx, (2, 2), (1, 1), (0, 0))
+    with pytest.raises(ValueError, match="refused"):
+        run.tasks([(0, 1, 0, 3, 0, 4), (0, 1, 3, 9, 0, 4)], 2)  # rows beyond dx
+    run.tasks([], 2)  # nothing to do
+
+
 @pytest.mark.parametrize("layout", ["nhwc", "nchw", "strided"])
 @pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[5], CASES[6], CASES[12]])
 def test_kernel_non_finite_like_direct_loop(case, layout):

@@ -3,13 +3,17 @@
 Every one-call kernel runs its items on the pool; these check what the pool must keep true:
 results equal the direct-loop reference on 1 to many threads called back to back (workers
 woken while still spinning and after they sleep), from several Python threads at once (one
-call holds the pool, the others start threads of their own), and in a fork()ed child, whose
+call holds the pool, the others start threads of their own), with workers that sleep after
+every job and join it late or not at all (OPGRAPH_SPIN_US=0), and in a fork()ed child, whose
 parent's workers do not exist.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -107,3 +111,32 @@ def test_forked_child_starts_its_own_workers():
         pytest.fail("the forked child hung on the parent's (absent) workers")
     assert p.exitcode == 0
     assert queue.get(timeout=5) < 1e-5
+
+
+_NO_SPIN_SCRIPT = """
+import time, numpy as np
+from tests.runtime.test_native_thread_pool import _problem, _run
+for seed, nthreads in ((1, 2), (2, 3), (3, 8)):
+    dy, w, ref = _problem(seed)
+    for i in range(12):
+        dx = _run(dy, w, nthreads)
+        err = float(np.abs(dx - ref).max() / np.abs(ref).max())
+        assert err < 1e-5, (seed, nthreads, i, err)
+        time.sleep(0.0005 * (i % 3))  # workers asleep, waking late or still finishing
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("spin_us", ["0", "not-a-number"])
+def test_workers_that_join_late_or_never(spin_us):
+    """OPGRAPH_SPIN_US=0: the workers sleep after every job, so the caller often takes every
+    item itself and closes the job before they wake; a worker that wakes then must stay out of
+    it (a late one touching the finished job's items would corrupt the next result or hang).
+    A value that is not a number falls back to the default spin."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, OPGRAPH_SPIN_US=spin_us,
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", _NO_SPIN_SCRIPT], env=env, cwd=root,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"

@@ -25,14 +25,15 @@
 #define DW_AVX2 1
 #endif
 
-/* The order of the int64 parameter block (native.py builds it; DW_VERSION changes with it). */
+/* The order of the int64 parameter block (native.py builds it; DW_VERSION changes with it and
+ * with the entry points: 3 added opgraph_depthwise_tasks_f32). */
 enum {
     DW_N, DW_YN, DW_YH, DW_YW, DW_YC, DW_OH, DW_OW,
     DW_KH, DW_KW, DW_M, DW_WH, DW_WW, DW_WO,
     DW_XN, DW_XH, DW_XW, DW_XC, DW_H, DW_W, DW_C,
     DW_SH, DW_SW, DW_DH, DW_DW, DW_PT, DW_PL, DW_NPARAMS
 };
-#define DW_VERSION 2
+#define DW_VERSION 3
 
 int opgraph_depthwise_version(void) { return DW_VERSION; }
 
@@ -672,4 +673,45 @@ int opgraph_depthwise_bpi_f32(const float *dy, const float *w, float *dx, const 
         return dw_nchw(dy, w, dx, p, n0, n1, h0, h1, g0, g1);
 #endif
     return dw_generic(dy, w, dx, p, n0, n1, h0, h1, g0, g1);
+}
+
+/* Many work items of opgraph_depthwise_bpi_f32 in one call, on nthreads of the pool's threads
+ * (thread_pool.c): tasks holds ntasks rows (n0, n1, h0, h1, g0, g1) whose dx ranges must be
+ * disjoint; threads take them from a shared counter. Returns 0, or the first nonzero code an
+ * item returned (the other items still run or are skipped; dx is then undefined). */
+typedef struct {
+    const float *dy, *w;
+    float *dx;
+    const i64 *p, *tasks;
+    i64 np, ntasks, next;
+    int rc;
+} dw_job;
+
+static void dw_worker(void *arg, int index)
+{
+    (void)index;
+    dw_job *J = arg;
+    for (;;) {
+        const i64 k = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+        if (k >= J->ntasks || __atomic_load_n(&J->rc, __ATOMIC_RELAXED))
+            break;
+        const i64 *t = J->tasks + 6 * k;
+        const int rc = opgraph_depthwise_bpi_f32(J->dy, J->w, J->dx, J->p, J->np, t[0], t[1],
+                                                 t[2], t[3], t[4], t[5]);
+        if (rc) {
+            int zero = 0;
+            __atomic_compare_exchange_n(&J->rc, &zero, rc, 0, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED);
+        }
+    }
+}
+
+int opgraph_depthwise_tasks_f32(const float *dy, const float *w, float *dx, const i64 *p,
+                                i64 np, const i64 *tasks, i64 ntasks, i64 nthreads)
+{
+    if (np != DW_NPARAMS || ntasks < 0 || nthreads < 1) return -1;
+    if (ntasks == 0) return 0;
+    dw_job J = {dy, w, dx, p, tasks, np, ntasks, 0, 0};
+    opgraph_run_threads(dw_worker, &J, nthreads < ntasks ? nthreads : ntasks);
+    return J.rc;
 }

@@ -2459,8 +2459,9 @@ DEPTHWISE_BLOCK_ELEMS = 1 << 20
 #: per stride phase); larger ones run in numpy.
 DEPTHWISE_NATIVE_MAX_STRIDE = 1 << 16
 #: dx elements times taps per element (about) from which the compiled depthwise kernel runs
-#: on NUM_THREADS threads (below, the hand-off, ~40 us, costs more than a second core saves).
-DEPTHWISE_PARALLEL_MIN = 1 << 20
+#: on NUM_THREADS threads (below, sharing the work costs about what a second core saves:
+#: measured break-even near 2^17 on AVX-512, 2 cores, with the library's parked threads).
+DEPTHWISE_PARALLEL_MIN = 1 << 17
 #: Work items per thread of the compiled depthwise kernel.
 DEPTHWISE_TASKS_PER_THREAD = 4
 
@@ -2493,7 +2494,7 @@ def _depthwise_run(dyv, w, dxv, strides, dilations, pads, cdt, nth):
         work = n * h * wd * c * max(1, kh * kw * m // max(1, strides[0] * strides[1]))
         nt = nth if work >= DEPTHWISE_PARALLEL_MIN else 1
         tasks = _depthwise_tasks(n, h, c, out.strides[3] != 4 or c == 1, nt)
-        _run_tasks(tasks, lambda ws, t: run(*t), nt)
+        run.tasks(tasks, nt)
         if out is not dxv:
             _store(dxv, out)
         return

@@ -298,16 +298,21 @@ class NativeConv:
         fg.restype = ctypes.c_int
         self._fgrad = fg
         dwf = getattr(lib, "opgraph_depthwise_bpi_f32", None)
+        dwt = getattr(lib, "opgraph_depthwise_tasks_f32", None)
         dwv = getattr(lib, "opgraph_depthwise_version", None)
         if dwv is not None:
             dwv.restype = ctypes.c_int
         #: True if the library has the depthwise input-gradient kernel whose parameter block
-        #: depthwise_plan speaks (conv_depthwise.c's DW_VERSION, 2)
-        self.has_depthwise = dwf is not None and dwv is not None and dwv() == 2
+        #: and entry points depthwise_plan speaks (conv_depthwise.c's DW_VERSION, 3)
+        self.has_depthwise = (dwf is not None and dwt is not None and dwv is not None
+                              and dwv() == 3)
         if self.has_depthwise:
             dwf.argtypes = [P, P, P, P] + [L] * 7
             dwf.restype = ctypes.c_int
+            dwt.argtypes = [P, P, P, P, L, P, L, L]
+            dwt.restype = ctypes.c_int
         self._depthwise = dwf if self.has_depthwise else None
+        self._depthwise_tasks = dwt if self.has_depthwise else None
         pk = lib.opgraph_pack_f32
         pk.argtypes = [P] + [L] * 10 + [P, L]
         pk.restype = ctypes.c_int
@@ -541,17 +546,26 @@ class NativeConv:
         prm = np.array([n, *ys, oh, ow, kh, kw, cout // c, wsh, wsw, 1, *xs, h, wd, c,
                         *strides, *dilations, *pads], np.int64)  # conv_depthwise.c's DW_*
         head = (dy.ctypes.data, w.ctypes.data, dx.ctypes.data, prm.ctypes.data, len(prm))
-        fn = self._depthwise
+        fn, fn_tasks = self._depthwise, self._depthwise_tasks
         keep = (dy, w, dx, prm)  # the pointers above stay valid while run lives
 
-        def run(n0=0, n1=n, h0=0, h1=h, g0=0, g1=c):
-            rc = fn(*head, n0, n1, h0, h1, g0, g1)
+        def check(rc):
             if rc == -2:
                 raise errors.ResourceExhaustedError("native depthwise: out of memory")
             if rc != 0:
                 raise ValueError(f"native depthwise refused its arguments (code {rc})")
 
+        def run(n0=0, n1=n, h0=0, h1=h, g0=0, g1=c):
+            check(fn(*head, n0, n1, h0, h1, g0, g1))
+
+        def run_tasks(tasks, nthreads):
+            """Every (n0, n1, h0, h1, g0, g1) of ``tasks`` (disjoint dx ranges) in one call,
+            on ``nthreads`` of the library's parked threads."""
+            t = np.ascontiguousarray(tasks, np.int64).reshape(-1, 6)
+            check(fn_tasks(*head, t.ctypes.data, len(t), max(1, int(nthreads))))
+
         run.operands = keep
+        run.tasks = run_tasks
         return run
 
     def filter_grad_supports(self, src, dy, dw) -> bool:

@@ -2,21 +2,33 @@
  *
  * opgraph_run_threads(fn, arg, n) runs fn(arg, i) for i in [0, n): index 0 on the caller's
  * thread, 1 .. n-1 on workers that are started on first need and then parked, so a call costs
- * a wake-up (a few microseconds; none while a worker still spins after its last job) instead
- * of a pthread_create and join per thread (30-50 us each on the machines we measured).
+ * a wake-up (none while a worker still spins after its last job) instead of a pthread_create
+ * and join per thread (30-50 us each on the machines we measured).
  *
- * fn must share its work dynamically (an atomic item counter): a worker that cannot be started,
- * or a call made while another thread is using the pool (two sessions running kernels at once),
- * runs on fewer threads, never on wrong ones. Such a concurrent call starts short-lived threads
- * of its own, as the core did before the pool. A fork()ed child forgets the parent's workers.
+ * A worker joins a job only while it is open: once the caller has finished its own share (fn
+ * returned on index 0, so every item is taken), it closes the job and waits only for the
+ * workers that joined. A worker that wakes late (a sleeping thread can take 50-100 us to be
+ * scheduled) then finds the job closed and costs the caller nothing.
+ *
+ * fn must share its work dynamically (an atomic item counter): a worker that cannot be started
+ * or joins late, or a call made while another thread is using the pool (two sessions running
+ * kernels at once), runs on fewer threads, never on wrong ones. Such a concurrent call starts
+ * short-lived threads of its own, as the core did before the pool. A fork()ed child forgets
+ * the parent's workers.
  */
 #include "conv_common.h"
 #include <pthread.h>
+#include <sched.h>
 #include <time.h>
 
 #define POOL_MAX 64
-/* nanoseconds a worker (or the waiting caller) spins before it sleeps on a condition */
-#define SPIN_NS 40000
+/* microseconds a worker (or the waiting caller) spins before it sleeps on a condition, unless
+ * OPGRAPH_SPIN_US says otherwise (read once): long enough to span the Python between two kernel
+ * calls, since waking a sleeping thread takes 50-150 us on the virtual machines we measured.
+ * A spinning thread yields its core to any other runnable thread every YIELD_NS. */
+#define SPIN_US_DEFAULT 2000
+#define YIELD_NS 20000
+static i64 spin_ns = -1;
 
 typedef struct {
     thread_fn fn;
@@ -32,7 +44,8 @@ static unsigned long generation;   /* bumped per job (read by spinning workers a
 static thread_fn job_fn;
 static void *job_arg;
 static int job_threads;            /* threads the job wants, the caller included */
-static unsigned long remaining;    /* workers of the job that have not finished it */
+static int job_open;               /* workers may still join the job */
+static unsigned long active;       /* workers that joined the job and have not finished it */
 static pthread_once_t fork_handler = PTHREAD_ONCE_INIT;
 static unsigned long start_generation[POOL_MAX]; /* the generation a new worker has seen */
 
@@ -47,14 +60,31 @@ static i64 now_ns(void)
  * sleeps on a condition if it still has to wait. */
 static void spin_while(const unsigned long *p, unsigned long v, int equal)
 {
-    const i64 until = now_ns() + SPIN_NS;
+    const i64 start = now_ns(), until = start + spin_ns;
+    i64 next_yield = start + YIELD_NS;
     for (int spins = 1; (__atomic_load_n(p, __ATOMIC_ACQUIRE) == v) == equal; spins++) {
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
 #endif
-        if (spins % 64 == 0 && now_ns() > until)
-            return;
+        if (spins % 64 == 0) {
+            const i64 t = now_ns();
+            if (t > until)
+                return;
+            if (t > next_yield) {
+                sched_yield();
+                next_yield = t + YIELD_NS;
+            }
+        }
     }
+}
+
+static void read_spin_setting(void)
+{
+    const char *e = getenv("OPGRAPH_SPIN_US");
+    char *end = NULL;
+    const long v = e ? strtol(e, &end, 10) : -1;
+    spin_ns = 1000 * (i64)(e && end != e && *end == 0 && v >= 0 && v <= 10000000 ? v
+                                                                               : SPIN_US_DEFAULT);
 }
 
 static void *worker_main(void *p)
@@ -70,13 +100,15 @@ static void *worker_main(void *p)
         seen = generation;
         const thread_fn fn = job_fn;
         void *arg = job_arg;
-        const int mine = index < job_threads;
+        const int mine = job_open && index < job_threads;
+        if (mine)
+            __atomic_add_fetch(&active, 1, __ATOMIC_RELAXED);
         pthread_mutex_unlock(&lock);
         if (!mine)
             continue;
         fn(arg, index);
         pthread_mutex_lock(&lock);
-        if (__atomic_sub_fetch(&remaining, 1, __ATOMIC_RELEASE) == 0)
+        if (__atomic_sub_fetch(&active, 1, __ATOMIC_RELEASE) == 0 && !job_open)
             pthread_cond_signal(&done);
         pthread_mutex_unlock(&lock);
     }
@@ -91,7 +123,8 @@ static void forget_workers(void)
     pthread_cond_init(&wake, NULL);
     pthread_cond_init(&done, NULL);
     nworkers = 0;
-    remaining = 0;
+    job_open = 0;
+    active = 0;
 }
 
 static void set_fork_handler(void) { pthread_atfork(NULL, NULL, forget_workers); }
@@ -131,6 +164,8 @@ void opgraph_run_threads(thread_fn fn, void *arg, i64 nthreads)
         return;
     }
     pthread_once(&fork_handler, set_fork_handler);
+    if (spin_ns < 0)
+        read_spin_setting();
     while (nworkers < n - 1) {
         pthread_t t;
         pthread_attr_t at;
@@ -148,14 +183,18 @@ void opgraph_run_threads(thread_fn fn, void *arg, i64 nthreads)
     job_fn = fn;
     job_arg = arg;
     job_threads = workers + 1;
-    remaining = workers;
+    job_open = 1;
+    active = 0;
     __atomic_store_n(&generation, generation + 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&wake);
     pthread_mutex_unlock(&lock);
     fn(arg, 0);
-    spin_while(&remaining, 0, 0); /* (the workers are likely to finish soon) */
     pthread_mutex_lock(&lock);
-    while (remaining != 0)
+    job_open = 0; /* every item is taken: workers not yet in stay out */
+    pthread_mutex_unlock(&lock);
+    spin_while(&active, 0, 0); /* (the workers that joined are likely to finish soon) */
+    pthread_mutex_lock(&lock);
+    while (active != 0)
         pthread_cond_wait(&done, &lock);
     pthread_mutex_unlock(&lock);
     pthread_mutex_unlock(&busy);
