@@ -257,3 +257,45 @@ def test_forward_matches_the_direct_loop(case, fmt, native_calls):
                                        (p0, p0), (oh, ow), fmt)
         assert y.dtype == dtype
         np.testing.assert_array_equal(y.view(np.uint16), f32.astype(dtype).view(np.uint16))
+
+
+# filters larger than the source (batch-1 decoder layers): the items take several images and
+# split the output channels in whole blocks instead of the rows (plan_items in conv_gather.c)
+LARGE_FILTER_CASES = [  # (batch, groups, cig, cog, kernel, stride, pad, dy size)
+    (1, 1, 100, 64, 4, 2, 1, 3),      # lanes not whole blocks: the last chunk is short
+    (3, 1, 130, 96, 3, 1, 1, 2),      # three images in one item
+    (5, 2, 40, 64, 2, 2, 0, 3),       # two groups, an odd batch
+    (2, 3, 130, 16, 4, 3, 2, 2),      # three groups, phases no tap reaches
+]
+
+
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("case", LARGE_FILTER_CASES, ids=lambda c: f"n{c[0]}g{c[1]}ci{c[2]}")
+def test_large_filters_split_output_channels(case, fmt, native_calls):
+    from tests.reference import conv2d_forward_ref  # noqa: PLC0415
+
+    n, g, cig, cog, k, s, p, oh = case
+    rng = np.random.default_rng(n * 7 + g)
+    h = (oh - 1) * s + k - 2 * p
+    wt = rng.standard_normal((k, k, cig, g * cog)).astype(np.float32)
+    dy = rng.standard_normal((n, oh, oh, g * cog)).astype(np.float32)
+    x = rng.standard_normal((n, h, h, g * cig)).astype(np.float32)
+    xshape = (n, h, h, g * cig)
+    if fmt == "NCHW":
+        dy = np.ascontiguousarray(dy.transpose(0, 3, 1, 2))
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        xshape = (n, g * cig, h, h)
+    ref = conv2d_backprop_input_ref(dy, wt, xshape, (s, s), (1, 1), (p, p), fmt)
+    # the forward direction's filter (cig -> cog lanes) is larger than its source x too
+    yref = conv2d_forward_ref(x, wt, (s, s), (1, 1), (p, p), (oh, oh), fmt)
+    conv_impl.FORCE_ALGORITHM = "native"
+    conv_impl.NATIVE_BPI_ROWS = 0
+    conv_impl.PARALLEL_MIN_MACS = 0
+    for threads in (1, 2, 3, 16):
+        conv_impl.NUM_THREADS = threads
+        del native_calls[:]
+        dx = conv_impl.conv2d_backprop_input(dy, wt, xshape, (s, s), (1, 1), (p, p), fmt)
+        y = conv_impl.conv2d_forward(x, wt, (s, s), (1, 1), (p, p), (oh, oh), fmt)
+        assert [c[0] for c in native_calls] == ["input gradient", "convolution"]
+        _check(dx, ref, f"{case} {fmt} threads={threads}")
+        _check(y, yref, f"forward {case} {fmt} threads={threads}")

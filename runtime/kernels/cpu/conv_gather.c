@@ -532,6 +532,8 @@ typedef struct {
     int dt;           /* DT_* of src and out */
     i64 next;         /* shared item counter */
     int failed;
+    i64 nb, nblk_n;   /* images per item, image blocks */
+    i64 lanes, nlane; /* output channels per item (a multiple of BW), lane chunks */
 } conv_job;
 
 static void zero_rows(void *o, int dt, i64 o_h, i64 o_w, i64 o_c, i64 Q, i64 R, i64 C)
@@ -554,8 +556,9 @@ static float *grow(float **buf, i64 *cap, i64 n)
     return *buf;
 }
 
-/* Work items are (image, chunk of rows, group): the same rows of every phase, which read about
- * the same source rows (staged once per item when the source needs staging). */
+/* Work items are (block of images, chunk of rows, group, chunk of output channels): the same
+ * rows of every phase, which read about the same source rows (staged once per item when the
+ * source needs staging; such items have one image). */
 static void conv_worker(void *p, int index)
 {
     (void)index;
@@ -570,14 +573,20 @@ static void conv_worker(void *p, int index)
     i64 *offh_s = scratch + J->scratch; /* a phase's row offsets into the staged rows */
     const int dt = J->dt, es = dt == DT_F32 ? 4 : 2;
     const int stage_src = dt != DT_F32 || J->s_c != 1, stage_dst = dt != DT_F32 || J->o_c != 1;
-    const i64 P = J->P_h * J->P_w, total = J->N * J->nchunk * J->G;
-    const i64 cop = (J->Co + VL - 1) / VL * VL;
+    const i64 P = J->P_h * J->P_w, total = J->nblk_n * J->nchunk * J->G * J->nlane;
+    const i64 cop = (J->Co + VL - 1) / VL * VL, wtaps = J->KH * J->KW;
     const i64 d_h = J->P_h * J->o_h, d_w = J->P_w * J->o_w;
     for (;;) {
         const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
         if (item >= total || __atomic_load_n(&J->failed, __ATOMIC_RELAXED))
             break;
-        const i64 gi = item % J->G, j = item / J->G % J->nchunk, n = item / (J->G * J->nchunk);
+        const i64 lc = item % J->nlane, rest = item / J->nlane;
+        const i64 gi = rest % J->G, j = rest / J->G % J->nchunk, n = rest / (J->G * J->nchunk)
+                                                                     * J->nb;
+        const i64 nn = J->N - n < J->nb ? J->N - n : J->nb;  /* images [n, n + nn) */
+        const i64 l0 = lc * J->lanes;                          /* output channels [l0, l0 + co) */
+        const i64 co = J->Co - l0 < J->lanes ? J->Co - l0 : J->lanes;
+        const i64 cop_i = (co + VL - 1) / VL * VL;
         const i64 q0 = j * J->rows; /* rows [q0, q0 + rows) of every phase (fewer at the end) */
         const char *src = (const char *)J->src + es * (n * J->s_n + gi * J->Cs * J->s_c);
         const float *s_f = (const float *)src;
@@ -613,11 +622,12 @@ static void conv_worker(void *p, int index)
                 continue;
             /* out rows [q0, q1) of this phase */
             char *out = (char *)J->out + es * (n * J->o_n + (ph + J->P_h * q0) * J->o_h +
-                                               pw * J->o_w + gi * J->Co * J->o_c);
+                                               pw * J->o_w + (gi * J->Co + l0) * J->o_c);
             const i64 *pt = J->ptab + 3 * ph_i;
             const i64 th = pt[0], tw = pt[1];
             if (th == 0 || tw == 0) {
-                zero_rows(out, dt, d_h, d_w, J->o_c, q1 - q0, Rp, J->Co);
+                for (i64 i = 0; i < nn; i++)
+                    zero_rows(out + es * i * J->o_n, dt, d_h, d_w, J->o_c, q1 - q0, Rp, co);
                 continue;
             }
             const i64 *offh = J->taps + pt[2], *wih = offh + th, *offw = wih + th;
@@ -627,27 +637,28 @@ static void conv_worker(void *p, int index)
                     offh_s[t] = offh[t] - base;
                 offh = offh_s;
             }
+            /* (a lane chunk starts on a block: its packed weights are the blocks from l0) */
             gather_geom g = {s_f, s_n, s_h, s_w, s_c, Hs, J->Ws, J->Cs, (float *)out, J->o_n,
-                             d_h, d_w, J->o_c, Rp, J->Co, offh, offw, wih, wiw, th, tw, J->KW,
-                             J->KH * J->KW, J->steph, J->stepw,
-                             J->wpk + gi * J->KH * J->KW * J->Cs * cop, J->cchunk};
-            if (stage_dst) { /* out rows computed as float32 [row][pixel][cop], written back */
-                if (!grow(&obuf, &ocap, (q1 - q0) * Rp * cop)) {
+                             d_h, d_w, J->o_c, Rp, co, offh, offw, wih, wiw, th, tw, J->KW,
+                             wtaps, J->steph, J->stepw,
+                             J->wpk + gi * wtaps * J->Cs * cop + l0 * wtaps * J->Cs, J->cchunk};
+            if (stage_dst) { /* out rows computed as float32 [row][pixel][cop_i], written back */
+                if (!grow(&obuf, &ocap, (q1 - q0) * Rp * cop_i)) {
                     __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
                     break;
                 }
                 g.out = obuf;
                 g.o_n = 0;
-                g.o_h = Rp * cop;
-                g.o_w = cop;
+                g.o_h = Rp * cop_i;
+                g.o_w = cop_i;
                 g.o_c = 1;
-                g.Co = cop; /* whole vectors; the padded lanes are not written back */
+                g.Co = cop_i; /* whole vectors; the padded lanes are not written back */
             }
-            gather_rows(&g, 1, q1 - q0, q0, scratch);
+            gather_rows(&g, nn, q1 - q0, q0, scratch); /* (staged items have one image) */
             if (stage_dst)
                 for (i64 q = 0; q < q1 - q0; q++)
-                    stage_out(obuf + q * Rp * cop, cop, out + es * q * d_h, dt, d_w, J->o_c,
-                              Rp, J->Co);
+                    stage_out(obuf + q * Rp * cop_i, cop_i, out + es * q * d_h, dt, d_w,
+                              J->o_c, Rp, co);
         }
     }
     free(scratch);
@@ -655,29 +666,71 @@ static void conv_worker(void *p, int index)
     free(obuf);
 }
 
-/* Finish J (phase tables set) and run it: rows per item (0: source and out rows of an item
- * near 256 KiB, and 4 items per thread), threads. Returns 0 or -2 (out of memory). */
+/* The work items of J when rows is automatic. An item reads its group's packed filter slice
+ * once per item and its source rows once per weight block, so the traffic is about
+ * (image blocks x row chunks) x the filter + (blocks of output channels) x the source. With a
+ * filter smaller than an image's source (most layers at a batch): an item is one image and
+ * rows whose source and output are near 256 KiB, halved until there are 4 items per thread.
+ * With a larger filter (a batch-1 layer of 512 channels has an 8 MiB filter and 0.5 MiB of
+ * dy): an item takes as many images as the filter outweighs (all of them, unstaged, for a
+ * small batch) and all their rows, and the items split the output channels instead, in
+ * chunks of whole blocks, so each filter slice is read once; rows are split further only when
+ * that leaves fewer than 4 items per thread. */
+static void plan_items(conv_job *J, i64 Qmax, i64 nthreads, int staged)
+{
+    const i64 cop = (J->Co + VL - 1) / VL * VL, nblocks = (cop + BW - 1) / BW;
+    const double wbytes = 4.0 * (double)J->KH * J->KW * J->Cs * cop;
+    const double sbytes = 4.0 * (double)J->Hs * J->Ws * J->Cs;
+    const i64 want = 4 * nthreads;
+    const double row_bytes = 4.0 * ((double)J->steph * J->Ws * J->Cs +
+                                    (double)J->P_h * J->Wo * J->Co);
+    i64 rows = (i64)((1 << 18) / (row_bytes > 1 ? row_bytes : 1));
+    J->nb = 1;
+    J->nlane = 1;
+    if (wbytes > sbytes && nblocks > 1) {
+        const double fit = wbytes / (sbytes > 1 ? sbytes : 1);
+        J->nb = staged ? 1 : fit >= (double)J->N ? J->N : (i64)fit;
+        const i64 others = (J->N + J->nb - 1) / J->nb * J->G;
+        i64 nlane = others >= want ? 1 : (want + others - 1) / others;
+        if (nlane > nblocks)
+            nlane = nblocks;
+        J->lanes = (nblocks + nlane - 1) / nlane * BW;
+        J->nlane = (cop + J->lanes - 1) / J->lanes;
+        rows = Qmax;
+    }
+    if (rows < 1)
+        rows = 1;
+    const i64 others = (J->N + J->nb - 1) / J->nb * J->G * J->nlane;
+    while (rows > 1 && others * ((Qmax + rows - 1) / rows) < want)
+        rows = (rows + 1) / 2;
+    J->rows = rows;
+    if (J->nlane == 1)
+        J->lanes = cop;
+}
+
+/* Finish J (phase tables set) and run it: rows per item (0: automatic, plan_items; else items
+ * are one image and every output channel), threads. Returns 0 or -2 (out of memory). */
 static int run_conv_job(conv_job *J, i64 maxT, i64 maxtw, i64 rows, i64 nthreads)
 {
     const i64 Qmax = (J->Ho + J->P_h - 1) / J->P_h, Rmax = (J->Wo + J->P_w - 1) / J->P_w;
     if (nthreads < 1)
         nthreads = 1;
     if (rows <= 0) {
-        const double row_bytes = 4.0 * ((double)J->steph * J->Ws * J->Cs +
-                                        (double)J->P_h * J->Wo * J->Co);
-        rows = (i64)((1 << 18) / (row_bytes > 1 ? row_bytes : 1));
-        if (rows < 1)
-            rows = 1;
-        const i64 others = J->N * J->G;
-        while (rows > 1 && others * ((Qmax + rows - 1) / rows) < 4 * nthreads)
-            rows = (rows + 1) / 2;
+        const int staged = J->dt != DT_F32 || J->s_c != 1 || J->o_c != 1;
+        plan_items(J, Qmax, nthreads, staged);
+        rows = J->rows;
+    } else {
+        J->nb = 1;
+        J->nlane = 1;
+        J->lanes = (J->Co + VL - 1) / VL * VL;
     }
     if (rows > Qmax)
         rows = Qmax;
     J->rows = rows;
     J->nchunk = (Qmax + rows - 1) / rows;
+    J->nblk_n = (J->N + J->nb - 1) / J->nb;
     J->scratch = gather_scratch(Rmax, maxT, maxtw);
-    const i64 items = J->N * J->nchunk * J->G;
+    const i64 items = J->nblk_n * J->nchunk * J->G * J->nlane;
     opgraph_run_threads(conv_worker, J, nthreads < items ? nthreads : items);
     return J->failed ? -2 : 0;
 }

@@ -494,6 +494,12 @@ def _memoized(memo, name, make):
     return value
 
 
+def _filter_finite(memo, w):
+    """_all_finite(w), kept in ``memo``; asked only by the engines that need finite weights
+    (a whole pass over a large filter costs about as much as packing it)."""
+    return _memoized(memo, "finite", lambda: _all_finite(w))
+
+
 # --------------------------------------------------------------------------------------------
 # the gather engine: out[n, q, r, :] = sum_t src[n, q*sh + oh_t, r*sw + ow_t, :] @ W_t
 # --------------------------------------------------------------------------------------------
@@ -1253,12 +1259,11 @@ def _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format, 
     _guard(kh * kw * cig * cout, cdt.itemsize, w.shape, "Conv2D filter in the compute dtype")
     memo = _filter_memo(cache, ("forward", w.shape, w.strides, w.dtype.str, lo_h, lo_w,
                                 cin, str(cdt)))
-    finite = _memoized(memo, "finite", lambda: _all_finite(w))
     g = _groups_of(cin, cig)
     cog = cout // g
     macs = n * oh * ow * kh * kw * cig * cout
-    if g == 1 and finite and (macs < TINY_MACS if FORCE_ALGORITHM is None
-                              else FORCE_ALGORITHM == "direct"):
+    if g == 1 and (macs < TINY_MACS if FORCE_ALGORITHM is None
+                   else FORCE_ALGORITHM == "direct") and _filter_finite(memo, w):
         return _tiny_forward(xv, w, (sh, sw), (dh, dw), (pt, pl), (oh, ow), cdt, odt,
                              data_format)
     nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
@@ -1388,7 +1393,6 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
     # (the prepared forms depend on the filter's reduced taps and the stride phases)
     memo = _filter_memo(cache, ("backprop_input", w.shape, w.strides, w.dtype.str, lo_h, lo_w,
                                 (sh, sw), (dh, dw), (pt, pl), cin, str(cdt)))
-    finite = _memoized(memo, "finite", lambda: _all_finite(w))
     g = _groups_of(cin, cig)
     if _depthwise_applies(cin, cig, g, cdt):
         _depthwise_run(dyv, w, dxv, (sh, sw), (dh, dw), (pt, pl), cdt, NUM_THREADS)
@@ -1397,7 +1401,7 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
     algo = FORCE_ALGORITHM or choose_backprop_input_algorithm(
         dyv.shape, w.shape, dxv.shape, (sh, sw), odt)
     if algo == "direct":
-        if g == 1 and finite:
+        if g == 1 and _filter_finite(memo, w):
             return _tiny_backprop(dyv, w, dxv.shape, (sh, sw), (dh, dw), (pt, pl), cdt, odt,
                                   data_format)
         algo = "gather"  # (non-finite weights: its exact per-tap blocks)
@@ -1414,7 +1418,7 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
                                      memo)
         _gather_run(jobs, cdt, layout, nth, memo)
     else:
-        layout = _scatter_layout(data_format, cig, g, finite)
+        layout = _scatter_layout(data_format, cig, g, _filter_finite(memo, w))
         if layout == "flat":
             _scatter_flat_run(dyv, wc, dxv, (sh, sw), (dh, dw), (pt, pl), cdt, nth)
         else:
@@ -1456,7 +1460,8 @@ def _native_bpi_workspace_bytes(dy_shape, w_shape, x_shape, strides, dilations, 
     """Upper bound of what the one-call input gradient allocates besides dx: the packed filter
     (and a float32 copy of a half-precision one), and per thread the tap tables and, for
     channel-strided or half-precision operands, one work item's float32 dy rows and dx rows
-    (rows per item as opgraph_bpi_f32 chooses them: about 256 KiB of both)."""
+    (rows per item as opgraph_bpi_f32 chooses them: about 256 KiB of both, or a whole image
+    when the filter is larger than its dy)."""
     nat = _native.load()
     n, oh, ow, cout = dy_shape
     kh, kw, cig, _ = w_shape
@@ -1467,6 +1472,8 @@ def _native_bpi_workspace_bytes(dy_shape, w_shape, x_shape, strides, dilations, 
                                              * cout)
     qmax, rmax = -(-h // sh), -(-wd // sw)
     rows = max(1, min(qmax, (1 << 18) // max(1, 4 * (ow * cog + sh * wd * cig))))
+    if kh * kw * cog * cigp > oh * ow * cog and cigp > nat.block_width:
+        rows = qmax  # (a filter larger than an image's dy: items take whole images)
     span = ((kh - 1) * dh) // sh + 2  # dy rows beyond an item's own that its taps reach
     staging = 4 * ((rows + span) * ow * cog + rows * rmax * cigp)
     tables = 8 * (3 * sh * sw + 2 * sh * sw * (kh + kw) + 2 * kh * kw
