@@ -299,3 +299,84 @@ def test_large_filters_split_output_channels(case, fmt, native_calls):
         assert [c[0] for c in native_calls] == ["input gradient", "convolution"]
         _check(dx, ref, f"{case} {fmt} threads={threads}")
         _check(y, yref, f"forward {case} {fmt} threads={threads}")
+
+
+# kernels that tile dx exactly (kernel = stride, no padding: sub-pixel layers such as ESPCN's)
+# onto few dx channels run as one forward 1x1 convolution per row phase (the pixel shuffle)
+SHUFFLE_CASES = [  # (batch, kernel/stride (h, w), cin, cout, dy size (h, w))
+    (1, (3, 3), 3, 32, (5, 7)),       # ESPCN x3
+    (3, (2, 2), 1, 12, (4, 3)),       # one channel
+    (2, (4, 2), 5, 8, (3, 6)),        # unequal strides
+    (1, (3, 4), 2, 20, (1, 9)),       # one dy row
+]
+
+
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("case", SHUFFLE_CASES, ids=lambda c: f"n{c[0]}k{c[1][0]}{c[1][1]}c{c[2]}")
+def test_pixel_shuffle_layers(case, fmt, monkeypatch):
+    n, (kh, kw), cin, cout, (oh, ow) = case
+    if not conv_impl._pixel_shuffle_applies(
+            np.zeros((n, oh, ow, cout), np.float32), np.zeros((kh, kw, cin, cout), np.float32),
+            np.zeros((n, oh * kh, ow * kw, cin), np.float32), (kh, kw), (1, 1), (0, 0), 1):
+        pytest.skip("this machine's vector width leaves the shuffle no better")
+    ran = []
+    real = conv_impl._pixel_shuffle_run
+    monkeypatch.setattr(conv_impl, "_pixel_shuffle_run",
+                        lambda *a: (ran.append(a[0].shape), real(*a)))
+    rng = np.random.default_rng(kh * 10 + kw + cin)
+    wt = rng.standard_normal((kh, kw, cin, cout)).astype(np.float32)
+    dy = rng.standard_normal((n, oh, ow, cout)).astype(np.float32)
+    dy[0, 0, ow - 1, 1] = np.nan   # reaches exactly the kh*kw*cin outputs of its pixel
+    wt[kh - 1, 0, 0, 2] = np.inf
+    xshape = (n, oh * kh, ow * kw, cin)
+    if fmt == "NCHW":
+        dy = np.ascontiguousarray(dy.transpose(0, 3, 1, 2))
+        xshape = (n, cin, oh * kh, ow * kw)
+    ref = conv2d_backprop_input_ref(dy, wt, xshape, (kh, kw), (1, 1), (0, 0), fmt)
+    for threads in (1, 2, 5):
+        conv_impl.NUM_THREADS = threads
+        monkeypatch.setattr(conv_impl, "SHUFFLE_PARALLEL_MIN_MACS", 0)
+        del ran[:]
+        dx = conv_impl.conv2d_backprop_input(dy, wt, xshape, (kh, kw), (1, 1), (0, 0), fmt)
+        assert ran, "the pixel-shuffle path did not run"
+        _check(dx, ref, f"{case} {fmt} threads={threads}")
+    for dtype in _half_dtypes():  # staged per item in the kernel, rounded once
+        dx = conv_impl.conv2d_backprop_input(dy.astype(dtype), wt.astype(dtype), xshape,
+                                             (kh, kw), (1, 1), (0, 0), fmt)
+        f32 = conv_impl.conv2d_backprop_input(dy.astype(dtype).astype(np.float32),
+                                              wt.astype(dtype).astype(np.float32), xshape,
+                                              (kh, kw), (1, 1), (0, 0), fmt)
+        assert dx.dtype == dtype
+        np.testing.assert_array_equal(dx.view(np.uint16), f32.astype(dtype).view(np.uint16))
+
+
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
+def test_pixel_shuffle_workspace_bound(fmt):
+    import tracemalloc  # noqa: PLC0415
+
+    n, k, cin, cout, oh = 2, 3, 3, 32, 12
+    shape = (n, oh * k, oh * k, cin) if fmt == "NHWC" else (n, cin, oh * k, oh * k)
+    dy_shape = (n, oh, oh, cout) if fmt == "NHWC" else (n, cout, oh, oh)
+    rng = np.random.default_rng(2)
+    wt = rng.standard_normal((k, k, cin, cout)).astype(np.float32)
+    dy = rng.standard_normal(dy_shape).astype(np.float32)
+    if not conv_impl._pixel_shuffle_applies(
+            np.zeros((n, oh, oh, cout), np.float32), wt, np.zeros((n, oh * k, oh * k, cin),
+                                                                  np.float32),
+            (k, k), (1, 1), (0, 0), 1):
+        pytest.skip("this machine's vector width leaves the shuffle no better")
+    conv_impl.conv2d_backprop_input(dy, wt, shape, (k, k), (1, 1), (0, 0), fmt)
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        dx = conv_impl.conv2d_backprop_input(dy, wt, shape, (k, k), (1, 1), (0, 0), fmt)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    used = peak - base - dx.nbytes
+    bound = conv_impl.conv2d_backprop_input_workspace_bytes(dy.shape, wt.shape, shape, (k, k),
+                                                            (1, 1), (0, 0), fmt, np.float32)
+    assert 0 < used <= bound, (used, bound)
+    if fmt == "NCHW":
+        assert bound >= dx.nbytes  # (the NHWC result it copies from)
