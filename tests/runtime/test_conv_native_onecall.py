@@ -315,9 +315,9 @@ SHUFFLE_CASES = [  # (batch, kernel/stride (h, w), cin, cout, dy size (h, w))
 @pytest.mark.parametrize("case", SHUFFLE_CASES, ids=lambda c: f"n{c[0]}k{c[1][0]}{c[1][1]}c{c[2]}")
 def test_pixel_shuffle_layers(case, fmt, monkeypatch):
     n, (kh, kw), cin, cout, (oh, ow) = case
-    if not conv_impl._pixel_shuffle_applies(
-            np.zeros((n, oh, ow, cout), np.float32), np.zeros((kh, kw, cin, cout), np.float32),
-            np.zeros((n, oh * kh, ow * kw, cin), np.float32), (kh, kw), (1, 1), (0, 0), 1):
+    if not conv_impl._pixel_shuffle_applies((n, oh, ow, cout), (kh, kw, cin, cout),
+                                            (n, oh * kh, ow * kw, cin), (kh, kw), (1, 1),
+                                            (0, 0), 1):
         pytest.skip("this machine's vector width leaves the shuffle no better")
     ran = []
     real = conv_impl._pixel_shuffle_run
@@ -360,10 +360,9 @@ def test_pixel_shuffle_workspace_bound(fmt):
     rng = np.random.default_rng(2)
     wt = rng.standard_normal((k, k, cin, cout)).astype(np.float32)
     dy = rng.standard_normal(dy_shape).astype(np.float32)
-    if not conv_impl._pixel_shuffle_applies(
-            np.zeros((n, oh, oh, cout), np.float32), wt, np.zeros((n, oh * k, oh * k, cin),
-                                                                  np.float32),
-            (k, k), (1, 1), (0, 0), 1):
+    if not conv_impl._pixel_shuffle_applies((n, oh, oh, cout), wt.shape,
+                                            (n, oh * k, oh * k, cin), (k, k), (1, 1),
+                                            (0, 0), 1):
         pytest.skip("this machine's vector width leaves the shuffle no better")
     conv_impl.conv2d_backprop_input(dy, wt, shape, (k, k), (1, 1), (0, 0), fmt)
     tracemalloc.start()

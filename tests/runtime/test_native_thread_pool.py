@@ -132,7 +132,7 @@ def test_workers_that_join_late_or_never(spin_us):
     """OPGRAPH_SPIN_US=0: the workers sleep after every job, so the caller often takes every
     item itself and closes the job before they wake; a worker that wakes then must stay out of
     it (a late one touching the finished job's items would corrupt the next result or hang).
-    A value that is not a number falls back to the default spin."""
+    A value that is not a number is ignored (the default spin), results unchanged."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, OPGRAPH_SPIN_US=spin_us,
                PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))

@@ -666,7 +666,8 @@ static void conv_worker(void *p, int index)
     free(obuf);
 }
 
-/* The work items of J when rows is automatic. An item reads its group's packed filter slice
+/* The work items of J when rows is automatic (returned; J's image block and lane chunk set).
+ * An item reads its group's packed filter slice
  * once per item and its source rows once per weight block, so the traffic is about
  * (image blocks x row chunks) x the filter + (blocks of output channels) x the source. With a
  * filter smaller than an image's source (most layers at a batch): an item is one image and
@@ -676,17 +677,15 @@ static void conv_worker(void *p, int index)
  * small batch) and all their rows, and the items split the output channels instead, in
  * chunks of whole blocks, so each filter slice is read once; rows are split further only when
  * that leaves fewer than 4 items per thread. */
-static void plan_items(conv_job *J, i64 Qmax, i64 nthreads, int staged)
+static i64 plan_items(conv_job *J, i64 Qmax, i64 nthreads, int staged)
 {
-    const i64 cop = (J->Co + VL - 1) / VL * VL, nblocks = (cop + BW - 1) / BW;
+    const i64 cop = J->lanes, nblocks = (cop + BW - 1) / BW; /* (J: one image, all lanes) */
     const double wbytes = 4.0 * (double)J->KH * J->KW * J->Cs * cop;
     const double sbytes = 4.0 * (double)J->Hs * J->Ws * J->Cs;
     const i64 want = 4 * nthreads;
     const double row_bytes = 4.0 * ((double)J->steph * J->Ws * J->Cs +
                                     (double)J->P_h * J->Wo * J->Co);
     i64 rows = (i64)((1 << 18) / (row_bytes > 1 ? row_bytes : 1));
-    J->nb = 1;
-    J->nlane = 1;
     if (wbytes > sbytes && nblocks > 1) {
         const double fit = wbytes / (sbytes > 1 ? sbytes : 1);
         J->nb = staged ? 1 : fit >= (double)J->N ? J->N : (i64)fit;
@@ -703,9 +702,7 @@ static void plan_items(conv_job *J, i64 Qmax, i64 nthreads, int staged)
     const i64 others = (J->N + J->nb - 1) / J->nb * J->G * J->nlane;
     while (rows > 1 && others * ((Qmax + rows - 1) / rows) < want)
         rows = (rows + 1) / 2;
-    J->rows = rows;
-    if (J->nlane == 1)
-        J->lanes = cop;
+    return rows;
 }
 
 /* Finish J (phase tables set) and run it: rows per item (0: automatic, plan_items; else items
@@ -715,15 +712,11 @@ static int run_conv_job(conv_job *J, i64 maxT, i64 maxtw, i64 rows, i64 nthreads
     const i64 Qmax = (J->Ho + J->P_h - 1) / J->P_h, Rmax = (J->Wo + J->P_w - 1) / J->P_w;
     if (nthreads < 1)
         nthreads = 1;
-    if (rows <= 0) {
-        const int staged = J->dt != DT_F32 || J->s_c != 1 || J->o_c != 1;
-        plan_items(J, Qmax, nthreads, staged);
-        rows = J->rows;
-    } else {
-        J->nb = 1;
-        J->nlane = 1;
-        J->lanes = (J->Co + VL - 1) / VL * VL;
-    }
+    J->nb = 1;
+    J->nlane = 1;
+    J->lanes = (J->Co + VL - 1) / VL * VL;
+    if (rows <= 0)
+        rows = plan_items(J, Qmax, nthreads, J->dt != DT_F32 || J->s_c != 1 || J->o_c != 1);
     if (rows > Qmax)
         rows = Qmax;
     J->rows = rows;

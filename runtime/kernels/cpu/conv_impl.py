@@ -1405,12 +1405,14 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
             return _tiny_backprop(dyv, w, dxv.shape, (sh, sw), (dh, dw), (pt, pl), cdt, odt,
                                   data_format)
         algo = "gather"  # (non-finite weights: its exact per-tap blocks)
-    nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
-    if FORCE_ALGORITHM is None and _pixel_shuffle_applies(dyv, w, dxv, (sh, sw), (dh, dw),
-                                                          (pt, pl), g):
-        _pixel_shuffle_run(dyv, w, dxv, (sh, sw),
+    if (FORCE_ALGORITHM is None
+            and _pixel_shuffle_applies(dyv.shape, w.shape, dxv.shape, (sh, sw), (dh, dw),
+                                       (pt, pl), g)
+            and _native_onecall_applies(dyv, dxv)):
+        _pixel_shuffle_run(dyv, w, dxv,
                            NUM_THREADS if macs >= SHUFFLE_PARALLEL_MIN_MACS else 1, memo)
         return dx
+    nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
     if algo == "native" and _native_onecall_applies(dyv, dxv):
         _native_bpi_run(dyv, w, dxv, (sh, sw), (dh, dw), (pt, pl), g, nth, memo)
         return dx
@@ -1465,20 +1467,21 @@ def _native_bpi_run(dyv, w, dxv, strides, dilations, pads, g, nth, memo):
 SHUFFLE_PARALLEL_MIN_MACS = 1 << 20
 
 
-def _pixel_shuffle_applies(dyv, w, dxv, strides, dilations, pads, g):
-    """True for a transposed convolution whose kernel tiles dx exactly (kernel = stride, no
-    padding or dilation, dx = stride x dy: ESPCN's and FSRCNN-like sub-pixel layers) onto a
-    dx with fewer channels than a vector: each dx pixel is one term, so dx is a pixel shuffle
-    of dy @ W, and NHWC dx rows of one row phase are a 1x1 convolution of dy whose kw * cin
-    output channels are contiguous (many more lanes than cin alone)."""
-    kh, kw, cig, _ = w.shape
-    n, oh, ow, _ = dyv.shape
-    _, h, wd, cin = dxv.shape
+def _pixel_shuffle_applies(dy_shape, w_shape, x_shape, strides, dilations, pads, g):
+    """True for a transposed convolution (logical NHWC shapes) whose kernel tiles dx exactly
+    (kernel = stride, no padding or dilation, dx = stride x dy: ESPCN's and FSRCNN-like
+    sub-pixel layers) onto fewer dx channels than a vector, with the compiled kernel loaded:
+    each dx pixel is one term, so dx is a pixel shuffle of dy @ W, and NHWC dx rows of one row
+    phase are a 1x1 convolution of dy whose kw * cin output channels are contiguous (many more
+    lanes than cin alone). The operands' dtype and strides are the caller's to check."""
+    kh, kw = w_shape[:2]
+    _, oh, ow, _ = dy_shape
+    _, h, wd, cin = x_shape
     if (g != 1 or (kh, kw) != tuple(strides) or tuple(dilations) != (1, 1)
             or tuple(pads) != (0, 0) or (h, wd) != (oh * kh, ow * kw) or kh * kw == 1):
         return False
     nat = _native.load() if USE_NATIVE else None
-    if nat is None or not _native_onecall_applies(dyv, dxv):
+    if nat is None:
         return False
     # only where cin alone wastes most of its vectors' lanes and kw * cin needs at most half
     # the lanes that the kw phases of cin take
@@ -1486,7 +1489,7 @@ def _pixel_shuffle_applies(dyv, w, dxv, strides, dilations, pads, g):
             and 2 * _native_channels(kw * cin, nat) <= kw * _native_channels(cin, nat))
 
 
-def _pixel_shuffle_run(dyv, w, dxv, strides, nth, memo):
+def _pixel_shuffle_run(dyv, w, dxv, nth, memo):
     """dx[n, i*sh + a, j*sw + b, c] = dy[n, i, j, :] @ w[a, b, c, :]: per row phase a, one
     forward 1x1 convolution of dy into the view of dx rows a::sh as [n, oh, ow, sw * cin]
     (columns j*sw + b, channels c: one contiguous run per dy pixel). A dx whose channels are
@@ -1497,7 +1500,7 @@ def _pixel_shuffle_run(dyv, w, dxv, strides, nth, memo):
     if dxv.strides[3] != dxv.itemsize:
         _guard(dxv.size, dxv.itemsize, dxv.shape, "Conv2DBackpropInput NHWC result")
         out = np.empty(dxv.shape, dxv.dtype)
-        _pixel_shuffle_run(dyv, w, out, strides, nth, memo)
+        _pixel_shuffle_run(dyv, w, out, nth, memo)
         _store(dxv, out)
         return
     for a in range(kh):
@@ -1879,17 +1882,16 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
     if algo == "direct":  # (grouped, or non-finite weights: the gather plan)
         algo = "gather"
     macs = n * oh * ow * t * cig * cout
-    if FORCE_ALGORITHM is None and USE_NATIVE and _native.load() is not None:
-        z = np.zeros((), dtype)
-        if _pixel_shuffle_applies(np.broadcast_to(z, dyn), np.broadcast_to(z, (kh, kw, cig, cout)),
-                                  np.broadcast_to(z, xn), tuple(strides), tuple(dilations),
-                                  tuple(pads_before), g):
-            # per row phase a packed [cout, kw*cin] filter (and its float32 rows), per thread
-            # one item's staging (half types: about 256 KiB) and tables; NCHW: an NHWC dx
-            nat = _native.load()
-            packed = 4 * kh * (nat.packed_size(1, cout, kw * cin) + kw * cin * cout)
-            temp = n * h * wd * cin * np.dtype(dtype).itemsize if data_format == "NCHW" else 0
-            return packed + temp + NUM_THREADS * ((512 << 10) + 64 * ow) + (128 << 10)
+    if (FORCE_ALGORITHM is None
+            and _pixel_shuffle_applies(dyn, (kh, kw, cig, cout), xn, tuple(strides),
+                                       tuple(dilations), tuple(pads_before), g)
+            and _native.load().dtype_code(dtype) is not None):
+        # per row phase a packed [cout, kw*cin] filter (and its float32 rows), per thread one
+        # item's staging (half types: about 256 KiB) and tables; NCHW: an NHWC dx
+        nat = _native.load()
+        packed = 4 * kh * (nat.packed_size(1, cout, kw * cin) + kw * cin * cout)
+        temp = n * h * wd * cin * np.dtype(dtype).itemsize if data_format == "NCHW" else 0
+        return packed + temp + NUM_THREADS * ((512 << 10) + 64 * ow) + (128 << 10)
     if (algo == "native" and USE_NATIVE and FORCE_ALGORITHM in (None, "native")
             and _native.load() is not None
             and _native.load().dtype_code(dtype) is not None):

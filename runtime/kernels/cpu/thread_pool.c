@@ -7,7 +7,7 @@
  *
  * A worker joins a job only while it is open: once the caller has finished its own share (fn
  * returned on index 0, so every item is taken), it closes the job and waits only for the
- * workers that joined. A worker that wakes late (a sleeping thread can take 50-100 us to be
+ * workers that joined. A worker that wakes late (a sleeping thread can take 50-150 us to be
  * scheduled) then finds the job closed and costs the caller nothing.
  *
  * fn must share its work dynamically (an atomic item counter): a worker that cannot be started
