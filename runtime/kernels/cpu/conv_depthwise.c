@@ -20,6 +20,8 @@
  *   anything else: per row, the columns of each stride phase accumulated in a phase-major row
  *     buffer, then written out. */
 #include "conv_common.h"
+#include <math.h>
+#include <string.h>
 
 #if defined(__AVX2__) && defined(__FMA__)
 #define DW_AVX2 1
@@ -319,29 +321,29 @@ done:
 }
 
 #ifdef DW_AVX2
-/* Columns contiguous (yw == xw == 1), dlw == 1, W >= 8. Column tap b of dx column x (u = x + pl)
- * is b = (u mod sw) + t*sw for t < T = ceil(KW / sw), at dy column floor(u / sw) - t. Vector k
- * holds columns 8k .. 8k+7; its lane pattern depends on pk = k mod P only (P = sw / gcd(sw, 8)):
- * lane i reads dy column F[k] - t + idx[pk][i] (loaded: the first span[pk] lanes from
- * F[k] - t, then permuted) with weight tab[a, j, t, pk][i]. Vectors ka <= k < kz are interior
- * (every lane's dy columns inside the row; a lane is blended out only where its last tap has
- * b >= KW); the others, at the row ends, carry per-lane load, tap and store masks. Up to 4
- * channels run together (same row taps, lane patterns and masks), so that their multiply-add
- * chains overlap. */
-typedef struct { i64 x0, pk; int full; } dw_edge; /* full: all 8 columns inside dx */
-/* per edge vector and column tap: first dy column loaded, load mask (columns inside dy), tap
- * mask (lanes with this tap), any lane set */
-typedef struct { i64 base; __m256i lmask, vmask; int any; } dw_edge_tap;
+static int dw_generic(const float *dy, const float *w, float *dx, const i64 *p,
+                      i64 n0, i64 n1, i64 h0, i64 h1, i64 g0, i64 g1);
 
-/* Interior vectors k .. k+U-1 of CB channels' dx rows, accumulated in registers over the row
- * taps i (dy row rowp[i] + c*yg, weight table rowt[i] + c*tabn) and the column taps t. PONE:
- * P == 1 (one lane pattern); PERM: lanes need permuting (sw > 1); PART: the last column tap is
- * partial (blended). */
-#define DW_NCHW_VECS(CB, U, PONE, PERM, PART)                                                  \
+/* Columns contiguous in dx (xw == 1), dlw == 1. Column tap b of dx column x (u = x + pl) is
+ * b = (u mod sw) + t*sw for t < T = ceil(KW / sw), at dy column floor(u / sw) - t. Vector k
+ * holds columns 8k .. 8k+7; its lane pattern depends on pk = k mod P only (P = sw / gcd(sw, 8)):
+ * lane i reads dy column F[k] - t + idx[pk][i] (one load of 8 from F[k] - t, then permuted)
+ * with weight tab[a, j, t, pk][i]. The dy rows a block of dx rows reads are first copied into
+ * rows with zero margins (pad), so that every vector runs the same code: a column outside dy
+ * reads +0.0, whose product with a finite weight adds nothing (a block of channels with a
+ * non-finite weight runs dw_generic instead, where such columns are skipped). Lanes whose last
+ * column tap has b >= KW are blended out. Up to 4 channels run together (same row taps and
+ * lane patterns), so that their multiply-add chains overlap. */
+
+/* Vectors k .. k+U-1 of CB channels' dx rows, accumulated in registers over the row taps i
+ * (padded dy row rowp[i] + c*cs, weight table rowt[i] + c*tabn) and the column taps t. PONE:
+ * P == 1 (one lane pattern); PERM: lanes need permuting (sw > 1); PART: the last column tap
+ * is partial (blended); TAIL: the last vector holds W - 8k < 8 columns (partial store). */
+#define DW_NCHW_VECS(CB, U, PONE, PERM, PART, TAIL)                                            \
     do {                                                                                       \
         enum { UP = PONE ? 1 : U };                                                            \
         __m256 acc[CB][U];                                                                     \
-        __m256i ix[UP], sm[UP], lv[UP];                                                        \
+        __m256i ix[UP], lv[UP];                                                                \
         i64 fo[U], wo8[UP];                                                                    \
         for (int c = 0; c < CB; c++)                                                           \
             for (int u = 0; u < U; u++) acc[c][u] = _mm256_setzero_ps();                       \
@@ -349,7 +351,6 @@ typedef struct { i64 base; __m256i lmask, vmask; int any; } dw_edge_tap;
         for (int u = 0; u < UP; u++) {                                                         \
             const i64 pu = PONE ? 0 : pkk[k + u];                                              \
             ix[u] = idx[pu];                                                                   \
-            sm[u] = spm[pu];                                                                   \
             lv[u] = vml[pu];                                                                   \
             wo8[u] = pu * 8;                                                                   \
         }                                                                                      \
@@ -359,7 +360,7 @@ typedef struct { i64 base; __m256i lmask, vmask; int any; } dw_edge_tap;
                 for (int c = 0; c < CB; c++)                                                   \
                     for (int u = 0; u < U; u++) {                                              \
                         const int v = PONE ? 0 : u;                                            \
-                        __m256 y = _mm256_maskload_ps(yr + c * yg + fo[u] - t, sm[v]);         \
+                        __m256 y = _mm256_loadu_ps(yr + c * cs + fo[u] - t);                   \
                         if (PERM) y = _mm256_permutevar8x32_ps(y, ix[v]);                      \
                         const __m256 f = _mm256_fmadd_ps(                                      \
                             _mm256_load_ps(wr + c * tabn + wo8[v]), y, acc[c][u]);             \
@@ -368,50 +369,32 @@ typedef struct { i64 base; __m256i lmask, vmask; int any; } dw_edge_tap;
                     }                                                                          \
         }                                                                                      \
         for (int c = 0; c < CB; c++)                                                           \
-            for (int u = 0; u < U; u++) _mm256_storeu_ps(orow + c * xc + 8 * (k + u), acc[c][u]); \
-    } while (0)
-
-/* U edge vectors from e of CB channels' rows: lanes outside dy are masked off the load (so
- * never read), the products of lanes without that tap are masked to +0.0 before the add
- * (exact: the sum starts at +0.0, so it is never -0.0), lanes outside dx are not stored. */
-#define DW_NCHW_EDGES(CB, U)                                                                   \
-    do {                                                                                       \
-        __m256 acc[CB][U];                                                                     \
-        for (int c = 0; c < CB; c++)                                                           \
-            for (int u = 0; u < U; u++) acc[c][u] = _mm256_setzero_ps();                       \
-        for (i64 t = 0; t < T; t++) {                                                          \
-            int any = 0;                                                                       \
-            for (int u = 0; u < U; u++) any |= et[(e + u) * T + t].any;                        \
-            if (!any) continue;                                                                \
-            for (i64 i = 0; i < nr; i++)                                                       \
-                for (int u = 0; u < U; u++) {                                                  \
-                    const dw_edge_tap *dt = et + (e + u) * T + t;                              \
-                    const i64 pk = ed[e + u].pk;                                               \
-                    const float *yq = (const float *)((uintptr_t)rowp[i]                       \
-                                                      + (uintptr_t)(dt->base * 4));            \
-                    for (int c = 0; c < CB; c++) {                                             \
-                        const __m256 y = _mm256_permutevar8x32_ps(                             \
-                            _mm256_maskload_ps(yq + c * yg, dt->lmask), idx[pk]);              \
-                        const __m256 f = _mm256_mul_ps(                                        \
-                            _mm256_load_ps(rowt[i] + c * tabn + (t * P + pk) * 8), y);         \
-                        acc[c][u] = _mm256_add_ps(acc[c][u], _mm256_and_ps(                    \
-                            f, _mm256_castsi256_ps(dt->vmask)));                               \
-                    }                                                                          \
-                }                                                                              \
-        }                                                                                      \
-        for (int c = 0; c < CB; c++)                                                           \
             for (int u = 0; u < U; u++) {                                                      \
-                const dw_edge *de = ed + e + u;                                                \
-                if (de->full) _mm256_storeu_ps(orow + c * xc + de->x0, acc[c][u]);             \
-                else dw_store_first(orow + c * xc + de->x0, acc[c][u], W - de->x0);            \
+                if (TAIL) dw_store_first(orow + c * xc + 8 * (k + u), acc[c][u], W - 8 * k);  \
+                else _mm256_storeu_ps(orow + c * xc + 8 * (k + u), acc[c][u]);                 \
             }                                                                                  \
     } while (0)
 
-/* One dx row of CB channels: the interior vectors by fours (twos for 4 channels), then the
- * row ends by twos. */
+/* The full vectors of CB channels' dx rows by fours (twos for 4 channels), then the partial
+ * one. */
+#define DW_NCHW_RUN(CB, PONE, PERM, PART)                                                      \
+    do {                                                                                       \
+        i64 k = 0;                                                                             \
+        if (CB == 4) {                                                                         \
+            for (; k + 2 <= nfull; k += 2) DW_NCHW_VECS(CB, 2, PONE, PERM, PART, 0);           \
+        } else                                                                                 \
+            for (; k + 4 <= nfull; k += 4) DW_NCHW_VECS(CB, 4, PONE, PERM, PART, 0);           \
+        switch (nfull - k) {                                                                   \
+        case 3: DW_NCHW_VECS(CB, 3, PONE, PERM, PART, 0); break;                               \
+        case 2: DW_NCHW_VECS(CB, 2, PONE, PERM, PART, 0); break;                               \
+        case 1: DW_NCHW_VECS(CB, 1, PONE, PERM, PART, 0); break;                               \
+        default: break;                                                                        \
+        }                                                                                      \
+        k = nfull;                                                                             \
+        if (k < nv) DW_NCHW_VECS(CB, 1, PONE, PERM, PART, 1);                                  \
+    } while (0)
 #define DW_NCHW_ROW(CB)                                                                        \
     do {                                                                                       \
-        i64 k = ka;                                                                            \
         if (sw == 1) {                                                                         \
             if (part) { DW_NCHW_RUN(CB, 1, 0, 1); } else { DW_NCHW_RUN(CB, 1, 0, 0); }          \
         } else if (P == 1) {                                                                   \
@@ -419,74 +402,51 @@ typedef struct { i64 base; __m256i lmask, vmask; int any; } dw_edge_tap;
         } else {                                                                               \
             if (part) { DW_NCHW_RUN(CB, 0, 1, 1); } else { DW_NCHW_RUN(CB, 0, 1, 0); }          \
         }                                                                                      \
-        i64 e = 0;                                                                             \
-        for (; e + 2 <= ne; e += 2) DW_NCHW_EDGES(CB, 2);                                      \
-        for (; e < ne; e++) DW_NCHW_EDGES(CB, 1);                                              \
     } while (0)
-#define DW_NCHW_RUN(CB, PONE, PERM, PART)                                                      \
-    do {                                                                                       \
-        if (CB == 4) {                                                                         \
-            for (; k + 2 <= kz; k += 2) DW_NCHW_VECS(CB, 2, PONE, PERM, PART);                 \
-        } else                                                                                 \
-            for (; k + 4 <= kz; k += 4) DW_NCHW_VECS(CB, 4, PONE, PERM, PART);                 \
-        switch (kz - k) {                                                                      \
-        case 3: DW_NCHW_VECS(CB, 3, PONE, PERM, PART); break;                                  \
-        case 2: DW_NCHW_VECS(CB, 2, PONE, PERM, PART); break;                                  \
-        case 1: DW_NCHW_VECS(CB, 1, PONE, PERM, PART); break;                                  \
-        default: break;                                                                        \
-        }                                                                                      \
-    } while (0)
+
+/* Floats of padded dy rows a block of dx rows copies (per 4 channels): about L2-resident. */
+#define DW_PAD_FLOATS (16 * 1024)
 
 static int dw_nchw(const float *dy, const float *w, float *dx, const i64 *p,
                    i64 n0, i64 n1, i64 h0, i64 h1, i64 g0, i64 g1)
 {
-    const i64 yn = p[DW_YN], yh = p[DW_YH], yc = p[DW_YC], OH = p[DW_OH], OW = p[DW_OW];
-    const i64 KH = p[DW_KH], KW = p[DW_KW], M = p[DW_M], wh = p[DW_WH], ww = p[DW_WW];
-    const i64 wo = p[DW_WO], xn = p[DW_XN], xh = p[DW_XH], xc = p[DW_XC], W = p[DW_W];
-    const i64 sh = p[DW_SH], sw = p[DW_SW], pt = p[DW_PT], pl = p[DW_PL];
-    const i64 T = (KW + sw - 1) / sw, yg = M * yc; /* yg: one channel's dy planes to the next */
+    const i64 yn = p[DW_YN], yh = p[DW_YH], yw = p[DW_YW], yc = p[DW_YC], OH = p[DW_OH];
+    const i64 OW = p[DW_OW], KH = p[DW_KH], KW = p[DW_KW], M = p[DW_M], wh = p[DW_WH];
+    const i64 ww = p[DW_WW], wo = p[DW_WO], xn = p[DW_XN], xh = p[DW_XH], xc = p[DW_XC];
+    const i64 W = p[DW_W], sh = p[DW_SH], sw = p[DW_SW], pt = p[DW_PT], pl = p[DW_PL];
+    const i64 T = (KW + sw - 1) / sw;
     i64 gc = sw, v8 = 8;
     while (v8) { i64 t = gc % v8; gc = v8; v8 = t; }
     const i64 P = sw / gc, LP = P * 8 / sw;
-    const i64 nv = (W + 7) / 8;                       /* vectors 0 .. nv-1 cover [0, W) */
-    i64 ka = (T - 1) * sw - pl, kz = OW * sw - pl;    /* interior: x0 >= ka, x0 + 8 <= kz */
-    ka = ka <= 0 ? 0 : (ka + 7) / 8;
-    kz = kz > W ? W : kz;
-    kz = kz < 8 ? 0 : kz / 8;
-    if (ka > nv) ka = nv;
-    if (kz < ka) kz = ka;
+    const i64 nv = (W + 7) / 8, nfull = W / 8;        /* vectors 0 .. nv-1 cover [0, W) */
     const i64 R0 = dw_fdiv(pl, sw), c0 = pl - R0 * sw;
-    const i64 ne = nv - (kz - ka), tabn = KH * M * T * P * 8, nh = h1 - h0;
+    const i64 tabn = KH * M * T * P * 8, nh = h1 - h0;
     dw_tap *ta = NULL;
     i64 *sa = NULL;
+    float *pad = NULL;
     i64 *rb = (i64 *)malloc(sizeof(i64) * (size_t)(P + 2 * nv + 1));
-    /* idx[pk], spm[pk] (lanes < span), vm[t*P + pk] (lanes whose tap t has b < KW) */
-    __m256i *idx = (__m256i *)aligned_alloc(32, sizeof(__m256i) * (size_t)(T * P + 2 * P));
-    dw_edge *ed = (dw_edge *)aligned_alloc(32, sizeof(dw_edge) * (size_t)(ne > 0 ? ne : 1));
-    dw_edge_tap *et = (dw_edge_tap *)aligned_alloc(
-        32, sizeof(dw_edge_tap) * (size_t)(ne * T > 0 ? ne * T : 1));
+    /* idx[pk], vm[t*P + pk] (lanes whose tap t has b < KW) */
+    __m256i *idx = (__m256i *)aligned_alloc(32, sizeof(__m256i) * (size_t)(T * P + P));
     float *tab = (float *)aligned_alloc(32, sizeof(float) * (size_t)(tabn > 0 ? 4 * tabn : 8));
     const float **rowp = (const float **)malloc(sizeof(float *) * (size_t)(2 * KH * M + 1));
     int *ph = (int *)malloc(sizeof(int) * (size_t)(8 * P)); /* ph[pk*8 + i]: lane phase */
     /* the row taps of dx rows h0 .. h1-1: rows[rs[h - h0] .. rs[h - h0 + 1]) = (q, a) */
     i64 *rs = (i64 *)malloc(sizeof(i64) * (size_t)(nh + 1 + 2 * nh * KH));
     int rc = -2;
-    if (!rb || !idx || !ed || !et || !tab || !rowp || !ph || !rs) goto done;
+    if (!rb || !idx || !tab || !rowp || !ph || !rs) goto done;
     if (dw_taps(KH, sh, p[DW_DH], &ta, &sa)) goto done;
     const float **rowt = rowp + KH * M;
-    __m256i *spm = idx + P, *vm = spm + P;
+    __m256i *vm = idx + P;
     i64 *Fk = rb + P, *pkk = Fk + nv, *rows = rs + nh + 1; /* per vector: dy column, pattern */
     int part = 0;
     for (i64 pk = 0; pk < P; pk++) {
         rb[pk] = (c0 + pk * 8) / sw;
-        int li[8], sp[8];
+        int li[8];
         for (int i = 0; i < 8; i++) {
             li[i] = (int)((c0 + pk * 8 + i) / sw - rb[pk]);
             ph[pk * 8 + i] = (int)((c0 + pk * 8 + i) % sw);
         }
-        for (int i = 0; i < 8; i++) sp[i] = i <= li[7] ? -1 : 0;
         idx[pk] = _mm256_loadu_si256((const __m256i *)li);
-        spm[pk] = _mm256_loadu_si256((const __m256i *)sp);
         for (i64 t = 0; t < T; t++) {
             int m[8];
             for (int i = 0; i < 8; i++) {
@@ -497,31 +457,16 @@ static int dw_nchw(const float *dy, const float *w, float *dx, const i64 *p,
             vm[t * P + pk] = _mm256_loadu_si256((const __m256i *)m);
         }
     }
-    for (i64 k = 0, e = 0; k < nv; k++) {
-        const i64 pk = k % P, x0 = 8 * k, F = R0 + (k / P) * LP + rb[pk];
+    /* the dy columns the vectors read: F[k] - T + 1 .. F[k] + 7; margins so they all exist */
+    i64 cmin = 0, cmax = OW - 1;
+    for (i64 k = 0; k < nv; k++) {
+        const i64 pk = k % P, F = R0 + (k / P) * LP + rb[pk];
         pkk[k] = pk;
         Fk[k] = F;
-        if (k >= ka && k < kz) continue;
-        int sm[8], all = 1;
-        for (int i = 0; i < 8; i++) {
-            sm[i] = x0 + i < W ? -1 : 0;
-            all &= sm[i] != 0;
-        }
-        ed[e] = (dw_edge){x0, pk, all};
-        for (i64 t = 0; t < T; t++) {
-            const i64 base = F - t;
-            int lm[8], vv[8], any = 0;
-            for (int i = 0; i < 8; i++) {
-                const i64 r = base + (c0 + pk * 8 + i) / sw - rb[pk];
-                lm[i] = base + i >= 0 && base + i < OW ? -1 : 0;
-                vv[i] = sm[i] && ph[pk * 8 + i] + t * sw < KW && r >= 0 && r < OW ? -1 : 0;
-                any |= vv[i] != 0;
-            }
-            et[e * T + t] = (dw_edge_tap){base, _mm256_loadu_si256((const __m256i *)lm),
-                                          _mm256_loadu_si256((const __m256i *)vv), any};
-        }
-        e++;
+        if (F - T + 1 < cmin) cmin = F - T + 1;
+        if (F + 7 > cmax) cmax = F + 7;
     }
+    const i64 Lm = -cmin, RS = (cmax + 1 - cmin + 7) / 8 * 8; /* padded row: col c at Lm + c */
     {
         i64 hd = dw_fdiv(h0 + pt, sh), rh = h0 + pt - hd * sh, m = 0;
         for (i64 h = 0; h < nh; h++) {
@@ -536,16 +481,37 @@ static int dw_nchw(const float *dy, const float *w, float *dx, const i64 *p,
         }
         rs[nh] = m;
     }
+    /* blocks of HB dx rows; QN: the most dy rows one block reads */
+    const i64 span = (KH > 0 ? ((KH - 1) * p[DW_DH]) / sh : 0) + 2;
+    i64 QB = DW_PAD_FLOATS / (4 * M * RS);
+    if (QB < span + 1) QB = span + 1;
+    const i64 HB = (QB - span) * sh;
+    i64 QN = 1;
+    for (i64 ha = 0; ha < nh; ha += HB) {
+        const i64 hb = ha + HB < nh ? ha + HB : nh;
+        i64 qlo = OH, qhi = -1;
+        for (i64 r = rs[ha]; r < rs[hb]; r++) {
+            if (rows[2 * r] < qlo) qlo = rows[2 * r];
+            if (rows[2 * r] > qhi) qhi = rows[2 * r];
+        }
+        if (qhi - qlo + 1 > QN) QN = qhi - qlo + 1;
+    }
+    const i64 cs = M * QN * RS; /* one channel's padded rows to the next */
+    pad = (float *)aligned_alloc(32, sizeof(float) * (size_t)(4 * cs));
+    if (!pad) goto done;
+    for (i64 i = 0; i < 4 * cs; i++) pad[i] = 0.0f; /* the margins stay zero */
     const __m256i *vml = vm + (T - 1) * P;
     for (i64 g = g0; g < g1; ) {
         const i64 cb = g + 3 < g1 ? 4 : (g + 1 < g1 ? 2 : 1);
         /* tab[c*tabn + (((a*M + j)*T + t)*P + pk)*8 + i] = w[a, ph + t*sw, (g+c)*M + j]
          * (0 where b >= KW) */
+        int finite = 1;
         for (i64 c = 0; c < cb; c++)
             for (i64 a = 0; a < KH; a++)
                 for (i64 j = 0; j < M; j++) {
                     const float *wr = w + a * wh + ((g + c) * M + j) * wo;
                     float *tr = tab + c * tabn + (a * M + j) * T * P * 8;
+                    for (i64 b = 0; b < KW; b++) finite &= isfinite(wr[b * ww]) != 0;
                     for (i64 t = 0; t < T; t++)
                         for (i64 pk = 0; pk < P; pk++)
                             for (int i = 0; i < 8; i++) {
@@ -553,25 +519,47 @@ static int dw_nchw(const float *dy, const float *w, float *dx, const i64 *p,
                                 tr[(t * P + pk) * 8 + i] = b < KW ? wr[b * ww] : 0.0f;
                             }
                 }
+        if (!finite) {
+            const int r = dw_generic(dy, w, dx, p, n0, n1, h0, h1, g, g + cb);
+            if (r) { rc = r; goto done; }
+            g += cb;
+            continue;
+        }
         for (i64 n = n0; n < n1; n++) {
             const float *dyg = dy + n * yn + g * M * yc;
-            for (i64 h = h0; h < h1; h++) {
-                i64 nr = 0;
-                for (i64 r = rs[h - h0]; r < rs[h - h0 + 1]; r++)
-                    for (i64 j = 0; j < M; j++) {
-                        rowp[nr] = dyg + j * yc + rows[2 * r] * yh;
-                        rowt[nr++] = tab + (rows[2 * r + 1] * M + j) * T * P * 8;
+            for (i64 ha = 0; ha < nh; ha += HB) {
+                const i64 hb = ha + HB < nh ? ha + HB : nh;
+                i64 qlo = OH, qhi = -1;
+                for (i64 r = rs[ha]; r < rs[hb]; r++) {
+                    if (rows[2 * r] < qlo) qlo = rows[2 * r];
+                    if (rows[2 * r] > qhi) qhi = rows[2 * r];
+                }
+                for (i64 c = 0; c < cb; c++)
+                    for (i64 j = 0; j < M; j++)
+                        for (i64 q = qlo; q <= qhi; q++) {
+                            const float *src = dyg + (c * M + j) * yc + q * yh;
+                            float *dst = pad + c * cs + (j * QN + q - qlo) * RS + Lm;
+                            if (yw == 1) memcpy(dst, src, sizeof(float) * (size_t)OW);
+                            else for (i64 r = 0; r < OW; r++) dst[r] = src[r * yw];
+                        }
+                for (i64 h = h0 + ha; h < h0 + hb; h++) {
+                    i64 nr = 0;
+                    for (i64 r = rs[h - h0]; r < rs[h - h0 + 1]; r++)
+                        for (i64 j = 0; j < M; j++) {
+                            rowp[nr] = pad + (j * QN + rows[2 * r] - qlo) * RS + Lm;
+                            rowt[nr++] = tab + (rows[2 * r + 1] * M + j) * T * P * 8;
+                        }
+                    float *orow = dx + n * xn + g * xc + h * xh;
+                    if (nr == 0) {
+                        for (i64 c = 0; c < cb; c++)
+                            for (i64 x = 0; x < W; x++) orow[c * xc + x] = 0.0f;
+                    } else if (cb == 4) {
+                        DW_NCHW_ROW(4);
+                    } else if (cb == 2) {
+                        DW_NCHW_ROW(2);
+                    } else {
+                        DW_NCHW_ROW(1);
                     }
-                float *orow = dx + n * xn + g * xc + h * xh;
-                if (nr == 0) {
-                    for (i64 c = 0; c < cb; c++)
-                        for (i64 x = 0; x < W; x++) orow[c * xc + x] = 0.0f;
-                } else if (cb == 4) {
-                    DW_NCHW_ROW(4);
-                } else if (cb == 2) {
-                    DW_NCHW_ROW(2);
-                } else {
-                    DW_NCHW_ROW(1);
                 }
             }
         }
@@ -579,7 +567,7 @@ static int dw_nchw(const float *dy, const float *w, float *dx, const i64 *p,
     }
     rc = 0;
 done:
-    free(rb); free(idx); free(ed); free(et); free(tab); free(rowp); free(ph); free(rs);
+    free(rb); free(idx); free(tab); free(rowp); free(ph); free(rs); free(pad);
     free(ta); free(sa);
     return rc;
 }
@@ -587,9 +575,9 @@ done:
 #undef DW_NHWC_PIXEL
 #undef DW_PHASE_PIX
 #undef DW_PHASE_ALL
-#undef DW_NCHW_EDGES
 #undef DW_NCHW_ROW
 #undef DW_NCHW_RUN
+#undef DW_PAD_FLOATS
 #endif
 
 /* Any strides: per (image, channel, row), the columns of each stride phase accumulated in a
@@ -669,7 +657,7 @@ int opgraph_depthwise_bpi_f32(const float *dy, const float *w, float *dx, const 
     if (p[DW_YC] == 1 && p[DW_XC] == 1 && p[DW_WO] == 1)
         return dw_nhwc(dy, w, dx, p, n0, n1, h0, h1, g0, g1);
 #ifdef DW_AVX2
-    if (p[DW_YW] == 1 && p[DW_XW] == 1 && p[DW_DW] == 1 && p[DW_W] >= 8 && p[DW_SW] <= 64)
+    if (p[DW_XW] == 1 && p[DW_DW] == 1 && p[DW_SW] <= 64)
         return dw_nchw(dy, w, dx, p, n0, n1, h0, h1, g0, g1);
 #endif
     return dw_generic(dy, w, dx, p, n0, n1, h0, h1, g0, g1);
