@@ -350,6 +350,47 @@ def test_pixel_shuffle_layers(case, fmt, monkeypatch):
         np.testing.assert_array_equal(dx.view(np.uint16), f32.astype(dtype).view(np.uint16))
 
 
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW", "gaps"])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_shuffle_store_places_every_term(layout, threads):
+    """t[n, i, j, (a, b, c)] lands at dx[n, i*kh + a, j*kw + b, c] (an index-by-index loop
+    here), whatever dx's strides; nothing outside dx's view is written."""
+    if not nat.has_shuffle_store:
+        pytest.skip("library without shuffle_store")
+    rng = np.random.default_rng(7)
+    for n, oh, ow, kh, kw, cin in [(2, 3, 5, 3, 3, 3), (1, 1, 7, 2, 4, 1), (3, 4, 2, 4, 2, 5)]:
+        t = rng.standard_normal((n, oh, ow, kh * kw * cin)).astype(np.float32)
+        h, wd = oh * kh, ow * kw
+        if layout == "NHWC":
+            base = np.full((n, h, wd, cin), np.nan, np.float32)
+            dx = base
+        elif layout == "NCHW":
+            base = np.full((n, cin, h, wd), np.nan, np.float32)
+            dx = base.transpose(0, 2, 3, 1)
+        else:
+            base = np.full((n, cin, h, 2 * wd + 1), np.nan, np.float32)
+            dx = base[..., 1::2].transpose(0, 2, 3, 1)
+        nat.shuffle_store(t, dx, kh, kw, threads)
+        ref = np.empty((n, h, wd, cin), np.float32)
+        for i, j, a, b, c in itertools.product(range(oh), range(ow), range(kh), range(kw),
+                                               range(cin)):
+            ref[:, i * kh + a, j * kw + b, c] = t[:, i, j, (a * kw + b) * cin + c]
+        np.testing.assert_array_equal(dx, ref)
+        assert np.isnan(base).sum() == base.size - dx.size  # (the gaps stay untouched)
+
+
+def test_shuffle_store_rejects_bad_operands():
+    if not nat.has_shuffle_store:
+        pytest.skip("library without shuffle_store")
+    t = np.zeros((1, 2, 2, 12), np.float32)
+    with pytest.raises(ValueError, match="kh\\*kw\\*cin"):
+        nat.shuffle_store(t, np.zeros((1, 4, 4, 2), np.float32), 2, 2)  # 12 != 2*2*2
+    with pytest.raises(ValueError, match="contiguous float32"):
+        nat.shuffle_store(t.astype(np.float64), np.zeros((1, 4, 4, 3), np.float32), 2, 2)
+    with pytest.raises(ValueError, match="writable float32"):
+        nat.shuffle_store(t, np.zeros((1, 4, 4, 3), np.float16), 2, 2)
+
+
 @pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
 def test_pixel_shuffle_workspace_bound(fmt):
     import tracemalloc  # noqa: PLC0415

@@ -842,3 +842,44 @@ int opgraph_conv_f32(const void *x, i64 x_n, i64 x_h, i64 x_w, i64 x_c, i64 H, i
     free(ptab);
     return rc;
 }
+
+/* The pixel shuffle of a sub-pixel layer (kernel = stride, no padding) into a dx of any
+ * strides: dx[n, i*kh + a, j*kw + b, c] = t[n, i, j, (a*kw + b)*cin + c], t contiguous
+ * [N, OH, OW, kh*kw*cin] (one 1x1 convolution's result). Per (image, dx row, channel) one
+ * pass writing that dx row in column order; work split over the pool by (image, dy row). */
+typedef struct {
+    const float *t;
+    float *dx;
+    i64 N, OH, OW, kh, kw, cin, xn, xh, xw, xc, next;
+} shuffle_job;
+
+static void shuffle_worker(void *arg, int index)
+{
+    (void)index;
+    shuffle_job *J = arg;
+    const i64 kk = J->kh * J->kw * J->cin, KW = J->kw, cin = J->cin, xw = J->xw;
+    for (;;) {
+        const i64 k = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+        if (k >= J->N * J->OH)
+            break;
+        const i64 n = k / J->OH, i = k % J->OH;
+        const float *trow = J->t + k * J->OW * kk;
+        for (i64 a = 0; a < J->kh; a++)
+            for (i64 c = 0; c < cin; c++) {
+                float *o = J->dx + n * J->xn + (i * J->kh + a) * J->xh + c * J->xc;
+                const float *s = trow + a * KW * cin + c;
+                for (i64 j = 0; j < J->OW; j++, s += kk)
+                    for (i64 b = 0; b < KW; b++, o += xw) *o = s[b * cin];
+            }
+    }
+}
+
+int opgraph_shuffle_store_f32(const float *t, float *dx, i64 N, i64 OH, i64 OW, i64 kh,
+                              i64 kw, i64 cin, i64 xn, i64 xh, i64 xw, i64 xc, i64 nthreads)
+{
+    if (N < 0 || OH < 0 || OW < 0 || kh < 1 || kw < 1 || cin < 1 || nthreads < 1) return -1;
+    if (N * OH == 0 || OW == 0) return 0;
+    shuffle_job J = {t, dx, N, OH, OW, kh, kw, cin, xn, xh, xw, xc, 0};
+    opgraph_run_threads(shuffle_worker, &J, nthreads < N * OH ? nthreads : N * OH);
+    return 0;
+}

@@ -1483,25 +1483,37 @@ def _pixel_shuffle_applies(dy_shape, w_shape, x_shape, strides, dilations, pads,
     nat = _native.load() if USE_NATIVE else None
     if nat is None:
         return False
-    # only where cin alone wastes most of its vectors' lanes and kw * cin needs at most half
-    # the lanes that the kw phases of cin take
+    # only where cin alone wastes most of its vectors' lanes and kw * cin needs fewer lanes
+    # than the kw phases of cin take (ESPCN's 3 channels, AVX2: 16 for 9 against 3 x 8)
     return (cin < nat.vector_width
-            and 2 * _native_channels(kw * cin, nat) <= kw * _native_channels(cin, nat))
+            and _native_channels(kw * cin, nat) < kw * _native_channels(cin, nat))
 
 
 def _pixel_shuffle_run(dyv, w, dxv, nth, memo):
     """dx[n, i*sh + a, j*sw + b, c] = dy[n, i, j, :] @ w[a, b, c, :]: per row phase a, one
     forward 1x1 convolution of dy into the view of dx rows a::sh as [n, oh, ow, sw * cin]
     (columns j*sw + b, channels c: one contiguous run per dy pixel). A dx whose channels are
-    not contiguous (NCHW) is computed NHWC and then copied (ESPCN NCHW b8: 1.96 -> 1.0 ms)."""
+    not contiguous (NCHW) gets all phases from one 1x1 convolution into [n, oh, ow, (a, b, c)]
+    (dy staged once, more lanes), then shuffled into place."""
     nat = _native.load()
     kh, kw, cin, cout = w.shape
     n, oh, ow, _ = dyv.shape
     if dxv.strides[3] != dxv.itemsize:
-        _guard(dxv.size, dxv.itemsize, dxv.shape, "Conv2DBackpropInput NHWC result")
-        out = np.empty(dxv.shape, dxv.dtype)
-        _pixel_shuffle_run(dyv, w, out, nth, memo)
-        _store(dxv, out)
+        _guard(dxv.size, dxv.itemsize, dxv.shape, "Conv2DBackpropInput pixel-shuffle result")
+        out = np.empty((n, oh, ow, kh * kw * cin), dxv.dtype)
+
+        def packed_all():  # [1, 1, cout, (a, b, c)]
+            wa = np.ascontiguousarray(w.reshape(kh * kw * cin, cout).T, np.float32)
+            return nat.pack(wa.reshape(1, 1, cout, kh * kw * cin), 2, 1, nth)
+
+        nat.forward(dyv, _memoized(memo, ("shuffle", "all"), packed_all), out, 1, (1, 1),
+                    (1, 1), (1, 1), (0, 0), nth, NATIVE_BPI_ROWS, NATIVE_CHANNEL_CHUNK)
+        if nat.has_shuffle_store and nat.addressable(dxv):
+            nat.shuffle_store(out, dxv, kh, kw, nth)
+        else:
+            view = dxv.view()
+            view.shape = (n, oh, kh, ow, kw, cin)  # (splitting axes: always a view)
+            np.copyto(view.transpose(0, 1, 3, 2, 4, 5), out.reshape(n, oh, ow, kh, kw, cin))
         return
     for a in range(kh):
         def packed(a=a):  # [1, 1, cout, (b, c)]: reduce over dy channels, lanes (b, c)
@@ -1886,11 +1898,16 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
             and _pixel_shuffle_applies(dyn, (kh, kw, cig, cout), xn, tuple(strides),
                                        tuple(dilations), tuple(pads_before), g)
             and _native.load().dtype_code(dtype) is not None):
-        # per row phase a packed [cout, kw*cin] filter (and its float32 rows), per thread one
-        # item's staging (half types: about 256 KiB) and tables; NCHW: an NHWC dx
+        # NHWC: per row phase a packed [cout, kw*cin] filter (and its float32 rows); NCHW:
+        # one packed [cout, kh*kw*cin] filter and the 1x1 convolution's result (dx's size);
+        # per thread one item's staging (half types: about 256 KiB) and tables
         nat = _native.load()
-        packed = 4 * kh * (nat.packed_size(1, cout, kw * cin) + kw * cin * cout)
-        temp = n * h * wd * cin * np.dtype(dtype).itemsize if data_format == "NCHW" else 0
+        if data_format == "NCHW":
+            packed = 4 * (nat.packed_size(1, cout, kh * kw * cin) + kh * kw * cin * cout)
+            temp = n * h * wd * cin * np.dtype(dtype).itemsize
+        else:
+            packed = 4 * kh * (nat.packed_size(1, cout, kw * cin) + kw * cin * cout)
+            temp = 0
         return packed + temp + NUM_THREADS * ((512 << 10) + 64 * ow) + (128 << 10)
     if (algo == "native" and USE_NATIVE and FORCE_ALGORITHM in (None, "native")
             and _native.load() is not None

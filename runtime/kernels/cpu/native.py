@@ -313,6 +313,11 @@ class NativeConv:
             dwt.restype = ctypes.c_int
         self._depthwise = dwf if self.has_depthwise else None
         self._depthwise_tasks = dwt if self.has_depthwise else None
+        sst = getattr(lib, "opgraph_shuffle_store_f32", None)
+        if sst is not None:
+            sst.argtypes = [P, P] + [L] * 11
+            sst.restype = ctypes.c_int
+        self._shuffle_store = sst
         pk = lib.opgraph_pack_f32
         pk.argtypes = [P] + [L] * 10 + [P, L]
         pk.restype = ctypes.c_int
@@ -337,6 +342,32 @@ class NativeConv:
         """True if the kernel can read or write the 4-D view ``a`` in place: float32 with
         element-aligned strides (any layout)."""
         return a.dtype == np.float32 and all(s % 4 == 0 for s in a.strides)
+
+    @property
+    def has_shuffle_store(self) -> bool:
+        """True if the library has opgraph_shuffle_store_f32 (shuffle_store)."""
+        return self._shuffle_store is not None
+
+    def shuffle_store(self, t, dx, kh, kw, nthreads=1):
+        """The pixel shuffle of a sub-pixel layer: dx[n, i*kh + a, j*kw + b, c] =
+        t[n, i, j, (a*kw + b)*cin + c] for t contiguous float32 [N, OH, OW, kh*kw*cin] and
+        dx a float32 logical-NHWC view [N, OH*kh, OW*kw, cin] of any layout (NCHW: the
+        channels' rows written in column order), on ``nthreads`` of the pool's threads."""
+        n, oh, ow, kk = t.shape
+        cin = dx.shape[3]
+        if (dx.shape != (n, oh * kh, ow * kw, cin) or kk != kh * kw * cin
+                or t.dtype != np.float32 or not t.flags.c_contiguous):
+            raise ValueError(f"shuffle_store: t {t.dtype}{t.shape} (contiguous float32 "
+                             f"[N, OH, OW, kh*kw*cin] expected) and dx {dx.shape} do not match "
+                             f"kernel {kh}x{kw}")
+        if not (self.addressable(dx) and dx.flags.writeable):
+            raise ValueError(f"shuffle_store: dx must be a writable float32 view with aligned "
+                             f"strides, got {dx.dtype}{dx.strides}")
+        xs = [s // 4 for s in dx.strides]
+        rc = self._shuffle_store(t.ctypes.data, dx.ctypes.data, n, oh, ow, kh, kw, cin, *xs,
+                                 max(1, int(nthreads)))
+        if rc != 0:
+            raise ValueError(f"native shuffle_store refused its arguments (code {rc})")
 
     def supports(self, src, out) -> bool:
         """True if gather_conv takes these operands as they are."""
