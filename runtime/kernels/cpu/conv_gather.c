@@ -845,8 +845,9 @@ int opgraph_conv_f32(const void *x, i64 x_n, i64 x_h, i64 x_w, i64 x_c, i64 H, i
 
 /* The pixel shuffle of a sub-pixel layer (kernel = stride, no padding) into a dx of any
  * strides: dx[n, i*kh + a, j*kw + b, c] = t[n, i, j, (a*kw + b)*cin + c], t contiguous
- * [N, OH, OW, kh*kw*cin] (one 1x1 convolution's result). Per (image, dx row, channel) one
- * pass writing that dx row in column order; work split over the pool by (image, dy row). */
+ * [N, OH, OW, kh*kw*cin] (one 1x1 convolution's result). Channels contiguous in dx: one
+ * copy of kw*cin floats per dy pixel and row phase; else per (image, dx row, channel) one
+ * pass writing that dx row in column order. Work split over the pool by (image, dy row). */
 typedef struct {
     const float *t;
     float *dx;
@@ -864,6 +865,15 @@ static void shuffle_worker(void *arg, int index)
             break;
         const i64 n = k / J->OH, i = k % J->OH;
         const float *trow = J->t + k * J->OW * kk;
+        if (J->xc == 1 && xw == cin) { /* channels contiguous: kw*cin floats per dy pixel */
+            for (i64 a = 0; a < J->kh; a++) {
+                float *o = J->dx + n * J->xn + (i * J->kh + a) * J->xh;
+                for (i64 j = 0; j < J->OW; j++)
+                    memcpy(o + j * KW * cin, trow + j * kk + a * KW * cin,
+                           sizeof(float) * (size_t)(KW * cin));
+            }
+            continue;
+        }
         for (i64 a = 0; a < J->kh; a++)
             for (i64 c = 0; c < cin; c++) {
                 float *o = J->dx + n * J->xn + (i * J->kh + a) * J->xh + c * J->xc;
