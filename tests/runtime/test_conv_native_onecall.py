@@ -354,12 +354,14 @@ def test_pixel_shuffle_layers(case, fmt, monkeypatch):
 @pytest.mark.parametrize("threads", [1, 3])
 def test_shuffle_store_places_every_term(layout, threads):
     """t[n, i, j, (a, b, c)] lands at dx[n, i*kh + a, j*kw + b, c] (an index-by-index loop
-    here), whatever dx's strides; nothing outside dx's view is written."""
+    here), whatever t's and dx's strides; nothing outside dx's view is written."""
     if not nat.has_shuffle_store:
         pytest.skip("library without shuffle_store")
     rng = np.random.default_rng(7)
     for n, oh, ow, kh, kw, cin in [(2, 3, 5, 3, 3, 3), (1, 1, 7, 2, 4, 1), (3, 4, 2, 4, 2, 5)]:
         t = rng.standard_normal((n, oh, ow, kh * kw * cin)).astype(np.float32)
+        if layout != "NHWC":  # t channel-major too ([N, kk, OH, OW], as a batched GEMM gives)
+            t = np.ascontiguousarray(t.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
         h, wd = oh * kh, ow * kw
         if layout == "NHWC":
             base = np.full((n, h, wd, cin), np.nan, np.float32)
@@ -385,10 +387,14 @@ def test_shuffle_store_rejects_bad_operands():
     t = np.zeros((1, 2, 2, 12), np.float32)
     with pytest.raises(ValueError, match="kh\\*kw\\*cin"):
         nat.shuffle_store(t, np.zeros((1, 4, 4, 2), np.float32), 2, 2)  # 12 != 2*2*2
-    with pytest.raises(ValueError, match="contiguous float32"):
+    with pytest.raises(ValueError, match="float32 views"):
         nat.shuffle_store(t.astype(np.float64), np.zeros((1, 4, 4, 3), np.float32), 2, 2)
-    with pytest.raises(ValueError, match="writable float32"):
+    with pytest.raises(ValueError, match="float32 views"):
         nat.shuffle_store(t, np.zeros((1, 4, 4, 3), np.float16), 2, 2)
+    ro = np.zeros((1, 4, 4, 3), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        nat.shuffle_store(t, ro, 2, 2)
 
 
 @pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])

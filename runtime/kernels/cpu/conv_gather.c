@@ -844,32 +844,33 @@ int opgraph_conv_f32(const void *x, i64 x_n, i64 x_h, i64 x_w, i64 x_c, i64 H, i
 }
 
 /* The pixel shuffle of a sub-pixel layer (kernel = stride, no padding) into a dx of any
- * strides: dx[n, i*kh + a, j*kw + b, c] = t[n, i, j, (a*kw + b)*cin + c], t contiguous
- * [N, OH, OW, kh*kw*cin] (one 1x1 convolution's result). Channels contiguous in dx: one
- * copy of kw*cin floats per dy pixel and row phase; else per (image, dx row, channel) one
- * pass writing that dx row in column order. Work split over the pool by (image, dy row). */
+ * strides: dx[n, i*kh + a, j*kw + b, c] = t[n, i, j, (a*kw + b)*cin + c], t a view of any
+ * strides [N, OH, OW, kh*kw*cin] (a 1x1 convolution's or a GEMM's result). Channels
+ * contiguous in dx and t: one copy of kw*cin floats per dy pixel and row phase; else per
+ * (image, dx row, channel) one pass writing that dx row in column order. Work split over the
+ * pool by (image, dy row). */
 typedef struct {
     const float *t;
     float *dx;
-    i64 N, OH, OW, kh, kw, cin, xn, xh, xw, xc, next;
+    i64 N, OH, OW, kh, kw, cin, tn, ti, tj, tk, xn, xh, xw, xc, next;
 } shuffle_job;
 
 static void shuffle_worker(void *arg, int index)
 {
     (void)index;
     shuffle_job *J = arg;
-    const i64 kk = J->kh * J->kw * J->cin, KW = J->kw, cin = J->cin, xw = J->xw;
+    const i64 KW = J->kw, cin = J->cin, xw = J->xw, tj = J->tj, tk = J->tk;
     for (;;) {
         const i64 k = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
         if (k >= J->N * J->OH)
             break;
         const i64 n = k / J->OH, i = k % J->OH;
-        const float *trow = J->t + k * J->OW * kk;
-        if (J->xc == 1 && xw == cin) { /* channels contiguous: kw*cin floats per dy pixel */
+        const float *trow = J->t + n * J->tn + i * J->ti;
+        if (J->xc == 1 && xw == cin && tk == 1) {
             for (i64 a = 0; a < J->kh; a++) {
                 float *o = J->dx + n * J->xn + (i * J->kh + a) * J->xh;
                 for (i64 j = 0; j < J->OW; j++)
-                    memcpy(o + j * KW * cin, trow + j * kk + a * KW * cin,
+                    memcpy(o + j * KW * cin, trow + j * tj + a * KW * cin,
                            sizeof(float) * (size_t)(KW * cin));
             }
             continue;
@@ -877,19 +878,20 @@ static void shuffle_worker(void *arg, int index)
         for (i64 a = 0; a < J->kh; a++)
             for (i64 c = 0; c < cin; c++) {
                 float *o = J->dx + n * J->xn + (i * J->kh + a) * J->xh + c * J->xc;
-                const float *s = trow + a * KW * cin + c;
-                for (i64 j = 0; j < J->OW; j++, s += kk)
-                    for (i64 b = 0; b < KW; b++, o += xw) *o = s[b * cin];
+                const float *s = trow + (a * KW * cin + c) * tk;
+                for (i64 j = 0; j < J->OW; j++, s += tj)
+                    for (i64 b = 0; b < KW; b++, o += xw) *o = s[b * cin * tk];
             }
     }
 }
 
 int opgraph_shuffle_store_f32(const float *t, float *dx, i64 N, i64 OH, i64 OW, i64 kh,
-                              i64 kw, i64 cin, i64 xn, i64 xh, i64 xw, i64 xc, i64 nthreads)
+                              i64 kw, i64 cin, i64 tn, i64 ti, i64 tj, i64 tk, i64 xn, i64 xh,
+                              i64 xw, i64 xc, i64 nthreads)
 {
     if (N < 0 || OH < 0 || OW < 0 || kh < 1 || kw < 1 || cin < 1 || nthreads < 1) return -1;
     if (N * OH == 0 || OW == 0) return 0;
-    shuffle_job J = {t, dx, N, OH, OW, kh, kw, cin, xn, xh, xw, xc, 0};
+    shuffle_job J = {t, dx, N, OH, OW, kh, kw, cin, tn, ti, tj, tk, xn, xh, xw, xc, 0};
     opgraph_run_threads(shuffle_worker, &J, nthreads < N * OH ? nthreads : N * OH);
     return 0;
 }

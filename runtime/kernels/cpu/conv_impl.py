@@ -111,6 +111,7 @@ cores, ~195 on one; on the thin GEMM shapes of a convolution ~145 (A: N=64) to ~
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import os
@@ -1412,6 +1413,10 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
         _pixel_shuffle_run(dyv, w, dxv,
                            NUM_THREADS if macs >= SHUFFLE_PARALLEL_MIN_MACS else 1, memo)
         return dx
+    if (FORCE_ALGORITHM in (None, "subpixel")
+            and _subpixel_gemm_applies(dyv, w, dxv, (sh, sw), (dh, dw), (pt, pl), g, cdt)):
+        _subpixel_gemm_run(dyv, w, dxv, NUM_THREADS if macs >= PARALLEL_MIN_MACS else 1, memo)
+        return dx
     nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
     if algo == "native" and _native_onecall_applies(dyv, dxv):
         _native_bpi_run(dyv, w, dxv, (sh, sw), (dh, dw), (pt, pl), g, nth, memo)
@@ -1494,26 +1499,29 @@ def _pixel_shuffle_run(dyv, w, dxv, nth, memo):
     forward 1x1 convolution of dy into the view of dx rows a::sh as [n, oh, ow, sw * cin]
     (columns j*sw + b, channels c: one contiguous run per dy pixel). A dx whose channels are
     not contiguous (NCHW) gets all phases from one 1x1 convolution into [n, oh, ow, (a, b, c)]
-    (dy staged once, more lanes), then shuffled into place."""
+    per block of dy rows (_subpixel_units: dy staged once, more lanes), then shuffled into
+    place."""
     nat = _native.load()
     kh, kw, cin, cout = w.shape
     n, oh, ow, _ = dyv.shape
     if dxv.strides[3] != dxv.itemsize:
-        _guard(dxv.size, dxv.itemsize, dxv.shape, "Conv2DBackpropInput pixel-shuffle result")
-        out = np.empty((n, oh, ow, kh * kw * cin), dxv.dtype)
+        kk = kh * kw * cin
 
         def packed_all():  # [1, 1, cout, (a, b, c)]
-            wa = np.ascontiguousarray(w.reshape(kh * kw * cin, cout).T, np.float32)
-            return nat.pack(wa.reshape(1, 1, cout, kh * kw * cin), 2, 1, nth)
+            wa = np.ascontiguousarray(w.reshape(kk, cout).T, np.float32)
+            return nat.pack(wa.reshape(1, 1, cout, kk), 2, 1, nth)
 
-        nat.forward(dyv, _memoized(memo, ("shuffle", "all"), packed_all), out, 1, (1, 1),
-                    (1, 1), (1, 1), (0, 0), nth, NATIVE_BPI_ROWS, NATIVE_CHANNEL_CHUNK)
-        if nat.has_shuffle_store and nat.addressable(dxv):
-            nat.shuffle_store(out, dxv, kh, kw, nth)
-        else:
-            view = dxv.view()
-            view.shape = (n, oh, kh, ow, kw, cin)  # (splitting axes: always a view)
-            np.copyto(view.transpose(0, 1, 3, 2, 4, 5), out.reshape(n, oh, ow, kh, kw, cin))
+        wpk = _memoized(memo, ("shuffle", "all"), packed_all)
+        compiled = nat.has_shuffle_store and nat.addressable(dxv)
+        for n0, n1, i0, i1 in _subpixel_units(n, oh, ow, kk, dxv.itemsize):
+            out = np.empty((n1 - n0, i1 - i0, ow, kk), dxv.dtype)
+            nat.forward(dyv[n0:n1, i0:i1], wpk, out, 1, (1, 1), (1, 1), (1, 1), (0, 0), nth,
+                        NATIVE_BPI_ROWS, NATIVE_CHANNEL_CHUNK)
+            part = dxv[n0:n1, i0 * kh:i1 * kh]
+            if compiled:
+                nat.shuffle_store(out, part, kh, kw, nth)
+            else:
+                _shuffle_numpy(out, part, kh, kw)
         return
     for a in range(kh):
         def packed(a=a):  # [1, 1, cout, (b, c)]: reduce over dy channels, lanes (b, c)
@@ -1524,6 +1532,105 @@ def _pixel_shuffle_run(dyv, w, dxv, nth, memo):
         view.shape = (n, oh, ow, kw * cin)  # (a view: the columns' channels are contiguous)
         nat.forward(dyv, _memoized(memo, ("shuffle", a), packed), view, 1, (1, 1), (1, 1),
                     (1, 1), (0, 0), nth, NATIVE_BPI_ROWS, NATIVE_CHANNEL_CHUNK)
+
+
+#: Run layers whose kernel tiles dx exactly (kernel = stride: U-Net's 2x2 up-convolutions)
+#: as one BLAS GEMM and a pixel shuffle where that beats the compiled kernel: float64 (which
+#: it lacks) and, on 256-bit vectors, float32 (its register tile does 12 multiply-adds per
+#: step there, and these layers reduce over dy's channels alone: U-Net 2x2 on AVX2, one
+#: thread, 1.05-1.35x faster through OpenBLAS).
+SUBPIXEL_GEMM = True
+
+
+def _subpixel_gemm_applies(dyv, w, dxv, strides, dilations, pads, g, cdt):
+    """True for an exactly tiling layer (as _pixel_shuffle_applies, any channel count) in
+    float32 or float64 with dy already in that dtype and its pixels or its channels
+    contiguous, where SUBPIXEL_GEMM says the GEMM pays (see there)."""
+    isz = dyv.itemsize
+    ow = dyv.shape[2]
+    return (dyv.dtype == cdt
+            and (dyv.strides[3] == isz or (dyv.strides[2] == isz and dyv.strides[1] == ow * isz))
+            and _subpixel_gemm_takes(dyv.shape, w.shape, dxv.shape, strides, dilations, pads,
+                                     g, cdt))
+
+
+def _subpixel_gemm_takes(dy_shape, w_shape, x_shape, strides, dilations, pads, g, cdt):
+    """The geometry and dtype part of _subpixel_gemm_applies (logical NHWC shapes)."""
+    if not (SUBPIXEL_GEMM and _BLAS.available and g == 1 and cdt in (np.float32, np.float64)):
+        return False
+    kh, kw = w_shape[:2]
+    _, oh, ow, _ = dy_shape
+    _, h, wd, _ = x_shape
+    if ((kh, kw) != tuple(strides) or tuple(dilations) != (1, 1) or tuple(pads) != (0, 0)
+            or (h, wd) != (oh * kh, ow * kw) or kh * kw == 1):
+        return False
+    if FORCE_ALGORITHM == "subpixel" or cdt == np.float64:
+        return True
+    nat = _native.load() if USE_NATIVE else None
+    return nat is None or nat.vector_width < 16
+
+
+def _subpixel_block_elems(n, oh, ow, kk, itemsize):
+    """Elements of the largest sub-pixel result block (_subpixel_units)."""
+    return max((n1 - n0) * (i1 - i0) for n0, n1, i0, i1 in
+               _subpixel_units(n, oh, ow, kk, itemsize)) * ow * kk
+
+
+def _subpixel_units(n, oh, ow, kk, itemsize):
+    """Blocks (n0, n1, i0, i1) of dy rows whose sub-pixel result [.., ow, kk] holds at most
+    about BLOCK_BYTES: whole images when they fit, else row chunks of one image."""
+    return _row_units(n, oh, max(1, BLOCK_BYTES // max(1, ow * kk * itemsize)), threads=1)
+
+
+def _subpixel_gemm_run(dyv, w, dxv, nth, memo):
+    """dx[n, i*kh + a, j*kw + b, c] = dy[n, i, j, :] @ w[a, b, c, :] as GEMMs: per block of dy
+    rows (_subpixel_units), dy's pixels by the filter's [cout, (a, b, c)] (channels-contiguous
+    dy) or [(a, b, c), cout] by dy's channel planes (NCHW dy), into a block-sized temporary
+    that the compiled shuffle store (or numpy) places. Every dx element is one sum of exactly
+    its terms, so non-finite values propagate as in a direct loop. BLAS runs on one thread
+    when ``nth`` is 1."""
+    kh, kw, cin, cout = w.shape
+    n, oh, ow, _ = dyv.shape
+    cdt = dyv.dtype
+    kk = kh * kw * cin
+    wk = _memoized(memo, ("subpixel", "w"),
+                   lambda: np.ascontiguousarray(w.reshape(kk, cout), cdt))  # [(a, b, c), cout]
+    nat = _native.load() if USE_NATIVE else None
+    compiled = (cdt == np.float32 and nat is not None and nat.has_shuffle_store
+                and nat.addressable(dxv))
+    channels_last = dyv.strides[3] == dyv.itemsize
+    with (_BLAS if nth <= 1 else contextlib.nullcontext()):
+        for n0, n1, i0, i1 in _subpixel_units(n, oh, ow, kk, cdt.itemsize):
+            nb, rows = n1 - n0, i1 - i0
+            blk = dyv[n0:n1, i0:i1]
+            if channels_last:
+                d2 = _as_2d(blk, nb * rows * ow, cout)
+                if d2 is None:
+                    d2 = np.ascontiguousarray(blk).reshape(nb * rows * ow, cout)
+                t = np.matmul(d2, wk.T).reshape(nb, rows, ow, kk)
+            else:  # channel planes: [kk, cout] @ [nb, cout, rows*ow]
+                planes = blk.transpose(0, 3, 1, 2).reshape(nb, cout, rows * ow)
+                t = np.matmul(wk, planes).reshape(nb, kk, rows, ow).transpose(0, 2, 3, 1)
+            out = dxv[n0:n1, i0 * kh:i1 * kh]
+            if compiled:
+                nat.shuffle_store(t, out, kh, kw, nth)
+            else:
+                _shuffle_numpy(t, out, kh, kw)
+
+
+def _shuffle_numpy(t, dxv, kh, kw):
+    """numpy's pixel shuffle: dxv[n, i*kh + a, j*kw + b, c] = t[n, i, j, (a*kw + b)*cin + c]."""
+    n, oh, ow, _ = t.shape
+    cin = dxv.shape[3]
+    if dxv.strides[3] == dxv.itemsize and dxv.strides[2] == cin * dxv.itemsize:
+        for a in range(kh):  # per row phase, as [n, oh, ow, (b, c)]
+            view = dxv[:, a::kh]
+            view.shape = (n, oh, ow, kw * cin)
+            _store(view, t[..., a * kw * cin:(a + 1) * kw * cin])
+        return
+    view = dxv.view()
+    view.shape = (n, oh, kh, ow, kw, cin)  # (splitting axes: always a view)
+    _store(view.transpose(0, 1, 3, 2, 4, 5), t.reshape(n, oh, ow, kh, kw, cin))
 
 
 def _native_bpi_workspace_bytes(dy_shape, w_shape, x_shape, strides, dilations, pads, g, nth,
@@ -1904,11 +2011,20 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
         nat = _native.load()
         if data_format == "NCHW":
             packed = 4 * (nat.packed_size(1, cout, kh * kw * cin) + kh * kw * cin * cout)
-            temp = n * h * wd * cin * np.dtype(dtype).itemsize
+            temp = _subpixel_block_elems(n, oh, ow, kh * kw * cin, np.dtype(dtype).itemsize) \
+                * np.dtype(dtype).itemsize
         else:
             packed = 4 * kh * (nat.packed_size(1, cout, kw * cin) + kw * cin * cout)
             temp = 0
         return packed + temp + NUM_THREADS * ((512 << 10) + 64 * ow) + (128 << 10)
+    if (FORCE_ALGORITHM in (None, "subpixel") and np.dtype(dtype) == cdt
+            and _subpixel_gemm_takes(dyn, (kh, kw, cig, cout), xn, tuple(strides),
+                                     tuple(dilations), tuple(pads_before), g, cdt)):
+        # the filter as [(a, b, c), cout]; per block of dy rows the GEMM's result and, for a
+        # dy that is not one matrix, its rows (BLAS's own buffers are not Python allocations)
+        kk = kh * kw * cin
+        blk = _subpixel_block_elems(n, oh, ow, kk, isz)
+        return (kk * cout + blk + blk // kk * cout) * isz + (128 << 10)
     if (algo == "native" and USE_NATIVE and FORCE_ALGORITHM in (None, "native")
             and _native.load() is not None
             and _native.load().dtype_code(dtype) is not None):

@@ -315,7 +315,7 @@ class NativeConv:
         self._depthwise_tasks = dwt if self.has_depthwise else None
         sst = getattr(lib, "opgraph_shuffle_store_f32", None)
         if sst is not None:
-            sst.argtypes = [P, P] + [L] * 11
+            sst.argtypes = [P, P] + [L] * 15
             sst.restype = ctypes.c_int
         self._shuffle_store = sst
         pk = lib.opgraph_pack_f32
@@ -350,22 +350,22 @@ class NativeConv:
 
     def shuffle_store(self, t, dx, kh, kw, nthreads=1):
         """The pixel shuffle of a sub-pixel layer: dx[n, i*kh + a, j*kw + b, c] =
-        t[n, i, j, (a*kw + b)*cin + c] for t contiguous float32 [N, OH, OW, kh*kw*cin] and
-        dx a float32 logical-NHWC view [N, OH*kh, OW*kw, cin] of any layout (NCHW: the
-        channels' rows written in column order), on ``nthreads`` of the pool's threads."""
+        t[n, i, j, (a*kw + b)*cin + c] for t a float32 view [N, OH, OW, kh*kw*cin] and dx a
+        writable float32 view [N, OH*kh, OW*kw, cin], both of any layout (element-aligned
+        strides), on ``nthreads`` of the pool's threads."""
         n, oh, ow, kk = t.shape
         cin = dx.shape[3]
-        if (dx.shape != (n, oh * kh, ow * kw, cin) or kk != kh * kw * cin
-                or t.dtype != np.float32 or not t.flags.c_contiguous):
-            raise ValueError(f"shuffle_store: t {t.dtype}{t.shape} (contiguous float32 "
-                             f"[N, OH, OW, kh*kw*cin] expected) and dx {dx.shape} do not match "
-                             f"kernel {kh}x{kw}")
-        if not (self.addressable(dx) and dx.flags.writeable):
-            raise ValueError(f"shuffle_store: dx must be a writable float32 view with aligned "
-                             f"strides, got {dx.dtype}{dx.strides}")
+        if dx.shape != (n, oh * kh, ow * kw, cin) or kk != kh * kw * cin:
+            raise ValueError(f"shuffle_store: t {t.shape} ([N, OH, OW, kh*kw*cin] expected) "
+                             f"and dx {dx.shape} do not match kernel {kh}x{kw}")
+        if not (self.addressable(t) and self.addressable(dx) and dx.flags.writeable):
+            raise ValueError(f"shuffle_store: t and a writable dx must be float32 views with "
+                             f"aligned strides, got {t.dtype}{t.strides} and "
+                             f"{dx.dtype}{dx.strides}")
+        ts = [s // 4 for s in t.strides]
         xs = [s // 4 for s in dx.strides]
-        rc = self._shuffle_store(t.ctypes.data, dx.ctypes.data, n, oh, ow, kh, kw, cin, *xs,
-                                 max(1, int(nthreads)))
+        rc = self._shuffle_store(t.ctypes.data, dx.ctypes.data, n, oh, ow, kh, kw, cin, *ts,
+                                 *xs, max(1, int(nthreads)))
         if rc != 0:
             raise ValueError(f"native shuffle_store refused its arguments (code {rc})")
 
