@@ -353,16 +353,21 @@ def test_pixel_shuffle_layers(case, fmt, monkeypatch):
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW", "gaps"])
 @pytest.mark.parametrize("threads", [1, 3])
 def test_shuffle_store_places_every_term(layout, threads):
-    """t[n, i, j, (a, b, c)] lands at dx[n, i*kh + a, j*kw + b, c] (an index-by-index loop
-    here), whatever t's and dx's strides; nothing outside dx's view is written."""
+    """t[n, i, j, (a, b, c)] lands at dx[n, i*sh + a + oh0, j*sw + b + ow0, c] where that is
+    inside dx (an index-by-index loop here), whatever t's and dx's strides; nothing outside
+    dx's view is written."""
     if not nat.has_shuffle_store:
         pytest.skip("library without shuffle_store")
     rng = np.random.default_rng(7)
-    for n, oh, ow, kh, kw, cin in [(2, 3, 5, 3, 3, 3), (1, 1, 7, 2, 4, 1), (3, 4, 2, 4, 2, 5)]:
-        t = rng.standard_normal((n, oh, ow, kh * kw * cin)).astype(np.float32)
-        if layout != "NHWC":  # t channel-major too ([N, kk, OH, OW], as a batched GEMM gives)
+    for n, th, tw, sh, sw, cin, (oh0, ow0), (h, wd) in [
+            (2, 3, 5, 3, 3, 3, (0, 0), (9, 15)),       # exact tiling
+            (1, 1, 7, 2, 4, 1, (0, 0), (2, 28)),
+            (3, 4, 2, 4, 2, 5, (0, 0), (16, 4)),
+            (2, 5, 6, 2, 2, 3, (-1, -1), (8, 10)),     # 4x4 stride 2 pad 1 (DCGAN)
+            (1, 4, 3, 3, 2, 2, (-2, 0), (9, 5))]:      # clipped at both ends
+        t = rng.standard_normal((n, th, tw, sh * sw * cin)).astype(np.float32)
+        if layout != "NHWC":  # t channel-major too ([N, kk, TH, TW], as a batched GEMM gives)
             t = np.ascontiguousarray(t.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
-        h, wd = oh * kh, ow * kw
         if layout == "NHWC":
             base = np.full((n, h, wd, cin), np.nan, np.float32)
             dx = base
@@ -372,21 +377,25 @@ def test_shuffle_store_places_every_term(layout, threads):
         else:
             base = np.full((n, cin, h, 2 * wd + 1), np.nan, np.float32)
             dx = base[..., 1::2].transpose(0, 2, 3, 1)
-        nat.shuffle_store(t, dx, kh, kw, threads)
-        ref = np.empty((n, h, wd, cin), np.float32)
-        for i, j, a, b, c in itertools.product(range(oh), range(ow), range(kh), range(kw),
+        nat.shuffle_store(t, dx, sh, sw, threads, (oh0, ow0))
+        ref = np.full((n, h, wd, cin), np.nan, np.float32)
+        for i, j, a, b, c in itertools.product(range(th), range(tw), range(sh), range(sw),
                                                range(cin)):
-            ref[:, i * kh + a, j * kw + b, c] = t[:, i, j, (a * kw + b) * cin + c]
+            y, x = i * sh + a + oh0, j * sw + b + ow0
+            if 0 <= y < h and 0 <= x < wd:
+                ref[:, y, x, c] = t[:, i, j, (a * sw + b) * cin + c]
         np.testing.assert_array_equal(dx, ref)
-        assert np.isnan(base).sum() == base.size - dx.size  # (the gaps stay untouched)
+        assert np.isnan(base).sum() == base.size - dx.size + np.isnan(ref).sum()
 
 
 def test_shuffle_store_rejects_bad_operands():
     if not nat.has_shuffle_store:
         pytest.skip("library without shuffle_store")
     t = np.zeros((1, 2, 2, 12), np.float32)
-    with pytest.raises(ValueError, match="kh\\*kw\\*cin"):
+    with pytest.raises(ValueError, match="sh\\*sw\\*cin"):
         nat.shuffle_store(t, np.zeros((1, 4, 4, 2), np.float32), 2, 2)  # 12 != 2*2*2
+    with pytest.raises(ValueError, match="offsets"):
+        nat.shuffle_store(t, np.zeros((1, 4, 4, 3), np.float32), 2, 2, 1, (-2, 0))
     with pytest.raises(ValueError, match="float32 views"):
         nat.shuffle_store(t.astype(np.float64), np.zeros((1, 4, 4, 3), np.float32), 2, 2)
     with pytest.raises(ValueError, match="float32 views"):

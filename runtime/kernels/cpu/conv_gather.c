@@ -843,55 +843,70 @@ int opgraph_conv_f32(const void *x, i64 x_n, i64 x_h, i64 x_w, i64 x_c, i64 H, i
     return rc;
 }
 
-/* The pixel shuffle of a sub-pixel layer (kernel = stride, no padding) into a dx of any
- * strides: dx[n, i*kh + a, j*kw + b, c] = t[n, i, j, (a*kw + b)*cin + c], t a view of any
- * strides [N, OH, OW, kh*kw*cin] (a 1x1 convolution's or a GEMM's result). Channels
- * contiguous in dx and t: one copy of kw*cin floats per dy pixel and row phase; else per
- * (image, dx row, channel) one pass writing that dx row in column order. Work split over the
- * pool by (image, dy row). */
+/* The pixel shuffle of a sub-pixel decomposition: dx[n, i*sh + a + oh0, j*sw + b + ow0, c] =
+ * t[n, i, j, (a*sw + b)*cin + c] for the dx positions inside [0, H) x [0, W) (oh0, ow0 <= 0:
+ * the first phases of row/column 0 may fall before dx), t a view of any strides
+ * [N, TH, TW, sh*sw*cin] (a convolution's or a GEMM's result). Channels contiguous in dx
+ * and t: one copy per dy pixel and row phase of the columns inside dx; else per (image, dx
+ * row, channel) one pass writing that dx row in column order. Work split over the pool by
+ * (image, t row). */
 typedef struct {
     const float *t;
     float *dx;
-    i64 N, OH, OW, kh, kw, cin, tn, ti, tj, tk, xn, xh, xw, xc, next;
+    i64 N, TH, TW, sh, sw, cin, oh0, ow0, H, W, tn, ti, tj, tk, xn, xh, xw, xc, next;
 } shuffle_job;
 
 static void shuffle_worker(void *arg, int index)
 {
     (void)index;
     shuffle_job *J = arg;
-    const i64 KW = J->kw, cin = J->cin, xw = J->xw, tj = J->tj, tk = J->tk;
+    const i64 SW = J->sw, cin = J->cin, xw = J->xw, tj = J->tj, tk = J->tk, W = J->W;
+    const i64 ow0 = J->ow0;
     for (;;) {
         const i64 k = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
-        if (k >= J->N * J->OH)
+        if (k >= J->N * J->TH)
             break;
-        const i64 n = k / J->OH, i = k % J->OH;
+        const i64 n = k / J->TH, i = k % J->TH;
         const float *trow = J->t + n * J->tn + i * J->ti;
-        if (J->xc == 1 && xw == cin && tk == 1) {
-            for (i64 a = 0; a < J->kh; a++) {
-                float *o = J->dx + n * J->xn + (i * J->kh + a) * J->xh;
-                for (i64 j = 0; j < J->OW; j++)
-                    memcpy(o + j * KW * cin, trow + j * tj + a * KW * cin,
-                           sizeof(float) * (size_t)(KW * cin));
+        for (i64 a = 0; a < J->sh; a++) {
+            const i64 h = i * J->sh + a + J->oh0;
+            if (h < 0 || h >= J->H)
+                continue;
+            float *orow = J->dx + n * J->xn + h * J->xh;
+            if (J->xc == 1 && xw == cin && tk == 1) {
+                for (i64 j = 0; j < J->TW; j++) {
+                    i64 x0 = j * SW + ow0, x1 = x0 + SW;
+                    const i64 b0 = x0 < 0 ? -x0 : 0;
+                    if (x1 > W) x1 = W;
+                    if (x0 + b0 >= x1) continue;
+                    memcpy(orow + (x0 + b0) * cin, trow + j * tj + (a * SW + b0) * cin,
+                           sizeof(float) * (size_t)((x1 - x0 - b0) * cin));
+                }
+                continue;
             }
-            continue;
-        }
-        for (i64 a = 0; a < J->kh; a++)
             for (i64 c = 0; c < cin; c++) {
-                float *o = J->dx + n * J->xn + (i * J->kh + a) * J->xh + c * J->xc;
-                const float *s = trow + (a * KW * cin + c) * tk;
-                for (i64 j = 0; j < J->OW; j++, s += tj)
-                    for (i64 b = 0; b < KW; b++, o += xw) *o = s[b * cin * tk];
+                float *o = orow + c * J->xc;
+                const float *s = trow + (a * SW * cin + c) * tk;
+                for (i64 j = 0; j < J->TW; j++, s += tj)
+                    for (i64 b = 0; b < SW; b++) {
+                        const i64 x = j * SW + b + ow0;
+                        if (x >= 0 && x < W) o[x * xw] = s[b * cin * tk];
+                    }
             }
+        }
     }
 }
 
-int opgraph_shuffle_store_f32(const float *t, float *dx, i64 N, i64 OH, i64 OW, i64 kh,
-                              i64 kw, i64 cin, i64 tn, i64 ti, i64 tj, i64 tk, i64 xn, i64 xh,
-                              i64 xw, i64 xc, i64 nthreads)
+int opgraph_shuffle_store_f32(const float *t, float *dx, i64 N, i64 TH, i64 TW, i64 sh,
+                              i64 sw, i64 cin, i64 oh0, i64 ow0, i64 H, i64 W, i64 tn, i64 ti,
+                              i64 tj, i64 tk, i64 xn, i64 xh, i64 xw, i64 xc, i64 nthreads)
 {
-    if (N < 0 || OH < 0 || OW < 0 || kh < 1 || kw < 1 || cin < 1 || nthreads < 1) return -1;
-    if (N * OH == 0 || OW == 0) return 0;
-    shuffle_job J = {t, dx, N, OH, OW, kh, kw, cin, tn, ti, tj, tk, xn, xh, xw, xc, 0};
-    opgraph_run_threads(shuffle_worker, &J, nthreads < N * OH ? nthreads : N * OH);
+    if (N < 0 || TH < 0 || TW < 0 || sh < 1 || sw < 1 || cin < 1 || nthreads < 1 || oh0 > 0
+        || ow0 > 0 || oh0 <= -sh || ow0 <= -sw || H < 0 || W < 0)
+        return -1;
+    if (N * TH == 0 || TW == 0) return 0;
+    shuffle_job J = {t, dx, N, TH, TW, sh, sw, cin, oh0, ow0, H, W, tn, ti, tj, tk,
+                     xn, xh, xw, xc, 0};
+    opgraph_run_threads(shuffle_worker, &J, nthreads < N * TH ? nthreads : N * TH);
     return 0;
 }

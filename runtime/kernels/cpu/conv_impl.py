@@ -1413,6 +1413,11 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
         _pixel_shuffle_run(dyv, w, dxv,
                            NUM_THREADS if macs >= SHUFFLE_PARALLEL_MIN_MACS else 1, memo)
         return dx
+    if (FORCE_ALGORITHM is None
+            and _subpixel_conv_applies(dyv, w, dxv, (sh, sw), (dh, dw), (pt, pl), g)):
+        _subpixel_conv_run(dyv, w, dxv, (sh, sw), (pt, pl),
+                           NUM_THREADS if macs >= SHUFFLE_PARALLEL_MIN_MACS else 1, memo)
+        return dx
     if (FORCE_ALGORITHM in (None, "subpixel")
             and _subpixel_gemm_applies(dyv, w, dxv, (sh, sw), (dh, dw), (pt, pl), g, cdt)):
         _subpixel_gemm_run(dyv, w, dxv, NUM_THREADS if macs >= PARALLEL_MIN_MACS else 1, memo)
@@ -1532,6 +1537,70 @@ def _pixel_shuffle_run(dyv, w, dxv, nth, memo):
         view.shape = (n, oh, ow, kw * cin)  # (a view: the columns' channels are contiguous)
         nat.forward(dyv, _memoized(memo, ("shuffle", a), packed), view, 1, (1, 1), (1, 1),
                     (1, 1), (0, 0), nth, NATIVE_BPI_ROWS, NATIVE_CHANNEL_CHUNK)
+
+
+def _subpixel_conv_takes(dy_shape, w_shape, x_shape, strides, dilations, pads, g):
+    """True for a transposed convolution (logical NHWC shapes) whose kernel is a whole number
+    m of strides per axis, m > 1 or padded (the unpadded m = 1 case is _pixel_shuffle_applies'),
+    onto fewer dx channels than a vector (DCGAN's last 4x4 stride-2 layer onto 3 channels):
+    its dx is a pixel shuffle of an m x m stride-1 forward convolution of dy onto
+    sh*sw*cin channels, which need at most half the lanes that sh*sw phases of cin take."""
+    kh, kw, cin, _ = w_shape
+    sh, sw = strides
+    if (g != 1 or tuple(dilations) != (1, 1) or kh % sh or kw % sw or kh * kw == 1
+            or (kh, kw) == (sh, sw) and tuple(pads) == (0, 0)
+            and tuple(x_shape[1:3]) == (dy_shape[1] * sh, dy_shape[2] * sw)):
+        return False
+    nat = _native.load() if USE_NATIVE else None
+    if nat is None or not nat.has_shuffle_store:
+        return False
+    return (cin < nat.vector_width
+            and 2 * _native_channels(sh * sw * cin, nat) <= sh * sw * _native_channels(cin, nat))
+
+
+def _subpixel_conv_applies(dyv, w, dxv, strides, dilations, pads, g):
+    """_subpixel_conv_takes for float32 operands the compiled kernels address in place."""
+    nat = _native.load() if USE_NATIVE else None
+    return (nat is not None and dyv.dtype == np.float32 and dxv.dtype == np.float32
+            and nat.addressable(dyv) and nat.addressable(dxv)
+            and _subpixel_conv_takes(dyv.shape, w.shape, dxv.shape, strides, dilations, pads,
+                                     g))
+
+
+def _subpixel_conv_run(dyv, w, dxv, strides, pads, nth, memo):
+    """dx of a transposed convolution with kernel (mh*sh, mw*sw) as a pixel shuffle: with
+    h + pt = U*sh + a (a < sh), dx[n, h, x, c] = Z[n, U, V, (a*sw + b)*cin + c] where Z is the
+    forward mh x mw convolution of dy (padding mh - 1 - U0 above, rows U0 .. of Z) with the
+    filter F[t, u, k, (a, b, c)] = w[a + sh*(mh-1-t), b + sw*(mw-1-u), c, k]. Every tap of F
+    is a tap of w and positions outside dy are skipped, so each dx element is the sum of
+    exactly its terms. Z is computed per block of its rows (_subpixel_units) and placed by
+    the compiled shuffle store."""
+    nat = _native.load()
+    kh, kw, cin, cout = w.shape
+    sh, sw = strides
+    pt, pl = pads
+    mh, mw = kh // sh, kw // sw
+    n = dyv.shape[0]
+    _, h, wd, _ = dxv.shape
+    u0, v0 = pt // sh, pl // sw  # the first rows/columns of Z that reach dx
+    th, tw = (h - 1 + pt) // sh - u0 + 1, (wd - 1 + pl) // sw - v0 + 1
+    oh0, ow0 = sh * u0 - pt, sw * v0 - pl  # dx row of Z row 0's phase 0 (in (-sh, 0])
+    kk = sh * sw * cin
+
+    def packed():  # F as a forward filter [mh, mw, cout, (a, b, c)]
+        w6 = w.reshape(mh, sh, mw, sw, cin, cout)[::-1, :, ::-1]
+        f = np.ascontiguousarray(w6.transpose(0, 2, 5, 1, 3, 4), np.float32)
+        return nat.pack(f.reshape(mh, mw, cout, kk), 2, 1, nth)
+
+    wpk = _memoized(memo, ("subpixel_conv", mh, mw), packed)
+    for n0, n1, r0, r1 in _subpixel_units(n, th, tw, kk, 4):
+        out = np.empty((n1 - n0, r1 - r0, tw, kk), np.float32)
+        nat.forward(dyv[n0:n1], wpk, out, 1, (mh, mw), (1, 1), (1, 1),
+                    (mh - 1 - u0 - r0, mw - 1 - v0), nth, NATIVE_BPI_ROWS, NATIVE_CHANNEL_CHUNK)
+        top = sh * r0 + oh0  # dx row of this block's first Z row, phase 0
+        y0 = max(0, top)
+        nat.shuffle_store(out, dxv[n0:n1, y0:min(h, sh * r1 + oh0)], sh, sw, nth,
+                          (top - y0, ow0))
 
 
 #: Run layers whose kernel tiles dx exactly (kernel = stride: U-Net's 2x2 up-convolutions)
@@ -2016,7 +2085,22 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
         else:
             packed = 4 * kh * (nat.packed_size(1, cout, kw * cin) + kw * cin * cout)
             temp = 0
-        return packed + temp + NUM_THREADS * ((512 << 10) + 64 * ow) + (128 << 10)
+        return max(direct_bytes,
+                   packed + temp + NUM_THREADS * ((512 << 10) + 64 * ow) + (128 << 10))
+    if (FORCE_ALGORITHM is None and np.dtype(dtype) == np.float32
+            and _subpixel_conv_takes(dyn, (kh, kw, cig, cout), xn, tuple(strides),
+                                     tuple(dilations), tuple(pads_before), g)):
+        # the packed forward filter (and its float32 rearrangement), per block of Z rows its
+        # result, per thread one work item's staging and tables (as the pixel shuffle's)
+        nat = _native.load()
+        sh, sw = strides
+        mh, mw, kk = kh // sh, kw // sw, sh * sw * cin
+        th = (h - 1 + pads_before[0]) // sh - pads_before[0] // sh + 1
+        tw = (wd - 1 + pads_before[1]) // sw - pads_before[1] // sw + 1
+        packed = 4 * (nat.packed_size(mh * mw, cout, kk) + mh * mw * cout * kk)
+        temp = 4 * _subpixel_block_elems(n, th, tw, kk, 4)
+        return max(direct_bytes,
+                   packed + temp + NUM_THREADS * ((512 << 10) + 64 * tw) + (128 << 10))
     if (FORCE_ALGORITHM in (None, "subpixel") and np.dtype(dtype) == cdt
             and _subpixel_gemm_takes(dyn, (kh, kw, cig, cout), xn, tuple(strides),
                                      tuple(dilations), tuple(pads_before), g, cdt)):
@@ -2024,7 +2108,7 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
         # dy that is not one matrix, its rows (BLAS's own buffers are not Python allocations)
         kk = kh * kw * cin
         blk = _subpixel_block_elems(n, oh, ow, kk, isz)
-        return (kk * cout + blk + blk // kk * cout) * isz + (128 << 10)
+        return max(direct_bytes, (kk * cout + blk + blk // kk * cout) * isz + (128 << 10))
     if (algo == "native" and USE_NATIVE and FORCE_ALGORITHM in (None, "native")
             and _native.load() is not None
             and _native.load().dtype_code(dtype) is not None):

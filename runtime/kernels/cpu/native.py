@@ -315,7 +315,7 @@ class NativeConv:
         self._depthwise_tasks = dwt if self.has_depthwise else None
         sst = getattr(lib, "opgraph_shuffle_store_f32", None)
         if sst is not None:
-            sst.argtypes = [P, P] + [L] * 15
+            sst.argtypes = [P, P] + [L] * 19
             sst.restype = ctypes.c_int
         self._shuffle_store = sst
         pk = lib.opgraph_pack_f32
@@ -348,24 +348,27 @@ class NativeConv:
         """True if the library has opgraph_shuffle_store_f32 (shuffle_store)."""
         return self._shuffle_store is not None
 
-    def shuffle_store(self, t, dx, kh, kw, nthreads=1):
-        """The pixel shuffle of a sub-pixel layer: dx[n, i*kh + a, j*kw + b, c] =
-        t[n, i, j, (a*kw + b)*cin + c] for t a float32 view [N, OH, OW, kh*kw*cin] and dx a
-        writable float32 view [N, OH*kh, OW*kw, cin], both of any layout (element-aligned
-        strides), on ``nthreads`` of the pool's threads."""
-        n, oh, ow, kk = t.shape
-        cin = dx.shape[3]
-        if dx.shape != (n, oh * kh, ow * kw, cin) or kk != kh * kw * cin:
-            raise ValueError(f"shuffle_store: t {t.shape} ([N, OH, OW, kh*kw*cin] expected) "
-                             f"and dx {dx.shape} do not match kernel {kh}x{kw}")
+    def shuffle_store(self, t, dx, sh, sw, nthreads=1, offsets=(0, 0)):
+        """The pixel shuffle of a sub-pixel decomposition: dx[n, i*sh + a + oh0,
+        j*sw + b + ow0, c] = t[n, i, j, (a*sw + b)*cin + c] wherever that position is inside
+        dx, for t a float32 view [N, TH, TW, sh*sw*cin] and dx a writable float32 view
+        [N, H, W, cin], both of any layout (element-aligned strides); offsets (oh0, ow0) in
+        (-stride, 0]. Runs on ``nthreads`` of the pool's threads."""
+        n, th, tw, kk = t.shape
+        nn, h, wd, cin = dx.shape
+        oh0, ow0 = (int(o) for o in offsets)
+        if nn != n or kk != sh * sw * cin or not (-sh < oh0 <= 0 and -sw < ow0 <= 0):
+            raise ValueError(f"shuffle_store: t {t.shape} ([N, TH, TW, sh*sw*cin] expected), "
+                             f"dx {dx.shape}, strides {sh}x{sw} and offsets {offsets} do not "
+                             f"match")
         if not (self.addressable(t) and self.addressable(dx) and dx.flags.writeable):
             raise ValueError(f"shuffle_store: t and a writable dx must be float32 views with "
                              f"aligned strides, got {t.dtype}{t.strides} and "
                              f"{dx.dtype}{dx.strides}")
         ts = [s // 4 for s in t.strides]
         xs = [s // 4 for s in dx.strides]
-        rc = self._shuffle_store(t.ctypes.data, dx.ctypes.data, n, oh, ow, kh, kw, cin, *ts,
-                                 *xs, max(1, int(nthreads)))
+        rc = self._shuffle_store(t.ctypes.data, dx.ctypes.data, n, th, tw, sh, sw, cin, oh0,
+                                 ow0, h, wd, *ts, *xs, max(1, int(nthreads)))
         if rc != 0:
             raise ValueError(f"native shuffle_store refused its arguments (code {rc})")
 
