@@ -602,15 +602,16 @@ static inline void dw_tr8(const float *src, i64 st, __m256 o[8])
     }
 }
 
-/* Pixels k .. k+U-1 of one column stride phase: tap t reads yb[t] + 8*k on (consecutive
- * pixels, consecutive vectors), weight vector wt[t]; pixel k goes to the tile at tp + k*ts. */
+/* Pixels k .. k+U-1 of one column stride phase: tap t reads yt + ot[2*t] + 8*k on
+ * (consecutive pixels, consecutive vectors), weights wb + ot[2*t + 1]; pixel k goes to the
+ * tile at tp + k*ts. */
 #define DW_T8_PIX(U)                                                                           \
     do {                                                                                       \
         __m256 acc[U];                                                                         \
         for (int u = 0; u < U; u++) acc[u] = _mm256_setzero_ps();                              \
         for (i64 t = 0; t < T; t++) {                                                          \
-            const float *y = yb[t] + 8 * k;                                                    \
-            const __m256 wv = _mm256_load_ps(wt[t]);                                           \
+            const float *y = yt + ot[2 * t] + 8 * k;                                           \
+            const __m256 wv = _mm256_load_ps(wb + ot[2 * t + 1]);                              \
             for (int u = 0; u < U; u++)                                                        \
                 acc[u] = _mm256_fmadd_ps(_mm256_load_ps(y + 8 * u), wv, acc[u]);               \
         }                                                                                      \
@@ -627,20 +628,33 @@ static int dw_nchw8(const float *dy, const float *w, float *dx, const i64 *p,
     const i64 OW = p[DW_OW], KH = p[DW_KH], KW = p[DW_KW], wh = p[DW_WH], ww = p[DW_WW];
     const i64 wo = p[DW_WO], xn = p[DW_XN], xh = p[DW_XH], xc = p[DW_XC], W = p[DW_W];
     const i64 sh = p[DW_SH], sw = p[DW_SW], pt = p[DW_PT], pl = p[DW_PL], nh = h1 - h0;
+    const i64 nblk = (g1 - g0 + 7) / 8, KK = KH * KW;
     dw_tap *ta = NULL, *tb = NULL;
-    i64 *sa = NULL, *sb = NULL;
+    i64 *sa = NULL, *sb = NULL, *to = NULL;
     float *yt = NULL, *tile = NULL;
     /* per column phase ph: cp[5*ph ..] = x0, vd0, pixels rounded up, its taps [t0, t1) in ct */
     i64 *cp = (i64 *)malloc(sizeof(i64) * (size_t)(5 * sw + 2 * KW + 1));
     /* the row taps of dx rows h0 .. h1-1: rows[rs[h - h0] .. rs[h - h0 + 1]) = (q, a) */
     i64 *rs = (i64 *)malloc(sizeof(i64) * (size_t)(nh + 1 + 2 * nh * KH));
-    const float **yb = (const float **)malloc(sizeof(float *) * (size_t)(2 * KH * KW + 1));
-    float *wT = (float *)aligned_alloc(32, sizeof(float) * (size_t)(8 * KH * KW + 8));
+    /* per block of 8 channels: its weights wT[blk*8*KK + (a*KW + b)*8 + c] = w[a, b, g + c]
+     * (0 for missing channels), and whether they are all finite */
+    float *wT = (float *)aligned_alloc(32, sizeof(float) * (size_t)(8 * KK * nblk + 8));
+    int *fin = (int *)malloc(sizeof(int) * (size_t)nblk);
     int rc = -2;
-    if (!cp || !rs || !yb || !wT) goto done;
+    if (!cp || !rs || !wT || !fin) goto done;
     if (dw_taps(KH, sh, p[DW_DH], &ta, &sa) || dw_taps(KW, sw, p[DW_DW], &tb, &sb)) goto done;
-    const float **wt = yb + KH * KW;
     i64 *ct = cp + 5 * sw, *rows = rs + nh + 1; /* ct[2*t]: b, ct[2*t + 1]: offset */
+    for (i64 blk = 0; blk < nblk; blk++) {
+        const i64 g = g0 + 8 * blk, cb = g1 - g < 8 ? g1 - g : 8;
+        fin[blk] = 1;
+        for (i64 a = 0; a < KH; a++)
+            for (i64 b = 0; b < KW; b++)
+                for (i64 c = 0; c < 8; c++) {
+                    const float v = c < cb ? w[a * wh + b * ww + (g + c) * wo] : 0.0f;
+                    fin[blk] &= isfinite(v) != 0;
+                    wT[blk * 8 * KK + (a * KW + b) * 8 + c] = v;
+                }
+    }
     /* the phases' pixels x = x0 + k*sw (x + pl = (vd0 + k)*sw + ph), k < np, run in groups of
      * 8 and one of 4 (the pixels past np land in the tile's slack); a tap every pixel of the
      * phase has outside dy is dropped. The dy columns read: rmin .. rmax. */
@@ -677,55 +691,61 @@ static int dw_nchw8(const float *dy, const float *w, float *dx, const i64 *p,
         }
         rs[nh] = m;
     }
-    /* blocks of HB dx rows; QN: the most dy rows one block reads */
+    /* blocks of HB dx rows, each reading dy rows qb[2*i] .. qb[2*i + 1] (QN at most) */
     const i64 span = (KH > 0 ? ((KH - 1) * p[DW_DH]) / sh : 0) + 2;
     i64 QB = DW_T8_FLOATS / (8 * RS);
     if (QB < span + 1) QB = span + 1;
-    const i64 HB = (QB - span) * sh;
-    i64 QN = 1;
-    for (i64 ha = 0; ha < nh; ha += HB) {
-        const i64 hb = ha + HB < nh ? ha + HB : nh;
+    const i64 HB = (QB - span) * sh, nhb = (nh + HB - 1) / HB;
+    /* per dx row h and phase ph, its taps (row x column) as offsets of the dy vector of pixel 0
+     * in yt and of the weights in a block's wT: to[2*to[e] ..] for e = (h - h0)*sw + ph, up to
+     * to[2*to[e + 1]]; after those, qb */
+    const i64 ne = nh * sw + 1;
+    to = (i64 *)malloc(sizeof(i64) * (size_t)(ne + 2 * rs[nh] * nct + 2 * nhb));
+    if (!to) goto done;
+    i64 *qb = to + ne + 2 * rs[nh] * nct, QN = 1;
+    for (i64 hb = 0, e = 0, m = 0; hb < nhb; hb++) {
+        const i64 ha = hb * HB, hz = ha + HB < nh ? ha + HB : nh;
         i64 qlo = OH, qhi = -1;
-        for (i64 r = rs[ha]; r < rs[hb]; r++) {
+        for (i64 r = rs[ha]; r < rs[hz]; r++) {
             if (rows[2 * r] < qlo) qlo = rows[2 * r];
             if (rows[2 * r] > qhi) qhi = rows[2 * r];
         }
+        qb[2 * hb] = qlo;
+        qb[2 * hb + 1] = qhi;
         if (qhi - qlo + 1 > QN) QN = qhi - qlo + 1;
+        for (i64 h = ha; h < hz; h++)
+            for (i64 ph = 0; ph < sw; ph++, e++) {
+                const i64 *c5 = cp + 5 * ph;
+                to[e] = m;
+                for (i64 r = rs[h]; r < rs[h + 1]; r++)
+                    for (i64 t = c5[3]; t < c5[4]; t++) {
+                        to[ne + 2 * m] = ((rows[2 * r] - qlo) * RS + Lm + c5[1] + ct[2 * t + 1]) * 8;
+                        to[ne + 2 * m++ + 1] = (rows[2 * r + 1] * KW + ct[2 * t]) * 8;
+                    }
+            }
+        if (hb == nhb - 1) to[e] = m;
     }
+    const i64 *tv = to + ne;
     yt = (float *)aligned_alloc(32, sizeof(float) * (size_t)(8 * QN * RS));
     tile = (float *)aligned_alloc(32, sizeof(float) * (size_t)(8 * TW));
     if (!yt || !tile) goto done;
     memset(yt, 0, sizeof(float) * (size_t)(8 * QN * RS)); /* the margins stay zero */
     memset(tile, 0, sizeof(float) * (size_t)(8 * TW));
-    for (i64 g = g0; g < g1; g += 8) {
-        const i64 cb = g1 - g < 8 ? g1 - g : 8;
-        /* wT[(a*KW + b)*8 + c] = w[a, b, g + c] (0 for c >= cb) */
-        int finite = 1;
-        for (i64 a = 0; a < KH; a++)
-            for (i64 b = 0; b < KW; b++)
-                for (i64 c = 0; c < 8; c++) {
-                    const float v = c < cb ? w[a * wh + b * ww + (g + c) * wo] : 0.0f;
-                    finite &= isfinite(v) != 0;
-                    wT[(a * KW + b) * 8 + c] = v;
-                }
-        if (!finite) {
-            const int r = dw_generic(dy, w, dx, p, n0, n1, h0, h1, g, g + cb);
-            if (r) { rc = r; goto done; }
-            continue;
-        }
-        for (i64 n = n0; n < n1; n++) {
-            const float *dyg = dy + n * yn + g * yc;
+    for (i64 n = n0; n < n1; n++)
+        for (i64 blk = 0; blk < nblk; blk++) {
+            const i64 g = g0 + 8 * blk, cb = g1 - g < 8 ? g1 - g : 8;
+            if (!fin[blk]) {
+                const int r = dw_generic(dy, w, dx, p, n, n + 1, h0, h1, g, g + cb);
+                if (r) { rc = r; goto done; }
+                continue;
+            }
+            const float *dyg = dy + n * yn + g * yc, *wb = wT + blk * 8 * KK;
             float *dxg = dx + n * xn + g * xc;
-            for (i64 ha = 0; ha < nh; ha += HB) {
-                const i64 hb = ha + HB < nh ? ha + HB : nh;
-                i64 qlo = OH, qhi = -1;
-                for (i64 r = rs[ha]; r < rs[hb]; r++) {
-                    if (rows[2 * r] < qlo) qlo = rows[2 * r];
-                    if (rows[2 * r] > qhi) qhi = rows[2 * r];
-                }
+            for (i64 hb = 0; hb < nhb; hb++) {
+                const i64 ha = hb * HB, hz = ha + HB < nh ? ha + HB : nh, qlo = qb[2 * hb];
                 /* dy rows qlo .. qhi transposed: yt[((q - qlo)*RS + Lm + r)*8 + c], by 8x8
                  * blocks where all 8 channels and 8 contiguous columns exist */
-                for (i64 q = qlo; q <= qhi; q++) {
+                for (i64 q = qlo; q <= qb[2 * hb + 1]; q++) {
                     const float *src = dyg + q * yh;
                     float *dst = yt + ((q - qlo) * RS + Lm) * 8;
                     i64 r = 0;
@@ -739,25 +759,18 @@ static int dw_nchw8(const float *dy, const float *w, float *dx, const i64 *p,
                         for (i64 c = 0; c < 8; c++)
                             dst[r * 8 + c] = c < cb ? src[c * yc + r * yw] : 0.0f;
                 }
-                for (i64 h = h0 + ha; h < h0 + hb; h++) {
-                    const i64 *rh = rows + 2 * rs[h - h0], nr = rs[h - h0 + 1] - rs[h - h0];
-                    /* per phase: its pixels into the tile, from the taps (row x column) */
+                for (i64 h = ha; h < hz; h++) {
+                    /* per phase: its pixels into the tile */
                     for (i64 ph = 0; ph < sw; ph++) {
-                        const i64 *c5 = cp + 5 * ph, vd0 = c5[1], npad = c5[2];
-                        i64 T = 0;
-                        for (i64 i = 0; i < nr; i++)
-                            for (i64 t = c5[3]; t < c5[4]; t++) {
-                                yb[T] = yt + ((rh[2 * i] - qlo) * RS + Lm + vd0 + ct[2 * t + 1]) * 8;
-                                wt[T++] = wT + (rh[2 * i + 1] * KW + ct[2 * t]) * 8;
-                            }
-                        float *tp = tile + c5[0] * 8;
-                        const i64 ts = sw * 8;
+                        const i64 e = h * sw + ph, T = to[e + 1] - to[e], *ot = tv + 2 * to[e];
+                        const i64 npad = cp[5 * ph + 2], ts = sw * 8;
+                        float *tp = tile + cp[5 * ph] * 8;
                         i64 k = 0;
                         for (; k + 8 <= npad; k += 8) DW_T8_PIX(8);
                         if (k < npad) DW_T8_PIX(4);
                     }
                     /* the tile transposed back to the channels' dx rows */
-                    float *orow = dxg + h * xh;
+                    float *orow = dxg + (h0 + h) * xh;
                     for (i64 x = 0; x < W; x += 8) {
                         __m256 o[8];
                         dw_tr8(tile + 8 * x, 8, o);
@@ -769,10 +782,9 @@ static int dw_nchw8(const float *dy, const float *w, float *dx, const i64 *p,
                 }
             }
         }
-    }
     rc = 0;
 done:
-    free(cp); free(rs); free(yb); free(wT); free(yt); free(tile);
+    free(cp); free(rs); free(wT); free(fin); free(to); free(yt); free(tile);
     free(ta); free(sa); free(tb); free(sb);
     return rc;
 }
