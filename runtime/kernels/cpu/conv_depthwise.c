@@ -719,7 +719,8 @@ static int dw_nchw8(const float *dy, const float *w, float *dx, const i64 *p,
                 to[e] = m;
                 for (i64 r = rs[h]; r < rs[h + 1]; r++)
                     for (i64 t = c5[3]; t < c5[4]; t++) {
-                        to[ne + 2 * m] = ((rows[2 * r] - qlo) * RS + Lm + c5[1] + ct[2 * t + 1]) * 8;
+                        const i64 col = Lm + c5[1] + ct[2 * t + 1];
+                        to[ne + 2 * m] = ((rows[2 * r] - qlo) * RS + col) * 8;
                         to[ne + 2 * m++ + 1] = (rows[2 * r + 1] * KW + ct[2 * t]) * 8;
                     }
             }
@@ -774,10 +775,10 @@ static int dw_nchw8(const float *dy, const float *w, float *dx, const i64 *p,
                     for (i64 x = 0; x < W; x += 8) {
                         __m256 o[8];
                         dw_tr8(tile + 8 * x, 8, o);
-                        if (x + 8 <= W)
-                            for (i64 c = 0; c < cb; c++) _mm256_storeu_ps(orow + c * xc + x, o[c]);
-                        else
-                            for (i64 c = 0; c < cb; c++) dw_store_first(orow + c * xc + x, o[c], W - x);
+                        for (i64 c = 0; c < cb; c++) {
+                            if (x + 8 <= W) _mm256_storeu_ps(orow + c * xc + x, o[c]);
+                            else dw_store_first(orow + c * xc + x, o[c], W - x);
+                        }
                     }
                 }
             }
