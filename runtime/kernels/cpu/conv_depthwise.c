@@ -770,9 +770,17 @@ static int dw_nchw8(const float *dy, const float *w, float *dx, const i64 *p,
                         for (; k + 8 <= npad; k += 8) DW_T8_PIX(8);
                         if (k < npad) DW_T8_PIX(4);
                     }
-                    /* the tile transposed back to the channels' dx rows */
+                    /* the tile transposed back to the channels' dx rows: 8 columns of 8
+                     * channels, then those of fewer channels or columns */
                     float *orow = dxg + (h0 + h) * xh;
-                    for (i64 x = 0; x < W; x += 8) {
+                    i64 x = 0;
+                    if (cb == 8)
+                        for (; x + 8 <= W; x += 8) {
+                            __m256 o[8];
+                            dw_tr8(tile + 8 * x, 8, o);
+                            for (int c = 0; c < 8; c++) _mm256_storeu_ps(orow + c * xc + x, o[c]);
+                        }
+                    for (; x < W; x += 8) {
                         __m256 o[8];
                         dw_tr8(tile + 8 * x, 8, o);
                         for (i64 c = 0; c < cb; c++) {
