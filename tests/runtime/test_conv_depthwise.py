@@ -302,6 +302,7 @@ def test_depthwise_tasks_partition_dx(n, h, c, by_channel, nt):
     seen = np.zeros((n, h, c), int)
     for n0, n1, h0, h1, g0, g1 in conv_impl._depthwise_tasks(n, h, c, by_channel, nt):
         seen[n0:n1, h0:h1, g0:g1] += 1
+        assert not by_channel or g0 % 8 == 0  # whole blocks of the 8-channel kernel
     assert (seen == 1).all()
 
 
