@@ -8,14 +8,18 @@
  * (blended or masked away, never added), so inf/NaN propagate exactly as in a direct loop.
  * The taps of a row or column come from residue tables (no division per pixel).
  *
- * Three ways through it, chosen by the layout:
+ * Four ways through it, chosen by the layout:
  *   channels contiguous (NHWC): multiply-adds over channel vectors; with few channels per
  *     dx row and column stride phase, the pixels share one tap list and run in pairs, else
  *     pixel by pixel in column order;
- *   columns contiguous (NCHW, dlw = 1, AVX2): per dx row, 8 dx columns per vector whatever
- *     stride phase each column has: every lane's dy column comes from one load and a lane
- *     permutation (the pattern repeats every P vectors), its weight from a per-channel table
- *     in the same lane order; partial taps and row ends are blended or masked lanes; 4
+ *   columns contiguous in dx (NCHW, AVX2), M == 1: blocks of 8 channels, dy rows transposed
+ *     into channel-interleaved zero-margin rows, so that per dx row and column stride phase
+ *     8 pixels (contiguous vectors, one tap list) accumulate in registers, into a tile
+ *     transposed back to the 8 dx rows;
+ *   columns contiguous (NCHW, dlw = 1, AVX2), M > 1: per dx row, 8 dx columns per vector
+ *     whatever stride phase each column has: every lane's dy column comes from one load and a
+ *     lane permutation (the pattern repeats every P vectors), its weight from a per-channel
+ *     table in the same lane order; partial taps and row ends are blended or masked lanes; 4
  *     channels at a time (same taps and masks), so that their multiply-add chains overlap;
  *   anything else: per row, the columns of each stride phase accumulated in a phase-major row
  *     buffer, then written out. */
@@ -324,8 +328,9 @@ done:
 static int dw_generic(const float *dy, const float *w, float *dx, const i64 *p,
                       i64 n0, i64 n1, i64 h0, i64 h1, i64 g0, i64 g1);
 
-/* Columns contiguous in dx (xw == 1), dlw == 1. Column tap b of dx column x (u = x + pl) is
- * b = (u mod sw) + t*sw for t < T = ceil(KW / sw), at dy column floor(u / sw) - t. Vector k
+/* Columns contiguous in dx (xw == 1), dlw == 1, M > 1 (M == 1 runs dw_nchw8, below). Column
+ * tap b of dx column x (u = x + pl) is b = (u mod sw) + t*sw for t < T = ceil(KW / sw), at dy
+ * column floor(u / sw) - t. Vector k
  * holds columns 8k .. 8k+7; its lane pattern depends on pk = k mod P only (P = sw / gcd(sw, 8)):
  * lane i reads dy column F[k] - t + idx[pk][i] (one load of 8 from F[k] - t, then permuted)
  * with weight tab[a, j, t, pk][i]. The dy rows a block of dx rows reads are first copied into
