@@ -189,6 +189,63 @@ def test_kernel_non_finite_like_direct_loop(case, layout):
     _assert_like_reference(_run_kernel(nat, dy, w, case, layout), ref)
 
 
+NCHW8_CASES = [  # (M = 1, dx columns contiguous: blocks of 8 channels, 8x8 transposes)
+    (1, 9, 11, 3, 1, 3, 3, 2, 2, 1, 1, 1, 1, 18, 22),      # 3 channels (one partial block)
+    (2, 8, 16, 8, 1, 3, 3, 2, 2, 1, 1, 1, 1, 16, 32),      # one full block, W % 8 == 0
+    (1, 7, 13, 12, 1, 4, 4, 2, 2, 1, 1, 1, 1, 14, 26),     # 8 + 4 channels, W % 8 == 2
+    (1, 6, 19, 21, 1, 5, 5, 1, 1, 1, 1, 2, 2, 6, 19),      # stride 1, 5x5, 8 + 8 + 5
+    (1, 5, 10, 16, 1, 2, 5, 3, 3, 1, 1, 0, 2, 15, 29),     # stride 3, groups of 4 pixels
+    (2, 4, 9, 13, 1, 5, 4, 4, 4, 1, 1, 2, 1, 17, 37),      # stride 4, W = 37
+    (1, 6, 17, 9, 1, 1, 1, 2, 2, 1, 1, 0, 0, 12, 33),      # 1x1: dx columns without taps
+    (1, 5, 12, 10, 1, 3, 3, 1, 2, 2, 3, 2, 3, 13, 25),     # dilated rows and columns
+    (1, 3, 8, 11, 1, 3, 5, 2, 3, 1, 2, -1, -4, 4, 15),     # negative padding, dilated
+    (1, 6, 14, 8, 1, 3, 2, 2, 1, 1, 1, 1, 0, 12, 13),      # sw = 1, W < dy width
+]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "mixed"])
+@pytest.mark.parametrize("case", NCHW8_CASES)
+def test_kernel_nchw_channel_blocks(case, layout):
+    """The 8-channel path: channel counts not a multiple of 8, widths with and without full
+    8-column groups, strides 1-4, kernels 1-5, dilations; whole and as split (image, row,
+    channel) ranges whose channel ranges start off the 8-channel grid, run last to first (a
+    write past a range's rows or channels would overwrite a finished one)."""
+    nat = _native_or_skip()
+    dy, w = _inputs(case, seed=7)
+    ref = _reference(dy, w, case)
+    _assert_like_reference(_run_kernel(nat, dy, w, case, layout), ref)
+    n, h, c = case[0], case[13], case[3]
+    ranges = [(i, i + 1, h0, min(h, h0 + 5), g0, min(c, g0 + 5))
+              for i, h0, g0 in itertools.product(range(n), range(0, h, 5), range(0, c, 5))]
+    _assert_like_reference(_run_kernel(nat, dy, w, case, layout, ranges[::-1]), ref)
+
+
+def test_kernel_nchw_row_blocks():
+    """Rows wide enough that the transposed dy rows of a call come in several row blocks
+    (rows read by two blocks are transposed for each), also from a range of rows."""
+    nat = _native_or_skip()
+    case = (1, 20, 300, 10, 1, 3, 3, 2, 2, 1, 1, 1, 1, 40, 601)
+    dy, w = _inputs(case, seed=8)
+    ref = _reference(dy, w, case)
+    _assert_like_reference(_run_kernel(nat, dy, w, case, "nchw"), ref)
+    _assert_like_reference(_run_kernel(nat, dy, w, case, "nchw", [(0, 1, 0, 17, 0, 10),
+                                                                   (0, 1, 17, 40, 0, 10)]), ref)
+
+
+def test_kernel_nchw_non_finite_inside_blocks():
+    """inf/NaN inside full 8x8 transposed blocks of dy, and a non-finite weight in the second
+    block of channels only (that block runs the generic kernel, the others the 8-channel one)."""
+    nat = _native_or_skip()
+    case = NCHW8_CASES[3]
+    dy, w = _inputs(case, seed=9)
+    dy[0, 2, 3, 4], dy[0, 4, 9, 6], dy[0, 5, 16, 20] = np.nan, np.inf, -np.inf
+    w[1, 2, 10] = np.inf
+    with np.errstate(invalid="ignore"):
+        ref = _reference(dy, w, case)
+    for layout in ("nchw", "mixed"):
+        _assert_like_reference(_run_kernel(nat, dy, w, case, layout), ref)
+
+
 @pytest.fixture(scope="module")
 def portable(tmp_path_factory):
     """The library built without -march=native (the kernel's scalar and generic paths)."""
@@ -245,6 +302,7 @@ def test_depthwise_tasks_partition_dx(n, h, c, by_channel, nt):
     seen = np.zeros((n, h, c), int)
     for n0, n1, h0, h1, g0, g1 in conv_impl._depthwise_tasks(n, h, c, by_channel, nt):
         seen[n0:n1, h0:h1, g0:g1] += 1
+        assert not by_channel or g0 % 8 == 0  # whole blocks of the 8-channel kernel
     assert (seen == 1).all()
 
 

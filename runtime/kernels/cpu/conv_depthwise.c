@@ -8,14 +8,18 @@
  * (blended or masked away, never added), so inf/NaN propagate exactly as in a direct loop.
  * The taps of a row or column come from residue tables (no division per pixel).
  *
- * Three ways through it, chosen by the layout:
+ * Four ways through it, chosen by the layout:
  *   channels contiguous (NHWC): multiply-adds over channel vectors; with few channels per
  *     dx row and column stride phase, the pixels share one tap list and run in pairs, else
  *     pixel by pixel in column order;
- *   columns contiguous (NCHW, dlw = 1, AVX2): per dx row, 8 dx columns per vector whatever
- *     stride phase each column has: every lane's dy column comes from one load and a lane
- *     permutation (the pattern repeats every P vectors), its weight from a per-channel table
- *     in the same lane order; partial taps and row ends are blended or masked lanes; 4
+ *   columns contiguous in dx (NCHW, AVX2), M == 1: blocks of 8 channels, dy rows transposed
+ *     into channel-interleaved zero-margin rows, so that per dx row and column stride phase
+ *     8 pixels (contiguous vectors, one tap list) accumulate in registers, into a tile
+ *     transposed back to the 8 dx rows;
+ *   columns contiguous (NCHW, dlw = 1, AVX2), M > 1: per dx row, 8 dx columns per vector
+ *     whatever stride phase each column has: every lane's dy column comes from one load and a
+ *     lane permutation (the pattern repeats every P vectors), its weight from a per-channel
+ *     table in the same lane order; partial taps and row ends are blended or masked lanes; 4
  *     channels at a time (same taps and masks), so that their multiply-add chains overlap;
  *   anything else: per row, the columns of each stride phase accumulated in a phase-major row
  *     buffer, then written out. */
@@ -324,8 +328,9 @@ done:
 static int dw_generic(const float *dy, const float *w, float *dx, const i64 *p,
                       i64 n0, i64 n1, i64 h0, i64 h1, i64 g0, i64 g1);
 
-/* Columns contiguous in dx (xw == 1), dlw == 1. Column tap b of dx column x (u = x + pl) is
- * b = (u mod sw) + t*sw for t < T = ceil(KW / sw), at dy column floor(u / sw) - t. Vector k
+/* Columns contiguous in dx (xw == 1), dlw == 1, M > 1 (M == 1 runs dw_nchw8, below). Column
+ * tap b of dx column x (u = x + pl) is b = (u mod sw) + t*sw for t < T = ceil(KW / sw), at dy
+ * column floor(u / sw) - t. Vector k
  * holds columns 8k .. 8k+7; its lane pattern depends on pk = k mod P only (P = sw / gcd(sw, 8)):
  * lane i reads dy column F[k] - t + idx[pk][i] (one load of 8 from F[k] - t, then permuted)
  * with weight tab[a, j, t, pk][i]. The dy rows a block of dx rows reads are first copied into
@@ -571,6 +576,234 @@ done:
     free(ta); free(sa);
     return rc;
 }
+
+/* M == 1, columns contiguous in dx (xw == 1), any dilation: blocks of 8 channels, each vector
+ * holding one pixel's 8 channels. Per block of dx rows, the dy rows they read are transposed
+ * into channel-interleaved rows yt[row][Lm + r][8] with zero margins (a column outside dy reads
+ * +0.0, whose product with a finite weight adds nothing; a block with a non-finite weight runs
+ * dw_generic instead, where such columns are skipped). Per dx row and column stride phase the
+ * taps are those of every pixel of the phase, and consecutive pixels read consecutive vectors:
+ * 8 (or 4) pixels accumulate in registers, into a tile [x][8], which is transposed back to the
+ * channels' dx rows. Missing channels of the last block read zeros and are not written. */
+
+/* o[j][i] = src[i*st + j] for i, j < 8 (an 8x8 transpose). Rows i and i+4 share a vector (two
+ * 128-bit loads), so in-lane unpacks and shuffles finish it without lane-crossing shuffles. */
+static inline void dw_tr8(const float *src, i64 st, __m256 o[8])
+{
+    __m256 v[8];
+    for (int i = 0; i < 4; i++)
+        for (int hf = 0; hf < 2; hf++)
+            v[4 * hf + i] = _mm256_insertf128_ps(
+                _mm256_castps128_ps256(_mm_loadu_ps(src + i * st + 4 * hf)),
+                _mm_loadu_ps(src + (i + 4) * st + 4 * hf), 1);
+    for (int hf = 0; hf < 2; hf++) {
+        const __m256 *u = v + 4 * hf;
+        const __m256 t0 = _mm256_unpacklo_ps(u[0], u[1]), t1 = _mm256_unpackhi_ps(u[0], u[1]);
+        const __m256 t2 = _mm256_unpacklo_ps(u[2], u[3]), t3 = _mm256_unpackhi_ps(u[2], u[3]);
+        o[4 * hf] = _mm256_shuffle_ps(t0, t2, 0x44);
+        o[4 * hf + 1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+        o[4 * hf + 2] = _mm256_shuffle_ps(t1, t3, 0x44);
+        o[4 * hf + 3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+    }
+}
+
+/* Pixels k .. k+U-1 of one column stride phase: tap t reads yt + ot[2*t] + 8*k on
+ * (consecutive pixels, consecutive vectors), weights wb + ot[2*t + 1]; pixel k goes to the
+ * tile at tp + k*ts. */
+#define DW_T8_PIX(U)                                                                           \
+    do {                                                                                       \
+        __m256 acc[U];                                                                         \
+        for (int u = 0; u < U; u++) acc[u] = _mm256_setzero_ps();                              \
+        for (i64 t = 0; t < T; t++) {                                                          \
+            const float *y = yt + ot[2 * t] + 8 * k;                                           \
+            const __m256 wv = _mm256_load_ps(wb + ot[2 * t + 1]);                              \
+            for (int u = 0; u < U; u++)                                                        \
+                acc[u] = _mm256_fmadd_ps(_mm256_load_ps(y + 8 * u), wv, acc[u]);               \
+        }                                                                                      \
+        for (int u = 0; u < U; u++) _mm256_store_ps(tp + (k + u) * ts, acc[u]);                \
+    } while (0)
+
+/* Floats of the transposed dy rows a block of dx rows reads: about L2-resident. */
+#define DW_T8_FLOATS (16 * 1024)
+
+static int dw_nchw8(const float *dy, const float *w, float *dx, const i64 *p,
+                    i64 n0, i64 n1, i64 h0, i64 h1, i64 g0, i64 g1)
+{
+    const i64 yn = p[DW_YN], yh = p[DW_YH], yw = p[DW_YW], yc = p[DW_YC], OH = p[DW_OH];
+    const i64 OW = p[DW_OW], KH = p[DW_KH], KW = p[DW_KW], wh = p[DW_WH], ww = p[DW_WW];
+    const i64 wo = p[DW_WO], xn = p[DW_XN], xh = p[DW_XH], xc = p[DW_XC], W = p[DW_W];
+    const i64 sh = p[DW_SH], sw = p[DW_SW], pt = p[DW_PT], pl = p[DW_PL], nh = h1 - h0;
+    const i64 nblk = (g1 - g0 + 7) / 8, KK = KH * KW;
+    dw_tap *ta = NULL, *tb = NULL;
+    i64 *sa = NULL, *sb = NULL, *to = NULL;
+    float *yt = NULL, *tile = NULL;
+    /* per column phase ph: cp[5*ph ..] = x0, vd0, pixels rounded up, its taps [t0, t1) in ct */
+    i64 *cp = (i64 *)malloc(sizeof(i64) * (size_t)(5 * sw + 2 * KW + 1));
+    /* the row taps of dx rows h0 .. h1-1: rows[rs[h - h0] .. rs[h - h0 + 1]) = (q, a) */
+    i64 *rs = (i64 *)malloc(sizeof(i64) * (size_t)(nh + 1 + 2 * nh * KH));
+    /* per block of 8 channels: its weights wT[blk*8*KK + (a*KW + b)*8 + c] = w[a, b, g + c]
+     * (0 for missing channels), and whether they are all finite */
+    float *wT = (float *)aligned_alloc(32, sizeof(float) * (size_t)(8 * KK * nblk + 8));
+    int *fin = (int *)malloc(sizeof(int) * (size_t)nblk);
+    int rc = -2;
+    if (!cp || !rs || !wT || !fin) goto done;
+    if (dw_taps(KH, sh, p[DW_DH], &ta, &sa) || dw_taps(KW, sw, p[DW_DW], &tb, &sb)) goto done;
+    i64 *ct = cp + 5 * sw, *rows = rs + nh + 1; /* ct[2*t]: b, ct[2*t + 1]: offset */
+    for (i64 blk = 0; blk < nblk; blk++) {
+        const i64 g = g0 + 8 * blk, cb = g1 - g < 8 ? g1 - g : 8;
+        fin[blk] = 1;
+        for (i64 a = 0; a < KH; a++)
+            for (i64 b = 0; b < KW; b++)
+                for (i64 c = 0; c < 8; c++) {
+                    const float v = c < cb ? w[a * wh + b * ww + (g + c) * wo] : 0.0f;
+                    fin[blk] &= isfinite(v) != 0;
+                    wT[blk * 8 * KK + (a * KW + b) * 8 + c] = v;
+                }
+    }
+    /* the phases' pixels x = x0 + k*sw (x + pl = (vd0 + k)*sw + ph), k < np, run in groups of
+     * 8 and one of 4 (the pixels past np land in the tile's slack); a tap every pixel of the
+     * phase has outside dy is dropped. The dy columns read: rmin .. rmax. */
+    i64 TW = (W + 7) / 8 * 8, rmin = 0, rmax = OW > 0 ? OW - 1 : 0, nct = 0;
+    for (i64 ph = 0; ph < sw; ph++) {
+        const i64 x0 = ((ph - pl) % sw + sw) % sw, vd0 = (x0 + pl - ph) / sw;
+        const i64 np = x0 < W ? (W - x0 + sw - 1) / sw : 0;
+        const i64 npad = np / 8 * 8 + (np % 8 == 0 ? 0 : np % 8 <= 4 ? 4 : 8);
+        i64 *c5 = cp + 5 * ph;
+        c5[0] = x0; c5[1] = vd0; c5[2] = npad; c5[3] = nct;
+        for (i64 i = sb[ph]; i < sb[ph + 1]; i++) {
+            const i64 r0 = vd0 + tb[i].off; /* dy column of pixel 0 */
+            if (np == 0 || r0 > OW - 1 || r0 + np - 1 < 0) continue;
+            ct[2 * nct] = tb[i].k;
+            ct[2 * nct++ + 1] = tb[i].off;
+            if (r0 < rmin) rmin = r0;
+            if (r0 + npad - 1 > rmax) rmax = r0 + npad - 1;
+        }
+        c5[4] = nct;
+        if (np && x0 + (npad - 1) * sw + 1 > TW) TW = x0 + (npad - 1) * sw + 1;
+    }
+    const i64 Lm = -rmin, RS = Lm + rmax + 1; /* a transposed row: dy column r at Lm + r */
+    {
+        i64 hd = dw_fdiv(h0 + pt, sh), rh = h0 + pt - hd * sh, m = 0;
+        for (i64 h = 0; h < nh; h++) {
+            rs[h] = m;
+            for (i64 i = sa[rh]; i < sa[rh + 1]; i++) {
+                const i64 q = hd + ta[i].off;
+                if (q < 0 || q >= OH) continue;
+                rows[2 * m] = q;
+                rows[2 * m++ + 1] = ta[i].k;
+            }
+            if (++rh == sh) { rh = 0; hd++; }
+        }
+        rs[nh] = m;
+    }
+    /* blocks of HB dx rows, each reading dy rows qb[2*i] .. qb[2*i + 1] (QN at most) */
+    const i64 span = (KH > 0 ? ((KH - 1) * p[DW_DH]) / sh : 0) + 2;
+    i64 QB = DW_T8_FLOATS / (8 * RS);
+    if (QB < span + 1) QB = span + 1;
+    const i64 HB = (QB - span) * sh, nhb = (nh + HB - 1) / HB;
+    /* per dx row h and phase ph, its taps (row x column) as offsets of the dy vector of pixel 0
+     * in yt and of the weights in a block's wT: to[2*to[e] ..] for e = (h - h0)*sw + ph, up to
+     * to[2*to[e + 1]]; after those, qb */
+    const i64 ne = nh * sw + 1;
+    to = (i64 *)malloc(sizeof(i64) * (size_t)(ne + 2 * rs[nh] * nct + 2 * nhb));
+    if (!to) goto done;
+    i64 *qb = to + ne + 2 * rs[nh] * nct, QN = 1;
+    for (i64 hb = 0, e = 0, m = 0; hb < nhb; hb++) {
+        const i64 ha = hb * HB, hz = ha + HB < nh ? ha + HB : nh;
+        i64 qlo = OH, qhi = -1;
+        for (i64 r = rs[ha]; r < rs[hz]; r++) {
+            if (rows[2 * r] < qlo) qlo = rows[2 * r];
+            if (rows[2 * r] > qhi) qhi = rows[2 * r];
+        }
+        qb[2 * hb] = qlo;
+        qb[2 * hb + 1] = qhi;
+        if (qhi - qlo + 1 > QN) QN = qhi - qlo + 1;
+        for (i64 h = ha; h < hz; h++)
+            for (i64 ph = 0; ph < sw; ph++, e++) {
+                const i64 *c5 = cp + 5 * ph;
+                to[e] = m;
+                for (i64 r = rs[h]; r < rs[h + 1]; r++)
+                    for (i64 t = c5[3]; t < c5[4]; t++) {
+                        const i64 col = Lm + c5[1] + ct[2 * t + 1];
+                        to[ne + 2 * m] = ((rows[2 * r] - qlo) * RS + col) * 8;
+                        to[ne + 2 * m++ + 1] = (rows[2 * r + 1] * KW + ct[2 * t]) * 8;
+                    }
+            }
+        if (hb == nhb - 1) to[e] = m;
+    }
+    const i64 *tv = to + ne;
+    yt = (float *)aligned_alloc(32, sizeof(float) * (size_t)(8 * QN * RS));
+    tile = (float *)aligned_alloc(32, sizeof(float) * (size_t)(8 * TW));
+    if (!yt || !tile) goto done;
+    memset(yt, 0, sizeof(float) * (size_t)(8 * QN * RS)); /* the margins stay zero */
+    memset(tile, 0, sizeof(float) * (size_t)(8 * TW));
+    for (i64 n = n0; n < n1; n++)
+        for (i64 blk = 0; blk < nblk; blk++) {
+            const i64 g = g0 + 8 * blk, cb = g1 - g < 8 ? g1 - g : 8;
+            if (!fin[blk]) {
+                const int r = dw_generic(dy, w, dx, p, n, n + 1, h0, h1, g, g + cb);
+                if (r) { rc = r; goto done; }
+                continue;
+            }
+            const float *dyg = dy + n * yn + g * yc, *wb = wT + blk * 8 * KK;
+            float *dxg = dx + n * xn + g * xc;
+            for (i64 hb = 0; hb < nhb; hb++) {
+                const i64 ha = hb * HB, hz = ha + HB < nh ? ha + HB : nh, qlo = qb[2 * hb];
+                /* dy rows qlo .. qhi transposed: yt[((q - qlo)*RS + Lm + r)*8 + c], by 8x8
+                 * blocks where all 8 channels and 8 contiguous columns exist */
+                for (i64 q = qlo; q <= qb[2 * hb + 1]; q++) {
+                    const float *src = dyg + q * yh;
+                    float *dst = yt + ((q - qlo) * RS + Lm) * 8;
+                    i64 r = 0;
+                    if (cb == 8 && yw == 1)
+                        for (; r + 8 <= OW; r += 8) {
+                            __m256 o[8];
+                            dw_tr8(src + r, yc, o);
+                            for (int j = 0; j < 8; j++) _mm256_store_ps(dst + (r + j) * 8, o[j]);
+                        }
+                    for (; r < OW; r++)
+                        for (i64 c = 0; c < 8; c++)
+                            dst[r * 8 + c] = c < cb ? src[c * yc + r * yw] : 0.0f;
+                }
+                for (i64 h = ha; h < hz; h++) {
+                    /* per phase: its pixels into the tile */
+                    for (i64 ph = 0; ph < sw; ph++) {
+                        const i64 e = h * sw + ph, T = to[e + 1] - to[e], *ot = tv + 2 * to[e];
+                        const i64 npad = cp[5 * ph + 2], ts = sw * 8;
+                        float *tp = tile + cp[5 * ph] * 8;
+                        i64 k = 0;
+                        for (; k + 8 <= npad; k += 8) DW_T8_PIX(8);
+                        if (k < npad) DW_T8_PIX(4);
+                    }
+                    /* the tile transposed back to the channels' dx rows: 8 columns of 8
+                     * channels, then those of fewer channels or columns */
+                    float *orow = dxg + (h0 + h) * xh;
+                    i64 x = 0;
+                    if (cb == 8)
+                        for (; x + 8 <= W; x += 8) {
+                            __m256 o[8];
+                            dw_tr8(tile + 8 * x, 8, o);
+                            for (int c = 0; c < 8; c++) _mm256_storeu_ps(orow + c * xc + x, o[c]);
+                        }
+                    for (; x < W; x += 8) {
+                        __m256 o[8];
+                        dw_tr8(tile + 8 * x, 8, o);
+                        for (i64 c = 0; c < cb; c++) {
+                            if (x + 8 <= W) _mm256_storeu_ps(orow + c * xc + x, o[c]);
+                            else dw_store_first(orow + c * xc + x, o[c], W - x);
+                        }
+                    }
+                }
+            }
+        }
+    rc = 0;
+done:
+    free(cp); free(rs); free(wT); free(fin); free(to); free(yt); free(tile);
+    free(ta); free(sa); free(tb); free(sb);
+    return rc;
+}
+#undef DW_T8_PIX
+#undef DW_T8_FLOATS
 #undef DW_NCHW_VECS
 #undef DW_NHWC_PIXEL
 #undef DW_PHASE_PIX
@@ -657,6 +890,8 @@ int opgraph_depthwise_bpi_f32(const float *dy, const float *w, float *dx, const 
     if (p[DW_YC] == 1 && p[DW_XC] == 1 && p[DW_WO] == 1)
         return dw_nhwc(dy, w, dx, p, n0, n1, h0, h1, g0, g1);
 #ifdef DW_AVX2
+    if (p[DW_XW] == 1 && p[DW_M] == 1)
+        return dw_nchw8(dy, w, dx, p, n0, n1, h0, h1, g0, g1);
     if (p[DW_XW] == 1 && p[DW_DW] == 1 && p[DW_SW] <= 64)
         return dw_nchw(dy, w, dx, p, n0, n1, h0, h1, g0, g1);
 #endif

@@ -2798,23 +2798,24 @@ def _depthwise_tasks(n, h, c, by_channel, nt):
     """Work items (n0, n1, h0, h1, g0, g1) of the compiled depthwise kernel for ``nt``
     threads: about DEPTHWISE_TASKS_PER_THREAD per thread (load balance on a shared machine),
     whole images when there are enough. ``by_channel`` (the column-vector kernel, which runs
-    blocks of 4 channels and builds their weight tables per call): an image is split into
-    4-channel blocks, and its rows too when there are few blocks; else into row blocks."""
+    blocks of 8 channels, 4 at a time when M > 1, and builds their weight tables per call):
+    an image is split into 8-channel blocks, and its rows too when there are few blocks; else
+    into row blocks."""
     if nt <= 1:
         return [(0, n, 0, h, 0, c)]
     want = DEPTHWISE_TASKS_PER_THREAD * nt
     if by_channel:
-        blocks = -(-c // 4)
+        blocks = -(-c // 8)
         if n * blocks >= want:
             per = -(-n * blocks // want)  # blocks per task
             if per >= blocks:
                 k = per // blocks
                 return [(n0, min(n, n0 + k), 0, h, 0, c) for n0 in range(0, n, k)]
-            return [(i, i + 1, 0, h, g0, min(c, g0 + 4 * per)) for i in range(n)
-                    for g0 in range(0, c, 4 * per)]
+            return [(i, i + 1, 0, h, g0, min(c, g0 + 8 * per)) for i in range(n)
+                    for g0 in range(0, c, 8 * per)]
         rows = -(-h // -(-want // (n * blocks)))
-        return [(i, i + 1, h0, min(h, h0 + rows), g0, min(c, g0 + 4)) for i in range(n)
-                for g0 in range(0, c, 4) for h0 in range(0, h, rows)]
+        return [(i, i + 1, h0, min(h, h0 + rows), g0, min(c, g0 + 8)) for i in range(n)
+                for g0 in range(0, c, 8) for h0 in range(0, h, rows)]
     per = -(-n * h // want)
     if per >= h:
         k = per // h
