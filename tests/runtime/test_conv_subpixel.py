@@ -117,8 +117,12 @@ def test_subpixel_gemm_applies_only_to_exact_tiling():
     assert not applies(dy, w, dx, (2, 2), (1, 1), (0, 0), 2, np.float32)  # grouped
     assert not applies(dy.astype(np.float16), w, dx, (2, 2), (1, 1), (0, 0), 1, np.float32)
     assert applies(dy, w, dx, (2, 2), (1, 1), (0, 0), 1, np.float64) is False  # dtype mismatch
-    assert applies(dy.astype(np.float64), w, dx, (2, 2), (1, 1), (0, 0), 1, np.float64) == \
+    d64 = dy.astype(np.float64)
+    assert applies(d64, w, dx, (2, 2), (1, 1), (0, 0), 1, np.float64) == \
         conv_impl._BLAS.available
+    planes = np.ascontiguousarray(d64.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+    assert not applies(planes, w, dx, (2, 2), (1, 1), (0, 0), 1, np.float64)  # NCHW: unforced
+    assert not applies(dy, w, dx, (2, 2), (1, 1), (0, 0), 1, np.float32)  # float32: unforced
 
 
 @pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
@@ -145,9 +149,9 @@ def test_subpixel_gemm_workspace_bound(fmt, dtype, monkeypatch):
     which does not grow with the batch once a block is smaller than the result."""
     import tracemalloc  # noqa: PLC0415
 
-    if not conv_impl._subpixel_gemm_takes((1, 1, 1, 1), (2, 2, 1, 1), (1, 2, 2, 1), (2, 2),
-                                          (1, 1), (0, 0), 1, np.dtype(dtype)):
-        pytest.skip("this machine runs these layers in the compiled kernel")
+    if not conv_impl._BLAS.available:
+        pytest.skip("numpy's BLAS thread control unavailable")
+    monkeypatch.setattr(conv_impl, "FORCE_ALGORITHM", "subpixel")
     monkeypatch.setattr(conv_impl, "BLOCK_BYTES", 1 << 16)
     n, oh, cout, cin = 4, 12, 16, 8
     shape = (n, 2 * oh, 2 * oh, cin) if fmt == "NHWC" else (n, cin, 2 * oh, 2 * oh)

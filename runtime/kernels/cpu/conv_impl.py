@@ -1604,21 +1604,23 @@ def _subpixel_conv_run(dyv, w, dxv, strides, pads, nth, memo):
 
 
 #: Run layers whose kernel tiles dx exactly (kernel = stride: U-Net's 2x2 up-convolutions)
-#: as one BLAS GEMM and a pixel shuffle where that beats the compiled kernel: float64 (which
-#: it lacks) and, on 256-bit vectors, float32 (its register tile does 12 multiply-adds per
-#: step there, and these layers reduce over dy's channels alone: U-Net 2x2 on AVX2, one
-#: thread, 1.05-1.35x faster through OpenBLAS).
+#: in float64 with dy's channels contiguous as one BLAS GEMM and a pixel shuffle (the compiled
+#: kernel lacks float64; U-Net 2x2 256>128 b8, AVX2: 0.87 -> 1.2-1.5x torch). Measured and
+#: not taken by default: float32 on AVX2 (faster on one thread, but with two threads 0.5-0.8x
+#: the compiled kernel at batch 8) and NCHW dy (its channel-major result shuffles slowly);
+#: FORCE_ALGORITHM = "subpixel" runs it wherever it applies.
 SUBPIXEL_GEMM = True
 
 
 def _subpixel_gemm_applies(dyv, w, dxv, strides, dilations, pads, g, cdt):
     """True for an exactly tiling layer (as _pixel_shuffle_applies, any channel count) in
-    float32 or float64 with dy already in that dtype and its pixels or its channels
-    contiguous, where SUBPIXEL_GEMM says the GEMM pays (see there)."""
+    float32 or float64 with dy already in that dtype and its channels contiguous (or, forced,
+    its pixels), where SUBPIXEL_GEMM says the GEMM pays (see there)."""
     isz = dyv.itemsize
     ow = dyv.shape[2]
-    return (dyv.dtype == cdt
-            and (dyv.strides[3] == isz or (dyv.strides[2] == isz and dyv.strides[1] == ow * isz))
+    planes = FORCE_ALGORITHM == "subpixel" and dyv.strides[2] == isz \
+        and dyv.strides[1] == ow * isz
+    return (dyv.dtype == cdt and (dyv.strides[3] == isz or planes)
             and _subpixel_gemm_takes(dyv.shape, w.shape, dxv.shape, strides, dilations, pads,
                                      g, cdt))
 
@@ -1633,10 +1635,7 @@ def _subpixel_gemm_takes(dy_shape, w_shape, x_shape, strides, dilations, pads, g
     if ((kh, kw) != tuple(strides) or tuple(dilations) != (1, 1) or tuple(pads) != (0, 0)
             or (h, wd) != (oh * kh, ow * kw) or kh * kw == 1):
         return False
-    if FORCE_ALGORITHM == "subpixel" or cdt == np.float64:
-        return True
-    nat = _native.load() if USE_NATIVE else None
-    return nat is None or nat.vector_width < 16
+    return FORCE_ALGORITHM == "subpixel" or cdt == np.float64
 
 
 def _subpixel_block_elems(n, oh, ow, kk, itemsize):
@@ -2102,6 +2101,7 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
         return max(direct_bytes,
                    packed + temp + NUM_THREADS * ((512 << 10) + 64 * tw) + (128 << 10))
     if (FORCE_ALGORITHM in (None, "subpixel") and np.dtype(dtype) == cdt
+            and (data_format == "NHWC" or FORCE_ALGORITHM == "subpixel")
             and _subpixel_gemm_takes(dyn, (kh, kw, cig, cout), xn, tuple(strides),
                                      tuple(dilations), tuple(pads_before), g, cdt)):
         # the filter as [(a, b, c), cout]; per block of dy rows the GEMM's result and, for a
