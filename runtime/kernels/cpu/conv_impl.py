@@ -113,6 +113,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import glob
 import os
 import threading
@@ -1259,7 +1260,7 @@ def _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format, 
     kh, kw = hi_h - lo_h, hi_w - lo_w
     _guard(kh * kw * cig * cout, cdt.itemsize, w.shape, "Conv2D filter in the compute dtype")
     memo = _filter_memo(cache, ("forward", w.shape, w.strides, w.dtype.str, lo_h, lo_w,
-                                cin, str(cdt)))
+                                cin, cdt.char))
     g = _groups_of(cin, cig)
     cog = cout // g
     macs = n * oh * ow * kh * kw * cig * cout
@@ -1393,7 +1394,7 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
            "Conv2DBackpropInput filter in the compute dtype")
     # (the prepared forms depend on the filter's reduced taps and the stride phases)
     memo = _filter_memo(cache, ("backprop_input", w.shape, w.strides, w.dtype.str, lo_h, lo_w,
-                                (sh, sw), (dh, dw), (pt, pl), cin, str(cdt)))
+                                (sh, sw), (dh, dw), (pt, pl), cin, cdt.char))
     g = _groups_of(cin, cig)
     if _depthwise_applies(cin, cig, g, cdt):
         _depthwise_run(dyv, w, dxv, (sh, sw), (dh, dw), (pt, pl), cdt, NUM_THREADS)
@@ -2786,12 +2787,20 @@ def _depthwise_run(dyv, w, dxv, strides, dilations, pads, cdt, nth):
         run = nat.depthwise_plan(src, wf, out, strides, dilations, pads)
         work = n * h * wd * c * max(1, kh * kw * m // max(1, strides[0] * strides[1]))
         nt = nth if work >= DEPTHWISE_PARALLEL_MIN else 1
-        tasks = _depthwise_tasks(n, h, c, out.strides[3] != 4 or c == 1, nt)
-        run.tasks(tasks, nt)
+        run.tasks(_depthwise_task_array(n, h, c, out.strides[3] != 4 or c == 1, nt), nt)
         if out is not dxv:
             _store(dxv, out)
         return
     _depthwise_numpy(dyv, w, dxv, strides, dilations, pads, cdt, nth)
+
+
+@functools.lru_cache(maxsize=256)
+def _depthwise_task_array(n, h, c, by_channel, nt):
+    """_depthwise_tasks as a read-only int64 array [ntasks, 6] (kept per geometry: building
+    it costs a sizeable part of a small layer's call)."""
+    a = np.array(_depthwise_tasks(n, h, c, by_channel, nt), np.int64).reshape(-1, 6)
+    a.setflags(write=False)
+    return a
 
 
 def _depthwise_tasks(n, h, c, by_channel, nt):

@@ -312,6 +312,7 @@ class NativeConv:
             dwt.argtypes = [P, P, P, P, L, P, L, L]
             dwt.restype = ctypes.c_int
         self._depthwise = dwf if self.has_depthwise else None
+        self._depthwise_blocks = {}  # parameter blocks by geometry and layout (depthwise_plan)
         self._depthwise_tasks = dwt if self.has_depthwise else None
         sst = getattr(lib, "opgraph_shuffle_store_f32", None)
         if sst is not None:
@@ -341,7 +342,12 @@ class NativeConv:
     def addressable(a) -> bool:
         """True if the kernel can read or write the 4-D view ``a`` in place: float32 with
         element-aligned strides (any layout)."""
-        return a.dtype == np.float32 and all(s % 4 == 0 for s in a.strides)
+        if a.dtype != np.float32:
+            return False
+        for s in a.strides:
+            if s & 3:
+                return False
+        return True
 
     @property
     def has_shuffle_store(self) -> bool:
@@ -559,11 +565,6 @@ class NativeConv:
         x + pl - b*dw = r*sw (q, r inside dy). dy [N, OH, OW, C*M] and dx [N, H, W, C] are
         float32 logical-NHWC views of any layout (channels or columns contiguous are the fast
         ones); w [KH, KW, C*M] float32 with its last axis contiguous."""
-        n, oh, ow, cout = dy.shape
-        nn, h, wd, c = dx.shape
-        kh, kw, cw = w.shape
-        if nn != n or cw != cout or c < 1 or cout % c:
-            raise ValueError(f"depthwise shapes: dy {dy.shape}, dx {dx.shape}, w {w.shape}")
         if not (self.addressable(dy) and self.addressable(dx) and self.addressable(w)) \
                 or w.strides[2] != 4:
             raise ValueError(f"depthwise operands must be float32 views with aligned strides "
@@ -571,15 +572,17 @@ class NativeConv:
                              f"dx {dx.dtype}{dx.strides}, w {w.dtype}{w.strides}")
         if not dx.flags.writeable:
             raise ValueError("depthwise dx is read-only")
-        if min(*strides, *dilations) < 1:
-            raise ValueError(f"depthwise strides and dilations must be >= 1, got {strides}, "
-                             f"{dilations}")
-        ys = [s // 4 for s in dy.strides]
-        xs = [s // 4 for s in dx.strides]
-        wsh, wsw, _ = (s // 4 for s in w.strides)
-        prm = np.array([n, *ys, oh, ow, kh, kw, cout // c, wsh, wsw, 1, *xs, h, wd, c,
-                        *strides, *dilations, *pads], np.int64)  # conv_depthwise.c's DW_*
-        head = (dy.ctypes.data, w.ctypes.data, dx.ctypes.data, prm.ctypes.data, len(prm))
+        key = (dy.shape, dy.strides, w.shape, w.strides, dx.shape, dx.strides, tuple(strides),
+               tuple(dilations), tuple(pads))
+        block = self._depthwise_blocks.get(key)
+        if block is None:
+            block = self._depthwise_block(dy, w, dx, strides, dilations, pads)
+            if len(self._depthwise_blocks) >= 256:
+                self._depthwise_blocks.clear()
+            self._depthwise_blocks[key] = block
+        prm, prm_ptr = block
+        n, h, c = dy.shape[0], dx.shape[1], dx.shape[3]
+        head = (dy.ctypes.data, w.ctypes.data, dx.ctypes.data, prm_ptr, len(prm))
         fn, fn_tasks = self._depthwise, self._depthwise_tasks
         keep = (dy, w, dx, prm)  # the pointers above stay valid while run lives
 
@@ -595,12 +598,35 @@ class NativeConv:
         def run_tasks(tasks, nthreads):
             """Every (n0, n1, h0, h1, g0, g1) of ``tasks`` (disjoint dx ranges) in one call,
             on ``nthreads`` of the library's parked threads."""
-            t = np.ascontiguousarray(tasks, np.int64).reshape(-1, 6)
+            t = tasks if (isinstance(tasks, np.ndarray) and tasks.dtype == np.int64
+                          and tasks.ndim == 2 and tasks.shape[1] == 6
+                          and tasks.flags.c_contiguous) \
+                else np.ascontiguousarray(tasks, np.int64).reshape(-1, 6)
             check(fn_tasks(*head, t.ctypes.data, len(t), max(1, int(nthreads))))
 
         run.operands = keep
         run.tasks = run_tasks
         return run
+
+    @staticmethod
+    def _depthwise_block(dy, w, dx, strides, dilations, pads):
+        """The checked parameter block (conv_depthwise.c's DW_* order) of one geometry and
+        layout, with its address: (read-only int64 array, pointer)."""
+        n, oh, ow, cout = dy.shape
+        nn, h, wd, c = dx.shape
+        kh, kw, cw = w.shape
+        if nn != n or cw != cout or c < 1 or cout % c:
+            raise ValueError(f"depthwise shapes: dy {dy.shape}, dx {dx.shape}, w {w.shape}")
+        if min(*strides, *dilations) < 1:
+            raise ValueError(f"depthwise strides and dilations must be >= 1, got {strides}, "
+                             f"{dilations}")
+        ys = [s // 4 for s in dy.strides]
+        xs = [s // 4 for s in dx.strides]
+        wsh, wsw, _ = (s // 4 for s in w.strides)
+        prm = np.array([n, *ys, oh, ow, kh, kw, cout // c, wsh, wsw, 1, *xs, h, wd, c,
+                        *strides, *dilations, *pads], np.int64)
+        prm.setflags(write=False)
+        return prm, prm.ctypes.data
 
     def filter_grad_supports(self, src, dy, dw) -> bool:
         """True if filter_grad takes these operands as they are: float32 views with aligned
