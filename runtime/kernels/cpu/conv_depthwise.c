@@ -5,7 +5,9 @@
  * x + pl - b*dlw = r*sw, 0 <= q < OH, 0 <= r < OW, of dy[n, q, r, g*M + j] * w[a, b, g*M + j].
  * dy, dx and w are addressed by element strides (any layout). Only terms of that sum reach dx:
  * a tap or position outside dy is skipped, or the product of its vector lane is discarded
- * (blended or masked away, never added), so inf/NaN propagate exactly as in a direct loop.
+ * (blended away, never added), or (the NCHW paths) reads a zero margin, which a finite weight
+ * turns into +0.0 (a block of channels with a non-finite weight runs the generic path), so
+ * inf/NaN propagate exactly as in a direct loop.
  * The taps of a row or column come from residue tables (no division per pixel).
  *
  * Four ways through it, chosen by the layout:
@@ -19,8 +21,9 @@
  *   columns contiguous (NCHW, dlw = 1, AVX2), M > 1: per dx row, 8 dx columns per vector
  *     whatever stride phase each column has: every lane's dy column comes from one load and a
  *     lane permutation (the pattern repeats every P vectors), its weight from a per-channel
- *     table in the same lane order; partial taps and row ends are blended or masked lanes; 4
- *     channels at a time (same taps and masks), so that their multiply-add chains overlap;
+ *     table in the same lane order; the dy rows read are copied into zero-margin rows, so
+ *     row ends need no masks; partial taps are blended lanes; 4 channels at a time (same
+ *     taps), so that their multiply-add chains overlap;
  *   anything else: per row, the columns of each stride phase accumulated in a phase-major row
  *     buffer, then written out. */
 #include "conv_common.h"
