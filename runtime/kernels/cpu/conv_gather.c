@@ -422,7 +422,8 @@ int opgraph_pack_f32(const float *w, i64 st_g, i64 st_a, i64 st_b, i64 st_c, i64
  *
  * dy and dx are float32, float16 or bfloat16 (DT_*), accumulated in float32 and rounded once.
  * Float32 with contiguous channels is read and written in place; otherwise (NCHW: channels
- * strided; half types) an item stages the dy rows it reads as float32 [row][pixel][channel] and
+ * strided; grouped NHWC: a group's channels within wider pixels; half types) an item stages
+ * the dy rows it reads as float32 [row][pixel][channel] and
  * computes its dx rows into a float32 buffer of whole vectors, written back (converted) at the
  * end, so the temporaries are those of one item per thread.
  * ---------------------------------------------------------------------------------------- */
@@ -556,6 +557,20 @@ static float *grow(float **buf, i64 *cap, i64 n)
     return *buf;
 }
 
+/* Whether an item stages its source rows / output rows through float32 [row][pixel][channel]
+ * buffers: half types, strided channels (NCHW), and a group's channels spread over wider
+ * pixels (grouped NHWC: the microkernel then reads one cache line of every source pixel per
+ * group and writes one of every output pixel; staged, the lines are the group's alone). */
+static int job_stages_src(const conv_job *J)
+{
+    return J->dt != DT_F32 || J->s_c != 1 || (J->G > 1 && J->s_w != J->Cs);
+}
+
+static int job_stages_dst(const conv_job *J)
+{
+    return J->dt != DT_F32 || J->o_c != 1 || (J->G > 1 && J->o_w != J->Co);
+}
+
 /* Work items are (block of images, chunk of rows, group, chunk of output channels): the same
  * rows of every phase, which read about the same source rows (staged once per item when the
  * source needs staging; such items have one image). */
@@ -572,7 +587,7 @@ static void conv_worker(void *p, int index)
     }
     i64 *offh_s = scratch + J->scratch; /* a phase's row offsets into the staged rows */
     const int dt = J->dt, es = dt == DT_F32 ? 4 : 2;
-    const int stage_src = dt != DT_F32 || J->s_c != 1, stage_dst = dt != DT_F32 || J->o_c != 1;
+    const int stage_src = job_stages_src(J), stage_dst = job_stages_dst(J);
     const i64 P = J->P_h * J->P_w, total = J->nblk_n * J->nchunk * J->G * J->nlane;
     const i64 cop = (J->Co + VL - 1) / VL * VL, wtaps = J->KH * J->KW;
     const i64 d_h = J->P_h * J->o_h, d_w = J->P_w * J->o_w;
@@ -716,7 +731,7 @@ static int run_conv_job(conv_job *J, i64 maxT, i64 maxtw, i64 rows, i64 nthreads
     J->nlane = 1;
     J->lanes = (J->Co + VL - 1) / VL * VL;
     if (rows <= 0)
-        rows = plan_items(J, Qmax, nthreads, J->dt != DT_F32 || J->s_c != 1 || J->o_c != 1);
+        rows = plan_items(J, Qmax, nthreads, job_stages_src(J) || job_stages_dst(J));
     if (rows > Qmax)
         rows = Qmax;
     J->rows = rows;
