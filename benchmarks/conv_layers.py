@@ -17,8 +17,8 @@ In one process it measures the float32 GEMM peak (numpy matmul) and a memory ban
 Medians over repeats, with a pause between implementations (BLAS / OpenMP worker threads spin
 after a call and slow down whatever runs next), in R interleaved rounds (ours, session, torch's
 two layouts, again...) of which each implementation's best is kept: on a shared machine a
-burst of load then costs one round rather than skewing one implementation.  ``ratio`` = best torch time / our time (>1: we
-are faster), ``r_sess`` likewise for the session path.  GFLOP/s and ``%peak`` are ours; ``%bound``
+burst of load then costs one round rather than skewing one implementation.  ``ratio`` = best
+torch time / our time (>1: we are faster), ``r_sess`` likewise for the session path.  GFLOP/s and ``%peak`` are ours; ``%bound``
 is the roofline bound ``max(flops / peak, bytes / bandwidth)`` over our time (bytes = dy + w +
 dx, read/written once).  Every result is checked against torch (both conv_transpose2d and
 torch.nn.grad.conv2d_input): ``err`` = max |ours - torch| / max |torch|.
