@@ -361,3 +361,50 @@ def test_backprop_input_depthwise_batch1_threads(monkeypatch):
     ref = _reference(dy, w, case)
     for fmt in ("NHWC", "NCHW"):
         np.testing.assert_allclose(_call(dy, w, case, fmt), ref, rtol=1e-5, atol=1e-5)
+
+
+NHWC_MANY_CASES = [  # (M = 1, channels contiguous, more than 32 channels: column order)
+    (1, 5, 7, 36, 1, 3, 3, 2, 2, 1, 1, 1, 1, 10, 14),      # 32 + 4 channels
+    (1, 4, 6, 130, 1, 4, 4, 2, 2, 1, 1, 1, 1, 8, 12),      # 130: partial last vector
+    (2, 6, 5, 40, 1, 5, 5, 1, 1, 1, 1, 2, 2, 6, 5),        # stride 1, 5x5
+    (1, 4, 9, 44, 1, 2, 5, 3, 3, 1, 1, 0, 2, 12, 27),      # stride 3
+    (1, 3, 7, 52, 1, 5, 4, 4, 4, 1, 1, 2, 1, 12, 28),      # stride 4
+    (1, 5, 8, 33, 1, 1, 1, 2, 2, 1, 1, 0, 0, 10, 16),      # 1x1: dx columns without taps
+    (1, 5, 9, 48, 1, 3, 3, 1, 2, 2, 3, 2, 3, 13, 19),      # dilated rows and columns
+    (1, 3, 6, 37, 1, 3, 5, 2, 3, 1, 2, -1, -4, 4, 15),     # negative padding, dilated
+    (1, 2, 3, 41, 1, 2, 3, 3, 2, 1, 2, 5, 9, 6, 8),        # padding beyond the kernel
+    (2, 24, 24, 136, 1, 4, 4, 2, 2, 1, 1, 1, 1, 48, 48),   # dx >= 2 MB
+    (1, 32, 32, 130, 1, 3, 3, 2, 2, 1, 1, 1, 1, 64, 64),   # the same, pixels not 32-aligned
+]
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nhwc_gaps"])
+@pytest.mark.parametrize("case", NHWC_MANY_CASES)
+def test_kernel_nhwc_many_channels(case, layout):
+    """The channels-contiguous path with many channels: whole, as split (image, row, channel)
+    ranges (channel ranges starting off a vector), and with inf/NaN at the row ends."""
+    nat = _native_or_skip()
+    dy, w = _inputs(case, seed=7)
+    n, oh, ow, c = dy.shape
+    dy[0, 0, 0, 0] = np.nan
+    dy[-1, -1, -1, -1] = np.inf
+    dy[0, oh // 2, ow - 1, c // 2] = -np.inf
+    w[0, 0, 1] = np.inf
+    w[-1, -1, c - 2] = np.nan
+    with np.errstate(invalid="ignore"):
+        ref = _reference(dy, w, case)
+    _assert_like_reference(_run_kernel(nat, dy, w, case, layout), ref)
+    h = case[13]
+    ranges = [(i, i + 1, h0, min(h, h0 + 5), g0, min(c, g0 + 45))
+              for i in range(n) for h0 in range(0, h, 5) for g0 in range(0, c, 45)]
+    _assert_like_reference(_run_kernel(nat, dy, w, case, layout, ranges), ref)
+    if layout == "nhwc":  # dx 64-byte aligned (numpy's buffers are 16-byte aligned)
+        shape, st, dl, pd = _geometry(case)
+        size = int(np.prod(shape))
+        buf = np.full(size + 16, np.nan, np.float32)
+        skip = (-buf.ctypes.data % 64) // 4
+        out = buf[skip:skip + size].reshape(shape)
+        run = nat.depthwise_plan(np.array(dy), w, out, st, dl, pd)
+        for r in [()] + ranges:
+            run(*r)
+        _assert_like_reference(np.asarray(out, np.float64), ref)
