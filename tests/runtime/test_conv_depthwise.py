@@ -373,8 +373,8 @@ NHWC_MANY_CASES = [  # (M = 1, channels contiguous, more than 32 channels: colum
     (1, 5, 9, 48, 1, 3, 3, 1, 2, 2, 3, 2, 3, 13, 19),      # dilated rows and columns
     (1, 3, 6, 37, 1, 3, 5, 2, 3, 1, 2, -1, -4, 4, 15),     # negative padding, dilated
     (1, 2, 3, 41, 1, 2, 3, 3, 2, 1, 2, 5, 9, 6, 8),        # padding beyond the kernel
-    (2, 24, 24, 136, 1, 4, 4, 2, 2, 1, 1, 1, 1, 48, 48),   # dx >= 2 MB
-    (1, 32, 32, 130, 1, 3, 3, 2, 2, 1, 1, 1, 1, 64, 64),   # the same, pixels not 32-aligned
+    (2, 6, 6, 136, 1, 4, 4, 2, 2, 1, 1, 1, 1, 12, 12),     # 17 vectors per pixel
+    (1, 8, 8, 130, 1, 3, 3, 2, 2, 1, 1, 1, 1, 16, 16),     # pixels not 32-byte aligned
 ]
 
 
