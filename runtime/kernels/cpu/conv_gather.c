@@ -169,6 +169,79 @@ static i64 gather_scratch(i64 R, i64 T, i64 tw)
     return 2 * T + 2 * ntile * tw + ntile + 1;
 }
 
+/* Weights (bytes) of every output channel block of a chunk up to which gather_rows runs the
+ * blocks innermost, per tile of pixels (so a tile's output pixels are written whole, one
+ * after the other, and its source values stay in L1 across the blocks); above it the
+ * blocks run outermost, each streaming its own weight panel from L2. */
+#define PIXEL_MAJOR_WEIGHT_BYTES (192 * 1024)
+
+/* The per-tile state of gather_rows: tile i of row q of image n for channel block c0 and
+ * input channel chunk [k0, k0 + kc). */
+typedef struct {
+    const gather_geom *g;
+    i64 *soff, *woff;
+    const i64 *colo, *cohi, *tr;
+    i64 cchunk, ps;
+} gather_tiles;
+
+static void gather_tile(const gather_tiles *G, i64 c0, i64 k0, i64 n, i64 q, i64 q0, i64 i)
+{
+    const gather_geom *g = G->g;
+    const i64 th = g->th, tw = g->tw, Cs = g->Cs, o_w = g->o_w, o_c = g->o_c;
+    const i64 cop = (g->Co + VL - 1) / VL * VL;
+    const int nv = cop - c0 >= BW ? NV : (int)((cop - c0) / VL);
+    const i64 width = (i64)nv * VL;
+    const int wr = (int)(g->Co - c0 < width ? g->Co - c0 : width);
+    const float *wblk = g->wpk + c0 * g->wtaps * Cs;
+    const i64 kc = Cs - k0 < G->cchunk ? Cs - k0 : G->cchunk;
+    const float *sn = g->src + n * g->s_n + k0 * g->s_c;
+    float *orow = g->out + n * g->o_n + q * g->o_h + c0 * o_c;
+    const i64 qs = (q0 + q) * g->steph;
+    const i64 r = G->tr[i];
+    const int rb = (int)(G->tr[i + 1] - r);
+    const i64 *lo = G->colo + i * tw, *hi = G->cohi + i * tw;
+    i64 *soff = G->soff, *woff = G->woff;
+    float *o = orow + r * o_w;
+    /* Tap columns reading the same pixel range [plo, phi) of the tile form one microkernel
+     * call on that sub-tile; the tile's first call writes it (or it is zeroed first), the
+     * others add to it. */
+    int init = k0 > 0;
+    for (i64 b0 = 0; b0 < tw; b0++) {
+        const i64 plo = lo[b0], phi = hi[b0];
+        int seen = plo >= phi; /* empty, or done with an earlier column */
+        for (i64 b = 0; b < b0 && !seen; b++)
+            seen = lo[b] == plo && hi[b] == phi;
+        if (seen)
+            continue;
+        if (!init && (plo > 0 || phi < rb)) {
+            MICRO_TABLE[nv - 1][rb - 1](sn, G->ps, g->s_c, soff, woff, 0, kc, wblk, o, o_w,
+                                        o_c, 0, wr);
+            init = 1;
+        }
+        i64 t = 0;
+        for (i64 a = 0; a < th; a++) {
+            const i64 hh = qs + g->offh[a];
+            if (hh < 0 || hh >= g->Hs)
+                continue;
+            const i64 wa = g->wih ? g->wih[a] * g->wkw : a * tw;
+            for (i64 b = b0; b < tw; b++) {
+                if (lo[b] != plo || hi[b] != phi)
+                    continue;
+                const i64 wb = g->wiw ? g->wiw[b] : b;
+                soff[t] = hh * g->s_h + ((r + plo) * g->stepw + g->offw[b]) * g->s_w;
+                woff[t] = ((wa + wb) * Cs + k0) * width;
+                t++;
+            }
+        }
+        MICRO_TABLE[nv - 1][phi - plo - 1](sn, G->ps, g->s_c, soff, woff, t, kc, wblk,
+                                           o + plo * o_w, o_w, o_c, init, wr);
+        init = 1;
+    }
+    if (!init) /* no tap column reads inside the source: zeros */
+        MICRO_TABLE[nv - 1][rb - 1](sn, G->ps, g->s_c, soff, woff, 0, kc, wblk, o, o_w, o_c, 0,
+                                    wr);
+}
+
 /* Images [0, N) (src and out already offset to the first) and out rows [0, Q) of g, row 0 being
  * absolute row q0; scratch holds gather_scratch(g->R, th*tw, tw) elements. */
 static void gather_rows(const gather_geom *g, i64 N, i64 Q, i64 q0, i64 *scratch)
@@ -203,69 +276,22 @@ static void gather_rows(const gather_geom *g, i64 N, i64 Q, i64 q0, i64 *scratch
             colo[i * tw + b] = lo - tr[i];
             cohi[i * tw + b] = hi - tr[i];
         }
-    const i64 ps = g->stepw * g->s_w, o_w = g->o_w, o_c = g->o_c;
-    for (i64 c0 = 0; c0 < cop; c0 += BW) {
-        const int nv = cop - c0 >= BW ? NV : (int)((cop - c0) / VL);
-        const i64 width = (i64)nv * VL;
-        const int wr = (int)(g->Co - c0 < width ? g->Co - c0 : width);
-        const float *wblk = g->wpk + c0 * g->wtaps * Cs;
-        for (i64 k0 = 0; k0 < Cs; k0 += cchunk) {
-            const i64 kc = Cs - k0 < cchunk ? Cs - k0 : cchunk;
-            for (i64 n = 0; n < N; n++) {
-                const float *sn = g->src + n * g->s_n + k0 * g->s_c;
-                for (i64 q = 0; q < Q; q++) {
-                    float *orow = g->out + n * g->o_n + q * g->o_h + c0 * o_c;
-                    const i64 qs = (q0 + q) * g->steph;
-                    for (i64 i = 0; i < ntile; i++) {
-                        const i64 r = tr[i];
-                        const int rb = (int)(tr[i + 1] - r);
-                        const i64 *lo = colo + i * tw, *hi = cohi + i * tw;
-                        float *o = orow + r * o_w;
-                        /* Tap columns reading the same pixel range [plo, phi) of the tile form
-                         * one microkernel call on that sub-tile; the tile's first call writes
-                         * it (or it is zeroed first), the others add to it. */
-                        int init = k0 > 0;
-                        for (i64 b0 = 0; b0 < tw; b0++) {
-                            const i64 plo = lo[b0], phi = hi[b0];
-                            int seen = plo >= phi; /* empty, or done with an earlier column */
-                            for (i64 b = 0; b < b0 && !seen; b++)
-                                seen = lo[b] == plo && hi[b] == phi;
-                            if (seen)
-                                continue;
-                            if (!init && (plo > 0 || phi < rb)) {
-                                MICRO_TABLE[nv - 1][rb - 1](sn, ps, g->s_c, soff, woff, 0, kc,
-                                                            wblk, o, o_w, o_c, 0, wr);
-                                init = 1;
-                            }
-                            i64 t = 0;
-                            for (i64 a = 0; a < th; a++) {
-                                const i64 hh = qs + g->offh[a];
-                                if (hh < 0 || hh >= g->Hs)
-                                    continue;
-                                const i64 wa = g->wih ? g->wih[a] * g->wkw : a * tw;
-                                for (i64 b = b0; b < tw; b++) {
-                                    if (lo[b] != plo || hi[b] != phi)
-                                        continue;
-                                    const i64 wb = g->wiw ? g->wiw[b] : b;
-                                    soff[t] = hh * g->s_h + ((r + plo) * g->stepw + g->offw[b])
-                                                                * g->s_w;
-                                    woff[t] = ((wa + wb) * Cs + k0) * width;
-                                    t++;
-                                }
-                            }
-                            MICRO_TABLE[nv - 1][phi - plo - 1](sn, ps, g->s_c, soff, woff, t, kc,
-                                                               wblk, o + plo * o_w, o_w, o_c,
-                                                               init, wr);
-                            init = 1;
-                        }
-                        if (!init) /* no tap column reads inside the source: zeros */
-                            MICRO_TABLE[nv - 1][rb - 1](sn, ps, g->s_c, soff, woff, 0, kc, wblk,
-                                                        o, o_w, o_c, 0, wr);
-                    }
-                }
-            }
-        }
+    const gather_tiles G = {g, soff, woff, colo, cohi, tr, cchunk, g->stepw * g->s_w};
+    if ((double)T * (double)cchunk * (double)cop * sizeof(float) <= PIXEL_MAJOR_WEIGHT_BYTES) {
+        for (i64 k0 = 0; k0 < Cs; k0 += cchunk)
+            for (i64 n = 0; n < N; n++)
+                for (i64 q = 0; q < Q; q++)
+                    for (i64 i = 0; i < ntile; i++)
+                        for (i64 c0 = 0; c0 < cop; c0 += BW)
+                            gather_tile(&G, c0, k0, n, q, q0, i);
+        return;
     }
+    for (i64 c0 = 0; c0 < cop; c0 += BW)
+        for (i64 k0 = 0; k0 < Cs; k0 += cchunk)
+            for (i64 n = 0; n < N; n++)
+                for (i64 q = 0; q < Q; q++)
+                    for (i64 i = 0; i < ntile; i++)
+                        gather_tile(&G, c0, k0, n, q, q0, i);
 }
 
 /* See the file comment. q0: absolute index of out's first row (src rows are absolute).
