@@ -1520,6 +1520,8 @@ def _pixel_shuffle_run(dyv, w, dxv, nth, memo):
         wpk = _memoized(memo, ("shuffle", "all"), packed_all)
         compiled = nat.has_shuffle_store and nat.addressable(dxv)
         for n0, n1, i0, i1 in _subpixel_units(n, oh, ow, kk, dxv.itemsize):
+            _guard((n1 - n0) * (i1 - i0) * ow * kk, dxv.itemsize, (n1 - n0, i1 - i0, ow, kk),
+                   "Conv2DBackpropInput pixel-shuffle block")
             out = np.empty((n1 - n0, i1 - i0, ow, kk), dxv.dtype)
             nat.forward(dyv[n0:n1, i0:i1], wpk, out, 1, (1, 1), (1, 1), (1, 1), (0, 0), nth,
                         NATIVE_BPI_ROWS, NATIVE_CHANNEL_CHUNK)
@@ -1595,6 +1597,8 @@ def _subpixel_conv_run(dyv, w, dxv, strides, pads, nth, memo):
 
     wpk = _memoized(memo, ("subpixel_conv", mh, mw), packed)
     for n0, n1, r0, r1 in _subpixel_units(n, th, tw, kk, 4):
+        _guard((n1 - n0) * (r1 - r0) * tw * kk, 4, (n1 - n0, r1 - r0, tw, kk),
+               "Conv2DBackpropInput sub-pixel block")
         out = np.empty((n1 - n0, r1 - r0, tw, kk), np.float32)
         nat.forward(dyv[n0:n1], wpk, out, 1, (mh, mw), (1, 1), (1, 1),
                     (mh - 1 - u0 - r0, mw - 1 - v0), nth, NATIVE_BPI_ROWS, NATIVE_CHANNEL_CHUNK)
@@ -1671,6 +1675,8 @@ def _subpixel_gemm_run(dyv, w, dxv, nth, memo):
     with (_BLAS if nth <= 1 else contextlib.nullcontext()):
         for n0, n1, i0, i1 in _subpixel_units(n, oh, ow, kk, cdt.itemsize):
             nb, rows = n1 - n0, i1 - i0
+            _guard(nb * rows * ow * kk, cdt.itemsize, (nb, rows, ow, kk),
+                   "Conv2DBackpropInput sub-pixel GEMM block")
             blk = dyv[n0:n1, i0:i1]
             if channels_last:
                 d2 = _as_2d(blk, nb * rows * ow, cout)
