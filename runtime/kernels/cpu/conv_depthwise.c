@@ -331,6 +331,52 @@ done:
 static int dw_generic(const float *dy, const float *w, float *dx, const i64 *p,
                       i64 n0, i64 n1, i64 h0, i64 h1, i64 g0, i64 g1);
 
+/* The row taps of dx rows h0 .. h0+nh-1 (ta, sa from dw_taps): rows[rs[h] .. rs[h + 1]) are
+ * (q, a), the dy rows inside [0, OH) that dx row h0 + h reads and their taps. */
+static void dw_row_taps(i64 h0, i64 nh, i64 pt, i64 sh, i64 OH, const dw_tap *ta,
+                        const i64 *sa, i64 *rs, i64 *rows)
+{
+    i64 hd = dw_fdiv(h0 + pt, sh), rh = h0 + pt - hd * sh, m = 0;
+    for (i64 h = 0; h < nh; h++) {
+        rs[h] = m;
+        for (i64 i = sa[rh]; i < sa[rh + 1]; i++) {
+            const i64 q = hd + ta[i].off;
+            if (q < 0 || q >= OH) continue;
+            rows[2 * m] = q;
+            rows[2 * m++ + 1] = ta[i].k;
+        }
+        if (++rh == sh) { rh = 0; hd++; }
+    }
+    rs[nh] = m;
+}
+
+/* Blocks of HB dx rows (returned) whose copied dy rows, rowf floats each, take about
+ * `floats`; qb[2*i], qb[2*i + 1]: the first and last dy row block i reads (first > last: none),
+ * *QN: the most rows one block reads. qb holds 2 * ceil(nh / HB) entries. */
+static i64 dw_row_blocks(i64 nh, i64 KH, i64 dh, i64 sh, i64 OH, i64 floats, i64 rowf,
+                         const i64 *rs, const i64 *rows, i64 **qb, i64 *QN)
+{
+    const i64 span = (KH > 0 ? ((KH - 1) * dh) / sh : 0) + 2;
+    i64 QB = floats / rowf;
+    if (QB < span + 1) QB = span + 1;
+    const i64 HB = (QB - span) * sh, nhb = (nh + HB - 1) / HB;
+    *qb = (i64 *)malloc(sizeof(i64) * (size_t)(2 * nhb + 1));
+    if (!*qb) return 0;
+    *QN = 1;
+    for (i64 b = 0; b < nhb; b++) {
+        const i64 ha = b * HB, hz = ha + HB < nh ? ha + HB : nh;
+        i64 qlo = OH, qhi = -1;
+        for (i64 r = rs[ha]; r < rs[hz]; r++) {
+            if (rows[2 * r] < qlo) qlo = rows[2 * r];
+            if (rows[2 * r] > qhi) qhi = rows[2 * r];
+        }
+        (*qb)[2 * b] = qlo;
+        (*qb)[2 * b + 1] = qhi;
+        if (qhi - qlo + 1 > *QN) *QN = qhi - qlo + 1;
+    }
+    return HB;
+}
+
 /* Columns contiguous in dx (xw == 1), dlw == 1, M > 1 (M == 1 runs dw_nchw8, below). Column
  * tap b of dx column x (u = x + pl) is b = (u mod sw) + t*sw for t < T = ceil(KW / sw), at dy
  * column floor(u / sw) - t. Vector k
@@ -432,6 +478,7 @@ static int dw_nchw(const float *dy, const float *w, float *dx, const i64 *p,
     dw_tap *ta = NULL;
     i64 *sa = NULL;
     float *pad = NULL;
+    i64 *qb = NULL;
     i64 *rb = (i64 *)malloc(sizeof(i64) * (size_t)(P + 2 * nv + 1));
     /* idx[pk], vm[t*P + pk] (lanes whose tap t has b < KW) */
     __m256i *idx = (__m256i *)aligned_alloc(32, sizeof(__m256i) * (size_t)(T * P + P));
@@ -475,35 +522,12 @@ static int dw_nchw(const float *dy, const float *w, float *dx, const i64 *p,
         if (F + 7 > cmax) cmax = F + 7;
     }
     const i64 Lm = -cmin, RS = (cmax + 1 - cmin + 7) / 8 * 8; /* padded row: col c at Lm + c */
-    {
-        i64 hd = dw_fdiv(h0 + pt, sh), rh = h0 + pt - hd * sh, m = 0;
-        for (i64 h = 0; h < nh; h++) {
-            rs[h] = m;
-            for (i64 i = sa[rh]; i < sa[rh + 1]; i++) {
-                const i64 q = hd + ta[i].off;
-                if (q < 0 || q >= OH) continue;
-                rows[2 * m] = q;
-                rows[2 * m++ + 1] = ta[i].k;
-            }
-            if (++rh == sh) { rh = 0; hd++; }
-        }
-        rs[nh] = m;
-    }
-    /* blocks of HB dx rows; QN: the most dy rows one block reads */
-    const i64 span = (KH > 0 ? ((KH - 1) * p[DW_DH]) / sh : 0) + 2;
-    i64 QB = DW_PAD_FLOATS / (4 * M * RS);
-    if (QB < span + 1) QB = span + 1;
-    const i64 HB = (QB - span) * sh;
-    i64 QN = 1;
-    for (i64 ha = 0; ha < nh; ha += HB) {
-        const i64 hb = ha + HB < nh ? ha + HB : nh;
-        i64 qlo = OH, qhi = -1;
-        for (i64 r = rs[ha]; r < rs[hb]; r++) {
-            if (rows[2 * r] < qlo) qlo = rows[2 * r];
-            if (rows[2 * r] > qhi) qhi = rows[2 * r];
-        }
-        if (qhi - qlo + 1 > QN) QN = qhi - qlo + 1;
-    }
+    dw_row_taps(h0, nh, pt, sh, OH, ta, sa, rs, rows);
+    /* blocks of HB dx rows, each reading dy rows qb[2*i] .. qb[2*i + 1] (QN at most) */
+    i64 QN;
+    const i64 HB = dw_row_blocks(nh, KH, p[DW_DH], sh, OH, DW_PAD_FLOATS, 4 * M * RS, rs, rows,
+                                 &qb, &QN);
+    if (!HB) goto done;
     const i64 cs = M * QN * RS; /* one channel's padded rows to the next */
     pad = (float *)aligned_alloc(32, sizeof(float) * (size_t)(4 * cs));
     if (!pad) goto done;
@@ -537,11 +561,7 @@ static int dw_nchw(const float *dy, const float *w, float *dx, const i64 *p,
             const float *dyg = dy + n * yn + g * M * yc;
             for (i64 ha = 0; ha < nh; ha += HB) {
                 const i64 hb = ha + HB < nh ? ha + HB : nh;
-                i64 qlo = OH, qhi = -1;
-                for (i64 r = rs[ha]; r < rs[hb]; r++) {
-                    if (rows[2 * r] < qlo) qlo = rows[2 * r];
-                    if (rows[2 * r] > qhi) qhi = rows[2 * r];
-                }
+                const i64 qlo = qb[2 * (ha / HB)], qhi = qb[2 * (ha / HB) + 1];
                 for (i64 c = 0; c < cb; c++)
                     for (i64 j = 0; j < M; j++)
                         for (i64 q = qlo; q <= qhi; q++) {
@@ -575,7 +595,7 @@ static int dw_nchw(const float *dy, const float *w, float *dx, const i64 *p,
     }
     rc = 0;
 done:
-    free(rb); free(idx); free(tab); free(rowp); free(ph); free(rs); free(pad);
+    free(rb); free(idx); free(tab); free(rowp); free(ph); free(rs); free(pad); free(qb);
     free(ta); free(sa);
     return rc;
 }
@@ -638,7 +658,7 @@ static int dw_nchw8(const float *dy, const float *w, float *dx, const i64 *p,
     const i64 sh = p[DW_SH], sw = p[DW_SW], pt = p[DW_PT], pl = p[DW_PL], nh = h1 - h0;
     const i64 nblk = (g1 - g0 + 7) / 8, KK = KH * KW;
     dw_tap *ta = NULL, *tb = NULL;
-    i64 *sa = NULL, *sb = NULL, *to = NULL;
+    i64 *sa = NULL, *sb = NULL, *to = NULL, *qb = NULL;
     float *yt = NULL, *tile = NULL;
     /* per column phase ph: cp[5*ph ..] = x0, vd0, pixels rounded up, its taps [t0, t1) in ct */
     i64 *cp = (i64 *)malloc(sizeof(i64) * (size_t)(5 * sw + 2 * KW + 1));
@@ -685,42 +705,21 @@ static int dw_nchw8(const float *dy, const float *w, float *dx, const i64 *p,
         if (np && x0 + (npad - 1) * sw + 1 > TW) TW = x0 + (npad - 1) * sw + 1;
     }
     const i64 Lm = -rmin, RS = Lm + rmax + 1; /* a transposed row: dy column r at Lm + r */
-    {
-        i64 hd = dw_fdiv(h0 + pt, sh), rh = h0 + pt - hd * sh, m = 0;
-        for (i64 h = 0; h < nh; h++) {
-            rs[h] = m;
-            for (i64 i = sa[rh]; i < sa[rh + 1]; i++) {
-                const i64 q = hd + ta[i].off;
-                if (q < 0 || q >= OH) continue;
-                rows[2 * m] = q;
-                rows[2 * m++ + 1] = ta[i].k;
-            }
-            if (++rh == sh) { rh = 0; hd++; }
-        }
-        rs[nh] = m;
-    }
+    dw_row_taps(h0, nh, pt, sh, OH, ta, sa, rs, rows);
     /* blocks of HB dx rows, each reading dy rows qb[2*i] .. qb[2*i + 1] (QN at most) */
-    const i64 span = (KH > 0 ? ((KH - 1) * p[DW_DH]) / sh : 0) + 2;
-    i64 QB = DW_T8_FLOATS / (8 * RS);
-    if (QB < span + 1) QB = span + 1;
-    const i64 HB = (QB - span) * sh, nhb = (nh + HB - 1) / HB;
+    i64 QN;
+    const i64 HB = dw_row_blocks(nh, KH, p[DW_DH], sh, OH, DW_T8_FLOATS, 8 * RS, rs, rows, &qb,
+                                 &QN);
+    if (!HB) goto done;
+    const i64 nhb = (nh + HB - 1) / HB;
     /* per dx row h and phase ph, its taps (row x column) as offsets of the dy vector of pixel 0
      * in yt and of the weights in a block's wT: to[2*to[e] ..] for e = (h - h0)*sw + ph, up to
-     * to[2*to[e + 1]]; after those, qb */
+     * to[2*to[e + 1]] */
     const i64 ne = nh * sw + 1;
-    to = (i64 *)malloc(sizeof(i64) * (size_t)(ne + 2 * rs[nh] * nct + 2 * nhb));
+    to = (i64 *)malloc(sizeof(i64) * (size_t)(ne + 2 * rs[nh] * nct));
     if (!to) goto done;
-    i64 *qb = to + ne + 2 * rs[nh] * nct, QN = 1;
     for (i64 hb = 0, e = 0, m = 0; hb < nhb; hb++) {
-        const i64 ha = hb * HB, hz = ha + HB < nh ? ha + HB : nh;
-        i64 qlo = OH, qhi = -1;
-        for (i64 r = rs[ha]; r < rs[hz]; r++) {
-            if (rows[2 * r] < qlo) qlo = rows[2 * r];
-            if (rows[2 * r] > qhi) qhi = rows[2 * r];
-        }
-        qb[2 * hb] = qlo;
-        qb[2 * hb + 1] = qhi;
-        if (qhi - qlo + 1 > QN) QN = qhi - qlo + 1;
+        const i64 ha = hb * HB, hz = ha + HB < nh ? ha + HB : nh, qlo = qb[2 * hb];
         for (i64 h = ha; h < hz; h++)
             for (i64 ph = 0; ph < sw; ph++, e++) {
                 const i64 *c5 = cp + 5 * ph;
@@ -801,7 +800,7 @@ static int dw_nchw8(const float *dy, const float *w, float *dx, const i64 *p,
         }
     rc = 0;
 done:
-    free(cp); free(rs); free(wT); free(fin); free(to); free(yt); free(tile);
+    free(cp); free(rs); free(wT); free(fin); free(to); free(qb); free(yt); free(tile);
     free(ta); free(sa); free(tb); free(sb);
     return rc;
 }

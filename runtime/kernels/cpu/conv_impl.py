@@ -1478,6 +1478,16 @@ def _native_bpi_run(dyv, w, dxv, strides, dilations, pads, g, nth, memo):
 SHUFFLE_PARALLEL_MIN_MACS = 1 << 20
 
 
+def _tiles_exactly(dy_shape, w_shape, x_shape, strides, dilations, pads):
+    """True if the kernel (more than one tap) tiles dx exactly: kernel = stride, no padding
+    or dilation, dx = stride x dy (logical NHWC shapes), so every dx pixel is one term."""
+    kh, kw = w_shape[:2]
+    _, oh, ow, _ = dy_shape
+    _, h, wd, _ = x_shape
+    return ((kh, kw) == tuple(strides) and tuple(dilations) == (1, 1)
+            and tuple(pads) == (0, 0) and (h, wd) == (oh * kh, ow * kw) and kh * kw > 1)
+
+
 def _pixel_shuffle_applies(dy_shape, w_shape, x_shape, strides, dilations, pads, g):
     """True for a transposed convolution (logical NHWC shapes) whose kernel tiles dx exactly
     (kernel = stride, no padding or dilation, dx = stride x dy: ESPCN's and FSRCNN-like
@@ -1485,11 +1495,8 @@ def _pixel_shuffle_applies(dy_shape, w_shape, x_shape, strides, dilations, pads,
     each dx pixel is one term, so dx is a pixel shuffle of dy @ W, and NHWC dx rows of one row
     phase are a 1x1 convolution of dy whose kw * cin output channels are contiguous (many more
     lanes than cin alone). The operands' dtype and strides are the caller's to check."""
-    kh, kw = w_shape[:2]
-    _, oh, ow, _ = dy_shape
-    _, h, wd, cin = x_shape
-    if (g != 1 or (kh, kw) != tuple(strides) or tuple(dilations) != (1, 1)
-            or tuple(pads) != (0, 0) or (h, wd) != (oh * kh, ow * kw) or kh * kw == 1):
+    kw, cin = w_shape[1], x_shape[3]
+    if g != 1 or not _tiles_exactly(dy_shape, w_shape, x_shape, strides, dilations, pads):
         return False
     nat = _native.load() if USE_NATIVE else None
     if nat is None:
@@ -1505,31 +1512,12 @@ def _pixel_shuffle_run(dyv, w, dxv, nth, memo):
     forward 1x1 convolution of dy into the view of dx rows a::sh as [n, oh, ow, sw * cin]
     (columns j*sw + b, channels c: one contiguous run per dy pixel). A dx whose channels are
     not contiguous (NCHW) gets all phases from one 1x1 convolution into [n, oh, ow, (a, b, c)]
-    per block of dy rows (_subpixel_units: dy staged once, more lanes), then shuffled into
-    place."""
+    (_subpixel_conv_run with m = 1: dy staged once, more lanes), then shuffled into place."""
     nat = _native.load()
     kh, kw, cin, cout = w.shape
     n, oh, ow, _ = dyv.shape
     if dxv.strides[3] != dxv.itemsize:
-        kk = kh * kw * cin
-
-        def packed_all():  # [1, 1, cout, (a, b, c)]
-            wa = np.ascontiguousarray(w.reshape(kk, cout).T, np.float32)
-            return nat.pack(wa.reshape(1, 1, cout, kk), 2, 1, nth)
-
-        wpk = _memoized(memo, ("shuffle", "all"), packed_all)
-        compiled = nat.has_shuffle_store and nat.addressable(dxv)
-        for n0, n1, i0, i1 in _subpixel_units(n, oh, ow, kk, dxv.itemsize):
-            _guard((n1 - n0) * (i1 - i0) * ow * kk, dxv.itemsize, (n1 - n0, i1 - i0, ow, kk),
-                   "Conv2DBackpropInput pixel-shuffle block")
-            out = np.empty((n1 - n0, i1 - i0, ow, kk), dxv.dtype)
-            nat.forward(dyv[n0:n1, i0:i1], wpk, out, 1, (1, 1), (1, 1), (1, 1), (0, 0), nth,
-                        NATIVE_BPI_ROWS, NATIVE_CHANNEL_CHUNK)
-            part = dxv[n0:n1, i0 * kh:i1 * kh]
-            if compiled:
-                nat.shuffle_store(out, part, kh, kw, nth)
-            else:
-                _shuffle_numpy(out, part, kh, kw)
+        _subpixel_conv_run(dyv, w, dxv, (kh, kw), (0, 0), nth, memo)
         return
     for a in range(kh):
         def packed(a=a):  # [1, 1, cout, (b, c)]: reduce over dy channels, lanes (b, c)
@@ -1551,8 +1539,7 @@ def _subpixel_conv_takes(dy_shape, w_shape, x_shape, strides, dilations, pads, g
     kh, kw, cin, _ = w_shape
     sh, sw = strides
     if (g != 1 or tuple(dilations) != (1, 1) or kh % sh or kw % sw or kh * kw == 1
-            or (kh, kw) == (sh, sw) and tuple(pads) == (0, 0)
-            and tuple(x_shape[1:3]) == (dy_shape[1] * sh, dy_shape[2] * sw)):
+            or _tiles_exactly(dy_shape, w_shape, x_shape, strides, dilations, pads)):
         return False
     nat = _native.load() if USE_NATIVE else None
     if nat is None or not nat.has_shuffle_store:
@@ -1576,8 +1563,9 @@ def _subpixel_conv_run(dyv, w, dxv, strides, pads, nth, memo):
     forward mh x mw convolution of dy (padding mh - 1 - U0 above, rows U0 .. of Z) with the
     filter F[t, u, k, (a, b, c)] = w[a + sh*(mh-1-t), b + sw*(mw-1-u), c, k]. Every tap of F
     is a tap of w and positions outside dy are skipped, so each dx element is the sum of
-    exactly its terms. Z is computed per block of its rows (_subpixel_units) and placed by
-    the compiled shuffle store."""
+    exactly its terms. Z is computed per block of its rows (_subpixel_units), in dx's dtype,
+    and placed by the compiled shuffle store (numpy's for a half-precision dx, which only the
+    unpadded m = 1 pixel shuffle passes here)."""
     nat = _native.load()
     kh, kw, cin, cout = w.shape
     sh, sw = strides
@@ -1596,16 +1584,36 @@ def _subpixel_conv_run(dyv, w, dxv, strides, pads, nth, memo):
         return nat.pack(f.reshape(mh, mw, cout, kk), 2, 1, nth)
 
     wpk = _memoized(memo, ("subpixel_conv", mh, mw), packed)
-    for n0, n1, r0, r1 in _subpixel_units(n, th, tw, kk, 4):
-        _guard((n1 - n0) * (r1 - r0) * tw * kk, 4, (n1 - n0, r1 - r0, tw, kk),
+    compiled = nat.has_shuffle_store and nat.addressable(dxv)
+    isz = dxv.itemsize
+    for n0, n1, r0, r1 in _subpixel_units(n, th, tw, kk, isz):
+        _guard((n1 - n0) * (r1 - r0) * tw * kk, isz, (n1 - n0, r1 - r0, tw, kk),
                "Conv2DBackpropInput sub-pixel block")
-        out = np.empty((n1 - n0, r1 - r0, tw, kk), np.float32)
+        out = np.empty((n1 - n0, r1 - r0, tw, kk), dxv.dtype)
         nat.forward(dyv[n0:n1], wpk, out, 1, (mh, mw), (1, 1), (1, 1),
                     (mh - 1 - u0 - r0, mw - 1 - v0), nth, NATIVE_BPI_ROWS, NATIVE_CHANNEL_CHUNK)
         top = sh * r0 + oh0  # dx row of this block's first Z row, phase 0
         y0 = max(0, top)
-        nat.shuffle_store(out, dxv[n0:n1, y0:min(h, sh * r1 + oh0)], sh, sw, nth,
-                          (top - y0, ow0))
+        part = dxv[n0:n1, y0:min(h, sh * r1 + oh0)]
+        if compiled:
+            nat.shuffle_store(out, part, sh, sw, nth, (top - y0, ow0))
+        else:  # (offsets 0: see the docstring)
+            _shuffle_numpy(out, part, sh, sw)
+
+
+def _subpixel_conv_workspace_bytes(n, h, wd, w_shape, strides, pads, itemsize):
+    """What _subpixel_conv_run allocates besides dx: the packed forward filter (and its float32
+    rearrangement), per block of Z rows its result, per thread one work item's staging and
+    tables."""
+    nat = _native.load()
+    kh, kw, cin, cout = w_shape
+    sh, sw = strides
+    mh, mw, kk = kh // sh, kw // sw, sh * sw * cin
+    tw = (wd - 1 + pads[1]) // sw - pads[1] // sw + 1
+    th = (h - 1 + pads[0]) // sh - pads[0] // sh + 1
+    packed = 4 * (nat.packed_size(mh * mw, cout, kk) + mh * mw * cout * kk)
+    temp = itemsize * _subpixel_block_elems(n, th, tw, kk, itemsize)
+    return packed + temp + NUM_THREADS * ((512 << 10) + 64 * tw) + (128 << 10)
 
 
 #: Run layers whose kernel tiles dx exactly (kernel = stride: U-Net's 2x2 up-convolutions)
@@ -1632,13 +1640,8 @@ def _subpixel_gemm_applies(dyv, w, dxv, strides, dilations, pads, g, cdt):
 
 def _subpixel_gemm_takes(dy_shape, w_shape, x_shape, strides, dilations, pads, g, cdt):
     """The geometry and dtype part of _subpixel_gemm_applies (logical NHWC shapes)."""
-    if not (SUBPIXEL_GEMM and _BLAS.available and g == 1 and cdt in (np.float32, np.float64)):
-        return False
-    kh, kw = w_shape[:2]
-    _, oh, ow, _ = dy_shape
-    _, h, wd, _ = x_shape
-    if ((kh, kw) != tuple(strides) or tuple(dilations) != (1, 1) or tuple(pads) != (0, 0)
-            or (h, wd) != (oh * kh, ow * kw) or kh * kw == 1):
+    if not (SUBPIXEL_GEMM and _BLAS.available and g == 1 and cdt in (np.float32, np.float64)
+            and _tiles_exactly(dy_shape, w_shape, x_shape, strides, dilations, pads)):
         return False
     return FORCE_ALGORITHM == "subpixel" or cdt == np.float64
 
@@ -2080,33 +2083,20 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
             and _pixel_shuffle_applies(dyn, (kh, kw, cig, cout), xn, tuple(strides),
                                        tuple(dilations), tuple(pads_before), g)
             and _native.load().dtype_code(dtype) is not None):
-        # NHWC: per row phase a packed [cout, kw*cin] filter (and its float32 rows); NCHW:
-        # one packed [cout, kh*kw*cin] filter and the 1x1 convolution's result (dx's size);
-        # per thread one item's staging (half types: about 256 KiB) and tables
-        nat = _native.load()
+        # NHWC: per row phase a packed [cout, kw*cin] filter (and its float32 rows), per
+        # thread one item's staging (half types: about 256 KiB) and tables; NCHW: the
+        # sub-pixel convolution's (m = 1)
         if data_format == "NCHW":
-            packed = 4 * (nat.packed_size(1, cout, kh * kw * cin) + kh * kw * cin * cout)
-            temp = _subpixel_block_elems(n, oh, ow, kh * kw * cin, np.dtype(dtype).itemsize) \
-                * np.dtype(dtype).itemsize
-        else:
-            packed = 4 * kh * (nat.packed_size(1, cout, kw * cin) + kw * cin * cout)
-            temp = 0
-        return max(direct_bytes,
-                   packed + temp + NUM_THREADS * ((512 << 10) + 64 * ow) + (128 << 10))
+            return max(direct_bytes, _subpixel_conv_workspace_bytes(
+                n, h, wd, (kh, kw, cin, cout), strides, (0, 0), np.dtype(dtype).itemsize))
+        nat = _native.load()
+        packed = 4 * kh * (nat.packed_size(1, cout, kw * cin) + kw * cin * cout)
+        return max(direct_bytes, packed + NUM_THREADS * ((512 << 10) + 64 * ow) + (128 << 10))
     if (FORCE_ALGORITHM is None and np.dtype(dtype) == np.float32
             and _subpixel_conv_takes(dyn, (kh, kw, cig, cout), xn, tuple(strides),
                                      tuple(dilations), tuple(pads_before), g)):
-        # the packed forward filter (and its float32 rearrangement), per block of Z rows its
-        # result, per thread one work item's staging and tables (as the pixel shuffle's)
-        nat = _native.load()
-        sh, sw = strides
-        mh, mw, kk = kh // sh, kw // sw, sh * sw * cin
-        th = (h - 1 + pads_before[0]) // sh - pads_before[0] // sh + 1
-        tw = (wd - 1 + pads_before[1]) // sw - pads_before[1] // sw + 1
-        packed = 4 * (nat.packed_size(mh * mw, cout, kk) + mh * mw * cout * kk)
-        temp = 4 * _subpixel_block_elems(n, th, tw, kk, 4)
-        return max(direct_bytes,
-                   packed + temp + NUM_THREADS * ((512 << 10) + 64 * tw) + (128 << 10))
+        return max(direct_bytes, _subpixel_conv_workspace_bytes(
+            n, h, wd, (kh, kw, cin, cout), strides, pads_before, 4))
     if (FORCE_ALGORITHM in (None, "subpixel") and np.dtype(dtype) == cdt
             and (data_format == "NHWC" or FORCE_ALGORITHM == "subpixel")
             and _subpixel_gemm_takes(dyn, (kh, kw, cig, cout), xn, tuple(strides),
