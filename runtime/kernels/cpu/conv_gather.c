@@ -483,20 +483,24 @@ static inline void store_elem(void *p, i64 i, int dt, float x)
 }
 
 /* dst[p*nc + c] = src[p*s_p + c*s_c] (converted) for p < np, c < nc */
-static void stage_in(const void *src, int dt, i64 s_p, i64 s_c, i64 np, i64 nc, float *dst)
+__attribute__((noinline)) static void stage_in(const void *src, int dt, i64 s_p, i64 s_c, i64 np, i64 nc, float *dst)
 {
     i64 p0 = 0;
 #if defined(__AVX__)
     if (dt == DT_F32 && s_p == 1) { /* NCHW rows: 8 x 8 blocks through registers */
+        /* blocks of 8 channels outermost: 8 channel planes are read at a time, each from
+         * start to end (all nc planes at once would be more streams than the prefetchers
+         * follow) */
         const float *sf = src;
-        for (; p0 + 8 <= np; p0 += 8) {
-            i64 c = 0;
-            for (; c + 8 <= nc; c += 8)
-                transpose8(sf + c * s_c + p0, s_c, dst + p0 * nc + c, nc);
-            for (; c < nc; c++)
-                for (i64 p = p0; p < p0 + 8; p++)
-                    dst[p * nc + c] = sf[p + c * s_c];
-        }
+        const i64 pe = np / 8 * 8;
+        i64 c = 0;
+        for (; c + 8 <= nc; c += 8)
+            for (i64 p = 0; p < pe; p += 8)
+                transpose8(sf + c * s_c + p, s_c, dst + p * nc + c, nc);
+        for (; c < nc; c++)
+            for (i64 p = 0; p < pe; p++)
+                dst[p * nc + c] = sf[p + c * s_c];
+        p0 = pe;
     }
 #endif
     if (s_c == 1) {
@@ -511,21 +515,23 @@ static void stage_in(const void *src, int dt, i64 s_p, i64 s_c, i64 np, i64 nc, 
 }
 
 /* dst[p*d_p + c*d_c] = src[p*ncp + c] (converted) for p < np, c < nc */
-static void stage_out(const float *src, i64 ncp, void *dst, int dt, i64 d_p, i64 d_c, i64 np,
+__attribute__((noinline)) static void stage_out(const float *src, i64 ncp, void *dst, int dt, i64 d_p, i64 d_c, i64 np,
                       i64 nc)
 {
     i64 p0 = 0;
 #if defined(__AVX__)
     if (dt == DT_F32 && d_p == 1) {
+        /* blocks of 8 channels outermost, as in stage_in: 8 planes written at a time */
         float *df = dst;
-        for (; p0 + 8 <= np; p0 += 8) {
-            i64 c = 0;
-            for (; c + 8 <= nc; c += 8)
-                transpose8(src + p0 * ncp + c, ncp, df + c * d_c + p0, d_c);
-            for (; c < nc; c++)
-                for (i64 p = p0; p < p0 + 8; p++)
-                    df[p + c * d_c] = src[p * ncp + c];
-        }
+        const i64 pe = np / 8 * 8;
+        i64 c = 0;
+        for (; c + 8 <= nc; c += 8)
+            for (i64 p = 0; p < pe; p += 8)
+                transpose8(src + p * ncp + c, ncp, df + c * d_c + p, d_c);
+        for (; c < nc; c++)
+            for (i64 p = 0; p < pe; p++)
+                df[p + c * d_c] = src[p * ncp + c];
+        p0 = pe;
     }
 #endif
     if (d_c == 1) {
@@ -614,7 +620,7 @@ static void conv_worker(void *p, int index)
     i64 *offh_s = scratch + J->scratch; /* a phase's row offsets into the staged rows */
     const int dt = J->dt, es = dt == DT_F32 ? 4 : 2;
     const int stage_src = job_stages_src(J), stage_dst = job_stages_dst(J);
-    const i64 P = J->P_h * J->P_w, total = J->nblk_n * J->nchunk * J->G * J->nlane;
+    const i64 total = J->nblk_n * J->nchunk * J->G * J->nlane;
     const i64 cop = (J->Co + VL - 1) / VL * VL, wtaps = J->KH * J->KW;
     const i64 d_h = J->P_h * J->o_h, d_w = J->P_w * J->o_w;
     for (;;) {
@@ -652,54 +658,69 @@ static void conv_worker(void *p, int index)
             Hs = r1 - r0;
             base = r0; /* rows outside [r0, r1) are outside the source too, or never read */
         }
-        for (i64 ph_i = 0; ph_i < P; ph_i++) {
-            const i64 ph = ph_i / J->P_w, pw = ph_i % J->P_w;
-            if (ph >= J->Ho || pw >= J->Wo)
-                continue;
+        /* Staged outputs: the column phases of a row phase are computed into one buffer of
+         * whole dx rows, float32 [row][column][cop_i] (phase pw's pixel r at column
+         * r*P_w + pw), and written back once per row phase: one pass of contiguous rows, so
+         * an NCHW dx is written by 8 x 8 transposes, not by stride-P_w scalar stores. */
+        int oom = 0;
+        for (i64 ph = 0; ph < J->P_h && ph < J->Ho && !oom; ph++) {
             const i64 Qp = (J->Ho - ph + J->P_h - 1) / J->P_h;
-            const i64 Rp = (J->Wo - pw + J->P_w - 1) / J->P_w;
             const i64 q1 = q0 + J->rows < Qp ? q0 + J->rows : Qp;
             if (q0 >= q1)
                 continue;
-            /* out rows [q0, q1) of this phase */
-            char *out = (char *)J->out + es * (n * J->o_n + (ph + J->P_h * q0) * J->o_h +
-                                               pw * J->o_w + (gi * J->Co + l0) * J->o_c);
-            const i64 *pt = J->ptab + 3 * ph_i;
-            const i64 th = pt[0], tw = pt[1];
-            if (th == 0 || tw == 0) {
-                for (i64 i = 0; i < nn; i++)
-                    zero_rows(out + es * i * J->o_n, dt, d_h, d_w, J->o_c, q1 - q0, Rp, co);
-                continue;
+            /* out rows [q0, q1) of this row phase, from column 0 */
+            char *orow = (char *)J->out + es * (n * J->o_n + (ph + J->P_h * q0) * J->o_h +
+                                                (gi * J->Co + l0) * J->o_c);
+            if (stage_dst && !grow(&obuf, &ocap, (q1 - q0) * J->Wo * cop_i)) {
+                oom = 1;
+                break;
             }
-            const i64 *offh = J->taps + pt[2], *wih = offh + th, *offw = wih + th;
-            const i64 *wiw = offw + tw;
-            if (base) {
-                for (i64 t = 0; t < th; t++)
-                    offh_s[t] = offh[t] - base;
-                offh = offh_s;
-            }
-            /* (a lane chunk starts on a block: its packed weights are the blocks from l0) */
-            gather_geom g = {s_f, s_n, s_h, s_w, s_c, Hs, J->Ws, J->Cs, (float *)out, J->o_n,
-                             d_h, d_w, J->o_c, Rp, co, offh, offw, wih, wiw, th, tw, J->KW,
-                             wtaps, J->steph, J->stepw,
-                             J->wpk + gi * wtaps * J->Cs * cop + l0 * wtaps * J->Cs, J->cchunk};
-            if (stage_dst) { /* out rows computed as float32 [row][pixel][cop_i], written back */
-                if (!grow(&obuf, &ocap, (q1 - q0) * Rp * cop_i)) {
-                    __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
-                    break;
+            for (i64 pw = 0; pw < J->P_w && pw < J->Wo; pw++) {
+                const i64 Rp = (J->Wo - pw + J->P_w - 1) / J->P_w;
+                char *out = orow + es * pw * J->o_w;
+                const i64 *pt = J->ptab + 3 * (ph * J->P_w + pw);
+                const i64 th = pt[0], tw = pt[1];
+                if (th == 0 || tw == 0) {
+                    if (stage_dst)
+                        zero_rows(obuf + pw * cop_i, DT_F32, J->Wo * cop_i, J->P_w * cop_i, 1,
+                                  q1 - q0, Rp, cop_i);
+                    else
+                        for (i64 i = 0; i < nn; i++)
+                            zero_rows(out + es * i * J->o_n, dt, d_h, d_w, J->o_c, q1 - q0,
+                                      Rp, co);
+                    continue;
                 }
-                g.out = obuf;
-                g.o_n = 0;
-                g.o_h = Rp * cop_i;
-                g.o_w = cop_i;
-                g.o_c = 1;
-                g.Co = cop_i; /* whole vectors; the padded lanes are not written back */
+                const i64 *offh = J->taps + pt[2], *wih = offh + th, *offw = wih + th;
+                const i64 *wiw = offw + tw;
+                if (base) {
+                    for (i64 t = 0; t < th; t++)
+                        offh_s[t] = offh[t] - base;
+                    offh = offh_s;
+                }
+                /* (a lane chunk starts on a block: its packed weights are the blocks from l0) */
+                gather_geom g = {s_f, s_n, s_h, s_w, s_c, Hs, J->Ws, J->Cs, (float *)out,
+                                 J->o_n, d_h, d_w, J->o_c, Rp, co, offh, offw, wih, wiw, th, tw,
+                                 J->KW, wtaps, J->steph, J->stepw,
+                                 J->wpk + gi * wtaps * J->Cs * cop + l0 * wtaps * J->Cs,
+                                 J->cchunk};
+                if (stage_dst) { /* whole vectors; the padded lanes are not written back */
+                    g.out = obuf + pw * cop_i;
+                    g.o_n = 0;
+                    g.o_h = J->Wo * cop_i;
+                    g.o_w = J->P_w * cop_i;
+                    g.o_c = 1;
+                    g.Co = cop_i;
+                }
+                gather_rows(&g, nn, q1 - q0, q0, scratch); /* (staged items have one image) */
             }
-            gather_rows(&g, nn, q1 - q0, q0, scratch); /* (staged items have one image) */
             if (stage_dst)
                 for (i64 q = 0; q < q1 - q0; q++)
-                    stage_out(obuf + q * Rp * cop_i, cop_i, out + es * q * d_h, dt, d_w,
-                              J->o_c, Rp, co);
+                    stage_out(obuf + q * J->Wo * cop_i, cop_i, orow + es * q * d_h, dt,
+                              J->o_w, J->o_c, J->Wo, co);
+        }
+        if (oom) {
+            __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
+            break;
         }
     }
     free(scratch);
