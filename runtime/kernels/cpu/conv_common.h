@@ -34,6 +34,13 @@ typedef int64_t i64;
 typedef float vf __attribute__((vector_size(VL * 4)));
 typedef float vfu __attribute__((vector_size(VL * 4), aligned(4))); /* unaligned access */
 
+/* conv_gather.c's microkernel: out tile o (rb pixels at stride ops, channels at stride oc, wr
+ * of nv*VL real) [+]= sum over taps t < T and channels c < C of s[soff[t] + i*ps + c*cs] *
+ * w[woff[t] + c*nv*VL + lane]; init: add to what o holds. */
+void opgraph_micro_f32(int rb, int nv, const float *s, i64 ps, i64 cs, const i64 *soff,
+                       const i64 *woff, i64 T, i64 C, const float *w, float *o, i64 ops, i64 oc,
+                       int init, int wr);
+
 /* fn(arg, i) for i in [0, nthreads) on the pool's parked threads (thread_pool.c), index 0 on
  * the caller's; fn must share its work dynamically (fewer threads may run). */
 typedef void (*thread_fn)(void *, int);

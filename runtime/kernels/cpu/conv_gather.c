@@ -137,6 +137,15 @@ MICROS(1)
 MICROS(2)
 static const micro_fn MICRO_TABLE[NV][RB] = {TABLE(1), TABLE(2)};
 
+/* The microkernel for the other files of the library (conv_winograd.c): an rb-pixel x
+ * nv-vector tile (1 <= rb <= RB, 1 <= nv <= NV), arguments as MICRO's. */
+void opgraph_micro_f32(int rb, int nv, const float *s, i64 ps, i64 cs, const i64 *soff,
+                       const i64 *woff, i64 T, i64 C, const float *w, float *o, i64 ops, i64 oc,
+                       int init, int wr)
+{
+    MICRO_TABLE[nv - 1][rb - 1](s, ps, cs, soff, woff, T, C, w, o, ops, oc, init, wr);
+}
+
 /* Output channels per weight block (the packing unit) and the vector width (packed blocks are
  * whole vectors; the real output channels may be fewer). */
 int opgraph_conv_block_width(void) { return BW; }

@@ -157,9 +157,11 @@ NUM_THREADS = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_g
                          else (os.cpu_count() or 1)))
 #: Below this many multiply-adds a call runs on the calling thread alone (thread hand-off ~50 us).
 PARALLEL_MIN_MACS = 1 << 22
-#: Force an algorithm: None (auto), "direct", "native", "gather" or "scatter" (the forward conv
-#: honours "direct" and "native"; any other value runs its numpy gather engine). "native" runs
-#: the jobs the compiled kernel takes and leaves the others to the numpy gather engine.
+#: Force an algorithm: None (auto), "direct", "native", "gather", "scatter", "subpixel" or
+#: "winograd" (where it applies, else the automatic choice). The forward conv honours "direct"
+#: and "native" ("winograd": its compiled kernel where it applies); any other value runs its
+#: numpy gather engine. "native" runs the jobs the compiled kernel takes and leaves the others
+#: to the numpy gather engine.
 FORCE_ALGORITHM = None
 #: Use the compiled direct kernel (native.py) where it applies; False = numpy algorithms only.
 USE_NATIVE = True
@@ -1423,6 +1425,13 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
             and _subpixel_gemm_applies(dyv, w, dxv, (sh, sw), (dh, dw), (pt, pl), g, cdt)):
         _subpixel_gemm_run(dyv, w, dxv, NUM_THREADS if macs >= PARALLEL_MIN_MACS else 1, memo)
         return dx
+    if (FORCE_ALGORITHM in (None, "winograd")
+            and _winograd_applies(dyv, w, dxv, (sh, sw), (dh, dw), g, memo)):
+        _winograd_run(dyv, w, dxv, (pt, pl), NUM_THREADS if macs >= PARALLEL_MIN_MACS else 1,
+                      memo)
+        return dx
+    if algo == "winograd":  # (forced where it does not apply: the default choice)
+        algo = choose_backprop_input_algorithm(dyv.shape, w.shape, dxv.shape, (sh, sw), odt)
     nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
     if algo == "native" and _native_onecall_applies(dyv, dxv):
         _native_bpi_run(dyv, w, dxv, (sh, sw), (dh, dw), (pt, pl), g, nth, memo)
@@ -1448,7 +1457,7 @@ def _native_onecall_applies(src, out):
     """True if the compiled kernel's one-call input gradient or forward convolution takes its
     source and output as they are: float32, float16 or bfloat16 views of one dtype with
     element-aligned strides."""
-    if not USE_NATIVE or FORCE_ALGORITHM not in (None, "native"):
+    if not USE_NATIVE or FORCE_ALGORITHM not in (None, "native", "winograd"):
         return False
     nat = _native.load()
     if nat is None or src.dtype != out.dtype or nat.dtype_code(src.dtype) is None:
@@ -1711,12 +1720,102 @@ def _shuffle_numpy(t, dxv, kh, kw):
     _store(view.transpose(0, 1, 3, 2, 4, 5), t.reshape(n, oh, ow, kh, kw, cin))
 
 
+# --------------------------------------------------------------------------------------------
+# Winograd F(2x2, 2x2): the input gradient of 4x4 stride-2 convolutions (conv_winograd.c)
+# --------------------------------------------------------------------------------------------
+#: Least dy channels (the products' reduction) and dx channels for the Winograd path: below
+#: them its transforms cost more than the 7 of 16 products it saves (measured on AVX2).
+WINOGRAD_MIN_COUT = 32
+WINOGRAD_MIN_CIN = 16
+#: Least dy pixels (N * OH * OW) for the Winograd path when the filter is not a constant:
+#: transforming a filter costs about as much as 400 dy pixels' products save (AVX2, 2 cores:
+#: 2.6 ms for 256 x 512 channels). With a constant filter (transformed once) from 64.
+WINOGRAD_MIN_PIXELS = 1024
+WINOGRAD_MIN_PIXELS_CACHED = 64
+#: Largest transformed filter (bytes: 9/4 of the filter's) the Winograd path builds.
+WINOGRAD_MAX_FILTER_BYTES = 64 << 20
+#: G of F(2x2, 2x2): U = G g G^T per channel pair.
+_WG22_G = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+
+
+def _winograd_takes(dy_shape, w_shape, x_shape, strides, dilations, g, nat):
+    """True for a 4x4 stride-2 undilated ungrouped transposed convolution (logical NHWC
+    shapes) with enough channels on both sides, and the library's Winograd kernel."""
+    kh, kw, cin, cout = w_shape
+    return (nat is not None and nat.has_winograd and g == 1 and (kh, kw) == (4, 4)
+            and tuple(strides) == (2, 2) and tuple(dilations) == (1, 1)
+            and (FORCE_ALGORITHM == "winograd"
+                 or (cout >= WINOGRAD_MIN_COUT and cin >= WINOGRAD_MIN_CIN))
+            and 4 * 9 * cout * _native_channels(cin, nat) * 4 <= WINOGRAD_MAX_FILTER_BYTES)
+
+
+def _winograd_applies(dyv, w, dxv, strides, dilations, g, memo):
+    """_winograd_takes for float32 views with contiguous channels (NHWC) and finite values:
+    its zero padding stands for the skipped taps, which is exact only for finite ones."""
+    if not USE_NATIVE or dyv.dtype != np.float32 or dxv.dtype != np.float32:
+        return False
+    nat = _native.load()
+    if not (_winograd_takes(dyv.shape, w.shape, dxv.shape, strides, dilations, g, nat)
+            and nat.addressable(dyv) and nat.addressable(dxv)
+            and dyv.strides[3] == 4 and dxv.strides[3] == 4):
+        return False
+    n, oh, ow, _ = dyv.shape
+    least = WINOGRAD_MIN_PIXELS if memo is None else WINOGRAD_MIN_PIXELS_CACHED
+    if FORCE_ALGORITHM != "winograd" and n * oh * ow < least:
+        return False
+    # (a sum is non-finite if any term is; a finite sum that overflows only costs the
+    # exact path)
+    return _filter_finite(memo, w) and bool(np.isfinite(dyv.sum(dtype=np.float32)))
+
+
+def _winograd_packed(w, pads, nat, nth):
+    """The 4 stride phases' transformed filters U = G g G^T ([3, 3, Cin, Cout] each, g the
+    phase's 2x2 taps in ascending dy offset), each packed for conv_winograd.c (reduced over
+    Cout, Cin the lanes) and laid end to end. G's rows are (1, 0), (1, 1), (0, 1): U's
+    entries are g's, and sums of two and of four of them."""
+    cin, cout = w.shape[2:]
+    size = nat.packed_size(9, cout, cin)
+    upk = np.empty(4 * size, np.float32)
+    u = np.empty((3, 3, cin, cout), np.float32)
+    for ph in (0, 1):
+        amax = 2 if (ph + pads[0]) % 2 == 0 else 3  # the phase's taps: amax, amax - 2
+        for pw in (0, 1):
+            bmax = 2 if (pw + pads[1]) % 2 == 0 else 3
+            for s_, a in ((0, amax), (2, amax - 2)):
+                u[s_, 0] = w[a, bmax]
+                u[s_, 2] = w[a, bmax - 2]
+            np.add(u[0, 0], u[2, 0], out=u[1, 0])
+            np.add(u[0, 2], u[2, 2], out=u[1, 2])
+            np.add(u[:, 0], u[:, 2], out=u[:, 1])
+            i = ph * 2 + pw
+            nat.pack(u, 3, 1, nth, out=upk[i * size:(i + 1) * size])
+    return upk
+
+
+def _winograd_run(dyv, w, dxv, pads, nth, memo):
+    """dx by Winograd F(2x2, 2x2) per stride phase in one call of conv_winograd.c; the
+    transformed filter kept in ``memo`` (a constant filter is transformed once)."""
+    nat = _native.load()
+    upk = _memoized(memo, "winograd", lambda: _winograd_packed(w, pads, nat, nth))
+    nat.winograd_bpi(dyv, upk, dxv, pads, nth)
+
+
+def _winograd_workspace_bytes(w_shape, nth, nat):
+    """What the Winograd path allocates besides dx: the transformed filter and, per thread,
+    the kernel's V and M tiles (48 tiles of 9 transformed pixels each), plus one phase's
+    unpacked transformed filter while the filter is transformed."""
+    _, _, cin, cout = w_shape
+    cop = _native_channels(cin, nat)
+    return (4 * 9 * cout * cop * 4 + 9 * cin * cout * 4
+            + nth * 36 * 54 * (cout + cop) + (64 << 10))
+
+
 def _native_bpi_workspace_bytes(dy_shape, w_shape, x_shape, strides, dilations, pads, g, nth,
                                 dtype):
     """Upper bound of what the one-call input gradient allocates besides dx: the packed filter
     (and a float32 copy of a half-precision one), and per thread the tap tables and, for
-    channel-strided, grouped or half-precision operands, one work item's float32 dy rows and dx rows
-    (rows per item as opgraph_bpi_f32 chooses them: about 256 KiB of both, or a whole image
+    channel-strided, grouped or half-precision operands, one work item's float32 dy rows and the
+    dx rows of one row phase (rows per item as opgraph_bpi_f32 chooses them: about 256 KiB of both, or a whole image
     when the filter is larger than its dy)."""
     nat = _native.load()
     n, oh, ow, cout = dy_shape
@@ -1731,7 +1830,8 @@ def _native_bpi_workspace_bytes(dy_shape, w_shape, x_shape, strides, dilations, 
     if kh * kw * cog * cigp > oh * ow * cog and cigp > nat.block_width:
         rows = qmax  # (a filter larger than an image's dy: items take whole images)
     span = ((kh - 1) * dh) // sh + 2  # dy rows beyond an item's own that its taps reach
-    staging = 4 * ((rows + span) * ow * cog + rows * rmax * cigp)
+    # (dx rows are staged a row phase at a time, every column phase of it: whole rows of wd)
+    staging = 4 * ((rows + span) * ow * cog + rows * wd * cigp)
     tables = 8 * (3 * sh * sw + 2 * sh * sw * (kh + kw) + 2 * kh * kw
                   + 3 * (-(-rmax // 4) + 1) * (kw + 1))
     return wbytes + nth * (staging + tables) + (128 << 10)
@@ -2047,6 +2147,28 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
     KEEP_WORKSPACE_BYTES per thread) and the rearranged weights. It follows the same block plan
     as the kernel, so it does not grow with the batch (except for the 'direct' path, used only
     below TINY_MACS)."""
+    plan = _plan_workspace_bytes(dy_shape, w_shape, input_shape, strides, dilations,
+                                 pads_before, data_format, dtype)
+    # the Winograd path, where it may run (whether it does depends on the values' finiteness
+    # and the filter cache, so the bound covers both)
+    nat = _native.load() if USE_NATIVE else None
+    nhwc = (0, 1, 2, 3) if data_format == "NHWC" else (0, 2, 3, 1)
+    dyn = tuple(int(dy_shape[i]) for i in nhwc)
+    xn = tuple(int(input_shape[i]) for i in nhwc)
+    wsh = tuple(int(v) for v in w_shape)
+    if (FORCE_ALGORITHM in (None, "winograd") and np.dtype(dtype) == np.float32
+            and data_format == "NHWC" and 0 not in dyn + xn + wsh
+            and _winograd_takes(dyn, wsh, xn, strides, dilations,
+                                _groups_of(xn[3], wsh[2]), nat)):
+        macs = dyn[0] * dyn[1] * dyn[2] * 16 * wsh[2] * wsh[3]
+        nth = NUM_THREADS if macs >= PARALLEL_MIN_MACS else 1
+        plan = max(plan, _winograd_workspace_bytes(wsh, nth, nat))
+    return plan
+
+
+def _plan_workspace_bytes(dy_shape, w_shape, input_shape, strides, dilations, pads_before,
+                          data_format, dtype):
+    """conv2d_backprop_input_workspace_bytes of every path but the Winograd one."""
     cdt = _compute_dtype(dtype)
     isz = cdt.itemsize
     nhwc = (0, 1, 2, 3) if data_format == "NHWC" else (0, 2, 3, 1)
@@ -2072,6 +2194,9 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
     wbytes = 6 * t * cig * cout * isz + (128 << 10)
     algo = FORCE_ALGORITHM or choose_backprop_input_algorithm(dyn, (kh, kw, cig, cout), xn,
                                                               tuple(strides), dtype)
+    if algo == "winograd":  # (where it does not apply)
+        algo = choose_backprop_input_algorithm(dyn, (kh, kw, cig, cout), xn, tuple(strides),
+                                               dtype)
     direct_bytes = 0
     if algo == "direct" and g == 1:  # patches (dy's dtype and the compute dtype), the GEMM
         patches = n * h * wd * t * cout  # result, the position masks
@@ -2106,7 +2231,7 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
         kk = kh * kw * cin
         blk = _subpixel_block_elems(n, oh, ow, kk, isz)
         return max(direct_bytes, (kk * cout + blk + blk // kk * cout) * isz + (128 << 10))
-    if (algo == "native" and USE_NATIVE and FORCE_ALGORITHM in (None, "native")
+    if (algo == "native" and USE_NATIVE and FORCE_ALGORITHM in (None, "native", "winograd")
             and _native.load() is not None
             and _native.load().dtype_code(dtype) is not None):
         nth = NUM_THREADS if macs >= PARALLEL_MIN_MACS else 1

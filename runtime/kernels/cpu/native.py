@@ -53,7 +53,7 @@ SOURCE = Path(__file__).with_name("conv_gather.c")
 #: Every C file of the library (SOURCE first) and the header they share; all are compiled
 #: together into one shared library, and all of them key its cache entry.
 SOURCES = (SOURCE, SOURCE.with_name("conv_filter_grad.c"), SOURCE.with_name("conv_depthwise.c"),
-           SOURCE.with_name("thread_pool.c"))
+           SOURCE.with_name("thread_pool.c"), SOURCE.with_name("conv_winograd.c"))
 HEADERS = (SOURCE.with_name("conv_common.h"),)
 _FLAGS = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-fno-math-errno", "-pthread"]
 #: Calling convention of conv_gather.c that this module speaks (opgraph_conv_abi()).
@@ -319,6 +319,17 @@ class NativeConv:
             sst.argtypes = [P, P] + [L] * 19
             sst.restype = ctypes.c_int
         self._shuffle_store = sst
+        wgv = getattr(lib, "opgraph_winograd_version", None)
+        wgf = getattr(lib, "opgraph_winograd_bpi_f32", None)
+        if wgv is not None:
+            wgv.restype = ctypes.c_int
+        #: True if the library has the Winograd F(2x2, 2x2) input gradient of 4x4 stride-2
+        #: convolutions whose parameter block winograd_bpi speaks (conv_winograd.c, version 1)
+        self.has_winograd = wgf is not None and wgv is not None and wgv() == 1
+        if self.has_winograd:
+            wgf.argtypes = [P, P, P, P, L, L]
+            wgf.restype = ctypes.c_int
+        self._winograd = wgf if self.has_winograd else None
         pk = lib.opgraph_pack_f32
         pk.argtypes = [P] + [L] * 10 + [P, L]
         pk.restype = ctypes.c_int
@@ -353,6 +364,43 @@ class NativeConv:
     def has_shuffle_store(self) -> bool:
         """True if the library has opgraph_shuffle_store_f32 (shuffle_store)."""
         return self._shuffle_store is not None
+
+    def winograd_bpi(self, dy, upk, dx, pads, nthreads=1, tiles=0):
+        """dx (float32 view [N, H, W, Cin], contiguous channels) = the input gradient of a
+        4x4 stride-2 convolution (pads: its top/left padding, may be negative) with dy
+        (float32 view [N, OH, OW, Cout], contiguous channels) by Winograd F(2x2, 2x2), the
+        filter given as ``upk``: the 4 phases' transformed filters, each ``pack(U, 2)`` of U
+        [3, 3, Cout, Cin] (conv_winograd.c). Finite operands only (zero padding stands for
+        the skipped taps). tiles: 2x2 tiles per work item (0: the kernel's choice)."""
+        if not self.has_winograd:
+            raise ValueError("winograd_bpi: this library has no Winograd kernel")
+        for a, name in ((dy, "dy"), (dx, "dx")):
+            if a.ndim != 4 or not self.addressable(a) or a.strides[3] != 4:
+                raise ValueError(f"winograd_bpi: {name} must be a 4-D float32 view with "
+                                 f"contiguous channels, got {a.dtype}{a.shape} strides "
+                                 f"{a.strides}")
+        if not dx.flags.writeable:
+            raise ValueError("winograd_bpi: dx is read-only")
+        n, oh, ow, cout = dy.shape
+        nn, h, w, cin = dx.shape
+        if nn != n:
+            raise ValueError(f"winograd_bpi: dy has {n} images, dx {nn}")
+        cop = -(-cin // self.vector_width) * self.vector_width
+        if (upk.dtype != np.float32 or upk.ndim != 1 or upk.size != 4 * 9 * cout * cop
+                or not upk.flags.c_contiguous):
+            raise ValueError(f"winograd_bpi: expected {4 * 9 * cout * cop} packed float32 "
+                             f"values, got {upk.dtype}{upk.shape}")
+        if not all(abs(int(v)) < COORD_LIMIT for v in dy.shape + dx.shape + tuple(pads)):
+            raise ValueError("winograd_bpi: coordinates beyond the kernel's range")
+        p = np.array([n, oh, ow, cout] + [s // 4 for s in dy.strides[:3]] + [h, w, cin]
+                     + [s // 4 for s in dx.strides[:3]] + [int(pads[0]), int(pads[1]),
+                                                          int(tiles)], np.int64)
+        rc = self._winograd(dy.ctypes.data, dx.ctypes.data, upk.ctypes.data, p.ctypes.data,
+                            p.size, int(nthreads))
+        if rc == -2:
+            raise MemoryError("winograd_bpi: out of memory")
+        if rc != 0:
+            raise ValueError(f"winograd_bpi refused its arguments (code {rc})")
 
     def shuffle_store(self, t, dx, sh, sw, nthreads=1, offsets=(0, 0)):
         """The pixel shuffle of a sub-pixel decomposition: dx[n, i*sh + a + oh0,
@@ -408,11 +456,13 @@ class NativeConv:
         vw = self.vector_width
         return groups * taps * c * (-(-o // vw) * vw)
 
-    def pack(self, w, reduce_axis, groups=1, nthreads=1):
+    def pack(self, w, reduce_axis, groups=1, nthreads=1, out=None):
         """A filter [kh, kw, i, o] (float32 view, any strides) packed for the kernels:
         per group, output lanes from the other axis of (2, 3) than ``reduce_axis``, reduced
         channels from ``reduce_axis``; ``groups`` splits axis 3 (dy's channels for the input
-        gradient, reduce_axis=3; the output channels for a forward conv, reduce_axis=2)."""
+        gradient, reduce_axis=3; the output channels for a forward conv, reduce_axis=2).
+        out: a contiguous float32 vector of packed_size elements to pack into (else a new
+        one)."""
         if w.ndim != 4 or not self.addressable(w):
             raise ValueError(f"pack: expected a 4-D float32 view, got {w.dtype}{w.shape}")
         kh, kw, ci, co = w.shape
@@ -422,7 +472,15 @@ class NativeConv:
             c, o, st_c, st_o = cog, ci, st[3], st[2]
         else:                  # lanes: the group's slice of axis 3, reduction: axis 2
             c, o, st_c, st_o = ci, cog, st[2], st[3]
-        dst = np.empty(self.packed_size(kh * kw, c, o, groups), np.float32)
+        size = self.packed_size(kh * kw, c, o, groups)
+        if out is None:
+            dst = np.empty(size, np.float32)
+        elif (out.dtype != np.float32 or out.shape != (size,) or not out.flags.c_contiguous
+              or not out.flags.writeable):
+            raise ValueError(f"pack: out must be a writable contiguous float32 vector of "
+                             f"{size} elements, got {out.dtype}{out.shape}")
+        else:
+            dst = out
         if dst.size:
             rc = self._pack(w.ctypes.data, cog * st[3], st[0], st[1], st_c, st_o, groups, kh,
                             kw, c, o, dst.ctypes.data, int(nthreads))

@@ -1,0 +1,253 @@
+/* Winograd F(2x2, 2x2) input gradient of a 4x4 stride-2 convolution (DCGAN's, pix2pix's and
+ * FCN's 2x upsampling layers), float32, channels contiguous. Built with conv_gather.c, whose
+ * microkernel runs the transformed products; called from conv_impl.py's "winograd" path.
+ *
+ * A 4x4 kernel at stride 2 gives every stride phase (ph, pw) of dx two taps per axis, reading
+ * two adjacent dy rows and columns: phase output (q, r) = sum over u, v < 2 of
+ * dy[q + oh + u, r + ow + v, :] @ g[u][v] with g[u][v] = w[amax - 2u, bmax - 2v] (amax, bmax
+ * the phase's largest tap). That is a stride-1 2x2 correlation, which F(2x2, 2x2) computes per
+ * 2x2 tile of outputs from the tile's 3x3 patch of dy with 9 products instead of 16:
+ *
+ *   V = Bt d B    Bt = [[1, -1, 0], [0, 1, 0], [0, -1, 1]]   (per dy channel)
+ *   U = G g Gt    G  = [[1, 0], [1, 1], [0, 1]]               (per channel pair; conv_impl.py)
+ *   M[s][u] = sum over dy channels of V[s][u] * U[s][u]       (9 GEMMs: tiles x Cout x Cin)
+ *   Y = At M A    At = [[1, 1, 0], [0, 1, 1]]
+ *
+ * Every coefficient is 0 or +-1, so the transforms are additions and the result differs from
+ * the direct sum by rounding only (each output is the same terms, regrouped). dy positions
+ * outside dy read zero, which is exact only for finite values: the caller runs this path only
+ * when dy and the filter are finite (an inf would otherwise leak into its tile's neighbours).
+ *
+ * Work items are blocks of tb tiles of one phase (tiles numbered over images, tile rows and
+ * tile columns); each thread transforms its block's patches into V [9][tb][Cout], runs the 9
+ * products into M [9][tb][cop] (cop = Cin rounded up to whole vectors) one weight block at a
+ * time (its panel stays in L1 across the tiles), and adds nothing: it writes each dx element
+ * once. Temporaries: V and M per thread, 36 * tb * (Cout + cop) bytes.
+ */
+#include "conv_common.h"
+#include <string.h>
+
+/* Parameter block (i64): */
+enum {
+    P_N, P_OH, P_OW, P_COUT, P_YN, P_YH, P_YW, /* dy [N, OH, OW, Cout], element strides */
+    P_H, P_W, P_CIN, P_XN, P_XH, P_XW,        /* dx [N, H, W, Cin] */
+    P_PT, P_PL,                               /* the forward conv's top/left padding */
+    P_TB,                                     /* tiles per work item (0: automatic) */
+    P_COUNT
+};
+
+/* Tiles per item unless the caller says: about 48 (8 microkernel tiles of 6 on AVX2) keeps
+ * one product's V slice and output in L2 while the weights are read once per block. */
+#define WG_TILES 48
+
+typedef struct {
+    const float *dy;
+    float *dx;
+    const float *upk; /* per phase: opgraph_pack_f32 of U as [3][3][Cout][Cin] (9 * Cout * cop) */
+    const i64 *p;
+    i64 cop, tb;
+    i64 oh[2], ow[2];       /* per row / column phase: dy offset of its first tap */
+    i64 qp[2], rp[2];       /* phase rows / columns of dx */
+    i64 tq[2], tr[2];       /* tile rows / columns of a phase */
+    i64 start[5];           /* first item of each phase (ph * 2 + pw), items in all */
+    i64 next;
+    int failed;
+} wg_job;
+
+/* The 3x3 patch of dy whose top-left is (h0, w0) of image n, transformed: V[(s*3 + u)*ts] =
+ * (Bt d B)[s][u] per channel (ts: V's stride between the 9 products). */
+static void input_tile(const wg_job *J, i64 n, i64 h0, i64 w0, float *V, i64 ts)
+{
+    const i64 *p = J->p;
+    const i64 C = p[P_COUT];
+    const float *src[3][3]; /* patch pixels, NULL outside dy (read as zeros) */
+    for (int k = 0; k < 3; k++)
+        for (int l = 0; l < 3; l++) {
+            const i64 h = h0 + k, w = w0 + l;
+            src[k][l] = h >= 0 && h < p[P_OH] && w >= 0 && w < p[P_OW]
+                            ? J->dy + n * p[P_YN] + h * p[P_YH] + w * p[P_YW]
+                            : NULL;
+        }
+    i64 c = 0;
+    for (; c + VL <= C; c += VL) {
+        vf t[3][3]; /* Bt along rows, per column */
+        for (int l = 0; l < 3; l++) {
+            vf d[3];
+            for (int k = 0; k < 3; k++)
+                d[k] = src[k][l] ? *(const vfu *)(src[k][l] + c) : (vf){0};
+            t[0][l] = d[0] - d[1];
+            t[1][l] = d[1];
+            t[2][l] = d[2] - d[1];
+        }
+        for (int s = 0; s < 3; s++) {
+            *(vfu *)(V + (s * 3 + 0) * ts + c) = t[s][0] - t[s][1];
+            *(vfu *)(V + (s * 3 + 1) * ts + c) = t[s][1];
+            *(vfu *)(V + (s * 3 + 2) * ts + c) = t[s][2] - t[s][1];
+        }
+    }
+    for (; c < C; c++) { /* channel tails */
+        float t[3][3];
+        for (int l = 0; l < 3; l++) {
+            float d[3];
+            for (int k = 0; k < 3; k++)
+                d[k] = src[k][l] ? src[k][l][c] : 0.0f;
+            t[0][l] = d[0] - d[1];
+            t[1][l] = d[1];
+            t[2][l] = d[2] - d[1];
+        }
+        for (int s = 0; s < 3; s++) {
+            V[(s * 3 + 0) * ts + c] = t[s][0] - t[s][1];
+            V[(s * 3 + 1) * ts + c] = t[s][1];
+            V[(s * 3 + 2) * ts + c] = t[s][2] - t[s][1];
+        }
+    }
+}
+
+/* dx pixels (q, r) .. (q + 1, r + 1) of phase (ph, pw), image n, inside the phase's qp x rp:
+ * (At M A) from M[(s*3 + u)*ms] per channel. */
+static void output_tile(const wg_job *J, i64 n, i64 ph, i64 pw, i64 q, i64 r, const float *M,
+                        i64 ms)
+{
+    const i64 *p = J->p;
+    const i64 C = p[P_CIN];
+    const int two_r = q + 1 < J->qp[ph], two_c = r + 1 < J->rp[pw];
+    float *o[2][2];
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++)
+            o[i][j] = J->dx + n * p[P_XN] + (ph + 2 * (q + i)) * p[P_XH] +
+                      (pw + 2 * (r + j)) * p[P_XW];
+    i64 c = 0;
+    for (; c + VL <= C; c += VL) {
+        vf m[9], a[3][2];
+        for (int x = 0; x < 9; x++)
+            m[x] = *(const vfu *)(M + x * ms + c);
+        for (int s = 0; s < 3; s++) { /* At along columns */
+            a[s][0] = m[s * 3] + m[s * 3 + 1];
+            a[s][1] = m[s * 3 + 1] + m[s * 3 + 2];
+        }
+        *(vfu *)(o[0][0] + c) = a[0][0] + a[1][0];
+        if (two_c)
+            *(vfu *)(o[0][1] + c) = a[0][1] + a[1][1];
+        if (two_r) {
+            *(vfu *)(o[1][0] + c) = a[1][0] + a[2][0];
+            if (two_c)
+                *(vfu *)(o[1][1] + c) = a[1][1] + a[2][1];
+        }
+    }
+    for (; c < C; c++) {
+        float a[3][2];
+        for (int s = 0; s < 3; s++) {
+            a[s][0] = M[(s * 3) * ms + c] + M[(s * 3 + 1) * ms + c];
+            a[s][1] = M[(s * 3 + 1) * ms + c] + M[(s * 3 + 2) * ms + c];
+        }
+        o[0][0][c] = a[0][0] + a[1][0];
+        if (two_c)
+            o[0][1][c] = a[0][1] + a[1][1];
+        if (two_r) {
+            o[1][0][c] = a[1][0] + a[2][0];
+            if (two_c)
+                o[1][1][c] = a[1][1] + a[2][1];
+        }
+    }
+}
+
+static void wg_worker(void *arg, int index)
+{
+    (void)index;
+    wg_job *J = arg;
+    const i64 *p = J->p;
+    const i64 Cout = p[P_COUT], cop = J->cop, tb = J->tb;
+    float *V = malloc(sizeof(float) * (size_t)(9 * tb * Cout));
+    float *M = malloc(sizeof(float) * (size_t)(9 * tb * cop));
+    const i64 zero = 0;
+    if (!V || !M) {
+        __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
+        free(V);
+        free(M);
+        return;
+    }
+    for (;;) {
+        const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+        if (item >= J->start[4] || __atomic_load_n(&J->failed, __ATOMIC_RELAXED))
+            break;
+        int phi = 0;
+        while (item >= J->start[phi + 1])
+            phi++;
+        const i64 ph = phi / 2, pw = phi % 2;
+        const i64 TQ = J->tq[ph], TR = J->tr[pw], per_n = TQ * TR;
+        const i64 t0 = (item - J->start[phi]) * tb;
+        const i64 nt = p[P_N] * per_n - t0 < tb ? p[P_N] * per_n - t0 : tb;
+        for (i64 t = 0; t < nt; t++) {
+            const i64 g = t0 + t, n = g / per_n, tq = g % per_n / TR, tr = g % TR;
+            input_tile(J, n, 2 * tq + J->oh[ph], 2 * tr + J->ow[pw], V + t * Cout, tb * Cout);
+        }
+        const float *U = J->upk + phi * 9 * Cout * cop;
+        for (int x = 0; x < 9; x++)
+            for (i64 c0 = 0; c0 < cop; c0 += BW) {
+                const int nv = cop - c0 >= BW ? NV : (int)((cop - c0) / VL);
+                const i64 width = (i64)nv * VL;
+                const float *wblk = U + c0 * 9 * Cout + x * Cout * width;
+                for (i64 i0 = 0; i0 < nt; i0 += RB) {
+                    const int rb = (int)(nt - i0 < RB ? nt - i0 : RB);
+                    opgraph_micro_f32(rb, nv, V + x * tb * Cout + i0 * Cout, Cout, 1, &zero,
+                                      &zero, 1, Cout, wblk, M + x * tb * cop + i0 * cop + c0,
+                                      cop, 1, 0, (int)width);
+                }
+            }
+        for (i64 t = 0; t < nt; t++) {
+            const i64 g = t0 + t, n = g / per_n, tq = g % per_n / TR, tr = g % TR;
+            output_tile(J, n, ph, pw, 2 * tq, 2 * tr, M + t * cop, tb * cop);
+        }
+    }
+    free(V);
+    free(M);
+}
+
+/* Version of this entry point's parameter block (native.py checks it). */
+int opgraph_winograd_version(void) { return 1; }
+
+/* dx = the input gradient of a 4x4 stride-2 undilated ungrouped convolution (see the file
+ * comment); dy and dx float32 with contiguous channels (other strides any), upk the 4 phases'
+ * packed transformed filters, p the parameter block above (np = P_COUNT entries). Returns 0,
+ * -1 for arguments it does not take, -2 when out of memory. */
+int opgraph_winograd_bpi_f32(const float *dy, float *dx, const float *upk, const i64 *p,
+                             i64 np, i64 nthreads)
+{
+    if (np != P_COUNT)
+        return -1;
+    if (p[P_N] < 0 || p[P_OH] <= 0 || p[P_OW] <= 0 || p[P_COUT] <= 0 || p[P_H] < 0 ||
+        p[P_W] < 0 || p[P_CIN] <= 0 || p[P_TB] < 0)
+        return -1;
+    wg_job J = {dy, dx, upk, p, (p[P_CIN] + VL - 1) / VL * VL, 0, {0}, {0}, {0}, {0}, {0},
+                {0}, {0}, 0, 0};
+    for (int f = 0; f < 2; f++) {
+        const i64 pad = f == 0 ? p[P_PT] : p[P_PL], size = f == 0 ? p[P_H] : p[P_W];
+        i64 *off = f == 0 ? J.oh : J.ow, *out = f == 0 ? J.qp : J.rp;
+        i64 *nt = f == 0 ? J.tq : J.tr;
+        for (i64 ph = 0; ph < 2; ph++) {
+            const i64 amax = ((ph + pad) % 2 + 2) % 2 == 0 ? 2 : 3;
+            off[ph] = (ph + pad - amax) / 2; /* (exact: ph + pad - amax is even) */
+            out[ph] = size > ph ? (size - ph + 1) / 2 : 0;
+            nt[ph] = (out[ph] + 1) / 2;
+        }
+    }
+    if (nthreads < 1)
+        nthreads = 1;
+    /* automatic: WG_TILES rounded to whole microkernel tiles, fewer while that leaves
+     * fewer than 4 items per thread */
+    const int auto_tb = p[P_TB] == 0;
+    i64 tb = auto_tb ? (WG_TILES / RB > 0 ? WG_TILES / RB * RB : RB) : p[P_TB];
+    for (;;) {
+        J.start[0] = 0;
+        for (int f = 0; f < 4; f++)
+            J.start[f + 1] = J.start[f] + (p[P_N] * J.tq[f / 2] * J.tr[f % 2] + tb - 1) / tb;
+        if (!auto_tb || tb <= RB || J.start[4] >= 4 * nthreads)
+            break;
+        tb -= RB;
+    }
+    J.tb = tb;
+    if (J.start[4] == 0)
+        return 0;
+    opgraph_run_threads(wg_worker, &J, nthreads < J.start[4] ? nthreads : J.start[4]);
+    return J.failed ? -2 : 0;
+}

@@ -1,0 +1,198 @@
+"""The Winograd F(2x2, 2x2) input gradient of 4x4 stride-2 convolutions (conv_winograd.c),
+against the float64 direct-loop reference: paddings, sizes, channel tails, views, threads,
+work-item sizes, the dispatch rules (finite values only, enough channels and pixels, the
+filter cache) and the kernel's refusals."""
+
+import numpy as np
+import pytest
+
+from tests.reference import conv2d_backprop_input_ref
+from runtime.kernels.cpu import conv_impl
+from runtime.kernels.cpu import native as _native
+
+nat = _native.load()
+pytestmark = pytest.mark.skipif(nat is None or not nat.has_winograd,
+                                reason="the compiled Winograd kernel is not available")
+
+
+@pytest.fixture(autouse=True)
+def _restore():
+    saved = (conv_impl.FORCE_ALGORITHM, conv_impl.NUM_THREADS, conv_impl.PARALLEL_MIN_MACS)
+    yield
+    conv_impl.FORCE_ALGORITHM, conv_impl.NUM_THREADS, conv_impl.PARALLEL_MIN_MACS = saved
+
+
+@pytest.fixture
+def winograd_calls(monkeypatch):
+    calls = []
+    run = conv_impl._winograd_run
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return run(*args)
+
+    monkeypatch.setattr(conv_impl, "_winograd_run", counted)
+    return calls
+
+
+def _dy_size(x, pad_before, pad_after):
+    return (x + pad_before + pad_after - 4) // 2 + 1
+
+
+def _case(rng, n, h, wd, cin, cout, pads):
+    (pt, pb), (pl, pr) = pads
+    oh, ow = _dy_size(h, pt, pb), _dy_size(wd, pl, pr)
+    w = rng.standard_normal((4, 4, cin, cout)).astype(np.float32)
+    dy = rng.standard_normal((n, oh, ow, cout)).astype(np.float32)
+    return dy, w, (n, h, wd, cin), (pt, pl)
+
+
+def _check(dy, w, xshape, pads, what):
+    got = conv_impl.conv2d_backprop_input(dy, w, xshape, (2, 2), (1, 1), pads, "NHWC")
+    ref = conv2d_backprop_input_ref(dy.astype(np.float64), w.astype(np.float64), xshape,
+                                    (2, 2), (1, 1), pads, "NHWC")
+    scale = max(1.0, float(np.abs(ref).max()))
+    err = float(np.abs(got - ref).max()) / scale
+    assert got.dtype == np.float32 and got.shape == tuple(xshape)
+    assert err < 2e-6 * np.sqrt(16 * w.shape[3]), f"{what}: relative error {err:.2e}"
+
+
+PADS = [((1, 1), (1, 1)),     # DCGAN / pix2pix: dx = 2 x dy
+        ((0, 0), (0, 0)),     # VALID
+        ((2, 1), (0, 3)),     # asymmetric, larger than the kernel's reach on one side
+        ((-1, 0), (1, -1)),   # negative (cropping) pads
+        ((3, 3), (2, 2))]     # every phase's taps shifted by a whole dy row
+
+
+@pytest.mark.parametrize("pads", PADS, ids=[str(p) for p in PADS])
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (5, 4), (9, 12)])
+def test_matches_the_direct_loop(pads, size, winograd_calls):
+    rng = np.random.default_rng(hash((pads, size)) % (1 << 32))
+    h, wd = size
+    (pt, pb), (pl, pr) = pads
+    if _dy_size(h, pt, pb) <= 0 or _dy_size(wd, pl, pr) <= 0:
+        pytest.skip("no dy for this size and padding")
+    conv_impl.FORCE_ALGORITHM = "winograd"
+    for cin, cout in ((5, 3), (16, 32), (21, 37)):  # channel tails on both sides
+        dy, w, xshape, pads0 = _case(rng, 2, h, wd, cin, cout, pads)
+        del winograd_calls[:]
+        _check(dy, w, xshape, pads0, f"{size} {pads} {cin}>{cout}")
+        # (where some taps never reach dx the reduced kernel is no longer 4x4: not taken)
+        (lo_h, hi_h), (lo_w, hi_w) = conv_impl._backprop_reduction(
+            dy.shape[1], dy.shape[2], 4, 4, h, wd, (2, 2), (1, 1), pads0)[:2]
+        assert bool(winograd_calls) == (hi_h - lo_h == 4 and hi_w - lo_w == 4)
+
+
+def test_threads_and_work_item_sizes_agree_with_the_reference():
+    rng = np.random.default_rng(7)
+    dy, w, xshape, pads = _case(rng, 3, 14, 10, 24, 40, ((1, 1), (1, 1)))
+    upk = conv_impl._winograd_packed(w, pads, nat, 1)
+    ref = conv2d_backprop_input_ref(dy.astype(np.float64), w.astype(np.float64), xshape,
+                                    (2, 2), (1, 1), pads, "NHWC")
+    for threads, tiles in ((1, 0), (2, 0), (2, 1), (1, 7), (2, 500)):
+        dx = np.full(xshape, np.nan, np.float32)
+        nat.winograd_bpi(dy, upk, dx, pads, threads, tiles)
+        np.testing.assert_allclose(dx, ref, rtol=0, atol=2e-5 * np.abs(ref).max(),
+                                   err_msg=f"threads={threads} tiles={tiles}")
+
+
+def test_views_are_read_and_written_in_place():
+    rng = np.random.default_rng(8)
+    dy, w, xshape, pads = _case(rng, 2, 8, 8, 16, 32, ((1, 1), (1, 1)))
+    big = np.zeros((2, dy.shape[1], 2 * dy.shape[2], 48), np.float32)
+    big[:, :, ::2, 8:40] = dy
+    dyv = big[:, :, ::2, 8:40]            # strided pixels, a channel window
+    out = np.full((2, 8, 8, 24), np.nan, np.float32)
+    dxv = out[..., 4:20]                  # dx inside wider pixels
+    upk = conv_impl._winograd_packed(w, pads, nat, 1)
+    nat.winograd_bpi(dyv, upk, dxv, pads, 2)
+    ref = conv2d_backprop_input_ref(dy.astype(np.float64), w.astype(np.float64), xshape,
+                                    (2, 2), (1, 1), pads, "NHWC")
+    np.testing.assert_allclose(dxv, ref, rtol=0, atol=2e-5 * np.abs(ref).max())
+    assert np.isnan(out[..., :4]).all() and np.isnan(out[..., 20:]).all()
+
+
+def test_default_dispatch_takes_it_for_large_enough_layers(winograd_calls):
+    rng = np.random.default_rng(9)
+    dy, w, xshape, pads = _case(rng, 4, 32, 32, 16, 32, ((1, 1), (1, 1)))  # 1024 dy pixels
+    _check(dy, w, xshape, pads, "dispatch")
+    assert winograd_calls
+    del winograd_calls[:]
+    small = dy[:1, :8, :8]  # 64 pixels: the filter's transform would cost more than it saves
+    conv_impl.conv2d_backprop_input(small, w, (1, 16, 16, 16), (2, 2), (1, 1), pads, "NHWC")
+    assert not winograd_calls
+    # with a constant filter (the cache), from WINOGRAD_MIN_PIXELS_CACHED pixels
+    cache = {}
+    conv_impl._conv2d_backprop_input(small, w, (1, 16, 16, 16), (2, 2), (1, 1), pads, "NHWC",
+                                     cache)
+    assert winograd_calls
+    del winograd_calls[:]
+    few = rng.standard_normal((4, 32, 32, 8)).astype(np.float32)  # 8 dy channels: too few
+    conv_impl.conv2d_backprop_input(few, w[..., :8], xshape, (2, 2), (1, 1), pads, "NHWC")
+    assert not winograd_calls
+    nchw = np.ascontiguousarray(dy.transpose(0, 3, 1, 2))
+    conv_impl.conv2d_backprop_input(nchw, w, (4, 16, 64, 64), (2, 2), (1, 1), pads, "NCHW")
+    assert not winograd_calls
+
+
+def test_a_constant_filter_is_transformed_once(monkeypatch):
+    rng = np.random.default_rng(10)
+    dy, w, xshape, pads = _case(rng, 1, 16, 16, 16, 32, ((1, 1), (1, 1)))
+    made = []
+    packed = conv_impl._winograd_packed
+    monkeypatch.setattr(conv_impl, "_winograd_packed",
+                        lambda *a: (made.append(1), packed(*a))[1])
+    cache = {}
+    first = conv_impl._conv2d_backprop_input(dy, w, xshape, (2, 2), (1, 1), pads, "NHWC", cache)
+    again = conv_impl._conv2d_backprop_input(dy, w, xshape, (2, 2), (1, 1), pads, "NHWC", cache)
+    assert len(made) == 1
+    np.testing.assert_array_equal(first, again)
+
+
+@pytest.mark.parametrize("where", ["dy", "filter"])
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_non_finite_values_take_the_exact_path(where, value, winograd_calls):
+    rng = np.random.default_rng(11)
+    dy, w, xshape, pads = _case(rng, 4, 32, 32, 16, 32, ((1, 1), (1, 1)))
+    if where == "dy":
+        dy[1, 5, 7, 3] = value
+    else:
+        w[2, 1, 4, 9] = value
+    got = conv_impl.conv2d_backprop_input(dy, w, xshape, (2, 2), (1, 1), pads, "NHWC")
+    assert not winograd_calls
+    ref = conv2d_backprop_input_ref(dy.astype(np.float64), w.astype(np.float64), xshape,
+                                    (2, 2), (1, 1), pads, "NHWC")
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(ref))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    ok = np.isfinite(ref)
+    np.testing.assert_allclose(got[ok], ref[ok], rtol=1e-4, atol=1e-4)
+
+
+def test_refuses_operands_it_cannot_address():
+    rng = np.random.default_rng(12)
+    dy, w, xshape, pads = _case(rng, 1, 8, 8, 8, 16, ((1, 1), (1, 1)))
+    upk = conv_impl._winograd_packed(w, pads, nat, 1)
+    dx = np.zeros(xshape, np.float32)
+    with pytest.raises(ValueError, match="contiguous channels"):
+        nat.winograd_bpi(dy, upk, np.zeros((1, 8, 8, 8), np.float32).transpose(0, 2, 3, 1)
+                         .copy().transpose(0, 3, 1, 2), pads)
+    with pytest.raises(ValueError, match="float32"):
+        nat.winograd_bpi(dy.astype(np.float64), upk, dx, pads)
+    with pytest.raises(ValueError, match="packed float32 values"):
+        nat.winograd_bpi(dy, upk[:-1], dx, pads)
+    with pytest.raises(ValueError, match="images"):
+        nat.winograd_bpi(dy, upk, np.zeros((2,) + xshape[1:], np.float32), pads)
+    ro = np.zeros(xshape, np.float32)
+    ro.setflags(write=False)
+    with pytest.raises(ValueError, match="read-only"):
+        nat.winograd_bpi(dy, upk, ro, pads)
+
+
+def test_workspace_bound_covers_the_transformed_filter_and_not_the_batch():
+    w_shape = (4, 4, 256, 512)
+    small = conv_impl.conv2d_backprop_input_workspace_bytes(
+        (64, 4, 4, 512), w_shape, (64, 8, 8, 256), (2, 2), (1, 1), (1, 1))
+    large = conv_impl.conv2d_backprop_input_workspace_bytes(
+        (256, 4, 4, 512), w_shape, (256, 8, 8, 256), (2, 2), (1, 1), (1, 1))
+    transformed = 4 * 9 * 512 * 256 * 4
+    assert small >= transformed and small == large
