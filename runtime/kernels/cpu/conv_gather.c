@@ -491,26 +491,43 @@ static inline void store_elem(void *p, i64 i, int dt, float x)
     }
 }
 
+#if defined(__AVX__)
+/* Between channel planes (planes[c*ps + p]) and pixel rows (rows[p*rs + c]) for c < nc and
+ * the first np / 8 * 8 pixels (returned): to_rows copies planes into rows, else rows into
+ * planes. 8 x 8 blocks through registers, blocks of 8 channels outermost, so 8 planes stream
+ * at a time, each from start to end (all of them at once would be more streams than the
+ * prefetchers follow). The side copied from is only read. */
+static i64 planes_rows(float *planes, i64 ps, float *rows, i64 rs, i64 nc, i64 np,
+                       int to_rows)
+{
+    const i64 pe = np / 8 * 8;
+    i64 c = 0;
+    for (; c + 8 <= nc; c += 8)
+        for (i64 p = 0; p < pe; p += 8) {
+            if (to_rows)
+                transpose8(planes + c * ps + p, ps, rows + p * rs + c, rs);
+            else
+                transpose8(rows + p * rs + c, rs, planes + c * ps + p, ps);
+        }
+    for (; c < nc; c++)
+        for (i64 p = 0; p < pe; p++) {
+            if (to_rows)
+                rows[p * rs + c] = planes[c * ps + p];
+            else
+                planes[c * ps + p] = rows[p * rs + c];
+        }
+    return pe;
+}
+#endif
+
 /* dst[p*nc + c] = src[p*s_p + c*s_c] (converted) for p < np, c < nc */
-__attribute__((noinline)) static void stage_in(const void *src, int dt, i64 s_p, i64 s_c, i64 np, i64 nc, float *dst)
+__attribute__((noinline)) static void stage_in(const void *src, int dt, i64 s_p, i64 s_c,
+                                               i64 np, i64 nc, float *dst)
 {
     i64 p0 = 0;
 #if defined(__AVX__)
-    if (dt == DT_F32 && s_p == 1) { /* NCHW rows: 8 x 8 blocks through registers */
-        /* blocks of 8 channels outermost: 8 channel planes are read at a time, each from
-         * start to end (all nc planes at once would be more streams than the prefetchers
-         * follow) */
-        const float *sf = src;
-        const i64 pe = np / 8 * 8;
-        i64 c = 0;
-        for (; c + 8 <= nc; c += 8)
-            for (i64 p = 0; p < pe; p += 8)
-                transpose8(sf + c * s_c + p, s_c, dst + p * nc + c, nc);
-        for (; c < nc; c++)
-            for (i64 p = 0; p < pe; p++)
-                dst[p * nc + c] = sf[p + c * s_c];
-        p0 = pe;
-    }
+    if (dt == DT_F32 && s_p == 1) /* NCHW rows: 8 x 8 blocks through registers */
+        p0 = planes_rows((float *)src, s_c, dst, nc, nc, np, 1);
 #endif
     if (s_c == 1) {
         for (i64 p = p0; p < np; p++)
@@ -524,24 +541,13 @@ __attribute__((noinline)) static void stage_in(const void *src, int dt, i64 s_p,
 }
 
 /* dst[p*d_p + c*d_c] = src[p*ncp + c] (converted) for p < np, c < nc */
-__attribute__((noinline)) static void stage_out(const float *src, i64 ncp, void *dst, int dt, i64 d_p, i64 d_c, i64 np,
-                      i64 nc)
+__attribute__((noinline)) static void stage_out(const float *src, i64 ncp, void *dst, int dt,
+                                                i64 d_p, i64 d_c, i64 np, i64 nc)
 {
     i64 p0 = 0;
 #if defined(__AVX__)
-    if (dt == DT_F32 && d_p == 1) {
-        /* blocks of 8 channels outermost, as in stage_in: 8 planes written at a time */
-        float *df = dst;
-        const i64 pe = np / 8 * 8;
-        i64 c = 0;
-        for (; c + 8 <= nc; c += 8)
-            for (i64 p = 0; p < pe; p += 8)
-                transpose8(src + p * ncp + c, ncp, df + c * d_c + p, d_c);
-        for (; c < nc; c++)
-            for (i64 p = 0; p < pe; p++)
-                df[p + c * d_c] = src[p * ncp + c];
-        p0 = pe;
-    }
+    if (dt == DT_F32 && d_p == 1)
+        p0 = planes_rows(dst, d_c, (float *)src, ncp, nc, np, 0);
 #endif
     if (d_c == 1) {
         for (i64 p = p0; p < np; p++)
@@ -672,7 +678,7 @@ static void conv_worker(void *p, int index)
          * r*P_w + pw), and written back once per row phase: one pass of contiguous rows, so
          * an NCHW dx is written by 8 x 8 transposes, not by stride-P_w scalar stores. */
         int oom = 0;
-        for (i64 ph = 0; ph < J->P_h && ph < J->Ho && !oom; ph++) {
+        for (i64 ph = 0; ph < J->P_h && ph < J->Ho; ph++) {
             const i64 Qp = (J->Ho - ph + J->P_h - 1) / J->P_h;
             const i64 q1 = q0 + J->rows < Qp ? q0 + J->rows : Qp;
             if (q0 >= q1)

@@ -1425,14 +1425,13 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
             and _subpixel_gemm_applies(dyv, w, dxv, (sh, sw), (dh, dw), (pt, pl), g, cdt)):
         _subpixel_gemm_run(dyv, w, dxv, NUM_THREADS if macs >= PARALLEL_MIN_MACS else 1, memo)
         return dx
+    nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
     if (FORCE_ALGORITHM in (None, "winograd")
             and _winograd_applies(dyv, w, dxv, (sh, sw), (dh, dw), g, memo)):
-        _winograd_run(dyv, w, dxv, (pt, pl), NUM_THREADS if macs >= PARALLEL_MIN_MACS else 1,
-                      memo)
+        _winograd_run(dyv, w, dxv, (pt, pl), nth, memo)
         return dx
     if algo == "winograd":  # (forced where it does not apply: the default choice)
         algo = choose_backprop_input_algorithm(dyv.shape, w.shape, dxv.shape, (sh, sw), odt)
-    nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
     if algo == "native" and _native_onecall_applies(dyv, dxv):
         _native_bpi_run(dyv, w, dxv, (sh, sw), (dh, dw), (pt, pl), g, nth, memo)
         return dx
@@ -1775,6 +1774,8 @@ def _winograd_packed(w, pads, nat, nth):
     entries are g's, and sums of two and of four of them."""
     cin, cout = w.shape[2:]
     size = nat.packed_size(9, cout, cin)
+    _guard(4 * size + 9 * cin * cout, 4, (4 * size + 9 * cin * cout,),
+           "Winograd transformed filter")
     upk = np.empty(4 * size, np.float32)
     u = np.empty((3, 3, cin, cout), np.float32)
     for ph in (0, 1):
@@ -1802,12 +1803,12 @@ def _winograd_run(dyv, w, dxv, pads, nth, memo):
 
 def _winograd_workspace_bytes(w_shape, nth, nat):
     """What the Winograd path allocates besides dx: the transformed filter and, per thread,
-    the kernel's V and M tiles (48 tiles of 9 transformed pixels each), plus one phase's
-    unpacked transformed filter while the filter is transformed."""
+    the kernel's V and M tiles (at most 48 tiles of 9 transformed pixels each), plus one
+    phase's unpacked transformed filter while the filter is transformed."""
     _, _, cin, cout = w_shape
     cop = _native_channels(cin, nat)
     return (4 * 9 * cout * cop * 4 + 9 * cin * cout * 4
-            + nth * 36 * 54 * (cout + cop) + (64 << 10))
+            + nth * 9 * 48 * (cout + cop) * 4 + (64 << 10))
 
 
 def _native_bpi_workspace_bytes(dy_shape, w_shape, x_shape, strides, dilations, pads, g, nth,

@@ -218,8 +218,7 @@ int opgraph_winograd_bpi_f32(const float *dy, float *dx, const float *upk, const
     if (p[P_N] < 0 || p[P_OH] <= 0 || p[P_OW] <= 0 || p[P_COUT] <= 0 || p[P_H] < 0 ||
         p[P_W] < 0 || p[P_CIN] <= 0 || p[P_TB] < 0)
         return -1;
-    wg_job J = {dy, dx, upk, p, (p[P_CIN] + VL - 1) / VL * VL, 0, {0}, {0}, {0}, {0}, {0},
-                {0}, {0}, 0, 0};
+    wg_job J = {.dy = dy, .dx = dx, .upk = upk, .p = p, .cop = (p[P_CIN] + VL - 1) / VL * VL};
     for (int f = 0; f < 2; f++) {
         const i64 pad = f == 0 ? p[P_PT] : p[P_PL], size = f == 0 ? p[P_H] : p[P_W];
         i64 *off = f == 0 ? J.oh : J.ow, *out = f == 0 ? J.qp : J.rp;

@@ -369,8 +369,8 @@ class NativeConv:
         """dx (float32 view [N, H, W, Cin], contiguous channels) = the input gradient of a
         4x4 stride-2 convolution (pads: its top/left padding, may be negative) with dy
         (float32 view [N, OH, OW, Cout], contiguous channels) by Winograd F(2x2, 2x2), the
-        filter given as ``upk``: the 4 phases' transformed filters, each ``pack(U, 2)`` of U
-        [3, 3, Cout, Cin] (conv_winograd.c). Finite operands only (zero padding stands for
+        filter given as ``upk``: the 4 phases' transformed filters, each ``pack(U, 3)`` of U
+        [3, 3, Cin, Cout] (conv_winograd.c). Finite operands only (zero padding stands for
         the skipped taps). tiles: 2x2 tiles per work item (0: the kernel's choice)."""
         if not self.has_winograd:
             raise ValueError("winograd_bpi: this library has no Winograd kernel")
