@@ -117,6 +117,7 @@ import functools
 import glob
 import os
 import threading
+import warnings
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
@@ -152,11 +153,57 @@ BLOCK_BYTES = 1 << 23
 TARGET_ROWS = 1024
 #: Bytes of the per-thread col buffer of one scatter block.
 SCATTER_BYTES = 1 << 22
-#: Number of worker threads (the calling thread counts as one).
-NUM_THREADS = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                         else (os.cpu_count() or 1)))
-#: Below this many multiply-adds a call runs on the calling thread alone (thread hand-off ~50 us).
+#: The most threads a call uses (the compiled kernels' thread pool holds up to 64).
+MAX_THREADS = 64
+
+
+def _default_num_threads():
+    """``$OPGRAPH_NUM_THREADS`` if set (a positive integer), else the CPUs this process may
+    run on; at most MAX_THREADS."""
+    env = os.environ.get("OPGRAPH_NUM_THREADS", "").strip()
+    if env:
+        try:
+            n = int(env)
+            if n < 1:
+                raise ValueError
+            return min(n, MAX_THREADS)
+        except ValueError:
+            warnings.warn(f"OPGRAPH_NUM_THREADS must be a positive integer, got {env!r}; "
+                          f"using the CPU count", RuntimeWarning, stacklevel=2)
+    cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else (os.cpu_count() or 1))
+    return max(1, min(cpus, MAX_THREADS))
+
+
+#: Number of worker threads (the calling thread counts as one): set_num_threads changes it.
+NUM_THREADS = _default_num_threads()
+#: Below this many multiply-adds a call runs on the calling thread alone (thread hand-off ~50 us);
+#: above it each thread gets at least half this much work (so small calls on a many-core
+#: machine use a few threads, not all).
 PARALLEL_MIN_MACS = 1 << 22
+
+
+def num_threads() -> int:
+    """The most threads one convolution call uses (the calling thread counts as one)."""
+    return NUM_THREADS
+
+
+def set_num_threads(n: int) -> None:
+    """Let convolution calls use up to ``n`` threads (1 to MAX_THREADS), as
+    ``$OPGRAPH_NUM_THREADS`` does at import; affects calls that start afterwards."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"set_num_threads: expected an integer in [1, {MAX_THREADS}], got {n!r}")
+    global NUM_THREADS
+    NUM_THREADS = int(n)
+
+
+def _threads(work, minimum=None):
+    """Threads for a call of ``work`` multiply-adds: 1 below ``minimum`` (default
+    PARALLEL_MIN_MACS), else up to NUM_THREADS with at least minimum/2 of work each."""
+    minimum = PARALLEL_MIN_MACS if minimum is None else minimum
+    if NUM_THREADS <= 1 or work < minimum:
+        return 1
+    return int(min(NUM_THREADS, max(2, 2 * work // max(1, minimum))))
 #: Force an algorithm: None (auto), "direct", "native", "gather", "scatter", "subpixel" or
 #: "winograd" (where it applies, else the automatic choice). The forward conv honours "direct"
 #: and "native" ("winograd": its compiled kernel where it applies); any other value runs its
@@ -231,12 +278,16 @@ _POOL = None
 _POOL_LOCK = threading.Lock()
 
 
-def _pool():
+def _pool(workers):
+    """The shared executor, with at least ``workers`` threads (grown when set_num_threads
+    raised the count; the old one finishes its queued work and exits)."""
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=max(1, NUM_THREADS - 1),
-                                       thread_name_prefix="opgraph-conv")
+        if _POOL is None or _POOL._max_workers < workers:
+            old, _POOL = _POOL, ThreadPoolExecutor(max_workers=max(1, workers),
+                                                   thread_name_prefix="opgraph-conv")
+            if old is not None:
+                old.shutdown(wait=False)
         return _POOL
 
 
@@ -305,7 +356,8 @@ def _run_tasks(tasks, worker, nthreads):
             _trim_workspace(ws)
 
     with _BLAS:
-        futs = [_pool().submit(loop) for _ in range(nthreads - 1)]
+        pool = _pool(nthreads - 1)
+        futs = [pool.submit(loop) for _ in range(nthreads - 1)]
         try:
             loop()
         finally:
@@ -1270,7 +1322,7 @@ def _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format, 
                    else FORCE_ALGORITHM == "direct") and _filter_finite(memo, w):
         return _tiny_forward(xv, w, (sh, sw), (dh, dw), (pt, pl), (oh, ow), cdt, odt,
                              data_format)
-    nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
+    nth = _threads(macs) if cdt != np.int64 else 1
     if _native_onecall_applies(xv, yv) and _staging_fits(xv, ow * kw):
         _native_forward_run(xv, w, yv, (sh, sw), (dh, dw), (pt, pl), g, nth, memo)
         return y
@@ -1414,18 +1466,18 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
                                        (pt, pl), g)
             and _native_onecall_applies(dyv, dxv)):
         _pixel_shuffle_run(dyv, w, dxv,
-                           NUM_THREADS if macs >= SHUFFLE_PARALLEL_MIN_MACS else 1, memo)
+                           _threads(macs, SHUFFLE_PARALLEL_MIN_MACS), memo)
         return dx
     if (FORCE_ALGORITHM is None
             and _subpixel_conv_applies(dyv, w, dxv, (sh, sw), (dh, dw), (pt, pl), g)):
         _subpixel_conv_run(dyv, w, dxv, (sh, sw), (pt, pl),
-                           NUM_THREADS if macs >= SHUFFLE_PARALLEL_MIN_MACS else 1, memo)
+                           _threads(macs, SHUFFLE_PARALLEL_MIN_MACS), memo)
         return dx
     if (FORCE_ALGORITHM in (None, "subpixel")
             and _subpixel_gemm_applies(dyv, w, dxv, (sh, sw), (dh, dw), (pt, pl), g, cdt)):
-        _subpixel_gemm_run(dyv, w, dxv, NUM_THREADS if macs >= PARALLEL_MIN_MACS else 1, memo)
+        _subpixel_gemm_run(dyv, w, dxv, _threads(macs), memo)
         return dx
-    nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
+    nth = _threads(macs) if cdt != np.int64 else 1
     if (FORCE_ALGORITHM in (None, "winograd")
             and _winograd_applies(dyv, w, dxv, (sh, sw), (dh, dw), g, memo)):
         _winograd_run(dyv, w, dxv, (pt, pl), nth, memo)
@@ -2162,7 +2214,7 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
             and _winograd_takes(dyn, wsh, xn, strides, dilations,
                                 _groups_of(xn[3], wsh[2]), nat)):
         macs = dyn[0] * dyn[1] * dyn[2] * 16 * wsh[2] * wsh[3]
-        nth = NUM_THREADS if macs >= PARALLEL_MIN_MACS else 1
+        nth = _threads(macs)
         plan = max(plan, _winograd_workspace_bytes(wsh, nth, nat))
     return plan
 
@@ -2235,12 +2287,11 @@ def _plan_workspace_bytes(dy_shape, w_shape, input_shape, strides, dilations, pa
     if (algo == "native" and USE_NATIVE and FORCE_ALGORITHM in (None, "native", "winograd")
             and _native.load() is not None
             and _native.load().dtype_code(dtype) is not None):
-        nth = NUM_THREADS if macs >= PARALLEL_MIN_MACS else 1
+        nth = _threads(macs)
         return _native_bpi_workspace_bytes(
             (n, oh, ow, cout), (kh, kw, cig, cout), xn, strides, dilations, pads_before, g,
             nth, np.dtype(dtype))
-    nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64
-                          and _BLAS.available) else 1
+    nth = _threads(macs) if (cdt != np.int64 and _BLAS.available) else 1
     zero = np.zeros((), cdt)
     dummy_dy = np.broadcast_to(zero, dyn)
     dummy_dx = np.broadcast_to(zero, xn)
@@ -2384,7 +2435,7 @@ def _filter_taps(x_nhwc, dy_nhwc, filter_shape, strides, dilations, pads):
 
 
 def _filter_threads(macs, cdt):
-    nth = NUM_THREADS if (macs >= PARALLEL_MIN_MACS and cdt != np.int64) else 1
+    nth = _threads(macs) if cdt != np.int64 else 1
     return nth if _BLAS.available else 1
 
 
@@ -2908,7 +2959,7 @@ def _depthwise_run(dyv, w, dxv, strides, dilations, pads, cdt, nth):
         out = dxv if nat.addressable(dxv) else np.empty_like(dxv, dtype=np.float32)
         run = nat.depthwise_plan(src, wf, out, strides, dilations, pads)
         work = n * h * wd * c * max(1, kh * kw * m // max(1, strides[0] * strides[1]))
-        nt = nth if work >= DEPTHWISE_PARALLEL_MIN else 1
+        nt = min(nth, _threads(work, DEPTHWISE_PARALLEL_MIN))
         run.tasks(_depthwise_task_array(n, h, c, out.strides[3] != 4 or c == 1, nt), nt)
         if out is not dxv:
             _store(dxv, out)
