@@ -95,6 +95,10 @@ class TensorShape:
         return list(self._dims)
 
     def is_compatible_with(self, other) -> bool:
+        if other.__class__ is tuple and self._dims is not None \
+                and all(d.__class__ is int and d >= 0 for d in other):  # an array's shape
+            return len(other) == len(self._dims) and all(
+                a is None or a == b for a, b in zip(self._dims, other))
         other = as_shape(other)
         if self._dims is None or other._dims is None:
             return True

@@ -125,6 +125,14 @@ def convert_feed(out: Output, value) -> np.ndarray:
     dtype is used as is (not copied: results that may share its memory are copied instead),
     other values are converted by TF's rules without silent loss."""
     want = out.dtype
+    if value.__class__ is np.ndarray and value.dtype == want.as_numpy_dtype \
+            and value.dtype.isnative and value.dtype.kind not in "OUS":
+        # (the common case, an array of exactly the tensor's dtype: used as is)
+        if not out.shape.is_compatible_with(value.shape):
+            msg = (f"Fed value for '{out.name}' has shape {list(value.shape)}, which is not "
+                   f"compatible with the tensor's static shape {out.shape}")
+            raise errors.InvalidArgumentError(msg, out.op.name, out.op.type, out.op.site)
+        return value
     if isinstance(value, (np.ndarray, np.generic)):
         strings = want.name == "string" and value.dtype.kind in "USO"
         if value.dtype.newbyteorder("=") != want.as_numpy_dtype and not strings:

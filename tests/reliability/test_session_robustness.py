@@ -260,3 +260,25 @@ def test_int_results_are_exact_and_stable():
     v = np.arange(5, dtype=np.int32)
     a, b = sess.Run({x: v}, y), sess.Run({x: v}, y)
     assert a.tobytes() == b.tobytes()
+
+
+# ---- feeds: exact-dtype arrays go straight in, everything else by TF's rules ---------------
+def test_feeds_of_every_kind_reach_the_graph_with_their_shape_checked():
+    root = Scope.NewRootScope()
+    x = ops.Placeholder(root.WithOpName("x"), DT_FLOAT, ops.Placeholder.Shape([None, 3]))
+    y = ops.Identity(root.WithOpName("y"), x)
+    sess = ClientSession(root)
+    base = np.arange(6, dtype=np.float32).reshape(2, 3)
+    for fed in (base, base.T.copy().T, base.astype(">f4"), base.tolist(), base[:, ::-1]):
+        got = sess.Run({x: fed}, [y])[0]
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, np.asarray(fed, np.float32))
+    with pytest.raises(IA, match=r"has shape \[2, 4\], which is not compatible with the "
+                                 r"tensor's static shape \[\?, 3\]"):
+        sess.Run({x: np.zeros((2, 4), np.float32)}, [y])
+    with pytest.raises(IA, match=r"has shape \[6\], which is not compatible"):
+        sess.Run({x: np.zeros(6, np.float32)}, [y])
+    with pytest.raises(IA, match="has dtype float64 but the tensor's dtype is float"):
+        sess.Run({x: base.astype(np.float64)}, [y])
+    with pytest.raises(IA, match="masked numpy array"):
+        sess.Run({x: np.ma.masked_array(base)}, [y])
