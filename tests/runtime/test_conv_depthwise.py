@@ -408,3 +408,44 @@ def test_kernel_nhwc_many_channels(case, layout):
         for r in [()] + ranges:
             run(*r)
         _assert_like_reference(np.asarray(out, np.float64), ref)
+
+
+# The sliding path (channels contiguous, one channel per group, column dilation 1, kernel
+# width <= 4, column stride <= 2, at most 3 row taps per dx row, pixels under 256 floats):
+# every (kernel width, column stride, row taps) instance, whole 16- and 8-channel blocks with
+# a tail left to the pixel path, paddings that put dx columns before, after and far outside dy
+SLIDE_CASES = [  # n, oh, ow, c, m, kh, kw, sh, sw, dh, dw, pt, pl, h, w
+    (2, 5, 6, 16, 1, 3, 3, 2, 2, 1, 1, 1, 1, 10, 12),      # 3x3 s2: 1 or 2 row taps
+    (1, 6, 7, 40, 1, 4, 4, 2, 2, 1, 1, 1, 1, 12, 14),      # 4x4 s2: 16 + 16 + 8 channels
+    (1, 5, 5, 27, 1, 3, 3, 1, 1, 1, 1, 1, 1, 5, 5),        # 3x3 s1: 3 row taps, 3-channel tail
+    (1, 4, 9, 24, 1, 5, 2, 2, 2, 1, 1, 2, 0, 8, 18),       # 5 rows at stride 2: 3 row taps
+    (1, 4, 4, 8, 1, 1, 1, 2, 2, 1, 1, 0, 0, 8, 8),         # 1x1 s2: columns without taps
+    (1, 3, 5, 32, 1, 2, 4, 1, 1, 3, 1, -1, -2, 4, 6),      # dilated rows, negative padding
+    (1, 3, 4, 16, 1, 3, 3, 2, 2, 1, 1, 4, 6, 4, 5),        # padding beyond the kernel
+    (1, 2, 9, 48, 1, 2, 2, 2, 1, 1, 1, 0, 0, 4, 10),       # stride 2 rows, 1 column
+    (1, 4, 2, 16, 1, 3, 4, 2, 2, 1, 1, 1, -3, 8, 2),       # dx narrower than the kernel
+    (2, 3, 3, 200, 1, 4, 3, 2, 2, 1, 1, 1, 1, 6, 6),       # 200 channels (just below 256)
+]
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nhwc_gaps"])
+@pytest.mark.parametrize("case", SLIDE_CASES)
+def test_kernel_nhwc_slide(case, layout):
+    """Against the float64 direct loop: whole, on split (image, row, channel) ranges whose
+    channel starts are off the 8-channel blocks, and with inf/NaN inside and at the row ends
+    (a term the slide adds is a term of the sum, so they propagate as in a direct loop)."""
+    nat = _native_or_skip()
+    dy, w = _inputs(case, seed=11)
+    _assert_like_reference(_run_kernel(nat, dy, w, case, layout), _reference(dy, w, case))
+    n, oh, ow, c = dy.shape
+    dy[0, 0, 0, 1] = np.nan
+    dy[-1, oh // 2, ow // 2, c - 1] = np.inf
+    dy[0, oh - 1, ow - 1, c // 2] = -np.inf
+    w[-1, -1, 2] = np.inf
+    with np.errstate(invalid="ignore"):
+        ref = _reference(dy, w, case)
+    _assert_like_reference(_run_kernel(nat, dy, w, case, layout), ref)
+    h = case[13]
+    ranges = [(i, i + 1, h0, min(h, h0 + 3), g0, min(c, g0 + 21))
+              for i in range(n) for h0 in range(0, h, 3) for g0 in range(0, c, 21)]
+    _assert_like_reference(_run_kernel(nat, dy, w, case, layout, ranges), ref)
