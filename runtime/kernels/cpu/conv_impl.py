@@ -1376,6 +1376,7 @@ def choose_backprop_input_algorithm(dy_shape_nhwc, w_shape, input_shape_nhwc, st
     return "gather" if gather <= scatter else "scatter"
 
 
+@functools.lru_cache(maxsize=1024)
 def _backprop_reduction(oh, ow, kh, kw, h, wd, strides, dilations, pads):
     """The part of an input-gradient problem that reaches dx: ((lo_h, hi_h), (lo_w, hi_w)) of
     the filter taps, ((i0, i1), (j0, j1)) of dy's rows and columns, and the pads of the reduced
@@ -2948,9 +2949,9 @@ def _depthwise_run(dyv, w, dxv, strides, dilations, pads, cdt, nth):
     m = cout // c
     nat = _native.load() if (USE_NATIVE and cdt == np.float32) else None
     if (nat is not None and getattr(nat, "has_depthwise", False)
-            and max(strides) <= DEPTHWISE_NATIVE_MAX_STRIDE and nat.fits(
-                dyv.shape, dxv.shape, [-abs(pads[0]), (kh - 1) * dilations[0]],
-                [-abs(pads[1]), (kw - 1) * dilations[1]], strides)):
+            and max(strides) <= DEPTHWISE_NATIVE_MAX_STRIDE
+            and _depthwise_native_fits(nat, dyv.shape, dxv.shape, kh, kw, strides, dilations,
+                                       pads)):
         wf = w[:, :, 0, :]  # [kh, kw, C*M] (dy channel g*M + j), used in place when float32
         if not (wf.dtype == np.float32 and wf.strides[2] == 4 and nat.addressable(wf)):
             wf = np.ascontiguousarray(wf, np.float32)
@@ -2965,6 +2966,14 @@ def _depthwise_run(dyv, w, dxv, strides, dilations, pads, cdt, nth):
             _store(dxv, out)
         return
     _depthwise_numpy(dyv, w, dxv, strides, dilations, pads, cdt, nth)
+
+
+@functools.lru_cache(maxsize=256)
+def _depthwise_native_fits(nat, dy_shape, dx_shape, kh, kw, strides, dilations, pads):
+    """nat.fits for a depthwise geometry, kept per geometry (a small layer's call is mostly
+    such checks)."""
+    return nat.fits(dy_shape, dx_shape, [-abs(pads[0]), (kh - 1) * dilations[0]],
+                    [-abs(pads[1]), (kw - 1) * dilations[1]], strides)
 
 
 @functools.lru_cache(maxsize=256)
