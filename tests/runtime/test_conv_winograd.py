@@ -130,9 +130,14 @@ def test_default_dispatch_takes_it_for_large_enough_layers(winograd_calls):
     few = rng.standard_normal((4, 32, 32, 8)).astype(np.float32)  # 8 dy channels: too few
     conv_impl.conv2d_backprop_input(few, w[..., :8], xshape, (2, 2), (1, 1), pads, "NHWC")
     assert not winograd_calls
-    nchw = np.ascontiguousarray(dy.transpose(0, 3, 1, 2))
-    conv_impl.conv2d_backprop_input(nchw, w, (4, 16, 64, 64), (2, 2), (1, 1), pads, "NCHW")
-    assert not winograd_calls
+    nchw = np.ascontiguousarray(dy.transpose(0, 3, 1, 2))  # NCHW: staged, taken as well
+    got = conv_impl.conv2d_backprop_input(nchw, w, (4, 16, 32, 32), (2, 2), (1, 1), pads,
+                                          "NCHW")
+    assert winograd_calls
+    ref = conv2d_backprop_input_ref(dy.astype(np.float64), w.astype(np.float64), xshape,
+                                    (2, 2), (1, 1), pads, "NHWC")
+    np.testing.assert_allclose(got.transpose(0, 2, 3, 1), ref, rtol=0,
+                               atol=2e-5 * np.abs(ref).max())
 
 
 def test_a_constant_filter_is_transformed_once(monkeypatch):
@@ -173,9 +178,10 @@ def test_refuses_operands_it_cannot_address():
     dy, w, xshape, pads = _case(rng, 1, 8, 8, 8, 16, ((1, 1), (1, 1)))
     upk = conv_impl._winograd_packed(w, pads, nat, 1)
     dx = np.zeros(xshape, np.float32)
-    with pytest.raises(ValueError, match="contiguous channels"):
-        nat.winograd_bpi(dy, upk, np.zeros((1, 8, 8, 8), np.float32).transpose(0, 2, 3, 1),
-                         pads)  # (NCHW memory: strided channels)
+    odd = np.lib.stride_tricks.as_strided(np.zeros(4096, np.float32), xshape,
+                                          (2048, 256, 32, 2))  # channels 2 bytes apart
+    with pytest.raises(ValueError, match="element-aligned strides"):
+        nat.winograd_bpi(dy, upk, odd, pads)
     with pytest.raises(ValueError, match="float32"):
         nat.winograd_bpi(dy.astype(np.float64), upk, dx, pads)
     with pytest.raises(ValueError, match="packed float32 values"):
@@ -196,3 +202,66 @@ def test_workspace_bound_covers_the_transformed_filter_and_not_the_batch():
         (256, 4, 4, 512), w_shape, (256, 8, 8, 256), (2, 2), (1, 1), (1, 1))
     transformed = 4 * 9 * 512 * 256 * 4
     assert small >= transformed and small == large
+
+
+def _layout_view(a, layout):
+    """A float32 copy of the NHWC array ``a`` as a logical-NHWC view: nhwc, nchw (memory
+    NCHW), gaps (channels 2 elements apart inside wider pixels), NaN in the unused memory."""
+    n, h, w, c = a.shape
+    if layout == "nhwc":
+        return np.array(a, np.float32)
+    if layout == "nchw":
+        b = np.full((n, c, h, w), np.nan, np.float32).transpose(0, 2, 3, 1)
+    else:
+        b = np.full((n, h, w, 2 * c + 3), np.nan, np.float32)[..., 1:1 + 2 * c:2]
+    b[...] = a
+    return b
+
+
+@pytest.mark.parametrize("pads", PADS, ids=[str(p) for p in PADS])
+@pytest.mark.parametrize("layouts", [("nchw", "nchw"), ("nchw", "nhwc"), ("nhwc", "nchw"),
+                                     ("gaps", "gaps")], ids=lambda t: f"{t[0]}-{t[1]}")
+def test_channel_strided_views_are_staged(pads, layouts):
+    """NCHW and other channel-strided dy / dx (staged per tile row of both column phases)
+    against the direct loop: odd and even sizes, channel tails, every padding above."""
+    rng = np.random.default_rng(hash((pads, layouts)) % (1 << 32))
+    (pt, pb), (pl, pr) = pads
+    for (h, wd), (cin, cout) in (((9, 12), (5, 3)), ((8, 7), (16, 32)), ((13, 10), (21, 37))):
+        if _dy_size(h, pt, pb) <= 0 or _dy_size(wd, pl, pr) <= 0:
+            continue
+        dy, w, xshape, pads0 = _case(rng, 2, h, wd, cin, cout, pads)
+        upk = conv_impl._winograd_packed(w, pads0, nat, 1)
+        ref = conv2d_backprop_input_ref(dy.astype(np.float64), w.astype(np.float64), xshape,
+                                        (2, 2), (1, 1), pads0, "NHWC")
+        dyv = _layout_view(dy, layouts[0])
+        dxv = _layout_view(np.full(xshape, np.nan, np.float32), layouts[1])
+        nat.winograd_bpi(dyv, upk, dxv, pads0, 2)
+        np.testing.assert_allclose(dxv, ref, rtol=0, atol=2e-5 * max(1.0, np.abs(ref).max()),
+                                   err_msg=f"{layouts} {(h, wd)} {cin}>{cout}")
+
+
+@pytest.mark.parametrize("threads, tiles", [(1, 0), (3, 0), (2, 2), (2, 9), (1, 500)])
+def test_staged_items_split_wide_rows_into_column_chunks(threads, tiles):
+    """A dx 150 columns wide: 38 tile columns per phase, more than one item's chunk (and
+    chunks shrunk to give every thread items), one image and several."""
+    rng = np.random.default_rng(threads * 31 + tiles)
+    for n, h in ((1, 6), (3, 11)):
+        dy, w, xshape, pads = _case(rng, n, h, 150, 16, 32, ((1, 1), (1, 1)))
+        upk = conv_impl._winograd_packed(w, pads, nat, 1)
+        ref = conv2d_backprop_input_ref(dy.astype(np.float64), w.astype(np.float64), xshape,
+                                        (2, 2), (1, 1), pads, "NHWC")
+        dxv = _layout_view(np.full(xshape, np.nan, np.float32), "nchw")
+        nat.winograd_bpi(_layout_view(dy, "nchw"), upk, dxv, pads, threads, tiles)
+        np.testing.assert_allclose(dxv, ref, rtol=0, atol=2e-5 * np.abs(ref).max())
+
+
+def test_nchw_layers_take_it_through_the_op_dispatch(winograd_calls):
+    rng = np.random.default_rng(21)
+    dy, w, xshape, pads = _case(rng, 4, 40, 32, 16, 32, ((1, 1), (1, 1)))  # 1,280 dy pixels
+    ref = conv2d_backprop_input_ref(dy.astype(np.float64), w.astype(np.float64), xshape,
+                                    (2, 2), (1, 1), pads, "NHWC")
+    got = conv_impl.conv2d_backprop_input(np.ascontiguousarray(dy.transpose(0, 3, 1, 2)), w,
+                                          (4, 16, 40, 32), (2, 2), (1, 1), pads, "NCHW")
+    assert winograd_calls and got.shape == (4, 16, 40, 32)
+    np.testing.assert_allclose(got.transpose(0, 2, 3, 1), ref, rtol=0,
+                               atol=2e-5 * np.abs(ref).max())

@@ -41,6 +41,13 @@ void opgraph_micro_f32(int rb, int nv, const float *s, i64 ps, i64 cs, const i64
                        const i64 *woff, i64 T, i64 C, const float *w, float *o, i64 ops, i64 oc,
                        int init, int wr);
 
+/* conv_gather.c's float32 staging copies between strided views and [pixel][channel] rows:
+ * dst[p*nc + c] = src[p*s_p + c*s_c] (in), dst[p*d_p + c*d_c] = src[p*ncp + c] (out), for
+ * p < np, c < nc; NCHW rows (s_p or d_p 1) by 8 x 8 transposes. */
+void opgraph_stage_in_f32(const float *src, i64 s_p, i64 s_c, i64 np, i64 nc, float *dst);
+void opgraph_stage_out_f32(const float *src, i64 ncp, float *dst, i64 d_p, i64 d_c, i64 np,
+                           i64 nc);
+
 /* fn(arg, i) for i in [0, nthreads) on the pool's parked threads (thread_pool.c), index 0 on
  * the caller's; fn must share its work dynamically (fewer threads may run). */
 typedef void (*thread_fn)(void *, int);

@@ -520,6 +520,11 @@ static i64 planes_rows(float *planes, i64 ps, float *rows, i64 rs, i64 nc, i64 n
 }
 #endif
 
+/* The float32 staging copies for the other kernels (conv_common.h). */
+void opgraph_stage_in_f32(const float *src, i64 s_p, i64 s_c, i64 np, i64 nc, float *dst);
+void opgraph_stage_out_f32(const float *src, i64 ncp, float *dst, i64 d_p, i64 d_c, i64 np,
+                           i64 nc);
+
 /* dst[p*nc + c] = src[p*s_p + c*s_c] (converted) for p < np, c < nc */
 __attribute__((noinline)) static void stage_in(const void *src, int dt, i64 s_p, i64 s_c,
                                                i64 np, i64 nc, float *dst)
@@ -558,6 +563,17 @@ __attribute__((noinline)) static void stage_out(const float *src, i64 ncp, void 
             for (i64 p = p0; p < np; p++)
                 store_elem(dst, p * d_p + c * d_c, dt, src[p * ncp + c]);
     }
+}
+
+void opgraph_stage_in_f32(const float *src, i64 s_p, i64 s_c, i64 np, i64 nc, float *dst)
+{
+    stage_in(src, DT_F32, s_p, s_c, np, nc, dst);
+}
+
+void opgraph_stage_out_f32(const float *src, i64 ncp, float *dst, i64 d_p, i64 d_c, i64 np,
+                           i64 nc)
+{
+    stage_out(src, ncp, dst, DT_F32, d_p, d_c, np, nc);
 }
 
 /* A whole convolution-shaped job for the threads: phases (ph, pw) < (P_h, P_w) of out, each the

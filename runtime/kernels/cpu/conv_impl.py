@@ -1802,14 +1802,14 @@ def _winograd_takes(dy_shape, w_shape, x_shape, strides, dilations, g, nat):
 
 
 def _winograd_applies(dyv, w, dxv, strides, dilations, g, memo):
-    """_winograd_takes for float32 views with contiguous channels (NHWC) and finite values:
-    its zero padding stands for the skipped taps, which is exact only for finite ones."""
+    """_winograd_takes for float32 views (NHWC in place, channel-strided ones such as NCHW
+    staged per work item) with finite values: its zero padding stands for the skipped taps,
+    which is exact only for finite ones."""
     if not USE_NATIVE or dyv.dtype != np.float32 or dxv.dtype != np.float32:
         return False
     nat = _native.load()
     if not (_winograd_takes(dyv.shape, w.shape, dxv.shape, strides, dilations, g, nat)
-            and nat.addressable(dyv) and nat.addressable(dxv)
-            and dyv.strides[3] == 4 and dxv.strides[3] == 4):
+            and nat.addressable(dyv) and nat.addressable(dxv)):
         return False
     n, oh, ow, _ = dyv.shape
     least = WINOGRAD_MIN_PIXELS if memo is None else WINOGRAD_MIN_PIXELS_CACHED
@@ -1856,12 +1856,13 @@ def _winograd_run(dyv, w, dxv, pads, nth, memo):
 
 def _winograd_workspace_bytes(w_shape, nth, nat):
     """What the Winograd path allocates besides dx: the transformed filter and, per thread,
-    the kernel's V and M tiles (at most 48 tiles of 9 transformed pixels each), plus one
-    phase's unpacked transformed filter while the filter is transformed."""
+    the kernel's V and M tiles (at most 48 tiles of 9 transformed pixels each) and, for
+    channel-strided operands, the staged rows of an item (3 dy rows of 51 pixels, 2 dx rows of
+    96), plus one phase's unpacked transformed filter while the filter is transformed."""
     _, _, cin, cout = w_shape
     cop = _native_channels(cin, nat)
-    return (4 * 9 * cout * cop * 4 + 9 * cin * cout * 4
-            + nth * 9 * 48 * (cout + cop) * 4 + (64 << 10))
+    per_thread = 9 * 48 * (cout + cop) + 3 * 51 * cout + 2 * 96 * cop
+    return 4 * 9 * cout * cop * 4 + 9 * cin * cout * 4 + nth * per_thread * 4 + (64 << 10)
 
 
 def _native_bpi_workspace_bytes(dy_shape, w_shape, x_shape, strides, dilations, pads, g, nth,

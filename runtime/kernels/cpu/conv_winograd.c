@@ -23,14 +23,20 @@
  * products into M [9][tb][cop] (cop = Cin rounded up to whole vectors) one weight block at a
  * time (its panel stays in L1 across the tiles), and adds nothing: it writes each dx element
  * once. Temporaries: V and M per thread, 36 * tb * (Cout + cop) bytes.
+ *
+ * Channel-strided operands (NCHW) are staged, as conv_gather.c stages them: an item is then one
+ * tile row of one image and row phase, a chunk of up to tb / 2 tile columns, both column
+ * phases; its 3 dy rows (those columns) are copied into [row][pixel][channel] rows, and its
+ * two dx rows (both column phases interleaved, so whole rows) are computed into such rows and
+ * written back once, by 8 x 8 transposes for NCHW.
  */
 #include "conv_common.h"
 #include <string.h>
 
 /* Parameter block (i64): */
 enum {
-    P_N, P_OH, P_OW, P_COUT, P_YN, P_YH, P_YW, /* dy [N, OH, OW, Cout], element strides */
-    P_H, P_W, P_CIN, P_XN, P_XH, P_XW,        /* dx [N, H, W, Cin] */
+    P_N, P_OH, P_OW, P_COUT, P_YN, P_YH, P_YW, P_YC, /* dy [N, OH, OW, Cout], element strides */
+    P_H, P_W, P_CIN, P_XN, P_XH, P_XW, P_XC,         /* dx [N, H, W, Cin] */
     P_PT, P_PL,                               /* the forward conv's top/left padding */
     P_TB,                                     /* tiles per work item (0: automatic) */
     P_COUNT
@@ -50,22 +56,30 @@ typedef struct {
     i64 qp[2], rp[2];       /* phase rows / columns of dx */
     i64 tq[2], tr[2];       /* tile rows / columns of a phase */
     i64 start[5];           /* first item of each phase (ph * 2 + pw), items in all */
+    i64 chunk, nchunk;      /* staged: tile columns per item, chunks per tile row */
+    int stage_src, stage_dst;
     i64 next;
     int failed;
 } wg_job;
 
+/* Where an item reads dy: pixel (h, w) of the current image at base + h*s_h + w*s_w (channels
+ * contiguous) for h in [h0, h1), w in [w0, w1); zeros elsewhere. */
+typedef struct {
+    const float *base;
+    i64 s_h, s_w, h0, h1, w0, w1;
+} wg_src;
+
 /* The 3x3 patch of dy whose top-left is (h0, w0) of image n, transformed: V[(s*3 + u)*ts] =
  * (Bt d B)[s][u] per channel (ts: V's stride between the 9 products). */
-static void input_tile(const wg_job *J, i64 n, i64 h0, i64 w0, float *V, i64 ts)
+static void input_tile(const wg_job *J, const wg_src *S, i64 h0, i64 w0, float *V, i64 ts)
 {
-    const i64 *p = J->p;
-    const i64 C = p[P_COUT];
+    const i64 C = J->p[P_COUT];
     const float *src[3][3]; /* patch pixels, NULL outside dy (read as zeros) */
     for (int k = 0; k < 3; k++)
         for (int l = 0; l < 3; l++) {
             const i64 h = h0 + k, w = w0 + l;
-            src[k][l] = h >= 0 && h < p[P_OH] && w >= 0 && w < p[P_OW]
-                            ? J->dy + n * p[P_YN] + h * p[P_YH] + w * p[P_YW]
+            src[k][l] = h >= S->h0 && h < S->h1 && w >= S->w0 && w < S->w1
+                            ? S->base + h * S->s_h + w * S->s_w
                             : NULL;
         }
     i64 c = 0;
@@ -103,19 +117,18 @@ static void input_tile(const wg_job *J, i64 n, i64 h0, i64 w0, float *V, i64 ts)
     }
 }
 
-/* dx pixels (q, r) .. (q + 1, r + 1) of phase (ph, pw), image n, inside the phase's qp x rp:
+/* dx pixels (q, r) .. (q + 1, r + 1) of phase (ph, pw), inside the phase's qp x rp, pixel
+ * (q, r) at o00, (q + 1, r) at o00 + s_q and (q, r + 1) at o00 + s_r (channels contiguous):
  * (At M A) from M[(s*3 + u)*ms] per channel. */
-static void output_tile(const wg_job *J, i64 n, i64 ph, i64 pw, i64 q, i64 r, const float *M,
-                        i64 ms)
+static void output_tile(const wg_job *J, i64 ph, i64 pw, i64 q, i64 r, float *o00, i64 s_q,
+                        i64 s_r, const float *M, i64 ms)
 {
-    const i64 *p = J->p;
-    const i64 C = p[P_CIN];
+    const i64 C = J->p[P_CIN];
     const int two_r = q + 1 < J->qp[ph], two_c = r + 1 < J->rp[pw];
     float *o[2][2];
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 2; j++)
-            o[i][j] = J->dx + n * p[P_XN] + (ph + 2 * (q + i)) * p[P_XH] +
-                      (pw + 2 * (r + j)) * p[P_XW];
+            o[i][j] = o00 + i * s_q + j * s_r;
     i64 c = 0;
     for (; c + VL <= C; c += VL) {
         vf m[9], a[3][2];
@@ -151,6 +164,27 @@ static void output_tile(const wg_job *J, i64 n, i64 ph, i64 pw, i64 q, i64 r, co
     }
 }
 
+/* The 9 products of nt tiles of phase phi: M [9][tb][cop] from V [9][tb][Cout]. */
+static void wg_products(const wg_job *J, int phi, i64 nt, const float *V, float *M)
+{
+    const i64 Cout = J->p[P_COUT], cop = J->cop, tb = J->tb;
+    const i64 zero = 0;
+    const float *U = J->upk + phi * 9 * Cout * cop;
+    for (int x = 0; x < 9; x++)
+        for (i64 c0 = 0; c0 < cop; c0 += BW) {
+            const int nv = cop - c0 >= BW ? NV : (int)((cop - c0) / VL);
+            const i64 width = (i64)nv * VL;
+            const float *wblk = U + c0 * 9 * Cout + x * Cout * width;
+            for (i64 i0 = 0; i0 < nt; i0 += RB) {
+                const int rb = (int)(nt - i0 < RB ? nt - i0 : RB);
+                opgraph_micro_f32(rb, nv, V + x * tb * Cout + i0 * Cout, Cout, 1, &zero, &zero, 1,
+                                  Cout, wblk, M + x * tb * cop + i0 * cop + c0, cop, 1, 0,
+                                  (int)width);
+            }
+        }
+}
+
+/* Channels contiguous in dy and dx: items are blocks of tb tiles of one phase. */
 static void wg_worker(void *arg, int index)
 {
     (void)index;
@@ -159,7 +193,6 @@ static void wg_worker(void *arg, int index)
     const i64 Cout = p[P_COUT], cop = J->cop, tb = J->tb;
     float *V = malloc(sizeof(float) * (size_t)(9 * tb * Cout));
     float *M = malloc(sizeof(float) * (size_t)(9 * tb * cop));
-    const i64 zero = 0;
     if (!V || !M) {
         __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
         free(V);
@@ -179,37 +212,109 @@ static void wg_worker(void *arg, int index)
         const i64 nt = p[P_N] * per_n - t0 < tb ? p[P_N] * per_n - t0 : tb;
         for (i64 t = 0; t < nt; t++) {
             const i64 g = t0 + t, n = g / per_n, tq = g % per_n / TR, tr = g % TR;
-            input_tile(J, n, 2 * tq + J->oh[ph], 2 * tr + J->ow[pw], V + t * Cout, tb * Cout);
+            const wg_src S = {J->dy + n * p[P_YN], p[P_YH], p[P_YW], 0, p[P_OH], 0, p[P_OW]};
+            input_tile(J, &S, 2 * tq + J->oh[ph], 2 * tr + J->ow[pw], V + t * Cout, tb * Cout);
         }
-        const float *U = J->upk + phi * 9 * Cout * cop;
-        for (int x = 0; x < 9; x++)
-            for (i64 c0 = 0; c0 < cop; c0 += BW) {
-                const int nv = cop - c0 >= BW ? NV : (int)((cop - c0) / VL);
-                const i64 width = (i64)nv * VL;
-                const float *wblk = U + c0 * 9 * Cout + x * Cout * width;
-                for (i64 i0 = 0; i0 < nt; i0 += RB) {
-                    const int rb = (int)(nt - i0 < RB ? nt - i0 : RB);
-                    opgraph_micro_f32(rb, nv, V + x * tb * Cout + i0 * Cout, Cout, 1, &zero,
-                                      &zero, 1, Cout, wblk, M + x * tb * cop + i0 * cop + c0,
-                                      cop, 1, 0, (int)width);
-                }
-            }
+        wg_products(J, phi, nt, V, M);
         for (i64 t = 0; t < nt; t++) {
             const i64 g = t0 + t, n = g / per_n, tq = g % per_n / TR, tr = g % TR;
-            output_tile(J, n, ph, pw, 2 * tq, 2 * tr, M + t * cop, tb * cop);
+            float *o00 = J->dx + n * p[P_XN] + (ph + 4 * tq) * p[P_XH] + (pw + 4 * tr) * p[P_XW];
+            output_tile(J, ph, pw, 2 * tq, 2 * tr, o00, 2 * p[P_XH], 2 * p[P_XW], M + t * cop,
+                        tb * cop);
         }
     }
     free(V);
     free(M);
 }
 
+/* Staged (channel-strided dy or dx): an item is (row phase ph, image n, tile row tq, chunk of
+ * J->chunk tile columns) with both column phases; dy rows and dx rows staged as above. */
+static void wg_worker_staged(void *arg, int index)
+{
+    (void)index;
+    wg_job *J = arg;
+    const i64 *p = J->p;
+    const i64 Cout = p[P_COUT], Cin = p[P_CIN], cop = J->cop, tb = J->tb, CH = J->chunk;
+    const i64 scols = 2 * CH + 3, ocols = 4 * CH;
+    float *V = malloc(sizeof(float) * (size_t)(9 * tb * Cout));
+    float *M = malloc(sizeof(float) * (size_t)(9 * tb * cop));
+    float *sb = J->stage_src ? malloc(sizeof(float) * (size_t)(3 * scols * Cout)) : NULL;
+    float *ob = J->stage_dst ? malloc(sizeof(float) * (size_t)(2 * ocols * cop)) : NULL;
+    if (!V || !M || (J->stage_src && !sb) || (J->stage_dst && !ob)) {
+        __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
+        free(V); free(M); free(sb); free(ob);
+        return;
+    }
+    for (;;) {
+        const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+        if (item >= J->start[2] || __atomic_load_n(&J->failed, __ATOMIC_RELAXED))
+            break;
+        const i64 ph = item >= J->start[1];
+        const i64 rest = item - J->start[ph], per_n = J->tq[ph] * J->nchunk;
+        const i64 n = rest / per_n, tq = rest % per_n / J->nchunk, k = rest % J->nchunk;
+        const i64 t0 = k * CH, t1 = t0 + CH; /* tile columns [t0, t1) of both column phases */
+        /* dy: rows [r0, r1) and columns [c0, c1) of this item, staged or in place */
+        const i64 omin = J->ow[0] < J->ow[1] ? J->ow[0] : J->ow[1];
+        const i64 omax = J->ow[0] > J->ow[1] ? J->ow[0] : J->ow[1];
+        i64 r0 = 2 * tq + J->oh[ph], r1 = r0 + 3, c0 = 2 * t0 + omin, c1 = 2 * (t1 - 1) + omax + 3;
+        r0 = r0 < 0 ? 0 : r0;
+        r1 = r1 > p[P_OH] ? p[P_OH] : r1;
+        c0 = c0 < 0 ? 0 : c0;
+        c1 = c1 > p[P_OW] ? p[P_OW] : c1;
+        const float *dyn = J->dy + n * p[P_YN];
+        wg_src S = {dyn, p[P_YH], p[P_YW], r0, r1, c0, c1};
+        if (J->stage_src && r0 < r1 && c0 < c1) {
+            for (i64 r = r0; r < r1; r++)
+                opgraph_stage_in_f32(dyn + r * p[P_YH] + c0 * p[P_YW], p[P_YW], p[P_YC], c1 - c0,
+                                     Cout, sb + (r - r0) * (c1 - c0) * Cout);
+            /* (h, w) at sb + ((h - r0)*(c1 - c0) + w - c0)*Cout */
+            S.base = sb - (r0 * (c1 - c0) + c0) * Cout;
+            S.s_h = (c1 - c0) * Cout;
+            S.s_w = Cout;
+        }
+        /* dx: rows ph + 4*tq + 2*i (i < 2) and columns [4*t0, x1), staged or in place */
+        const i64 x0 = 4 * t0, x1 = 4 * t1 < p[P_W] ? 4 * t1 : p[P_W];
+        float *dxn = J->dx + n * p[P_XN];
+        for (i64 pw = 0; pw < 2; pw++) {
+            const i64 ta = t0, tz = t1 < J->tr[pw] ? t1 : J->tr[pw];
+            if (ta >= tz)
+                continue;
+            for (i64 t = ta; t < tz; t++)
+                input_tile(J, &S, 2 * tq + J->oh[ph], 2 * t + J->ow[pw], V + (t - ta) * Cout,
+                           tb * Cout);
+            wg_products(J, (int)(ph * 2 + pw), tz - ta, V, M);
+            for (i64 t = ta; t < tz; t++) {
+                float *o00;
+                i64 s_q, s_r;
+                if (J->stage_dst) { /* ob [2][x1 - x0][cop]: dx column x at (x - x0)*cop */
+                    o00 = ob + (pw + 4 * t - x0) * cop;
+                    s_q = (x1 - x0) * cop;
+                    s_r = 2 * cop;
+                } else {
+                    o00 = dxn + (ph + 4 * tq) * p[P_XH] + (pw + 4 * t) * p[P_XW];
+                    s_q = 2 * p[P_XH];
+                    s_r = 2 * p[P_XW];
+                }
+                output_tile(J, ph, pw, 2 * tq, 2 * t, o00, s_q, s_r, M + (t - ta) * cop,
+                            tb * cop);
+            }
+        }
+        if (J->stage_dst && x0 < x1)
+            for (i64 i = 0; i < 2 && 2 * tq + i < J->qp[ph]; i++)
+                opgraph_stage_out_f32(ob + i * (x1 - x0) * cop, cop,
+                                      dxn + (ph + 4 * tq + 2 * i) * p[P_XH] + x0 * p[P_XW],
+                                      p[P_XW], p[P_XC], x1 - x0, Cin);
+    }
+    free(V); free(M); free(sb); free(ob);
+}
+
 /* Version of this entry point's parameter block (native.py checks it). */
-int opgraph_winograd_version(void) { return 1; }
+int opgraph_winograd_version(void) { return 2; }
 
 /* dx = the input gradient of a 4x4 stride-2 undilated ungrouped convolution (see the file
- * comment); dy and dx float32 with contiguous channels (other strides any), upk the 4 phases'
- * packed transformed filters, p the parameter block above (np = P_COUNT entries). Returns 0,
- * -1 for arguments it does not take, -2 when out of memory. */
+ * comment); dy and dx float32 views of any element strides (channel-strided ones staged), upk
+ * the 4 phases' packed transformed filters, p the parameter block above (np = P_COUNT
+ * entries). Returns 0, -1 for arguments it does not take, -2 when out of memory. */
 int opgraph_winograd_bpi_f32(const float *dy, float *dx, const float *upk, const i64 *p,
                              i64 np, i64 nthreads)
 {
@@ -245,6 +350,27 @@ int opgraph_winograd_bpi_f32(const float *dy, float *dx, const float *upk, const
         tb -= RB;
     }
     J.tb = tb;
+    J.stage_src = p[P_YC] != 1;
+    J.stage_dst = p[P_XC] != 1;
+    if (J.stage_src || J.stage_dst) {
+        /* items: (row phase, image, tile row, chunk of tb / 2 tile columns), fewer columns
+         * while that leaves fewer than 4 items per thread */
+        const i64 trm = J.tr[0] > J.tr[1] ? J.tr[0] : J.tr[1];
+        J.chunk = tb / 2 > 0 ? tb / 2 : 1;
+        for (;;) {
+            J.nchunk = trm > 0 ? (trm + J.chunk - 1) / J.chunk : 0;
+            J.start[0] = 0;
+            J.start[1] = p[P_N] * J.tq[0] * J.nchunk;
+            J.start[2] = J.start[1] + p[P_N] * J.tq[1] * J.nchunk;
+            if (J.chunk <= 4 || J.start[2] >= 4 * nthreads)
+                break;
+            J.chunk = (J.chunk + 1) / 2;
+        }
+        if (J.start[2] == 0)
+            return 0;
+        opgraph_run_threads(wg_worker_staged, &J, nthreads < J.start[2] ? nthreads : J.start[2]);
+        return J.failed ? -2 : 0;
+    }
     if (J.start[4] == 0)
         return 0;
     opgraph_run_threads(wg_worker, &J, nthreads < J.start[4] ? nthreads : J.start[4]);

@@ -324,8 +324,8 @@ class NativeConv:
         if wgv is not None:
             wgv.restype = ctypes.c_int
         #: True if the library has the Winograd F(2x2, 2x2) input gradient of 4x4 stride-2
-        #: convolutions whose parameter block winograd_bpi speaks (conv_winograd.c, version 1)
-        self.has_winograd = wgf is not None and wgv is not None and wgv() == 1
+        #: convolutions whose parameter block winograd_bpi speaks (conv_winograd.c, version 2)
+        self.has_winograd = wgf is not None and wgv is not None and wgv() == 2
         if self.has_winograd:
             wgf.argtypes = [P, P, P, P, L, L]
             wgf.restype = ctypes.c_int
@@ -366,18 +366,19 @@ class NativeConv:
         return self._shuffle_store is not None
 
     def winograd_bpi(self, dy, upk, dx, pads, nthreads=1, tiles=0):
-        """dx (float32 view [N, H, W, Cin], contiguous channels) = the input gradient of a
-        4x4 stride-2 convolution (pads: its top/left padding, may be negative) with dy
-        (float32 view [N, OH, OW, Cout], contiguous channels) by Winograd F(2x2, 2x2), the
-        filter given as ``upk``: the 4 phases' transformed filters, each ``pack(U, 3)`` of U
-        [3, 3, Cin, Cout] (conv_winograd.c). Finite operands only (zero padding stands for
-        the skipped taps). tiles: 2x2 tiles per work item (0: the kernel's choice)."""
+        """dx (float32 view [N, H, W, Cin]) = the input gradient of a 4x4 stride-2
+        convolution (pads: its top/left padding, may be negative) with dy (float32 view
+        [N, OH, OW, Cout]) by Winograd F(2x2, 2x2), the filter given as ``upk``: the 4 phases'
+        transformed filters, each ``pack(U, 3)`` of U [3, 3, Cin, Cout] (conv_winograd.c).
+        Any element-aligned strides (channel-strided views, NCHW, are staged per work item).
+        Finite operands only (zero padding stands for the skipped taps). tiles: 2x2 tiles per
+        work item (0: the kernel's choice)."""
         if not self.has_winograd:
             raise ValueError("winograd_bpi: this library has no Winograd kernel")
         for a, name in ((dy, "dy"), (dx, "dx")):
-            if a.ndim != 4 or not self.addressable(a) or a.strides[3] != 4:
+            if a.ndim != 4 or not self.addressable(a):
                 raise ValueError(f"winograd_bpi: {name} must be a 4-D float32 view with "
-                                 f"contiguous channels, got {a.dtype}{a.shape} strides "
+                                 f"element-aligned strides, got {a.dtype}{a.shape} strides "
                                  f"{a.strides}")
         if not dx.flags.writeable:
             raise ValueError("winograd_bpi: dx is read-only")
@@ -392,9 +393,9 @@ class NativeConv:
                              f"values, got {upk.dtype}{upk.shape}")
         if not all(abs(int(v)) < COORD_LIMIT for v in dy.shape + dx.shape + tuple(pads)):
             raise ValueError("winograd_bpi: coordinates beyond the kernel's range")
-        p = np.array([n, oh, ow, cout] + [s // 4 for s in dy.strides[:3]] + [h, w, cin]
-                     + [s // 4 for s in dx.strides[:3]] + [int(pads[0]), int(pads[1]),
-                                                          int(tiles)], np.int64)
+        p = np.array([n, oh, ow, cout] + [s // 4 for s in dy.strides] + [h, w, cin]
+                     + [s // 4 for s in dx.strides] + [int(pads[0]), int(pads[1]), int(tiles)],
+                     np.int64)
         rc = self._winograd(dy.ctypes.data, dx.ctypes.data, upk.ctypes.data, p.ctypes.data,
                             p.size, int(nthreads))
         if rc == -2:
