@@ -378,6 +378,19 @@ NHWC_MANY_CASES = [  # (M = 1, channels contiguous, more than 32 channels: colum
 ]
 
 
+def _check_whole_and_split(nat, dy, w, case, layout, rows, chans):
+    """The kernel against the direct loop on the whole problem and on (image, rows of
+    ``rows``, channels of ``chans``) ranges; returns (reference, ranges)."""
+    with np.errstate(invalid="ignore"):
+        ref = _reference(dy, w, case)
+    _assert_like_reference(_run_kernel(nat, dy, w, case, layout), ref)
+    n, c, h = dy.shape[0], case[3], case[13]
+    ranges = [(i, i + 1, h0, min(h, h0 + rows), g0, min(c, g0 + chans))
+              for i in range(n) for h0 in range(0, h, rows) for g0 in range(0, c, chans)]
+    _assert_like_reference(_run_kernel(nat, dy, w, case, layout, ranges), ref)
+    return ref, ranges
+
+
 @pytest.mark.parametrize("layout", ["nhwc", "nhwc_gaps"])
 @pytest.mark.parametrize("case", NHWC_MANY_CASES)
 def test_kernel_nhwc_many_channels(case, layout):
@@ -391,13 +404,7 @@ def test_kernel_nhwc_many_channels(case, layout):
     dy[0, oh // 2, ow - 1, c // 2] = -np.inf
     w[0, 0, 1] = np.inf
     w[-1, -1, c - 2] = np.nan
-    with np.errstate(invalid="ignore"):
-        ref = _reference(dy, w, case)
-    _assert_like_reference(_run_kernel(nat, dy, w, case, layout), ref)
-    h = case[13]
-    ranges = [(i, i + 1, h0, min(h, h0 + 5), g0, min(c, g0 + 45))
-              for i in range(n) for h0 in range(0, h, 5) for g0 in range(0, c, 45)]
-    _assert_like_reference(_run_kernel(nat, dy, w, case, layout, ranges), ref)
+    ref, ranges = _check_whole_and_split(nat, dy, w, case, layout, 5, 45)
     if layout == "nhwc":  # dx 64-byte aligned (numpy's buffers are 16-byte aligned)
         shape, st, dl, pd = _geometry(case)
         size = int(np.prod(shape))
@@ -442,10 +449,4 @@ def test_kernel_nhwc_slide(case, layout):
     dy[-1, oh // 2, ow // 2, c - 1] = np.inf
     dy[0, oh - 1, ow - 1, c // 2] = -np.inf
     w[-1, -1, 2] = np.inf
-    with np.errstate(invalid="ignore"):
-        ref = _reference(dy, w, case)
-    _assert_like_reference(_run_kernel(nat, dy, w, case, layout), ref)
-    h = case[13]
-    ranges = [(i, i + 1, h0, min(h, h0 + 3), g0, min(c, g0 + 21))
-              for i in range(n) for h0 in range(0, h, 3) for g0 in range(0, c, 21)]
-    _assert_like_reference(_run_kernel(nat, dy, w, case, layout, ranges), ref)
+    _check_whole_and_split(nat, dy, w, case, layout, 3, 21)
