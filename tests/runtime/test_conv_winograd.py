@@ -121,6 +121,13 @@ def test_default_dispatch_takes_it_for_large_enough_layers(winograd_calls):
     small = dy[:1, :8, :8]  # 64 pixels: the filter's transform would cost more than it saves
     conv_impl.conv2d_backprop_input(small, w, (1, 16, 16, 16), (2, 2), (1, 1), pads, "NHWC")
     assert not winograd_calls
+    assert conv_impl.WINOGRAD_MIN_PIXELS == 512  # at it and just below (2 images of 16 x 16,
+    for part, taken in ((dy[:2], True), (dy[:2, :15], False)):  # and of 15 rows: 480)
+        n, oh = part.shape[:2]
+        conv_impl.conv2d_backprop_input(part, w, (n, 2 * oh, 32, 16), (2, 2), (1, 1), pads,
+                                        "NHWC")
+        assert bool(winograd_calls) == taken, (part.shape, taken)
+        del winograd_calls[:]
     # with a constant filter (the cache), from WINOGRAD_MIN_PIXELS_CACHED pixels
     cache = {}
     conv_impl._conv2d_backprop_input(small, w, (1, 16, 16, 16), (2, 2), (1, 1), pads, "NHWC",
@@ -265,3 +272,23 @@ def test_nchw_layers_take_it_through_the_op_dispatch(winograd_calls):
     assert winograd_calls and got.shape == (4, 16, 40, 32)
     np.testing.assert_allclose(got.transpose(0, 2, 3, 1), ref, rtol=0,
                                atol=2e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("pads", [(1, 1), (0, 0), (-1, 2), (3, -2)])
+@pytest.mark.parametrize("cin, cout", [(5, 3), (21, 37), (64, 48)])
+def test_compiled_filter_transform_equals_the_numpy_one(pads, cin, cout, monkeypatch):
+    """opgraph_winograd_filter_f32 gives the numpy transform's packed filter bit for bit
+    (the same sums in the same order), also for a filter view with gaps between its input
+    channels; a filter whose output channels are not contiguous takes the numpy path."""
+    if nat.winograd_filter(np.zeros((4, 4, 1, 1), np.float32), pads) is None:
+        pytest.skip("this library has no compiled Winograd filter transform")
+    rng = np.random.default_rng(cin * 7 + cout)
+    big = rng.standard_normal((4, 4, 2 * cin, cout)).astype(np.float32)
+    for w in (np.ascontiguousarray(big[:, :, :cin]), big[:, :, ::2]):
+        fast = nat.winograd_filter(w, pads, 2)
+        monkeypatch.setattr(nat, "_winograd_filter", None)
+        slow = conv_impl._winograd_packed(w, pads, nat, 1)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(fast, slow)
+        np.testing.assert_array_equal(conv_impl._winograd_packed(w, pads, nat, 2), slow)
+    assert nat.winograd_filter(np.asfortranarray(big), pads) is None

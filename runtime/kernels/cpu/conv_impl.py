@@ -1780,9 +1780,11 @@ def _shuffle_numpy(t, dxv, kh, kw):
 WINOGRAD_MIN_COUT = 32
 WINOGRAD_MIN_CIN = 16
 #: Least dy pixels (N * OH * OW) for the Winograd path when the filter is not a constant:
-#: transforming a filter costs about as much as 400 dy pixels' products save (AVX2, 2 cores:
-#: 2.6 ms for 256 x 512 channels). With a constant filter (transformed once) from 64.
-WINOGRAD_MIN_PIXELS = 1024
+#: the compiled transform (1.0 ms for 256 x 512 channels, Zen 4, 2 cores; the numpy one took
+#: 2.2) costs about what 300-400 dy pixels' products save: at 512 pixels Winograd was 1.17x
+#: the direct kernel on DCGAN 512>256, at 256 pixels 0.85-1.1x. With a constant filter
+#: (transformed once) from 64.
+WINOGRAD_MIN_PIXELS = 512
 WINOGRAD_MIN_PIXELS_CACHED = 64
 #: Largest transformed filter (bytes: 9/4 of the filter's) the Winograd path builds.
 WINOGRAD_MAX_FILTER_BYTES = 64 << 20
@@ -1829,6 +1831,9 @@ def _winograd_packed(w, pads, nat, nth):
     size = nat.packed_size(9, cout, cin)
     _guard(4 * size + 9 * cin * cout, 4, (4 * size + 9 * cin * cout,),
            "Winograd transformed filter")
+    fast = nat.winograd_filter(w, pads, nth) if w.dtype == np.float32 else None
+    if fast is not None:  # (the compiled transform: the same sums, one pass)
+        return fast
     upk = np.empty(4 * size, np.float32)
     u = np.empty((3, 3, cin, cout), np.float32)
     for ph in (0, 1):

@@ -376,3 +376,87 @@ int opgraph_winograd_bpi_f32(const float *dy, float *dx, const float *upk, const
     opgraph_run_threads(wg_worker, &J, nthreads < J.start[4] ? nthreads : J.start[4]);
     return J.failed ? -2 : 0;
 }
+
+/* The transformed filters of the 4 phases, packed as conv_impl.py's pack(U, 3) would pack
+ * U = G g Gt ([3, 3, Cin, Cout], reduced over Cout, Cin the lanes), laid end to end in upk
+ * (4 * 9 * Cout * cop floats): one pass over w [4, 4, Cin, Cout] (element strides s_a, s_b,
+ * s_i, s_o; Cout contiguous, s_o == 1, for the fast transposes), work items (phase, block of
+ * BW lanes) on nthreads threads. G's rows (1, 0), (1, 1), (0, 1): U's entries are g's, sums of
+ * two and of four, added in the order of the numpy transform this replaces. */
+typedef struct {
+    const float *w;
+    float *upk;
+    i64 s_a, s_b, s_i, s_o, cin, cout, cop, nblk, pt, pl;
+    i64 next;
+    int failed;
+} wgf_job;
+
+static void wgf_worker(void *arg, int index)
+{
+    (void)index;
+    wgf_job *J = arg;
+    const i64 C = J->cout, cop = J->cop;
+    float *g = malloc(sizeof(float) * (size_t)(4 * C * BW));
+    if (!g) {
+        __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    for (;;) {
+        const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+        if (item >= 4 * J->nblk)
+            break;
+        const i64 phi = item / J->nblk, c0 = (item % J->nblk) * BW;
+        const i64 ph = phi / 2, pw = phi % 2;
+        const i64 width = cop - c0 < BW ? cop - c0 : BW, wr = J->cin - c0 < width ? J->cin - c0
+                                                                                  : width;
+        const i64 amax = ((ph + J->pt) % 2 + 2) % 2 == 0 ? 2 : 3;
+        const i64 bmax = ((pw + J->pl) % 2 + 2) % 2 == 0 ? 2 : 3;
+        /* g[(i*2 + j)][c*wr + l] = w[amax - 2i, bmax - 2j, c0 + l, c] */
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++)
+                opgraph_stage_in_f32(J->w + (amax - 2 * i) * J->s_a + (bmax - 2 * j) * J->s_b +
+                                         c0 * J->s_i,
+                                     J->s_o, J->s_i, C, wr, g + (i * 2 + j) * C * wr);
+        const float *g00 = g, *g01 = g + C * wr, *g10 = g + 2 * C * wr, *g11 = g + 3 * C * wr;
+        float *d = J->upk + phi * 9 * C * cop + c0 * 9 * C;
+        for (i64 c = 0; c < C; c++) {
+            float *t[9];
+            for (int k = 0; k < 9; k++) t[k] = d + k * C * width + c * width;
+            const i64 o = c * wr;
+            i64 l = 0;
+            for (; l + VL <= wr; l += VL) { /* (the same sums as below, a vector at a time) */
+                const vf a = *(const vfu *)(g00 + o + l), b = *(const vfu *)(g01 + o + l);
+                const vf e = *(const vfu *)(g10 + o + l), f = *(const vfu *)(g11 + o + l);
+                const vf r0 = a + e, r2 = b + f;
+                *(vfu *)(t[0] + l) = a;  *(vfu *)(t[2] + l) = b;  *(vfu *)(t[1] + l) = a + b;
+                *(vfu *)(t[3] + l) = r0; *(vfu *)(t[5] + l) = r2; *(vfu *)(t[4] + l) = r0 + r2;
+                *(vfu *)(t[6] + l) = e;  *(vfu *)(t[8] + l) = f;  *(vfu *)(t[7] + l) = e + f;
+            }
+            for (; l < wr; l++) {
+                const float a = g00[o + l], b = g01[o + l], e = g10[o + l], f = g11[o + l];
+                const float r0 = a + e, r2 = b + f; /* u[1, 0], u[1, 2] */
+                t[0][l] = a;     t[2][l] = b;     t[1][l] = a + b;
+                t[3][l] = r0;    t[5][l] = r2;    t[4][l] = r0 + r2;
+                t[6][l] = e;     t[8][l] = f;     t[7][l] = e + f;
+            }
+            for (i64 l = wr; l < width; l++)
+                for (int k = 0; k < 9; k++) t[k][l] = 0.0f;
+        }
+    }
+    free(g);
+}
+
+int opgraph_winograd_filter_f32(const float *w, i64 s_a, i64 s_b, i64 s_i, i64 s_o, i64 cin,
+                                i64 cout, i64 pt, i64 pl, float *upk, i64 nthreads)
+{
+    if (cin <= 0 || cout <= 0)
+        return -1;
+    const i64 cop = (cin + VL - 1) / VL * VL;
+    wgf_job J = {.w = w, .upk = upk, .s_a = s_a, .s_b = s_b, .s_i = s_i, .s_o = s_o,
+                 .cin = cin, .cout = cout, .cop = cop, .nblk = (cop + BW - 1) / BW, .pt = pt,
+                 .pl = pl};
+    if (nthreads < 1)
+        nthreads = 1;
+    opgraph_run_threads(wgf_worker, &J, nthreads < 4 * J.nblk ? nthreads : 4 * J.nblk);
+    return J.failed ? -2 : 0;
+}

@@ -330,6 +330,11 @@ class NativeConv:
             wgf.argtypes = [P, P, P, P, L, L]
             wgf.restype = ctypes.c_int
         self._winograd = wgf if self.has_winograd else None
+        wgt = getattr(lib, "opgraph_winograd_filter_f32", None) if self.has_winograd else None
+        if wgt is not None:
+            wgt.argtypes = [P] + [L] * 8 + [P, L]
+            wgt.restype = ctypes.c_int
+        self._winograd_filter = wgt
         pk = lib.opgraph_pack_f32
         pk.argtypes = [P] + [L] * 10 + [P, L]
         pk.restype = ctypes.c_int
@@ -402,6 +407,25 @@ class NativeConv:
             raise MemoryError("winograd_bpi: out of memory")
         if rc != 0:
             raise ValueError(f"winograd_bpi refused its arguments (code {rc})")
+
+    def winograd_filter(self, w, pads, nthreads=1):
+        """The 4 phases' transformed filters for winograd_bpi, as one packed float32 vector:
+        U = G g G^T of each phase's 2x2 taps of w (float32 view [4, 4, Cin, Cout], Cout
+        contiguous), each packed as ``pack(U, 3)``, in one pass on ``nthreads`` threads.
+        None when this library lacks the entry point or w's layout is not that one."""
+        if (self._winograd_filter is None or w.ndim != 4 or w.shape[:2] != (4, 4)
+                or not self.addressable(w) or w.strides[3] != 4):
+            return None
+        cin, cout = w.shape[2:]
+        upk = np.empty(4 * self.packed_size(9, cout, cin), np.float32)
+        st = [s // 4 for s in w.strides]
+        rc = self._winograd_filter(w.ctypes.data, st[0], st[1], st[2], st[3], cin, cout,
+                                   int(pads[0]), int(pads[1]), upk.ctypes.data, int(nthreads))
+        if rc == -2:
+            raise MemoryError("winograd_filter: out of memory")
+        if rc != 0:
+            raise ValueError(f"winograd_filter refused the filter {w.shape} (code {rc})")
+        return upk
 
     def shuffle_store(self, t, dx, sh, sw, nthreads=1, offsets=(0, 0)):
         """The pixel shuffle of a sub-pixel decomposition: dx[n, i*sh + a + oh0,
