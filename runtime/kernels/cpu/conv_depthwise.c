@@ -329,7 +329,8 @@ done:
 
 #ifdef DW_AVX2
 /* Channels contiguous, M == 1, column dilation 1, KW <= 4, sw <= 2 (most upsampling layers):
- * per dx row and block of 8 channels, a slide along the dy columns r. Each dy vector is loaded
+ * per dx row and block of 16 channels (8 for the last odd block), a slide along the dy columns
+ * r. Each dy vector is loaded
  * once per row tap and multiplied into the KW dx columns it reaches (x = sw*r - pl + b), whose
  * accumulators stay in registers until their last tap; the weights of the row's taps stay in
  * registers for the whole slide. Against a dot product per dx pixel this loads each dy vector
@@ -398,7 +399,9 @@ static int dw_slide_applies(const i64 *p)
         for (i64 k = 0; k < KH; k++) c += (k * dh) % sh == rho;
         if (c > nr) nr = c;
     }
-    return nr <= 3 && nr * KW + KW + 1 <= 16; /* weights, accumulators and a dy vector */
+    /* weights, accumulators and a dy vector of one 8-channel block fit 16 registers (with two
+     * blocks AVX2 keeps some weights in L1; AVX-512's 32 registers hold them all) */
+    return nr <= 3 && nr * KW + KW + 1 <= 16;
 }
 
 #define DW_SLIDE_CASE(K, S, R)                                                                 \
