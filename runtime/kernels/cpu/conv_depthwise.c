@@ -11,7 +11,10 @@
  * The taps of a row or column come from residue tables (no division per pixel).
  *
  * Four ways through it, chosen by the layout:
- *   channels contiguous (NHWC): multiply-adds over channel vectors; with few channels per
+ *   channels contiguous (NHWC): with M == 1, a kernel at most 4 wide, column stride <= 2 and
+ *     pixels under 256 floats, a slide along each dx row (dw_slide: the dy vectors loaded once
+ *     per row tap, weights and pending dx columns in registers); otherwise multiply-adds over
+ *     channel vectors; with few channels per
  *     dx row and column stride phase, the pixels share one tap list and run in pairs, else
  *     pixel by pixel in column order;
  *   columns contiguous in dx (NCHW, AVX2), M == 1: blocks of 8 channels, dy rows transposed
