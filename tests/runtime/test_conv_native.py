@@ -319,8 +319,9 @@ def test_adjoint_identity(seed, native_calls):
     ((2, 20, 20, 32), (3, 3), (1, 1), (1, 1)),   # A-like, SAME
     ((2, 16, 16, 32), (4, 4), (2, 2), (1, 1)),   # stride 2, SAME (pad 1 + 1)
 ], ids=["3x3-s1", "4x4-s2"])
-def test_against_torch(shape, k, s, pads, native_calls):
+def test_against_torch(shape, k, s, pads, native_calls, monkeypatch):
     torch = pytest.importorskip("torch")
+    monkeypatch.setattr(conv_impl, "FORCE_ALGORITHM", "native")  # (not a Winograd path)
     rng = np.random.default_rng(7)
     n, h, w, cin = shape
     cout = 32
@@ -524,7 +525,8 @@ def test_self_check_catches_a_wrong_kernel(fresh_loader):
     ("NHWC", np.float32, 8, 12, 12, 2 * VW),
     ("NCHW", np.float16, 2, 48, 48, VW),  # large images: the staging buffers dominate
 ])
-def test_workspace_bound(fmt, dtype, n, h, w, c, native_calls):
+def test_workspace_bound(fmt, dtype, n, h, w, c, native_calls, monkeypatch):
+    monkeypatch.setattr(conv_impl, "FORCE_ALGORITHM", "native")  # (not a Winograd path)
     rng = np.random.default_rng(11)
     s, d, pb = (1, 1), (1, 1), (1, 1)
     wt = _rand(rng, (3, 3, c, c)).astype(dtype)

@@ -292,3 +292,128 @@ def test_compiled_filter_transform_equals_the_numpy_one(pads, cin, cout, monkeyp
         np.testing.assert_array_equal(fast, slow)
         np.testing.assert_array_equal(conv_impl._winograd_packed(w, pads, nat, 2), slow)
     assert nat.winograd_filter(np.asfortranarray(big), pads) is None
+
+
+# ---- F(2x2, 3x3) for 3x3 stride-1 layers ------------------------------------------------------
+def _case3(rng, n, h, wd, cin, cout, pad):
+    oh, ow = h + 2 * pad[0] - 2, wd + 2 * pad[1] - 2
+    w = rng.standard_normal((3, 3, cin, cout)).astype(np.float32)
+    dy = rng.standard_normal((n, oh, ow, cout)).astype(np.float32)
+    return dy, w, (n, h, wd, cin)
+
+
+@pytest.fixture
+def winograd3_calls(monkeypatch):
+    calls = []
+    run = conv_impl._winograd3_run
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return run(*args)
+
+    monkeypatch.setattr(conv_impl, "_winograd3_run", counted)
+    return calls
+
+
+@pytest.mark.parametrize("pad", [(1, 1), (0, 0), (2, 0), (-1, 2)])
+@pytest.mark.parametrize("size", [(1, 1), (4, 5), (9, 12), (15, 8)])
+def test_f23_matches_the_direct_loop(pad, size, winograd3_calls):
+    if not nat.has_winograd3:
+        pytest.skip("no F(2x2, 3x3) kernel in this library")
+    rng = np.random.default_rng(hash((pad, size)) % (1 << 32))
+    h, wd = size
+    if h + 2 * pad[0] - 2 <= 0 or wd + 2 * pad[1] - 2 <= 0:
+        pytest.skip("no dy for this size and padding")
+    conv_impl.FORCE_ALGORITHM = "winograd"
+    for cin, cout in ((5, 3), (16, 32), (21, 37)):  # channel tails on both sides
+        dy, w, xshape = _case3(rng, 2, h, wd, cin, cout, pad)
+        del winograd3_calls[:]
+        got = conv_impl.conv2d_backprop_input(dy, w, xshape, (1, 1), (1, 1), pad, "NHWC")
+        ref = conv2d_backprop_input_ref(dy.astype(np.float64), w.astype(np.float64), xshape,
+                                        (1, 1), (1, 1), pad, "NHWC")
+        err = float(np.abs(got - ref).max()) / max(1.0, float(np.abs(ref).max()))
+        assert err < 4e-6 * np.sqrt(9 * cout), (size, pad, cin, cout, err)
+        (lo_h, hi_h), (lo_w, hi_w) = conv_impl._backprop_reduction(
+            dy.shape[1], dy.shape[2], 3, 3, h, wd, (1, 1), (1, 1), pad)[:2]
+        assert bool(winograd3_calls) == (hi_h - lo_h == 3 and hi_w - lo_w == 3)
+
+
+def test_f23_threads_tiles_dispatch_and_non_finite_values(winograd3_calls):
+    if not nat.has_winograd3:
+        pytest.skip("no F(2x2, 3x3) kernel in this library")
+    rng = np.random.default_rng(31)
+    dy, w, xshape = _case3(rng, 3, 13, 11, 24, 40, (1, 1))
+    ref = conv2d_backprop_input_ref(dy.astype(np.float64), w.astype(np.float64), xshape,
+                                    (1, 1), (1, 1), (1, 1), "NHWC")
+    upk = conv_impl._winograd3_packed(w, nat, 1)
+    for threads, tiles in ((1, 0), (2, 0), (2, 1), (3, 7), (1, 500)):
+        dx = np.full(xshape, np.nan, np.float32)
+        nat.winograd3_bpi(dy, upk, dx, (1, 1), threads, tiles)
+        np.testing.assert_allclose(dx, ref, rtol=0, atol=2e-5 * np.abs(ref).max(),
+                                   err_msg=f"threads={threads} tiles={tiles}")
+    # the default dispatch: from WINOGRAD3_MIN_PIXELS dy pixels (3 * 13 * 11 = 429)
+    got = conv_impl.conv2d_backprop_input(dy, w, xshape, (1, 1), (1, 1), (1, 1), "NHWC")
+    assert winograd3_calls
+    np.testing.assert_allclose(got, ref, rtol=0, atol=2e-5 * np.abs(ref).max())
+    del winograd3_calls[:]
+    conv_impl.conv2d_backprop_input(dy[:1, :8, :8], w, (1, 8, 8, 24), (1, 1), (1, 1), (1, 1),
+                                    "NHWC")  # 64 pixels
+    assert not winograd3_calls
+    # non-finite dy: the exact path, inf and NaN where a direct loop puts them
+    bad = dy.copy()
+    bad[1, 4, 5, 3] = np.inf
+    got = conv_impl.conv2d_backprop_input(bad, w, xshape, (1, 1), (1, 1), (1, 1), "NHWC")
+    assert not winograd3_calls
+    with np.errstate(invalid="ignore"):
+        ref_bad = conv2d_backprop_input_ref(bad.astype(np.float64), w.astype(np.float64),
+                                            xshape, (1, 1), (1, 1), (1, 1), "NHWC")
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref_bad))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(ref_bad))
+    # channel-strided operands are not taken (NCHW runs the direct kernel)
+    with pytest.raises(ValueError, match="contiguous channels"):
+        nat.winograd3_bpi(np.ascontiguousarray(dy.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1),
+                          upk, np.zeros(xshape, np.float32), (1, 1))
+
+
+def test_workspace_bounds_cover_nchw_and_f23():
+    # 4x4 stride 2 in NCHW (staged Winograd): the transformed filter is counted too
+    nchw = conv_impl.conv2d_backprop_input_workspace_bytes(
+        (8, 512, 4, 4), (4, 4, 256, 512), (8, 256, 8, 8), (2, 2), (1, 1), (1, 1), "NCHW")
+    assert nchw >= 4 * 9 * 512 * 256 * 4
+    if nat.has_winograd3:  # 3x3 stride 1: F(2x2, 3x3)'s packed U, not growing with the batch
+        small, large = (conv_impl.conv2d_backprop_input_workspace_bytes(
+            (n, 14, 14, 512), (3, 3, 512, 512), (n, 14, 14, 512), (1, 1), (1, 1), (1, 1))
+            for n in (8, 64))
+        assert small >= 16 * 512 * 512 * 4 and small == large
+
+
+@pytest.mark.parametrize("kind", ["f23", "4x4-nchw"])
+def test_measured_temporaries_stay_within_the_bound(kind):
+    """What the Winograd paths allocate besides dx (tracemalloc), against
+    conv2d_backprop_input_workspace_bytes, for F(2x2, 3x3) and the staged NCHW 4x4 path."""
+    import tracemalloc
+    rng = np.random.default_rng(17)
+    if kind == "f23":
+        if not nat.has_winograd3:
+            pytest.skip("no F(2x2, 3x3) kernel in this library")
+        dy, w, shape = _case3(rng, 4, 20, 20, 48, 64, (1, 1))
+        args, fmt = ((1, 1), (1, 1), (1, 1)), "NHWC"
+    else:
+        dy, w, shape, pads = _case(rng, 4, 32, 32, 48, 64, ((1, 1), (1, 1)))
+        dy = np.ascontiguousarray(dy.transpose(0, 3, 1, 2))
+        shape = (shape[0], shape[3], shape[1], shape[2])
+        args, fmt = ((2, 2), (1, 1), pads), "NCHW"
+    conv_impl.conv2d_backprop_input(dy, w, shape, *args, fmt)
+    conv_impl.release_workspaces()
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        dx = conv_impl.conv2d_backprop_input(dy, w, shape, *args, fmt)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    used = peak - base - dx.nbytes
+    bound = conv_impl.conv2d_backprop_input_workspace_bytes(dy.shape, w.shape, shape, *args,
+                                                            fmt, np.float32)
+    assert 0 < used <= bound, (used, bound)

@@ -1483,6 +1483,10 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
             and _winograd_applies(dyv, w, dxv, (sh, sw), (dh, dw), g, memo)):
         _winograd_run(dyv, w, dxv, (pt, pl), nth, memo)
         return dx
+    if (FORCE_ALGORITHM in (None, "winograd")
+            and _winograd3_applies(dyv, w, dxv, (sh, sw), (dh, dw), g, memo)):
+        _winograd3_run(dyv, w, dxv, (pt, pl), nth, memo)
+        return dx
     if algo == "winograd":  # (forced where it does not apply: the default choice)
         algo = choose_backprop_input_algorithm(dyv.shape, w.shape, dxv.shape, (sh, sw), odt)
     if algo == "native" and _native_onecall_applies(dyv, dxv):
@@ -1851,6 +1855,64 @@ def _winograd_packed(w, pads, nat, nth):
     return upk
 
 
+#: Least dy pixels for the F(2x2, 3x3) path of 3x3 stride-1 layers when the filter is not a
+#: constant (its transform is numpy's), and with a constant filter.
+WINOGRAD3_MIN_PIXELS = 256
+WINOGRAD3_MIN_PIXELS_CACHED = 64
+
+
+def _winograd3_applies(dyv, w, dxv, strides, dilations, g, memo):
+    """True for a 3x3 stride-1 undilated ungrouped float32 layer with contiguous channels,
+    enough channels and pixels, and finite values: its input gradient runs F(2x2, 3x3)."""
+    if not USE_NATIVE or dyv.dtype != np.float32 or dxv.dtype != np.float32:
+        return False
+    nat = _native.load()
+    kh, kw, cig, cout = w.shape
+    if not (nat is not None and getattr(nat, "has_winograd3", False)
+            and (kh, kw) == (3, 3) and tuple(strides) == (1, 1) and tuple(dilations) == (1, 1)
+            and g == 1 and (FORCE_ALGORITHM == "winograd"
+                            or (cout >= WINOGRAD_MIN_COUT and cig >= WINOGRAD_MIN_CIN))
+            and 16 * cout * _native_channels(cig, nat) * 4 <= WINOGRAD_MAX_FILTER_BYTES
+            and nat.addressable(dyv) and nat.addressable(dxv)
+            and dyv.strides[3] == 4 and dxv.strides[3] == 4):
+        return False
+    n, oh, ow, _ = dyv.shape
+    least = WINOGRAD3_MIN_PIXELS if memo is None else WINOGRAD3_MIN_PIXELS_CACHED
+    if FORCE_ALGORITHM != "winograd" and n * oh * ow < least:
+        return False
+    return _filter_finite(memo, w) and bool(np.isfinite(dyv.sum(dtype=np.float32)))
+
+
+def _winograd3_packed(w, nat, nth):
+    """U = G g G^T of the 180-degree turned filter ([4, 4, Cin, Cout]; G's rows (1, 0, 0),
+    (1/2, 1/2, 1/2), (1/2, -1/2, 1/2), (0, 0, 1)), packed for conv_winograd.c's wg3."""
+    cin, cout = w.shape[2:]
+    _guard(nat.packed_size(16, cout, cin) + 40 * cin * cout, 4,
+           (nat.packed_size(16, cout, cin),), "Winograd F(2x2, 3x3) transformed filter")
+    g = w[::-1, ::-1].astype(np.float32, copy=False)  # g[a'] = w[2 - a']
+    t = np.empty((4, 3, cin, cout), np.float32)       # G g along the rows
+    t[0] = g[0]
+    t[3] = g[2]
+    h = 0.5 * (g[0] + g[2])
+    t[1] = h + 0.5 * g[1]
+    t[2] = h - 0.5 * g[1]
+    u = np.empty((4, 4, cin, cout), np.float32)       # (G g) G^T along the columns
+    u[:, 0] = t[:, 0]
+    u[:, 3] = t[:, 2]
+    h = 0.5 * (t[:, 0] + t[:, 2])
+    u[:, 1] = h + 0.5 * t[:, 1]
+    u[:, 2] = h - 0.5 * t[:, 1]
+    return nat.pack(u, 3, 1, nth)
+
+
+def _winograd3_run(dyv, w, dxv, pads, nth, memo):
+    """dx by Winograd F(2x2, 3x3) in one call of conv_winograd.c; the transformed filter kept
+    in ``memo`` (a constant filter is transformed once)."""
+    nat = _native.load()
+    upk = _memoized(memo, "winograd3", lambda: _winograd3_packed(w, nat, nth))
+    nat.winograd3_bpi(dyv, upk, dxv, pads, nth)
+
+
 def _winograd_run(dyv, w, dxv, pads, nth, memo):
     """dx by Winograd F(2x2, 2x2) per stride phase in one call of conv_winograd.c; the
     transformed filter kept in ``memo`` (a constant filter is transformed once)."""
@@ -2217,12 +2279,24 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
     xn = tuple(int(input_shape[i]) for i in nhwc)
     wsh = tuple(int(v) for v in w_shape)
     if (FORCE_ALGORITHM in (None, "winograd") and np.dtype(dtype) == np.float32
-            and data_format == "NHWC" and 0 not in dyn + xn + wsh
+            and 0 not in dyn + xn + wsh
             and _winograd_takes(dyn, wsh, xn, strides, dilations,
                                 _groups_of(xn[3], wsh[2]), nat)):
         macs = dyn[0] * dyn[1] * dyn[2] * 16 * wsh[2] * wsh[3]
         nth = _threads(macs)
         plan = max(plan, _winograd_workspace_bytes(wsh, nth, nat))
+    if (FORCE_ALGORITHM in (None, "winograd") and np.dtype(dtype) == np.float32
+            and data_format == "NHWC" and 0 not in dyn + xn + wsh and nat is not None
+            and getattr(nat, "has_winograd3", False) and wsh[:2] == (3, 3)
+            and tuple(strides) == (1, 1) and tuple(dilations) == (1, 1)
+            and xn[3] == wsh[2]):
+        # F(2x2, 3x3): the packed U and the numpy transform's two temporaries, per thread V
+        # and M of at most 48 tiles of 16 transformed pixels
+        cin, cout = wsh[2:]
+        nth = _threads(dyn[0] * dyn[1] * dyn[2] * 9 * cin * cout)
+        plan = max(plan, 4 * (nat.packed_size(16, cout, cin) + 40 * cin * cout
+                              + nth * 16 * 48 * (cout + _native_channels(cin, nat)))
+                   + (64 << 10))
     return plan
 
 

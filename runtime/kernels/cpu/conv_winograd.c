@@ -164,17 +164,18 @@ static void output_tile(const wg_job *J, i64 ph, i64 pw, i64 q, i64 r, float *o0
     }
 }
 
-/* The 9 products of nt tiles of phase phi: M [9][tb][cop] from V [9][tb][Cout]. */
-static void wg_products(const wg_job *J, int phi, i64 nt, const float *V, float *M)
+/* The np products (9, or 16 for wg3) of nt tiles of phase phi: M [np][tb][cop] from
+ * V [np][tb][Cout]. */
+static void wg_products_n(const wg_job *J, int np, int phi, i64 nt, const float *V, float *M)
 {
     const i64 Cout = J->p[P_COUT], cop = J->cop, tb = J->tb;
     const i64 zero = 0;
-    const float *U = J->upk + phi * 9 * Cout * cop;
-    for (int x = 0; x < 9; x++)
+    const float *U = J->upk + phi * np * Cout * cop;
+    for (int x = 0; x < np; x++)
         for (i64 c0 = 0; c0 < cop; c0 += BW) {
             const int nv = cop - c0 >= BW ? NV : (int)((cop - c0) / VL);
             const i64 width = (i64)nv * VL;
-            const float *wblk = U + c0 * 9 * Cout + x * Cout * width;
+            const float *wblk = U + c0 * np * Cout + x * Cout * width;
             for (i64 i0 = 0; i0 < nt; i0 += RB) {
                 const int rb = (int)(nt - i0 < RB ? nt - i0 : RB);
                 opgraph_micro_f32(rb, nv, V + x * tb * Cout + i0 * Cout, Cout, 1, &zero, &zero, 1,
@@ -182,6 +183,11 @@ static void wg_products(const wg_job *J, int phi, i64 nt, const float *V, float 
                                   (int)width);
             }
         }
+}
+
+static void wg_products(const wg_job *J, int phi, i64 nt, const float *V, float *M)
+{
+    wg_products_n(J, 9, phi, nt, V, M);
 }
 
 /* Channels contiguous in dy and dx: items are blocks of tb tiles of one phase. */
@@ -458,5 +464,172 @@ int opgraph_winograd_filter_f32(const float *w, i64 s_a, i64 s_b, i64 s_i, i64 s
     if (nthreads < 1)
         nthreads = 1;
     opgraph_run_threads(wgf_worker, &J, nthreads < 4 * J.nblk ? nthreads : 4 * J.nblk);
+    return J.failed ? -2 : 0;
+}
+
+
+/* ---- F(2x2, 3x3) for 3x3 stride-1 layers (wg3) -------------------------------------------
+ * At stride 1 the input gradient of a 3x3 convolution is the correlation of dy with the filter
+ * turned by 180 degrees (and its channel axes swapped): dx[h, x] = sum over a, b < 3 of
+ * dy[h + oh + a, x + ow + b] @ w[2 - a, 2 - b]^T, oh = pt - 2, ow = pl - 2. F(2x2, 3x3) computes
+ * a 2x2 tile of dx from the tile's 4x4 dy patch with 16 products instead of 36:
+ *   V = Bt d B   Bt = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+ *   U = G g Gt   G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]  (conv_impl.py)
+ *   Y = At M A   At = [[1, 1, 1, 0], [0, 1, -1, -1]]
+ * U's halves make this rounding-different from the direct sum (not only regrouped); the
+ * caller runs it for finite values only, as the 4x4 path. Channels contiguous in dy and dx;
+ * items are blocks of tb tiles over (image, tile row, tile column). */
+
+/* The 4x4 dy patch from (h0, w0), transformed: V[(s*4 + u)*ts] per channel. */
+static void input_tile4(const wg_src *S, i64 h0, i64 w0, float *V, i64 ts, i64 C)
+{
+    const float *src[4][4];
+    for (int k = 0; k < 4; k++)
+        for (int l = 0; l < 4; l++) {
+            const i64 h = h0 + k, w = w0 + l;
+            src[k][l] = h >= S->h0 && h < S->h1 && w >= S->w0 && w < S->w1
+                            ? S->base + h * S->s_h + w * S->s_w
+                            : NULL;
+        }
+    i64 c = 0;
+    for (; c + VL <= C; c += VL) {
+        vf t[4][4]; /* Bt along the patch's columns */
+        for (int l = 0; l < 4; l++) {
+            vf d[4];
+            for (int k = 0; k < 4; k++)
+                d[k] = src[k][l] ? *(const vfu *)(src[k][l] + c) : (vf){0};
+            t[0][l] = d[0] - d[2];
+            t[1][l] = d[1] + d[2];
+            t[2][l] = d[2] - d[1];
+            t[3][l] = d[1] - d[3];
+        }
+        for (int s = 0; s < 4; s++) {
+            *(vfu *)(V + (s * 4 + 0) * ts + c) = t[s][0] - t[s][2];
+            *(vfu *)(V + (s * 4 + 1) * ts + c) = t[s][1] + t[s][2];
+            *(vfu *)(V + (s * 4 + 2) * ts + c) = t[s][2] - t[s][1];
+            *(vfu *)(V + (s * 4 + 3) * ts + c) = t[s][1] - t[s][3];
+        }
+    }
+    for (; c < C; c++) {
+        float t[4][4];
+        for (int l = 0; l < 4; l++) {
+            float d[4];
+            for (int k = 0; k < 4; k++)
+                d[k] = src[k][l] ? src[k][l][c] : 0.0f;
+            t[0][l] = d[0] - d[2];
+            t[1][l] = d[1] + d[2];
+            t[2][l] = d[2] - d[1];
+            t[3][l] = d[1] - d[3];
+        }
+        for (int s = 0; s < 4; s++) {
+            V[(s * 4 + 0) * ts + c] = t[s][0] - t[s][2];
+            V[(s * 4 + 1) * ts + c] = t[s][1] + t[s][2];
+            V[(s * 4 + 2) * ts + c] = t[s][2] - t[s][1];
+            V[(s * 4 + 3) * ts + c] = t[s][1] - t[s][3];
+        }
+    }
+}
+
+/* dx pixels (q, r) .. (q + 1, r + 1) at o00 (rows s_q, columns s_r apart), the second row /
+ * column only where two_r / two_c: (At M A) from M[(s*4 + u)*ms] per channel. */
+static void output_tile4(float *o00, i64 s_q, i64 s_r, int two_r, int two_c, const float *M,
+                         i64 ms, i64 C)
+{
+    i64 c = 0;
+    for (; c + VL <= C; c += VL) {
+        vf a[2][4];
+        for (int u = 0; u < 4; u++) { /* At along the rows */
+            const vf m0 = *(const vfu *)(M + u * ms + c), m1 = *(const vfu *)(M + (4 + u) * ms + c);
+            const vf m2 = *(const vfu *)(M + (8 + u) * ms + c);
+            const vf m3 = *(const vfu *)(M + (12 + u) * ms + c);
+            a[0][u] = m0 + m1 + m2;
+            a[1][u] = m1 - m2 - m3;
+        }
+        for (int i = 0; i < 1 + two_r; i++) {
+            *(vfu *)(o00 + i * s_q + c) = a[i][0] + a[i][1] + a[i][2];
+            if (two_c)
+                *(vfu *)(o00 + i * s_q + s_r + c) = a[i][1] - a[i][2] - a[i][3];
+        }
+    }
+    for (; c < C; c++) {
+        float a[2][4];
+        for (int u = 0; u < 4; u++) {
+            const float m0 = M[u * ms + c], m1 = M[(4 + u) * ms + c];
+            const float m2 = M[(8 + u) * ms + c], m3 = M[(12 + u) * ms + c];
+            a[0][u] = m0 + m1 + m2;
+            a[1][u] = m1 - m2 - m3;
+        }
+        for (int i = 0; i < 1 + two_r; i++) {
+            o00[i * s_q + c] = a[i][0] + a[i][1] + a[i][2];
+            if (two_c)
+                o00[i * s_q + s_r + c] = a[i][1] - a[i][2] - a[i][3];
+        }
+    }
+}
+
+static void wg3_worker(void *arg, int index)
+{
+    (void)index;
+    wg_job *J = arg;
+    const i64 *p = J->p;
+    const i64 Cout = p[P_COUT], Cin = p[P_CIN], cop = J->cop, tb = J->tb;
+    const i64 TQ = (p[P_H] + 1) / 2, TR = (p[P_W] + 1) / 2, per_n = TQ * TR;
+    const i64 oh = p[P_PT] - 2, ow = p[P_PL] - 2;
+    float *V = malloc(sizeof(float) * (size_t)(16 * tb * Cout));
+    float *M = malloc(sizeof(float) * (size_t)(16 * tb * cop));
+    if (!V || !M) {
+        __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
+        free(V);
+        free(M);
+        return;
+    }
+    for (;;) {
+        const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+        if (item >= J->start[1] || __atomic_load_n(&J->failed, __ATOMIC_RELAXED))
+            break;
+        const i64 t0 = item * tb, nt = p[P_N] * per_n - t0 < tb ? p[P_N] * per_n - t0 : tb;
+        for (i64 t = 0; t < nt; t++) {
+            const i64 g = t0 + t, n = g / per_n, tq = g % per_n / TR, tr = g % TR;
+            const wg_src S = {J->dy + n * p[P_YN], p[P_YH], p[P_YW], 0, p[P_OH], 0, p[P_OW]};
+            input_tile4(&S, 2 * tq + oh, 2 * tr + ow, V + t * Cout, tb * Cout, Cout);
+        }
+        wg_products_n(J, 16, 0, nt, V, M);
+        for (i64 t = 0; t < nt; t++) {
+            const i64 g = t0 + t, n = g / per_n, tq = g % per_n / TR, tr = g % TR;
+            float *o00 = J->dx + n * p[P_XN] + 2 * tq * p[P_XH] + 2 * tr * p[P_XW];
+            output_tile4(o00, p[P_XH], p[P_XW], 2 * tq + 1 < p[P_H], 2 * tr + 1 < p[P_W],
+                         M + t * cop, tb * cop, Cin);
+        }
+    }
+    free(V);
+    free(M);
+}
+
+/* dx = the input gradient of a 3x3 stride-1 undilated ungrouped convolution (see above); dy
+ * and dx float32 with contiguous channels, upk = pack(U, 3) of U [4, 4, Cin, Cout], p the
+ * parameter block of opgraph_winograd_bpi_f32 (P_PT, P_PL: the forward conv's top / left
+ * padding). Returns 0, -1 for arguments it does not take, -2 when out of memory. */
+int opgraph_winograd3_bpi_f32(const float *dy, float *dx, const float *upk, const i64 *p,
+                              i64 np, i64 nthreads)
+{
+    if (np != P_COUNT)
+        return -1;
+    if (p[P_N] < 0 || p[P_OH] <= 0 || p[P_OW] <= 0 || p[P_COUT] <= 0 || p[P_H] < 0 ||
+        p[P_W] < 0 || p[P_CIN] <= 0 || p[P_TB] < 0 || p[P_YC] != 1 || p[P_XC] != 1)
+        return -1;
+    wg_job J = {.dy = dy, .dx = dx, .upk = upk, .p = p, .cop = (p[P_CIN] + VL - 1) / VL * VL};
+    if (nthreads < 1)
+        nthreads = 1;
+    const i64 tiles = p[P_N] * ((p[P_H] + 1) / 2) * ((p[P_W] + 1) / 2);
+    const int auto_tb = p[P_TB] == 0;
+    i64 tb = auto_tb ? (WG_TILES / RB > 0 ? WG_TILES / RB * RB : RB) : p[P_TB];
+    while (auto_tb && tb > RB && (tiles + tb - 1) / tb < 4 * nthreads)
+        tb -= RB;
+    J.tb = tb;
+    J.start[0] = 0;
+    J.start[1] = (tiles + tb - 1) / tb;
+    if (J.start[1] == 0)
+        return 0;
+    opgraph_run_threads(wg3_worker, &J, nthreads < J.start[1] ? nthreads : J.start[1]);
     return J.failed ? -2 : 0;
 }

@@ -335,6 +335,13 @@ class NativeConv:
             wgt.argtypes = [P] + [L] * 8 + [P, L]
             wgt.restype = ctypes.c_int
         self._winograd_filter = wgt
+        wg3 = getattr(lib, "opgraph_winograd3_bpi_f32", None) if self.has_winograd else None
+        if wg3 is not None:
+            wg3.argtypes = [P, P, P, P, L, L]
+            wg3.restype = ctypes.c_int
+        #: True if the library has the F(2x2, 3x3) input gradient of 3x3 stride-1 layers
+        self.has_winograd3 = wg3 is not None
+        self._winograd3 = wg3
         pk = lib.opgraph_pack_f32
         pk.argtypes = [P] + [L] * 10 + [P, L]
         pk.restype = ctypes.c_int
@@ -407,6 +414,41 @@ class NativeConv:
             raise MemoryError("winograd_bpi: out of memory")
         if rc != 0:
             raise ValueError(f"winograd_bpi refused its arguments (code {rc})")
+
+    def winograd3_bpi(self, dy, upk, dx, pads, nthreads=1, tiles=0):
+        """dx (float32 view [N, H, W, Cin], contiguous channels) = the input gradient of a
+        3x3 stride-1 convolution (pads: its top/left padding, may be negative) with dy
+        (float32 view [N, OH, OW, Cout], contiguous channels) by Winograd F(2x2, 3x3), the
+        filter given as ``upk = pack(U, 3)`` of U [4, 4, Cin, Cout] (conv_winograd.c). Finite
+        operands only. tiles: 2x2 tiles per work item (0: the kernel's choice)."""
+        if not self.has_winograd3:
+            raise ValueError("winograd3_bpi: this library has no F(2x2, 3x3) kernel")
+        for a, name in ((dy, "dy"), (dx, "dx")):
+            if a.ndim != 4 or not self.addressable(a) or a.strides[3] != 4:
+                raise ValueError(f"winograd3_bpi: {name} must be a 4-D float32 view with "
+                                 f"contiguous channels, got {a.dtype}{a.shape} strides "
+                                 f"{a.strides}")
+        if not dx.flags.writeable:
+            raise ValueError("winograd3_bpi: dx is read-only")
+        n, oh, ow, cout = dy.shape
+        nn, h, w, cin = dx.shape
+        if nn != n:
+            raise ValueError(f"winograd3_bpi: dy has {n} images, dx {nn}")
+        if (upk.dtype != np.float32 or upk.ndim != 1
+                or upk.size != self.packed_size(16, cout, cin) or not upk.flags.c_contiguous):
+            raise ValueError(f"winograd3_bpi: expected {self.packed_size(16, cout, cin)} "
+                             f"packed float32 values, got {upk.dtype}{upk.shape}")
+        if not all(abs(int(v)) < COORD_LIMIT for v in dy.shape + dx.shape + tuple(pads)):
+            raise ValueError("winograd3_bpi: coordinates beyond the kernel's range")
+        p = np.array([n, oh, ow, cout] + [s // 4 for s in dy.strides] + [h, w, cin]
+                     + [s // 4 for s in dx.strides] + [int(pads[0]), int(pads[1]), int(tiles)],
+                     np.int64)
+        rc = self._winograd3(dy.ctypes.data, dx.ctypes.data, upk.ctypes.data, p.ctypes.data,
+                             p.size, int(nthreads))
+        if rc == -2:
+            raise MemoryError("winograd3_bpi: out of memory")
+        if rc != 0:
+            raise ValueError(f"winograd3_bpi refused its arguments (code {rc})")
 
     def winograd_filter(self, w, pads, nthreads=1):
         """The 4 phases' transformed filters for winograd_bpi, as one packed float32 vector:
