@@ -417,3 +417,20 @@ def test_measured_temporaries_stay_within_the_bound(kind):
     bound = conv_impl.conv2d_backprop_input_workspace_bytes(dy.shape, w.shape, shape, *args,
                                                             fmt, np.float32)
     assert 0 < used <= bound, (used, bound)
+
+
+@pytest.mark.parametrize("cin, cout", [(5, 3), (21, 37), (64, 48)])
+def test_compiled_f23_filter_transform_equals_the_numpy_one(cin, cout, monkeypatch):
+    """opgraph_winograd3_filter_f32 against the numpy transform (also for a filter with gaps
+    between its input channels); a filter whose output channels are strided takes numpy's."""
+    if not nat.has_winograd3 or nat.winograd3_filter(np.zeros((3, 3, 1, 1), np.float32)) is None:
+        pytest.skip("this library has no compiled F(2x2, 3x3) filter transform")
+    rng = np.random.default_rng(cin * 5 + cout)
+    big = rng.standard_normal((3, 3, 2 * cin, cout)).astype(np.float32)
+    for w in (np.ascontiguousarray(big[:, :, :cin]), big[:, :, ::2]):
+        fast = nat.winograd3_filter(w, 2)
+        monkeypatch.setattr(nat, "_winograd3_filter", None)
+        slow = conv_impl._winograd3_packed(w, nat, 1)
+        monkeypatch.undo()
+        np.testing.assert_allclose(fast, slow, rtol=1e-6, atol=1e-6)
+    assert nat.winograd3_filter(np.asfortranarray(big)) is None

@@ -633,3 +633,110 @@ int opgraph_winograd3_bpi_f32(const float *dy, float *dx, const float *upk, cons
     opgraph_run_threads(wg3_worker, &J, nthreads < J.start[1] ? nthreads : J.start[1]);
     return J.failed ? -2 : 0;
 }
+
+/* F(2x2, 3x3)'s transformed filter, packed as pack(U, 3) of U [4, 4, Cin, Cout] would be
+ * (16 * Cout * cop floats): U = G g Gt of g[a][b] = w[2 - a, 2 - b], one pass over w
+ * [3, 3, Cin, Cout] (element strides s_a, s_b, s_i, s_o; s_o == 1 for the fast transposes),
+ * work items of BW lanes on nthreads threads. The sums are conv_impl.py's numpy ones (within
+ * rounding: the compiler may fuse a product into an add). */
+typedef struct {
+    const float *w;
+    float *upk;
+    i64 s_a, s_b, s_i, s_o, cin, cout, cop, nblk;
+    i64 next;
+    int failed;
+} wgf3_job;
+
+static void wgf3_worker(void *arg, int index)
+{
+    (void)index;
+    wgf3_job *J = arg;
+    const i64 C = J->cout, cop = J->cop;
+    float *g = malloc(sizeof(float) * (size_t)(9 * C * BW));
+    if (!g) {
+        __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    for (;;) {
+        const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+        if (item >= J->nblk)
+            break;
+        const i64 c0 = item * BW;
+        const i64 width = cop - c0 < BW ? cop - c0 : BW, wr = J->cin - c0 < width ? J->cin - c0
+                                                                                  : width;
+        /* g[(a*3 + b)][c*wr + l] = w[2 - a, 2 - b, c0 + l, c] */
+        for (int a = 0; a < 3; a++)
+            for (int b = 0; b < 3; b++)
+                opgraph_stage_in_f32(J->w + (2 - a) * J->s_a + (2 - b) * J->s_b + c0 * J->s_i,
+                                     J->s_o, J->s_i, C, wr, g + (a * 3 + b) * C * wr);
+        float *d = J->upk + c0 * 16 * C;
+        for (i64 c = 0; c < C; c++) {
+            const i64 o = c * wr;
+            i64 l0 = 0;
+            for (; l0 + VL <= wr; l0 += VL) { /* the sums below, a vector at a time */
+                vf t[4][3];
+                for (int b = 0; b < 3; b++) {
+                    const vf g0 = *(const vfu *)(g + (0 * 3 + b) * C * wr + o + l0);
+                    const vf g1 = *(const vfu *)(g + (1 * 3 + b) * C * wr + o + l0);
+                    const vf g2 = *(const vfu *)(g + (2 * 3 + b) * C * wr + o + l0);
+                    const vf h = 0.5f * (g0 + g2), q = 0.5f * g1;
+                    t[0][b] = g0;
+                    t[1][b] = h + q;
+                    t[2][b] = h - q;
+                    t[3][b] = g2;
+                }
+                for (int s = 0; s < 4; s++) {
+                    const vf h = 0.5f * (t[s][0] + t[s][2]), q = 0.5f * t[s][1];
+                    float *r = d + (s * 4) * C * width + c * width + l0;
+                    *(vfu *)(r) = t[s][0];
+                    *(vfu *)(r + C * width) = h + q;
+                    *(vfu *)(r + 2 * C * width) = h - q;
+                    *(vfu *)(r + 3 * C * width) = t[s][2];
+                }
+            }
+            for (i64 l = l0; l < width; l++) {
+                float u[4][4];
+                if (l < wr) {
+                    float t[4][3]; /* G g along the rows, per column b */
+                    for (int b = 0; b < 3; b++) {
+                        const float g0 = g[(0 * 3 + b) * C * wr + o + l];
+                        const float g1 = g[(1 * 3 + b) * C * wr + o + l];
+                        const float g2 = g[(2 * 3 + b) * C * wr + o + l];
+                        const float h = 0.5f * (g0 + g2), q = 0.5f * g1;
+                        t[0][b] = g0;
+                        t[1][b] = h + q;
+                        t[2][b] = h - q;
+                        t[3][b] = g2;
+                    }
+                    for (int s = 0; s < 4; s++) { /* (G g) Gt along the columns */
+                        const float h = 0.5f * (t[s][0] + t[s][2]), q = 0.5f * t[s][1];
+                        u[s][0] = t[s][0];
+                        u[s][1] = h + q;
+                        u[s][2] = h - q;
+                        u[s][3] = t[s][2];
+                    }
+                } else {
+                    for (int s = 0; s < 4; s++)
+                        for (int v = 0; v < 4; v++) u[s][v] = 0.0f;
+                }
+                for (int s = 0; s < 4; s++)
+                    for (int v = 0; v < 4; v++) d[(s * 4 + v) * C * width + c * width + l] = u[s][v];
+            }
+        }
+    }
+    free(g);
+}
+
+int opgraph_winograd3_filter_f32(const float *w, i64 s_a, i64 s_b, i64 s_i, i64 s_o, i64 cin,
+                                 i64 cout, float *upk, i64 nthreads)
+{
+    if (cin <= 0 || cout <= 0)
+        return -1;
+    const i64 cop = (cin + VL - 1) / VL * VL;
+    wgf3_job J = {.w = w, .upk = upk, .s_a = s_a, .s_b = s_b, .s_i = s_i, .s_o = s_o,
+                  .cin = cin, .cout = cout, .cop = cop, .nblk = (cop + BW - 1) / BW};
+    if (nthreads < 1)
+        nthreads = 1;
+    opgraph_run_threads(wgf3_worker, &J, nthreads < J.nblk ? nthreads : J.nblk);
+    return J.failed ? -2 : 0;
+}

@@ -342,6 +342,11 @@ class NativeConv:
         #: True if the library has the F(2x2, 3x3) input gradient of 3x3 stride-1 layers
         self.has_winograd3 = wg3 is not None
         self._winograd3 = wg3
+        wg3f = getattr(lib, "opgraph_winograd3_filter_f32", None) if wg3 is not None else None
+        if wg3f is not None:
+            wg3f.argtypes = [P] + [L] * 6 + [P, L]
+            wg3f.restype = ctypes.c_int
+        self._winograd3_filter = wg3f
         pk = lib.opgraph_pack_f32
         pk.argtypes = [P] + [L] * 10 + [P, L]
         pk.restype = ctypes.c_int
@@ -449,6 +454,24 @@ class NativeConv:
             raise MemoryError("winograd3_bpi: out of memory")
         if rc != 0:
             raise ValueError(f"winograd3_bpi refused its arguments (code {rc})")
+
+    def winograd3_filter(self, w, nthreads=1):
+        """F(2x2, 3x3)'s transformed filter for winograd3_bpi (``pack(U, 3)`` of U = G g G^T,
+        g the 180-degree turned 3x3 filter), from w (float32 view [3, 3, Cin, Cout], Cout
+        contiguous) in one pass; None when this library lacks it or w has another layout."""
+        if (self._winograd3_filter is None or w.ndim != 4 or w.shape[:2] != (3, 3)
+                or not self.addressable(w) or w.strides[3] != 4):
+            return None
+        cin, cout = w.shape[2:]
+        upk = np.empty(self.packed_size(16, cout, cin), np.float32)
+        st = [s // 4 for s in w.strides]
+        rc = self._winograd3_filter(w.ctypes.data, st[0], st[1], st[2], st[3], cin, cout,
+                                    upk.ctypes.data, int(nthreads))
+        if rc == -2:
+            raise MemoryError("winograd3_filter: out of memory")
+        if rc != 0:
+            raise ValueError(f"winograd3_filter refused the filter {w.shape} (code {rc})")
+        return upk
 
     def winograd_filter(self, w, pads, nthreads=1):
         """The 4 phases' transformed filters for winograd_bpi, as one packed float32 vector:
