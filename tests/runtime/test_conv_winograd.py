@@ -369,10 +369,20 @@ def test_f23_threads_tiles_dispatch_and_non_finite_values(winograd3_calls):
                                             xshape, (1, 1), (1, 1), (1, 1), "NHWC")
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref_bad))
     np.testing.assert_array_equal(np.isinf(got), np.isinf(ref_bad))
-    # channel-strided operands are not taken (NCHW runs the direct kernel)
-    with pytest.raises(ValueError, match="contiguous channels"):
-        nat.winograd3_bpi(np.ascontiguousarray(dy.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1),
-                          upk, np.zeros(xshape, np.float32), (1, 1))
+    # channel-strided operands (NCHW, gaps, mixed) are staged, on 1-3 threads, whole rows
+    # and rows split into column chunks (tiles=2)
+    for layouts in (("nchw", "nchw"), ("nchw", "nhwc"), ("nhwc", "nchw"), ("gaps", "gaps")):
+        for threads, tiles in ((1, 0), (3, 0), (2, 2)):
+            dxv = _layout_view(np.full(xshape, np.nan, np.float32), layouts[1])
+            nat.winograd3_bpi(_layout_view(dy, layouts[0]), upk, dxv, (1, 1), threads, tiles)
+            np.testing.assert_allclose(dxv, ref, rtol=0, atol=2e-5 * np.abs(ref).max(),
+                                       err_msg=f"{layouts} threads={threads} tiles={tiles}")
+    # and the op dispatch takes NCHW
+    got = conv_impl.conv2d_backprop_input(np.ascontiguousarray(dy.transpose(0, 3, 1, 2)), w,
+                                          (3, 24, 13, 11), (1, 1), (1, 1), (1, 1), "NCHW")
+    assert winograd3_calls
+    np.testing.assert_allclose(got.transpose(0, 2, 3, 1), ref, rtol=0,
+                               atol=2e-5 * np.abs(ref).max())
 
 
 def test_workspace_bounds_cover_nchw_and_f23():
@@ -387,17 +397,20 @@ def test_workspace_bounds_cover_nchw_and_f23():
         assert small >= 16 * 512 * 512 * 4 and small == large
 
 
-@pytest.mark.parametrize("kind", ["f23", "4x4-nchw"])
+@pytest.mark.parametrize("kind", ["f23", "f23-nchw", "4x4-nchw"])
 def test_measured_temporaries_stay_within_the_bound(kind):
     """What the Winograd paths allocate besides dx (tracemalloc), against
     conv2d_backprop_input_workspace_bytes, for F(2x2, 3x3) and the staged NCHW 4x4 path."""
     import tracemalloc
     rng = np.random.default_rng(17)
-    if kind == "f23":
+    if kind.startswith("f23"):
         if not nat.has_winograd3:
             pytest.skip("no F(2x2, 3x3) kernel in this library")
         dy, w, shape = _case3(rng, 4, 20, 20, 48, 64, (1, 1))
         args, fmt = ((1, 1), (1, 1), (1, 1)), "NHWC"
+        if kind == "f23-nchw":
+            dy = np.ascontiguousarray(dy.transpose(0, 3, 1, 2))
+            shape, fmt = (shape[0], shape[3], shape[1], shape[2]), "NCHW"
     else:
         dy, w, shape, pads = _case(rng, 4, 32, 32, 48, 64, ((1, 1), (1, 1)))
         dy = np.ascontiguousarray(dy.transpose(0, 3, 1, 2))

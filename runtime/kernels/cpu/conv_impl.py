@@ -1864,8 +1864,8 @@ WINOGRAD3_MIN_PIXELS_CACHED = 64
 
 
 def _winograd3_applies(dyv, w, dxv, strides, dilations, g, memo):
-    """True for a 3x3 stride-1 undilated ungrouped float32 layer with contiguous channels,
-    enough channels and pixels, and finite values: its input gradient runs F(2x2, 3x3)."""
+    """True for a 3x3 stride-1 undilated ungrouped float32 layer (NHWC in place, NCHW staged)
+    with enough channels and pixels, and finite values: its input gradient runs F(2x2, 3x3)."""
     if not USE_NATIVE or dyv.dtype != np.float32 or dxv.dtype != np.float32:
         return False
     nat = _native.load()
@@ -1875,8 +1875,7 @@ def _winograd3_applies(dyv, w, dxv, strides, dilations, g, memo):
             and g == 1 and (FORCE_ALGORITHM == "winograd"
                             or (cout >= WINOGRAD_MIN_COUT and cig >= WINOGRAD_MIN_CIN))
             and 16 * cout * _native_channels(cig, nat) * 4 <= WINOGRAD_MAX_FILTER_BYTES
-            and nat.addressable(dyv) and nat.addressable(dxv)
-            and dyv.strides[3] == 4 and dxv.strides[3] == 4):
+            and nat.addressable(dyv) and nat.addressable(dxv)):
         return False
     n, oh, ow, _ = dyv.shape
     least = WINOGRAD3_MIN_PIXELS if memo is None else WINOGRAD3_MIN_PIXELS_CACHED
@@ -2291,16 +2290,18 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
         nth = _threads(macs)
         plan = max(plan, _winograd_workspace_bytes(wsh, nth, nat))
     if (FORCE_ALGORITHM in (None, "winograd") and np.dtype(dtype) == np.float32
-            and data_format == "NHWC" and 0 not in dyn + xn + wsh and nat is not None
+            and 0 not in dyn + xn + wsh and nat is not None
             and getattr(nat, "has_winograd3", False) and wsh[:2] == (3, 3)
             and tuple(strides) == (1, 1) and tuple(dilations) == (1, 1)
             and xn[3] == wsh[2]):
-        # F(2x2, 3x3): the packed U and the numpy transform's two temporaries, per thread V
-        # and M of at most 48 tiles of 16 transformed pixels
+        # F(2x2, 3x3): the packed U and the numpy transform's temporaries; per thread V and
+        # M of at most 48 tiles of 16 transformed pixels and, staged, 4 dy rows of 98 pixels
+        # and 2 dx rows of 96
         cin, cout = wsh[2:]
+        cop = _native_channels(cin, nat)
         nth = _threads(dyn[0] * dyn[1] * dyn[2] * 9 * cin * cout)
         plan = max(plan, 4 * (nat.packed_size(16, cout, cin) + 40 * cin * cout
-                              + nth * 16 * 48 * (cout + _native_channels(cin, nat)))
+                              + nth * (16 * 48 * (cout + cop) + 4 * 98 * cout + 2 * 96 * cop))
                    + (64 << 10))
     return plan
 

@@ -605,8 +605,78 @@ static void wg3_worker(void *arg, int index)
     free(M);
 }
 
+/* Staged (channel-strided dy or dx, e.g. NCHW): an item is (image, tile row, chunk of J->chunk
+ * tile columns); its 4 dy rows (those columns) are staged into [pixel][channel] rows, its 2 dx
+ * rows computed into such rows and written back once, as wg_worker_staged does. */
+static void wg3_worker_staged(void *arg, int index)
+{
+    (void)index;
+    wg_job *J = arg;
+    const i64 *p = J->p;
+    const i64 Cout = p[P_COUT], Cin = p[P_CIN], cop = J->cop, tb = J->tb, CH = J->chunk;
+    const i64 TQ = (p[P_H] + 1) / 2, oh = p[P_PT] - 2, ow = p[P_PL] - 2;
+    const i64 TR = (p[P_W] + 1) / 2;
+    float *V = malloc(sizeof(float) * (size_t)(16 * tb * Cout));
+    float *M = malloc(sizeof(float) * (size_t)(16 * tb * cop));
+    float *sb = J->stage_src ? malloc(sizeof(float) * (size_t)(4 * (2 * CH + 2) * Cout)) : NULL;
+    float *ob = J->stage_dst ? malloc(sizeof(float) * (size_t)(2 * 2 * CH * cop)) : NULL;
+    if (!V || !M || (J->stage_src && !sb) || (J->stage_dst && !ob)) {
+        __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
+        free(V); free(M); free(sb); free(ob);
+        return;
+    }
+    for (;;) {
+        const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+        if (item >= J->start[1] || __atomic_load_n(&J->failed, __ATOMIC_RELAXED))
+            break;
+        const i64 n = item / (TQ * J->nchunk), tq = item / J->nchunk % TQ, k = item % J->nchunk;
+        const i64 t0 = k * CH, t1 = t0 + CH < TR ? t0 + CH : TR;
+        i64 r0 = 2 * tq + oh, r1 = r0 + 4, c0 = 2 * t0 + ow, c1 = 2 * (t1 - 1) + ow + 4;
+        r0 = r0 < 0 ? 0 : r0;
+        r1 = r1 > p[P_OH] ? p[P_OH] : r1;
+        c0 = c0 < 0 ? 0 : c0;
+        c1 = c1 > p[P_OW] ? p[P_OW] : c1;
+        const float *dyn = J->dy + n * p[P_YN];
+        wg_src S = {dyn, p[P_YH], p[P_YW], r0, r1, c0, c1};
+        if (J->stage_src && r0 < r1 && c0 < c1) {
+            for (i64 r = r0; r < r1; r++)
+                opgraph_stage_in_f32(dyn + r * p[P_YH] + c0 * p[P_YW], p[P_YW], p[P_YC], c1 - c0,
+                                     Cout, sb + (r - r0) * (c1 - c0) * Cout);
+            S.base = sb - (r0 * (c1 - c0) + c0) * Cout;
+            S.s_h = (c1 - c0) * Cout;
+            S.s_w = Cout;
+        }
+        for (i64 t = t0; t < t1; t++)
+            input_tile4(&S, 2 * tq + oh, 2 * t + ow, V + (t - t0) * Cout, tb * Cout, Cout);
+        wg_products_n(J, 16, 0, t1 - t0, V, M);
+        const i64 x0 = 2 * t0, x1 = 2 * t1 < p[P_W] ? 2 * t1 : p[P_W];
+        float *dxn = J->dx + n * p[P_XN];
+        for (i64 t = t0; t < t1; t++) {
+            float *o00;
+            i64 s_q, s_r;
+            if (J->stage_dst) { /* ob [2][x1 - x0][cop] */
+                o00 = ob + (2 * t - x0) * cop;
+                s_q = (x1 - x0) * cop;
+                s_r = cop;
+            } else {
+                o00 = dxn + 2 * tq * p[P_XH] + 2 * t * p[P_XW];
+                s_q = p[P_XH];
+                s_r = p[P_XW];
+            }
+            output_tile4(o00, s_q, s_r, 2 * tq + 1 < p[P_H], 2 * t + 1 < p[P_W],
+                         M + (t - t0) * cop, tb * cop, Cin);
+        }
+        if (J->stage_dst && x0 < x1)
+            for (i64 i = 0; i < 2 && 2 * tq + i < p[P_H]; i++)
+                opgraph_stage_out_f32(ob + i * (x1 - x0) * cop, cop,
+                                      dxn + (2 * tq + i) * p[P_XH] + x0 * p[P_XW], p[P_XW],
+                                      p[P_XC], x1 - x0, Cin);
+    }
+    free(V); free(M); free(sb); free(ob);
+}
+
 /* dx = the input gradient of a 3x3 stride-1 undilated ungrouped convolution (see above); dy
- * and dx float32 with contiguous channels, upk = pack(U, 3) of U [4, 4, Cin, Cout], p the
+ * and dx float32 views (channel-strided ones staged), upk = pack(U, 3) of U [4, 4, Cin, Cout], p the
  * parameter block of opgraph_winograd_bpi_f32 (P_PT, P_PL: the forward conv's top / left
  * padding). Returns 0, -1 for arguments it does not take, -2 when out of memory. */
 int opgraph_winograd3_bpi_f32(const float *dy, float *dx, const float *upk, const i64 *p,
@@ -615,11 +685,33 @@ int opgraph_winograd3_bpi_f32(const float *dy, float *dx, const float *upk, cons
     if (np != P_COUNT)
         return -1;
     if (p[P_N] < 0 || p[P_OH] <= 0 || p[P_OW] <= 0 || p[P_COUT] <= 0 || p[P_H] < 0 ||
-        p[P_W] < 0 || p[P_CIN] <= 0 || p[P_TB] < 0 || p[P_YC] != 1 || p[P_XC] != 1)
+        p[P_W] < 0 || p[P_CIN] <= 0 || p[P_TB] < 0)
         return -1;
     wg_job J = {.dy = dy, .dx = dx, .upk = upk, .p = p, .cop = (p[P_CIN] + VL - 1) / VL * VL};
     if (nthreads < 1)
         nthreads = 1;
+    J.stage_src = p[P_YC] != 1;
+    J.stage_dst = p[P_XC] != 1;
+    if (J.stage_src || J.stage_dst) {
+        /* items: (image, tile row, chunk of tile columns), fewer columns while that leaves
+         * fewer than 4 items per thread */
+        const i64 TQ = (p[P_H] + 1) / 2, TR = (p[P_W] + 1) / 2;
+        J.tb = p[P_TB] > 0 ? p[P_TB] : WG_TILES;
+        J.chunk = J.tb;
+        for (;;) {
+            J.nchunk = TR > 0 ? (TR + J.chunk - 1) / J.chunk : 0;
+            J.start[0] = 0;
+            J.start[1] = p[P_N] * TQ * J.nchunk;
+            if (J.chunk <= 4 || J.start[1] >= 4 * nthreads)
+                break;
+            J.chunk = (J.chunk + 1) / 2;
+        }
+        if (J.start[1] == 0)
+            return 0;
+        opgraph_run_threads(wg3_worker_staged, &J,
+                            nthreads < J.start[1] ? nthreads : J.start[1]);
+        return J.failed ? -2 : 0;
+    }
     const i64 tiles = p[P_N] * ((p[P_H] + 1) / 2) * ((p[P_W] + 1) / 2);
     const int auto_tb = p[P_TB] == 0;
     i64 tb = auto_tb ? (WG_TILES / RB > 0 ? WG_TILES / RB * RB : RB) : p[P_TB];

@@ -421,17 +421,18 @@ class NativeConv:
             raise ValueError(f"winograd_bpi refused its arguments (code {rc})")
 
     def winograd3_bpi(self, dy, upk, dx, pads, nthreads=1, tiles=0):
-        """dx (float32 view [N, H, W, Cin], contiguous channels) = the input gradient of a
-        3x3 stride-1 convolution (pads: its top/left padding, may be negative) with dy
-        (float32 view [N, OH, OW, Cout], contiguous channels) by Winograd F(2x2, 3x3), the
-        filter given as ``upk = pack(U, 3)`` of U [4, 4, Cin, Cout] (conv_winograd.c). Finite
-        operands only. tiles: 2x2 tiles per work item (0: the kernel's choice)."""
+        """dx (float32 view [N, H, W, Cin]) = the input gradient of a 3x3 stride-1
+        convolution (pads: its top/left padding, may be negative) with dy (float32 view
+        [N, OH, OW, Cout]) by Winograd F(2x2, 3x3), the filter given as ``upk = pack(U, 3)``
+        of U [4, 4, Cin, Cout] (conv_winograd.c). Any element-aligned strides (channel-strided
+        views, NCHW, staged per work item). Finite operands only. tiles: 2x2 tiles per work
+        item (0: the kernel's choice)."""
         if not self.has_winograd3:
             raise ValueError("winograd3_bpi: this library has no F(2x2, 3x3) kernel")
         for a, name in ((dy, "dy"), (dx, "dx")):
-            if a.ndim != 4 or not self.addressable(a) or a.strides[3] != 4:
+            if a.ndim != 4 or not self.addressable(a):
                 raise ValueError(f"winograd3_bpi: {name} must be a 4-D float32 view with "
-                                 f"contiguous channels, got {a.dtype}{a.shape} strides "
+                                 f"element-aligned strides, got {a.dtype}{a.shape} strides "
                                  f"{a.strides}")
         if not dx.flags.writeable:
             raise ValueError("winograd3_bpi: dx is read-only")
