@@ -447,3 +447,30 @@ def test_compiled_f23_filter_transform_equals_the_numpy_one(cin, cout, monkeypat
         monkeypatch.undo()
         np.testing.assert_allclose(fast, slow, rtol=1e-6, atol=1e-6)
     assert nat.winograd3_filter(np.asfortranarray(big)) is None
+
+
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("pads, out_extra", [((1, 1), (0, 0)), ((0, 0), (0, 0)),
+                                            ((2, 1), (0, 0)), ((0, 1), (2, 1)),
+                                            ((1, 0), (-1, 1))])
+def test_f23_serves_3x3_stride_1_forward_convolutions(pads, out_extra, fmt, winograd3_calls):
+    """Conv2D forward through the F(2x2, 3x3) kernel (the filter's channel axes swapped, turned
+    by 180 degrees): against the float64 direct loop, symmetric, asymmetric (pads after other
+    than before) and cropping output sizes, both formats."""
+    if not nat.has_winograd3:
+        pytest.skip("no F(2x2, 3x3) kernel in this library")
+    from tests.reference import conv2d_forward_ref
+    rng = np.random.default_rng(hash((pads, out_extra, fmt)) % (1 << 32))
+    n, h, wd, cin, cout = 2, 18, 15, 32, 40
+    oh, ow = h + 2 * pads[0] - 2 + out_extra[0], wd + 2 * pads[1] - 2 + out_extra[1]
+    x = rng.standard_normal((n, h, wd, cin)).astype(np.float32)
+    w = rng.standard_normal((3, 3, cin, cout)).astype(np.float32)
+    xx = x if fmt == "NHWC" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    y = conv_impl.conv2d_forward(xx, w, (1, 1), (1, 1), pads, (oh, ow), fmt)
+    assert winograd3_calls
+    if fmt == "NCHW":
+        y = y.transpose(0, 2, 3, 1)
+    ref = conv2d_forward_ref(x.astype(np.float64), w.astype(np.float64), (1, 1), (1, 1), pads,
+                             (oh, ow))
+    err = float(np.abs(y - ref).max()) / max(1.0, float(np.abs(ref).max()))
+    assert err < 4e-6 * np.sqrt(9 * cin), err

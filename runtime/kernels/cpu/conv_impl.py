@@ -1323,6 +1323,14 @@ def _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format, 
         return _tiny_forward(xv, w, (sh, sw), (dh, dw), (pt, pl), (oh, ow), cdt, odt,
                              data_format)
     nth = _threads(macs) if cdt != np.int64 else 1
+    # a 3x3 stride-1 forward convolution is the F(2x2, 3x3) input-gradient kernel's
+    # correlation with the filter's channel axes swapped and turned by 180 degrees (which the
+    # kernel turns back), x in dy's place and y in dx's, offset -pt = (2 - pt) - 2
+    wt = w[::-1, ::-1].transpose(0, 1, 3, 2)
+    if (FORCE_ALGORITHM in (None, "winograd") and (sh, sw, dh, dw) == (1, 1, 1, 1)
+            and _winograd3_applies(xv, wt, yv, (1, 1), (1, 1), g, memo)):
+        _winograd3_run(xv, wt, yv, (2 - pt, 2 - pl), nth, memo)
+        return y
     if _native_onecall_applies(xv, yv) and _staging_fits(xv, ow * kw):
         _native_forward_run(xv, w, yv, (sh, sw), (dh, dw), (pt, pl), g, nth, memo)
         return y

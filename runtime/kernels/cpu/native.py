@@ -458,10 +458,11 @@ class NativeConv:
 
     def winograd3_filter(self, w, nthreads=1):
         """F(2x2, 3x3)'s transformed filter for winograd3_bpi (``pack(U, 3)`` of U = G g G^T,
-        g the 180-degree turned 3x3 filter), from w (float32 view [3, 3, Cin, Cout], Cout
-        contiguous) in one pass; None when this library lacks it or w has another layout."""
+        g the 180-degree turned 3x3 filter), from w (float32 view [3, 3, Cin, Cout], Cin or
+        Cout contiguous) in one pass; None when this library lacks it or w has another
+        layout."""
         if (self._winograd3_filter is None or w.ndim != 4 or w.shape[:2] != (3, 3)
-                or not self.addressable(w) or w.strides[3] != 4):
+                or not self.addressable(w) or 4 not in w.strides[2:]):
             return None
         cin, cout = w.shape[2:]
         upk = np.empty(self.packed_size(16, cout, cin), np.float32)
