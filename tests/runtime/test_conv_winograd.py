@@ -22,17 +22,22 @@ def _restore():
     conv_impl.FORCE_ALGORITHM, conv_impl.NUM_THREADS, conv_impl.PARALLEL_MIN_MACS = saved
 
 
-@pytest.fixture
-def winograd_calls(monkeypatch):
+def _count_calls(monkeypatch, name):
+    """The dy shapes conv_impl.<name> is called with, from now on."""
     calls = []
-    run = conv_impl._winograd_run
+    run = getattr(conv_impl, name)
 
     def counted(*args):
         calls.append(args[0].shape)
         return run(*args)
 
-    monkeypatch.setattr(conv_impl, "_winograd_run", counted)
+    monkeypatch.setattr(conv_impl, name, counted)
     return calls
+
+
+@pytest.fixture
+def winograd_calls(monkeypatch):
+    return _count_calls(monkeypatch, "_winograd_run")
 
 
 def _dy_size(x, pad_before, pad_after):
@@ -304,15 +309,7 @@ def _case3(rng, n, h, wd, cin, cout, pad):
 
 @pytest.fixture
 def winograd3_calls(monkeypatch):
-    calls = []
-    run = conv_impl._winograd3_run
-
-    def counted(*args):
-        calls.append(args[0].shape)
-        return run(*args)
-
-    monkeypatch.setattr(conv_impl, "_winograd3_run", counted)
-    return calls
+    return _count_calls(monkeypatch, "_winograd3_run")
 
 
 @pytest.mark.parametrize("pad", [(1, 1), (0, 0), (2, 0), (-1, 2)])

@@ -1825,12 +1825,17 @@ def _winograd_applies(dyv, w, dxv, strides, dilations, g, memo):
     if not (_winograd_takes(dyv.shape, w.shape, dxv.shape, strides, dilations, g, nat)
             and nat.addressable(dyv) and nat.addressable(dxv)):
         return False
+    return _winograd_worth_it(dyv, w, memo, WINOGRAD_MIN_PIXELS, WINOGRAD_MIN_PIXELS_CACHED)
+
+
+def _winograd_worth_it(dyv, w, memo, least, least_cached):
+    """Enough dy pixels for a Winograd path (``least``, or ``least_cached`` with a constant
+    filter, whose transform is kept; any when forced) and finite values: its zero padding and
+    transforms are exact only for those (a sum is non-finite if any term is; a finite sum that
+    overflows only costs the exact path)."""
     n, oh, ow, _ = dyv.shape
-    least = WINOGRAD_MIN_PIXELS if memo is None else WINOGRAD_MIN_PIXELS_CACHED
-    if FORCE_ALGORITHM != "winograd" and n * oh * ow < least:
+    if FORCE_ALGORITHM != "winograd" and n * oh * ow < (least if memo is None else least_cached):
         return False
-    # (a sum is non-finite if any term is; a finite sum that overflows only costs the
-    # exact path)
     return _filter_finite(memo, w) and bool(np.isfinite(dyv.sum(dtype=np.float32)))
 
 
@@ -1885,11 +1890,7 @@ def _winograd3_applies(dyv, w, dxv, strides, dilations, g, memo):
             and 16 * cout * _native_channels(cig, nat) * 4 <= WINOGRAD_MAX_FILTER_BYTES
             and nat.addressable(dyv) and nat.addressable(dxv)):
         return False
-    n, oh, ow, _ = dyv.shape
-    least = WINOGRAD3_MIN_PIXELS if memo is None else WINOGRAD3_MIN_PIXELS_CACHED
-    if FORCE_ALGORITHM != "winograd" and n * oh * ow < least:
-        return False
-    return _filter_finite(memo, w) and bool(np.isfinite(dyv.sum(dtype=np.float32)))
+    return _winograd_worth_it(dyv, w, memo, WINOGRAD3_MIN_PIXELS, WINOGRAD3_MIN_PIXELS_CACHED)
 
 
 def _winograd3_packed(w, nat, nth):

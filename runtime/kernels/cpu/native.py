@@ -390,35 +390,8 @@ class NativeConv:
         Any element-aligned strides (channel-strided views, NCHW, are staged per work item).
         Finite operands only (zero padding stands for the skipped taps). tiles: 2x2 tiles per
         work item (0: the kernel's choice)."""
-        if not self.has_winograd:
-            raise ValueError("winograd_bpi: this library has no Winograd kernel")
-        for a, name in ((dy, "dy"), (dx, "dx")):
-            if a.ndim != 4 or not self.addressable(a):
-                raise ValueError(f"winograd_bpi: {name} must be a 4-D float32 view with "
-                                 f"element-aligned strides, got {a.dtype}{a.shape} strides "
-                                 f"{a.strides}")
-        if not dx.flags.writeable:
-            raise ValueError("winograd_bpi: dx is read-only")
-        n, oh, ow, cout = dy.shape
-        nn, h, w, cin = dx.shape
-        if nn != n:
-            raise ValueError(f"winograd_bpi: dy has {n} images, dx {nn}")
-        cop = -(-cin // self.vector_width) * self.vector_width
-        if (upk.dtype != np.float32 or upk.ndim != 1 or upk.size != 4 * 9 * cout * cop
-                or not upk.flags.c_contiguous):
-            raise ValueError(f"winograd_bpi: expected {4 * 9 * cout * cop} packed float32 "
-                             f"values, got {upk.dtype}{upk.shape}")
-        if not all(abs(int(v)) < COORD_LIMIT for v in dy.shape + dx.shape + tuple(pads)):
-            raise ValueError("winograd_bpi: coordinates beyond the kernel's range")
-        p = np.array([n, oh, ow, cout] + [s // 4 for s in dy.strides] + [h, w, cin]
-                     + [s // 4 for s in dx.strides] + [int(pads[0]), int(pads[1]), int(tiles)],
-                     np.int64)
-        rc = self._winograd(dy.ctypes.data, dx.ctypes.data, upk.ctypes.data, p.ctypes.data,
-                            p.size, int(nthreads))
-        if rc == -2:
-            raise MemoryError("winograd_bpi: out of memory")
-        if rc != 0:
-            raise ValueError(f"winograd_bpi refused its arguments (code {rc})")
+        self._winograd_call("winograd_bpi", self._winograd if self.has_winograd else None,
+                            dy, upk, dx, pads, nthreads, tiles, 4 * 9)
 
     def winograd3_bpi(self, dy, upk, dx, pads, nthreads=1, tiles=0):
         """dx (float32 view [N, H, W, Cin]) = the input gradient of a 3x3 stride-1
@@ -427,34 +400,41 @@ class NativeConv:
         of U [4, 4, Cin, Cout] (conv_winograd.c). Any element-aligned strides (channel-strided
         views, NCHW, staged per work item). Finite operands only. tiles: 2x2 tiles per work
         item (0: the kernel's choice)."""
-        if not self.has_winograd3:
-            raise ValueError("winograd3_bpi: this library has no F(2x2, 3x3) kernel")
-        for a, name in ((dy, "dy"), (dx, "dx")):
+        self._winograd_call("winograd3_bpi", self._winograd3, dy, upk, dx, pads, nthreads,
+                            tiles, 16)
+
+    def _winograd_call(self, name, fn, dy, upk, dx, pads, nthreads, tiles, taps):
+        """Check the operands of a Winograd entry point (``taps`` packed taps of Cout x cop
+        each in upk) and call ``fn`` with conv_winograd.c's parameter block."""
+        if fn is None:
+            raise ValueError(f"{name}: this library has no such Winograd kernel")
+        for a, what in ((dy, "dy"), (dx, "dx")):
             if a.ndim != 4 or not self.addressable(a):
-                raise ValueError(f"winograd3_bpi: {name} must be a 4-D float32 view with "
+                raise ValueError(f"{name}: {what} must be a 4-D float32 view with "
                                  f"element-aligned strides, got {a.dtype}{a.shape} strides "
                                  f"{a.strides}")
         if not dx.flags.writeable:
-            raise ValueError("winograd3_bpi: dx is read-only")
+            raise ValueError(f"{name}: dx is read-only")
         n, oh, ow, cout = dy.shape
         nn, h, w, cin = dx.shape
         if nn != n:
-            raise ValueError(f"winograd3_bpi: dy has {n} images, dx {nn}")
-        if (upk.dtype != np.float32 or upk.ndim != 1
-                or upk.size != self.packed_size(16, cout, cin) or not upk.flags.c_contiguous):
-            raise ValueError(f"winograd3_bpi: expected {self.packed_size(16, cout, cin)} "
-                             f"packed float32 values, got {upk.dtype}{upk.shape}")
+            raise ValueError(f"{name}: dy has {n} images, dx {nn}")
+        need = taps * cout * (-(-cin // self.vector_width) * self.vector_width)
+        if (upk.dtype != np.float32 or upk.ndim != 1 or upk.size != need
+                or not upk.flags.c_contiguous):
+            raise ValueError(f"{name}: expected {need} packed float32 values, got "
+                             f"{upk.dtype}{upk.shape}")
         if not all(abs(int(v)) < COORD_LIMIT for v in dy.shape + dx.shape + tuple(pads)):
-            raise ValueError("winograd3_bpi: coordinates beyond the kernel's range")
+            raise ValueError(f"{name}: coordinates beyond the kernel's range")
         p = np.array([n, oh, ow, cout] + [s // 4 for s in dy.strides] + [h, w, cin]
                      + [s // 4 for s in dx.strides] + [int(pads[0]), int(pads[1]), int(tiles)],
                      np.int64)
-        rc = self._winograd3(dy.ctypes.data, dx.ctypes.data, upk.ctypes.data, p.ctypes.data,
-                             p.size, int(nthreads))
+        rc = fn(dy.ctypes.data, dx.ctypes.data, upk.ctypes.data, p.ctypes.data, p.size,
+                int(nthreads))
         if rc == -2:
-            raise MemoryError("winograd3_bpi: out of memory")
+            raise MemoryError(f"{name}: out of memory")
         if rc != 0:
-            raise ValueError(f"winograd3_bpi refused its arguments (code {rc})")
+            raise ValueError(f"{name} refused its arguments (code {rc})")
 
     def winograd3_filter(self, w, nthreads=1):
         """F(2x2, 3x3)'s transformed filter for winograd3_bpi (``pack(U, 3)`` of U = G g G^T,
