@@ -397,24 +397,47 @@ typedef struct {
     int failed;
 } wgf_job;
 
+/* A thread's buffer of `taps` transposed filter taps of one lane block (NULL, and the job
+ * failed, when out of memory). */
+static float *wgf_buffer(wgf_job *J, int taps)
+{
+    float *g = malloc(sizeof(float) * (size_t)(taps * J->cout * BW));
+    if (!g)
+        __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
+    return g;
+}
+
+/* The next of `per_block` * nblk items: its lane block's first lane c0, the block's packed
+ * width and the real lanes wr in it; 0 when none is left. */
+static int wgf_next(wgf_job *J, i64 per_block, i64 *item, i64 *c0, i64 *width, i64 *wr)
+{
+    *item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+    if (*item >= per_block * J->nblk)
+        return 0;
+    *c0 = (*item % J->nblk) * BW;
+    *width = J->cop - *c0 < BW ? J->cop - *c0 : BW;
+    *wr = J->cin - *c0 < *width ? J->cin - *c0 : *width;
+    return 1;
+}
+
+/* Runs `worker` over `items` items of J (its counter at 0) on nthreads threads. */
+static int wgf_launch(thread_fn worker, wgf_job *J, i64 items, i64 nthreads)
+{
+    if (nthreads < 1)
+        nthreads = 1;
+    opgraph_run_threads(worker, J, nthreads < items ? nthreads : items);
+    return J->failed ? -2 : 0;
+}
+
 static void wgf_worker(void *arg, int index)
 {
     (void)index;
     wgf_job *J = arg;
     const i64 C = J->cout, cop = J->cop;
-    float *g = malloc(sizeof(float) * (size_t)(4 * C * BW));
-    if (!g) {
-        __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
-        return;
-    }
-    for (;;) {
-        const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
-        if (item >= 4 * J->nblk)
-            break;
-        const i64 phi = item / J->nblk, c0 = (item % J->nblk) * BW;
-        const i64 ph = phi / 2, pw = phi % 2;
-        const i64 width = cop - c0 < BW ? cop - c0 : BW, wr = J->cin - c0 < width ? J->cin - c0
-                                                                                  : width;
+    float *g = wgf_buffer(J, 4);
+    i64 item, c0, width, wr;
+    while (g && wgf_next(J, 4, &item, &c0, &width, &wr)) {
+        const i64 phi = item / J->nblk, ph = phi / 2, pw = phi % 2;
         const i64 amax = ((ph + J->pt) % 2 + 2) % 2 == 0 ? 2 : 3;
         const i64 bmax = ((pw + J->pl) % 2 + 2) % 2 == 0 ? 2 : 3;
         /* g[(i*2 + j)][c*wr + l] = w[amax - 2i, bmax - 2j, c0 + l, c] */
@@ -461,10 +484,7 @@ int opgraph_winograd_filter_f32(const float *w, i64 s_a, i64 s_b, i64 s_i, i64 s
     wgf_job J = {.w = w, .upk = upk, .s_a = s_a, .s_b = s_b, .s_i = s_i, .s_o = s_o,
                  .cin = cin, .cout = cout, .cop = cop, .nblk = (cop + BW - 1) / BW, .pt = pt,
                  .pl = pl};
-    if (nthreads < 1)
-        nthreads = 1;
-    opgraph_run_threads(wgf_worker, &J, nthreads < 4 * J.nblk ? nthreads : 4 * J.nblk);
-    return J.failed ? -2 : 0;
+    return wgf_launch(wgf_worker, &J, 4 * J.nblk, nthreads);
 }
 
 
@@ -731,31 +751,16 @@ int opgraph_winograd3_bpi_f32(const float *dy, float *dx, const float *upk, cons
  * [3, 3, Cin, Cout] (element strides s_a, s_b, s_i, s_o; s_o == 1 for the fast transposes),
  * work items of BW lanes on nthreads threads. The sums are conv_impl.py's numpy ones (within
  * rounding: the compiler may fuse a product into an add). */
-typedef struct {
-    const float *w;
-    float *upk;
-    i64 s_a, s_b, s_i, s_o, cin, cout, cop, nblk;
-    i64 next;
-    int failed;
-} wgf3_job;
+/* (its job is a wgf_job; pt and pl unused) */
 
 static void wgf3_worker(void *arg, int index)
 {
     (void)index;
-    wgf3_job *J = arg;
-    const i64 C = J->cout, cop = J->cop;
-    float *g = malloc(sizeof(float) * (size_t)(9 * C * BW));
-    if (!g) {
-        __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
-        return;
-    }
-    for (;;) {
-        const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
-        if (item >= J->nblk)
-            break;
-        const i64 c0 = item * BW;
-        const i64 width = cop - c0 < BW ? cop - c0 : BW, wr = J->cin - c0 < width ? J->cin - c0
-                                                                                  : width;
+    wgf_job *J = arg;
+    const i64 C = J->cout;
+    float *g = wgf_buffer(J, 9);
+    i64 item, c0, width, wr;
+    while (g && wgf_next(J, 1, &item, &c0, &width, &wr)) {
         /* g[(a*3 + b)][c*wr + l] = w[2 - a, 2 - b, c0 + l, c] */
         for (int a = 0; a < 3; a++)
             for (int b = 0; b < 3; b++)
@@ -825,10 +830,7 @@ int opgraph_winograd3_filter_f32(const float *w, i64 s_a, i64 s_b, i64 s_i, i64 
     if (cin <= 0 || cout <= 0)
         return -1;
     const i64 cop = (cin + VL - 1) / VL * VL;
-    wgf3_job J = {.w = w, .upk = upk, .s_a = s_a, .s_b = s_b, .s_i = s_i, .s_o = s_o,
-                  .cin = cin, .cout = cout, .cop = cop, .nblk = (cop + BW - 1) / BW};
-    if (nthreads < 1)
-        nthreads = 1;
-    opgraph_run_threads(wgf3_worker, &J, nthreads < J.nblk ? nthreads : J.nblk);
-    return J.failed ? -2 : 0;
+    wgf_job J = {.w = w, .upk = upk, .s_a = s_a, .s_b = s_b, .s_i = s_i, .s_o = s_o,
+                 .cin = cin, .cout = cout, .cop = cop, .nblk = (cop + BW - 1) / BW};
+    return wgf_launch(wgf3_worker, &J, J.nblk, nthreads);
 }
