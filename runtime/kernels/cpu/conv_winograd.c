@@ -233,6 +233,31 @@ static void wg_worker(void *arg, int index)
     free(M);
 }
 
+/* The dy an item reads: rows [r0, r0 + nrows) and columns [c0, c1) of image n (clipped to
+ * dy), staged into sb as [row][pixel][channel] when dy's channels are strided, else in place. */
+static wg_src wg_window(const wg_job *J, i64 n, i64 r0, i64 nrows, i64 c0, i64 c1, float *sb)
+{
+    const i64 *p = J->p;
+    const i64 Cout = p[P_COUT];
+    i64 r1 = r0 + nrows;
+    r0 = r0 < 0 ? 0 : r0;
+    r1 = r1 > p[P_OH] ? p[P_OH] : r1;
+    c0 = c0 < 0 ? 0 : c0;
+    c1 = c1 > p[P_OW] ? p[P_OW] : c1;
+    const float *dyn = J->dy + n * p[P_YN];
+    wg_src S = {dyn, p[P_YH], p[P_YW], r0, r1, c0, c1};
+    if (J->stage_src && r0 < r1 && c0 < c1) {
+        for (i64 r = r0; r < r1; r++)
+            opgraph_stage_in_f32(dyn + r * p[P_YH] + c0 * p[P_YW], p[P_YW], p[P_YC], c1 - c0,
+                                 Cout, sb + (r - r0) * (c1 - c0) * Cout);
+        /* (h, w) at sb + ((h - r0)*(c1 - c0) + w - c0)*Cout */
+        S.base = sb - (r0 * (c1 - c0) + c0) * Cout;
+        S.s_h = (c1 - c0) * Cout;
+        S.s_w = Cout;
+    }
+    return S;
+}
+
 /* Staged (channel-strided dy or dx): an item is (row phase ph, image n, tile row tq, chunk of
  * J->chunk tile columns) with both column phases; dy rows and dx rows staged as above. */
 static void wg_worker_staged(void *arg, int index)
@@ -262,22 +287,8 @@ static void wg_worker_staged(void *arg, int index)
         /* dy: rows [r0, r1) and columns [c0, c1) of this item, staged or in place */
         const i64 omin = J->ow[0] < J->ow[1] ? J->ow[0] : J->ow[1];
         const i64 omax = J->ow[0] > J->ow[1] ? J->ow[0] : J->ow[1];
-        i64 r0 = 2 * tq + J->oh[ph], r1 = r0 + 3, c0 = 2 * t0 + omin, c1 = 2 * (t1 - 1) + omax + 3;
-        r0 = r0 < 0 ? 0 : r0;
-        r1 = r1 > p[P_OH] ? p[P_OH] : r1;
-        c0 = c0 < 0 ? 0 : c0;
-        c1 = c1 > p[P_OW] ? p[P_OW] : c1;
-        const float *dyn = J->dy + n * p[P_YN];
-        wg_src S = {dyn, p[P_YH], p[P_YW], r0, r1, c0, c1};
-        if (J->stage_src && r0 < r1 && c0 < c1) {
-            for (i64 r = r0; r < r1; r++)
-                opgraph_stage_in_f32(dyn + r * p[P_YH] + c0 * p[P_YW], p[P_YW], p[P_YC], c1 - c0,
-                                     Cout, sb + (r - r0) * (c1 - c0) * Cout);
-            /* (h, w) at sb + ((h - r0)*(c1 - c0) + w - c0)*Cout */
-            S.base = sb - (r0 * (c1 - c0) + c0) * Cout;
-            S.s_h = (c1 - c0) * Cout;
-            S.s_w = Cout;
-        }
+        const wg_src S = wg_window(J, n, 2 * tq + J->oh[ph], 3, 2 * t0 + omin,
+                                   2 * (t1 - 1) + omax + 3, sb);
         /* dx: rows ph + 4*tq + 2*i (i < 2) and columns [4*t0, x1), staged or in place */
         const i64 x0 = 4 * t0, x1 = 4 * t1 < p[P_W] ? 4 * t1 : p[P_W];
         float *dxn = J->dx + n * p[P_XN];
@@ -651,21 +662,7 @@ static void wg3_worker_staged(void *arg, int index)
             break;
         const i64 n = item / (TQ * J->nchunk), tq = item / J->nchunk % TQ, k = item % J->nchunk;
         const i64 t0 = k * CH, t1 = t0 + CH < TR ? t0 + CH : TR;
-        i64 r0 = 2 * tq + oh, r1 = r0 + 4, c0 = 2 * t0 + ow, c1 = 2 * (t1 - 1) + ow + 4;
-        r0 = r0 < 0 ? 0 : r0;
-        r1 = r1 > p[P_OH] ? p[P_OH] : r1;
-        c0 = c0 < 0 ? 0 : c0;
-        c1 = c1 > p[P_OW] ? p[P_OW] : c1;
-        const float *dyn = J->dy + n * p[P_YN];
-        wg_src S = {dyn, p[P_YH], p[P_YW], r0, r1, c0, c1};
-        if (J->stage_src && r0 < r1 && c0 < c1) {
-            for (i64 r = r0; r < r1; r++)
-                opgraph_stage_in_f32(dyn + r * p[P_YH] + c0 * p[P_YW], p[P_YW], p[P_YC], c1 - c0,
-                                     Cout, sb + (r - r0) * (c1 - c0) * Cout);
-            S.base = sb - (r0 * (c1 - c0) + c0) * Cout;
-            S.s_h = (c1 - c0) * Cout;
-            S.s_w = Cout;
-        }
+        const wg_src S = wg_window(J, n, 2 * tq + oh, 4, 2 * t0 + ow, 2 * (t1 - 1) + ow + 4, sb);
         for (i64 t = t0; t < t1; t++)
             input_tile4(&S, 2 * tq + oh, 2 * t + ow, V + (t - t0) * Cout, tb * Cout, Cout);
         wg_products_n(J, 16, 0, t1 - t0, V, M);
