@@ -164,6 +164,20 @@ static void output_tile(const wg_job *J, i64 ph, i64 pw, i64 q, i64 r, float *o0
     }
 }
 
+/* A thread's V [np][tb][Cout] and M [np][tb][cop]; nonzero (the job failed, nothing held)
+ * when out of memory. */
+static int wg_buffers(wg_job *J, int np, float **V, float **M)
+{
+    *V = malloc(sizeof(float) * (size_t)(np * J->tb * J->p[P_COUT]));
+    *M = malloc(sizeof(float) * (size_t)(np * J->tb * J->cop));
+    if (*V && *M)
+        return 0;
+    __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
+    free(*V);
+    free(*M);
+    return 1;
+}
+
 /* The np products (9, or 16 for wg3) of nt tiles of phase phi: M [np][tb][cop] from
  * V [np][tb][Cout]. */
 static void wg_products_n(const wg_job *J, int np, int phi, i64 nt, const float *V, float *M)
@@ -197,14 +211,9 @@ static void wg_worker(void *arg, int index)
     wg_job *J = arg;
     const i64 *p = J->p;
     const i64 Cout = p[P_COUT], cop = J->cop, tb = J->tb;
-    float *V = malloc(sizeof(float) * (size_t)(9 * tb * Cout));
-    float *M = malloc(sizeof(float) * (size_t)(9 * tb * cop));
-    if (!V || !M) {
-        __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
-        free(V);
-        free(M);
+    float *V, *M;
+    if (wg_buffers(J, 9, &V, &M))
         return;
-    }
     for (;;) {
         const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
         if (item >= J->start[4] || __atomic_load_n(&J->failed, __ATOMIC_RELAXED))
@@ -606,14 +615,9 @@ static void wg3_worker(void *arg, int index)
     const i64 Cout = p[P_COUT], Cin = p[P_CIN], cop = J->cop, tb = J->tb;
     const i64 TQ = (p[P_H] + 1) / 2, TR = (p[P_W] + 1) / 2, per_n = TQ * TR;
     const i64 oh = p[P_PT] - 2, ow = p[P_PL] - 2;
-    float *V = malloc(sizeof(float) * (size_t)(16 * tb * Cout));
-    float *M = malloc(sizeof(float) * (size_t)(16 * tb * cop));
-    if (!V || !M) {
-        __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
-        free(V);
-        free(M);
+    float *V, *M;
+    if (wg_buffers(J, 16, &V, &M))
         return;
-    }
     for (;;) {
         const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
         if (item >= J->start[1] || __atomic_load_n(&J->failed, __ATOMIC_RELAXED))
