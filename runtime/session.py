@@ -127,12 +127,18 @@ def convert_feed(out: Output, value) -> np.ndarray:
     want = out.dtype
     if value.__class__ is np.ndarray and value.dtype == want.as_numpy_dtype \
             and value.dtype.isnative and value.dtype.kind not in "OUS":
-        # (the common case, an array of exactly the tensor's dtype: used as is)
-        if not out.shape.is_compatible_with(value.shape):
-            msg = (f"Fed value for '{out.name}' has shape {list(value.shape)}, which is not "
-                   f"compatible with the tensor's static shape {out.shape}")
-            raise errors.InvalidArgumentError(msg, out.op.name, out.op.type, out.op.site)
-        return value
+        arr = value  # (the common case, an array of exactly the tensor's dtype: used as is)
+    else:
+        arr = _converted_feed(out, value, want)
+    if not out.shape.is_compatible_with(arr.shape):
+        msg = (f"Fed value for '{out.name}' has shape {list(arr.shape)}, which is not "
+               f"compatible with the tensor's static shape {out.shape}")
+        raise errors.InvalidArgumentError(msg, out.op.name, out.op.type, out.op.site)
+    return arr
+
+
+def _converted_feed(out: Output, value, want) -> np.ndarray:
+    """convert_feed's general case: ``value`` by TF's conversion rules, or its error."""
     if isinstance(value, (np.ndarray, np.generic)):
         strings = want.name == "string" and value.dtype.kind in "USO"
         if value.dtype.newbyteorder("=") != want.as_numpy_dtype and not strings:
@@ -140,16 +146,11 @@ def convert_feed(out: Output, value) -> np.ndarray:
                    f"is {want.name}")
             raise errors.InvalidArgumentError(msg, out.op.name, out.op.type, out.op.site)
     try:
-        arr = to_ndarray(value, want)
+        return to_ndarray(value, want)
     except errors.OpError as e:
         msg = f"Cannot feed {describe_value(value)} to '{out.name}' ({want.name}): {e.message}"
         raise errors.InvalidArgumentError(msg, out.op.name, out.op.type, out.op.site) \
             from None
-    if not out.shape.is_compatible_with(arr.shape):
-        msg = (f"Fed value for '{out.name}' has shape {list(arr.shape)}, which is not "
-               f"compatible with the tensor's static shape {out.shape}")
-        raise errors.InvalidArgumentError(msg, out.op.name, out.op.type, out.op.site)
-    return arr
 
 
 def parse_run_arguments(args, kwargs):

@@ -275,16 +275,18 @@ class _BlasThreads:
 
 _BLAS = _BlasThreads()
 _POOL = None
+_POOL_WORKERS = 0  # (its thread count)
 _POOL_LOCK = threading.Lock()
 
 
 def _pool(workers):
     """The shared executor, with at least ``workers`` threads (grown when set_num_threads
     raised the count; the old one finishes its queued work and exits)."""
-    global _POOL
+    global _POOL, _POOL_WORKERS
     with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < workers:
-            old, _POOL = _POOL, ThreadPoolExecutor(max_workers=max(1, workers),
+        if _POOL is None or _POOL_WORKERS < workers:
+            _POOL_WORKERS = max(1, workers)
+            old, _POOL = _POOL, ThreadPoolExecutor(max_workers=_POOL_WORKERS,
                                                    thread_name_prefix="opgraph-conv")
             if old is not None:
                 old.shutdown(wait=False)
@@ -1326,11 +1328,11 @@ def _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format, 
     # a 3x3 stride-1 forward convolution is the F(2x2, 3x3) input-gradient kernel's
     # correlation with the filter's channel axes swapped and turned by 180 degrees (which the
     # kernel turns back), x in dy's place and y in dx's, offset -pt = (2 - pt) - 2
-    wt = w[::-1, ::-1].transpose(0, 1, 3, 2)
-    if (FORCE_ALGORITHM in (None, "winograd") and (sh, sw, dh, dw) == (1, 1, 1, 1)
-            and _winograd3_applies(xv, wt, yv, (1, 1), (1, 1), g, memo)):
-        _winograd3_run(xv, wt, yv, (2 - pt, 2 - pl), nth, memo)
-        return y
+    if FORCE_ALGORITHM in (None, "winograd") and (kh, kw) == (3, 3):
+        wt = w[::-1, ::-1].transpose(0, 1, 3, 2)
+        if _winograd3_applies(xv, wt, yv, (sh, sw), (dh, dw), g, memo):
+            _winograd3_run(xv, wt, yv, (2 - pt, 2 - pl), nth, memo)
+            return y
     if _native_onecall_applies(xv, yv) and _staging_fits(xv, ow * kw):
         _native_forward_run(xv, w, yv, (sh, sw), (dh, dw), (pt, pl), g, nth, memo)
         return y

@@ -71,17 +71,24 @@ typedef struct {
 
 /* The 3x3 patch of dy whose top-left is (h0, w0) of image n, transformed: V[(s*3 + u)*ts] =
  * (Bt d B)[s][u] per channel (ts: V's stride between the 9 products). */
+/* The K x K patch of dy from (h0, w0): src[k*K + l] = pixel (h0 + k, w0 + l), NULL outside
+ * the source (read as zeros). */
+static inline void wg_patch(const wg_src *S, i64 h0, i64 w0, int K, const float **src)
+{
+    for (int k = 0; k < K; k++)
+        for (int l = 0; l < K; l++) {
+            const i64 h = h0 + k, w = w0 + l;
+            src[k * K + l] = h >= S->h0 && h < S->h1 && w >= S->w0 && w < S->w1
+                                 ? S->base + h * S->s_h + w * S->s_w
+                                 : NULL;
+        }
+}
+
 static void input_tile(const wg_job *J, const wg_src *S, i64 h0, i64 w0, float *V, i64 ts)
 {
     const i64 C = J->p[P_COUT];
     const float *src[3][3]; /* patch pixels, NULL outside dy (read as zeros) */
-    for (int k = 0; k < 3; k++)
-        for (int l = 0; l < 3; l++) {
-            const i64 h = h0 + k, w = w0 + l;
-            src[k][l] = h >= S->h0 && h < S->h1 && w >= S->w0 && w < S->w1
-                            ? S->base + h * S->s_h + w * S->s_w
-                            : NULL;
-        }
+    wg_patch(S, h0, w0, 3, &src[0][0]);
     i64 c = 0;
     for (; c + VL <= C; c += VL) {
         vf t[3][3]; /* Bt along rows, per column */
@@ -176,6 +183,35 @@ static int wg_buffers(wg_job *J, int np, float **V, float **M)
     free(*V);
     free(*M);
     return 1;
+}
+
+/* A staged worker's buffers: V and M (wg_buffers) and, where dy / dx are staged, sb (srows dy
+ * rows of scols pixels) and ob (2 dx rows of ocols pixels); nonzero (the job failed, nothing
+ * held) when out of memory. */
+static int wg_staged_buffers(wg_job *J, int np, i64 srows, i64 scols, i64 ocols, float **V,
+                             float **M, float **sb, float **ob)
+{
+    if (wg_buffers(J, np, V, M))
+        return 1;
+    *sb = J->stage_src ? malloc(sizeof(float) * (size_t)(srows * scols * J->p[P_COUT])) : NULL;
+    *ob = J->stage_dst ? malloc(sizeof(float) * (size_t)(2 * ocols * J->cop)) : NULL;
+    if ((!J->stage_src || *sb) && (!J->stage_dst || *ob))
+        return 0;
+    __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
+    free(*V); free(*M); free(*sb); free(*ob);
+    return 1;
+}
+
+/* An item's staged dx rows written back: rows row0 + rstep*i (i < nrows) of image n, columns
+ * [x0, x1), from ob [nrows][x1 - x0][cop]. */
+static void wg_write_back(const wg_job *J, const float *ob, i64 n, i64 row0, i64 rstep,
+                          i64 nrows, i64 x0, i64 x1)
+{
+    const i64 *p = J->p;
+    for (i64 i = 0; i < nrows && x0 < x1; i++)
+        opgraph_stage_out_f32(ob + i * (x1 - x0) * J->cop, J->cop,
+                              J->dx + n * p[P_XN] + (row0 + rstep * i) * p[P_XH] + x0 * p[P_XW],
+                              p[P_XW], p[P_XC], x1 - x0, p[P_CIN]);
 }
 
 /* The np products (9, or 16 for wg3) of nt tiles of phase phi: M [np][tb][cop] from
@@ -274,17 +310,10 @@ static void wg_worker_staged(void *arg, int index)
     (void)index;
     wg_job *J = arg;
     const i64 *p = J->p;
-    const i64 Cout = p[P_COUT], Cin = p[P_CIN], cop = J->cop, tb = J->tb, CH = J->chunk;
-    const i64 scols = 2 * CH + 3, ocols = 4 * CH;
-    float *V = malloc(sizeof(float) * (size_t)(9 * tb * Cout));
-    float *M = malloc(sizeof(float) * (size_t)(9 * tb * cop));
-    float *sb = J->stage_src ? malloc(sizeof(float) * (size_t)(3 * scols * Cout)) : NULL;
-    float *ob = J->stage_dst ? malloc(sizeof(float) * (size_t)(2 * ocols * cop)) : NULL;
-    if (!V || !M || (J->stage_src && !sb) || (J->stage_dst && !ob)) {
-        __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
-        free(V); free(M); free(sb); free(ob);
+    const i64 Cout = p[P_COUT], cop = J->cop, tb = J->tb, CH = J->chunk;
+    float *V, *M, *sb, *ob;
+    if (wg_staged_buffers(J, 9, 3, 2 * CH + 3, 4 * CH, &V, &M, &sb, &ob))
         return;
-    }
     for (;;) {
         const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
         if (item >= J->start[2] || __atomic_load_n(&J->failed, __ATOMIC_RELAXED))
@@ -325,17 +354,29 @@ static void wg_worker_staged(void *arg, int index)
                             tb * cop);
             }
         }
-        if (J->stage_dst && x0 < x1)
-            for (i64 i = 0; i < 2 && 2 * tq + i < J->qp[ph]; i++)
-                opgraph_stage_out_f32(ob + i * (x1 - x0) * cop, cop,
-                                      dxn + (ph + 4 * tq + 2 * i) * p[P_XH] + x0 * p[P_XW],
-                                      p[P_XW], p[P_XC], x1 - x0, Cin);
+        if (J->stage_dst)
+            wg_write_back(J, ob, n, ph + 4 * tq, 2, 2 * tq + 1 < J->qp[ph] ? 2 : 1, x0, x1);
     }
     free(V); free(M); free(sb); free(ob);
 }
 
 /* Version of this entry point's parameter block (native.py checks it). */
 int opgraph_winograd_version(void) { return 2; }
+
+/* Whether p is a parameter block both entry points take (np = P_COUNT entries, sizes in
+ * range). */
+static int wg_params_ok(const i64 *p, i64 np)
+{
+    return np == P_COUNT && p[P_N] >= 0 && p[P_OH] > 0 && p[P_OW] > 0 && p[P_COUT] > 0
+        && p[P_H] >= 0 && p[P_W] >= 0 && p[P_CIN] > 0 && p[P_TB] >= 0;
+}
+
+static wg_job wg_job_of(const float *dy, float *dx, const float *upk, const i64 *p)
+{
+    wg_job J = {.dy = dy, .dx = dx, .upk = upk, .p = p, .cop = (p[P_CIN] + VL - 1) / VL * VL,
+                .stage_src = p[P_YC] != 1, .stage_dst = p[P_XC] != 1};
+    return J;
+}
 
 /* dx = the input gradient of a 4x4 stride-2 undilated ungrouped convolution (see the file
  * comment); dy and dx float32 views of any element strides (channel-strided ones staged), upk
@@ -344,12 +385,9 @@ int opgraph_winograd_version(void) { return 2; }
 int opgraph_winograd_bpi_f32(const float *dy, float *dx, const float *upk, const i64 *p,
                              i64 np, i64 nthreads)
 {
-    if (np != P_COUNT)
+    if (!wg_params_ok(p, np))
         return -1;
-    if (p[P_N] < 0 || p[P_OH] <= 0 || p[P_OW] <= 0 || p[P_COUT] <= 0 || p[P_H] < 0 ||
-        p[P_W] < 0 || p[P_CIN] <= 0 || p[P_TB] < 0)
-        return -1;
-    wg_job J = {.dy = dy, .dx = dx, .upk = upk, .p = p, .cop = (p[P_CIN] + VL - 1) / VL * VL};
+    wg_job J = wg_job_of(dy, dx, upk, p);
     for (int f = 0; f < 2; f++) {
         const i64 pad = f == 0 ? p[P_PT] : p[P_PL], size = f == 0 ? p[P_H] : p[P_W];
         i64 *off = f == 0 ? J.oh : J.ow, *out = f == 0 ? J.qp : J.rp;
@@ -376,8 +414,6 @@ int opgraph_winograd_bpi_f32(const float *dy, float *dx, const float *upk, const
         tb -= RB;
     }
     J.tb = tb;
-    J.stage_src = p[P_YC] != 1;
-    J.stage_dst = p[P_XC] != 1;
     if (J.stage_src || J.stage_dst) {
         /* items: (row phase, image, tile row, chunk of tb / 2 tile columns), fewer columns
          * while that leaves fewer than 4 items per thread */
@@ -524,13 +560,7 @@ int opgraph_winograd_filter_f32(const float *w, i64 s_a, i64 s_b, i64 s_i, i64 s
 static void input_tile4(const wg_src *S, i64 h0, i64 w0, float *V, i64 ts, i64 C)
 {
     const float *src[4][4];
-    for (int k = 0; k < 4; k++)
-        for (int l = 0; l < 4; l++) {
-            const i64 h = h0 + k, w = w0 + l;
-            src[k][l] = h >= S->h0 && h < S->h1 && w >= S->w0 && w < S->w1
-                            ? S->base + h * S->s_h + w * S->s_w
-                            : NULL;
-        }
+    wg_patch(S, h0, w0, 4, &src[0][0]);
     i64 c = 0;
     for (; c + VL <= C; c += VL) {
         vf t[4][4]; /* Bt along the patch's columns */
@@ -651,15 +681,9 @@ static void wg3_worker_staged(void *arg, int index)
     const i64 Cout = p[P_COUT], Cin = p[P_CIN], cop = J->cop, tb = J->tb, CH = J->chunk;
     const i64 TQ = (p[P_H] + 1) / 2, oh = p[P_PT] - 2, ow = p[P_PL] - 2;
     const i64 TR = (p[P_W] + 1) / 2;
-    float *V = malloc(sizeof(float) * (size_t)(16 * tb * Cout));
-    float *M = malloc(sizeof(float) * (size_t)(16 * tb * cop));
-    float *sb = J->stage_src ? malloc(sizeof(float) * (size_t)(4 * (2 * CH + 2) * Cout)) : NULL;
-    float *ob = J->stage_dst ? malloc(sizeof(float) * (size_t)(2 * 2 * CH * cop)) : NULL;
-    if (!V || !M || (J->stage_src && !sb) || (J->stage_dst && !ob)) {
-        __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
-        free(V); free(M); free(sb); free(ob);
+    float *V, *M, *sb, *ob;
+    if (wg_staged_buffers(J, 16, 4, 2 * CH + 2, 2 * CH, &V, &M, &sb, &ob))
         return;
-    }
     for (;;) {
         const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
         if (item >= J->start[1] || __atomic_load_n(&J->failed, __ATOMIC_RELAXED))
@@ -687,32 +711,24 @@ static void wg3_worker_staged(void *arg, int index)
             output_tile4(o00, s_q, s_r, 2 * tq + 1 < p[P_H], 2 * t + 1 < p[P_W],
                          M + (t - t0) * cop, tb * cop, Cin);
         }
-        if (J->stage_dst && x0 < x1)
-            for (i64 i = 0; i < 2 && 2 * tq + i < p[P_H]; i++)
-                opgraph_stage_out_f32(ob + i * (x1 - x0) * cop, cop,
-                                      dxn + (2 * tq + i) * p[P_XH] + x0 * p[P_XW], p[P_XW],
-                                      p[P_XC], x1 - x0, Cin);
+        if (J->stage_dst)
+            wg_write_back(J, ob, n, 2 * tq, 1, 2 * tq + 1 < p[P_H] ? 2 : 1, x0, x1);
     }
     free(V); free(M); free(sb); free(ob);
 }
 
 /* dx = the input gradient of a 3x3 stride-1 undilated ungrouped convolution (see above); dy
- * and dx float32 views (channel-strided ones staged), upk = pack(U, 3) of U [4, 4, Cin, Cout], p the
- * parameter block of opgraph_winograd_bpi_f32 (P_PT, P_PL: the forward conv's top / left
+ * and dx float32 views (channel-strided ones staged), upk = pack(U, 3) of U [4, 4, Cin,
+ * Cout], p the parameter block of opgraph_winograd_bpi_f32 (P_PT, P_PL: the forward conv's top / left
  * padding). Returns 0, -1 for arguments it does not take, -2 when out of memory. */
 int opgraph_winograd3_bpi_f32(const float *dy, float *dx, const float *upk, const i64 *p,
                               i64 np, i64 nthreads)
 {
-    if (np != P_COUNT)
+    if (!wg_params_ok(p, np))
         return -1;
-    if (p[P_N] < 0 || p[P_OH] <= 0 || p[P_OW] <= 0 || p[P_COUT] <= 0 || p[P_H] < 0 ||
-        p[P_W] < 0 || p[P_CIN] <= 0 || p[P_TB] < 0)
-        return -1;
-    wg_job J = {.dy = dy, .dx = dx, .upk = upk, .p = p, .cop = (p[P_CIN] + VL - 1) / VL * VL};
+    wg_job J = wg_job_of(dy, dx, upk, p);
     if (nthreads < 1)
         nthreads = 1;
-    J.stage_src = p[P_YC] != 1;
-    J.stage_dst = p[P_XC] != 1;
     if (J.stage_src || J.stage_dst) {
         /* items: (image, tile row, chunk of tile columns), fewer columns while that leaves
          * fewer than 4 items per thread */

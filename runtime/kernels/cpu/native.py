@@ -445,14 +445,20 @@ class NativeConv:
                 or not self.addressable(w) or 4 not in w.strides[2:]):
             return None
         cin, cout = w.shape[2:]
-        upk = np.empty(self.packed_size(16, cout, cin), np.float32)
+        return self._filter_call("winograd3_filter", self._winograd3_filter, w,
+                                 self.packed_size(16, cout, cin), (), nthreads)
+
+    @staticmethod
+    def _filter_call(name, fn, w, size, extra, nthreads):
+        """A compiled filter transform: fn(w, its element strides, Cin, Cout, *extra, out,
+        nthreads) into a new float32 vector of ``size`` elements."""
+        upk = np.empty(size, np.float32)
         st = [s // 4 for s in w.strides]
-        rc = self._winograd3_filter(w.ctypes.data, st[0], st[1], st[2], st[3], cin, cout,
-                                    upk.ctypes.data, int(nthreads))
+        rc = fn(w.ctypes.data, *st, *w.shape[2:], *extra, upk.ctypes.data, int(nthreads))
         if rc == -2:
-            raise MemoryError("winograd3_filter: out of memory")
+            raise MemoryError(f"{name}: out of memory")
         if rc != 0:
-            raise ValueError(f"winograd3_filter refused the filter {w.shape} (code {rc})")
+            raise ValueError(f"{name} refused the filter {w.shape} (code {rc})")
         return upk
 
     def winograd_filter(self, w, pads, nthreads=1):
@@ -464,15 +470,9 @@ class NativeConv:
                 or not self.addressable(w) or w.strides[3] != 4):
             return None
         cin, cout = w.shape[2:]
-        upk = np.empty(4 * self.packed_size(9, cout, cin), np.float32)
-        st = [s // 4 for s in w.strides]
-        rc = self._winograd_filter(w.ctypes.data, st[0], st[1], st[2], st[3], cin, cout,
-                                   int(pads[0]), int(pads[1]), upk.ctypes.data, int(nthreads))
-        if rc == -2:
-            raise MemoryError("winograd_filter: out of memory")
-        if rc != 0:
-            raise ValueError(f"winograd_filter refused the filter {w.shape} (code {rc})")
-        return upk
+        return self._filter_call("winograd_filter", self._winograd_filter, w,
+                                 4 * self.packed_size(9, cout, cin),
+                                 (int(pads[0]), int(pads[1])), nthreads)
 
     def shuffle_store(self, t, dx, sh, sw, nthreads=1, offsets=(0, 0)):
         """The pixel shuffle of a sub-pixel decomposition: dx[n, i*sh + a + oh0,
