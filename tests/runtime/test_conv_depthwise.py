@@ -220,16 +220,48 @@ def test_kernel_nchw_channel_blocks(case, layout):
     _assert_like_reference(_run_kernel(nat, dy, w, case, layout, ranges[::-1]), ref)
 
 
-def test_kernel_nchw_row_blocks():
-    """Rows wide enough that the transposed dy rows of a call come in several row blocks
-    (rows read by two blocks are transposed for each), also from a range of rows."""
+@pytest.mark.parametrize("case", [(1, 20, 300, 10, 1, 3, 3, 2, 2, 1, 1, 1, 1, 40, 601),
+                                  (1, 40, 300, 10, 1, 3, 3, 1, 1, 1, 1, 1, 1, 40, 300)])
+def test_kernel_nchw_row_blocks(case):
+    """Rows wide enough that the staged dy rows of a call come in several row blocks (rows
+    read by two blocks are staged for each), also from a range of rows: stride 2 (the plane
+    path) and stride 1 (the 8-channel path)."""
     nat = _native_or_skip()
-    case = (1, 20, 300, 10, 1, 3, 3, 2, 2, 1, 1, 1, 1, 40, 601)
     dy, w = _inputs(case, seed=8)
     ref = _reference(dy, w, case)
     _assert_like_reference(_run_kernel(nat, dy, w, case, "nchw"), ref)
     _assert_like_reference(_run_kernel(nat, dy, w, case, "nchw", [(0, 1, 0, 17, 0, 10),
                                                                    (0, 1, 17, 40, 0, 10)]), ref)
+
+
+PLANES_CASES = [  # (M = 1, dx columns contiguous, column stride 2, kernels <= 4 wide: planes)
+    (1, 9, 11, 3, 1, 3, 3, 2, 2, 1, 1, 1, 1, 18, 22),      # 3x3: a pair and a single plane
+    (2, 8, 16, 8, 1, 4, 4, 2, 2, 1, 1, 1, 1, 16, 32),      # 4x4, W a multiple of 16
+    (1, 7, 13, 5, 1, 2, 2, 2, 2, 1, 1, 0, 0, 14, 26),      # 2x2: one tap per phase
+    (1, 6, 9, 4, 1, 1, 1, 2, 2, 1, 1, 0, 0, 12, 17),       # 1x1: a phase and rows without taps
+    (1, 5, 4, 6, 1, 2, 4, 1, 2, 1, 1, 0, 2, 6, 9),         # row stride 1, W = 9
+    (1, 4, 8, 3, 1, 3, 3, 2, 2, 1, 1, -1, -3, 6, 13),      # negative padding
+    (1, 3, 5, 3, 1, 4, 3, 2, 2, 1, 1, 3, 7, 5, 7),         # padding beyond the kernel, W < 8
+    (1, 4, 6, 2, 1, 3, 4, 2, 2, 1, 1, 1, 1, 7, 14),        # odd pad rows/columns of 4 wide
+]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "mixed"])
+@pytest.mark.parametrize("case", PLANES_CASES)
+def test_kernel_nchw_planes(case, layout):
+    """The plane path (two planes at a time, the column phases interleaved): whole and as
+    split (image, row, channel) ranges, then with inf/NaN inside and at the row ends of dy and
+    a non-finite weight in the second plane of a pair (that plane runs the generic kernel, the
+    one before it alone)."""
+    nat = _native_or_skip()
+    dy, w = _inputs(case, seed=13)
+    _check_whole_and_split(nat, dy, w, case, layout, 5, 3)
+    n, oh, ow, c = dy.shape
+    dy[0, 0, 0, 0] = np.nan
+    dy[-1, oh // 2, ow - 1, c - 1] = np.inf
+    dy[0, oh - 1, ow // 2, c // 2] = -np.inf
+    w[-1, 0, 1] = np.inf
+    _check_whole_and_split(nat, dy, w, case, layout, 3, 2)
 
 
 def test_kernel_nchw_non_finite_inside_blocks():
