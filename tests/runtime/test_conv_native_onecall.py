@@ -340,6 +340,9 @@ def test_pixel_shuffle_layers(case, fmt, monkeypatch):
         dx = conv_impl.conv2d_backprop_input(dy, wt, xshape, (kh, kw), (1, 1), (0, 0), fmt)
         assert ran, "the pixel-shuffle path did not run"
         _check(dx, ref, f"{case} {fmt} threads={threads}")
+    for wv in (np.asfortranarray(wt), wt[::-1, ::-1].copy()[::-1, ::-1]):  # packed from views
+        dx = conv_impl.conv2d_backprop_input(dy, wv, xshape, (kh, kw), (1, 1), (0, 0), fmt)
+        _check(dx, ref, f"{case} {fmt} filter strides {wv.strides}")
     for dtype in _half_dtypes():  # staged per item in the kernel, rounded once
         dx = conv_impl.conv2d_backprop_input(dy.astype(dtype), wt.astype(dtype), xshape,
                                              (kh, kw), (1, 1), (0, 0), fmt)

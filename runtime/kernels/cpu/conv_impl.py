@@ -1596,7 +1596,10 @@ def _pixel_shuffle_run(dyv, w, dxv, nth, memo):
         return
     for a in range(kh):
         def packed(a=a):  # [1, 1, cout, (b, c)]: reduce over dy channels, lanes (b, c)
-            wa = np.ascontiguousarray(w[a].reshape(kw * cin, cout).T, np.float32)
+            wa = w[a].reshape(kw * cin, cout).T  # (a view when w is contiguous)
+            if not nat.addressable(wa):
+                wa = np.ascontiguousarray(wa, np.float32)
+            # (pack transposes it by 8x8 blocks; a numpy copy first took 20x the packing)
             return nat.pack(wa.reshape(1, 1, cout, kw * cin), 2, 1, nth)
 
         view = dxv[:, a::kh]
@@ -1655,8 +1658,11 @@ def _subpixel_conv_run(dyv, w, dxv, strides, pads, nth, memo):
 
     def packed():  # F as a forward filter [mh, mw, cout, (a, b, c)]
         w6 = w.reshape(mh, sh, mw, sw, cin, cout)[::-1, :, ::-1]
-        f = np.ascontiguousarray(w6.transpose(0, 2, 5, 1, 3, 4), np.float32)
-        return nat.pack(f.reshape(mh, mw, cout, kk), 2, 1, nth)
+        # (a view where the kernel tiles dx exactly, mh = mw = 1: pack transposes it)
+        f = w6.transpose(0, 2, 5, 1, 3, 4).reshape(mh, mw, cout, kk)
+        if not nat.addressable(f):
+            f = np.ascontiguousarray(f, np.float32)
+        return nat.pack(f, 2, 1, nth)
 
     wpk = _memoized(memo, ("subpixel_conv", mh, mw), packed)
     compiled = nat.has_shuffle_store and nat.addressable(dxv)
