@@ -760,6 +760,20 @@ done:
     return rc;
 }
 
+/* dst[i] = src[i], i < n, inline: the dy rows of small planes are a few vectors each, where a
+ * memcpy call costs about as much as the copy (the empty asm keeps the compiler from turning
+ * the loop into one). */
+static inline void dw_copy_row(float *dst, const float *src, i64 n)
+{
+    i64 i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(dst + i, _mm256_loadu_ps(src + i));
+        __asm__ volatile("" ::: "memory");
+    }
+    if (i < n)
+        dw_store_first(dst + i, _mm256_maskload_ps(src + i, dw_lanes_below(n - i)), n - i);
+}
+
 /* One dx row of CB planes of dw_planes: T0 taps of column phase 0 (pairs e0: offset of dy in
  * a plane's pad, weight index in its wv) and T1 of phase 1 (e1); per vector of 8 dx column
  * pairs, the two phases interleaved into 16 dx columns of orow (plane c at orow + c*xc). */
@@ -921,7 +935,7 @@ static int dw_planes(const float *dy, const float *w, float *dx, const i64 *p,
                     for (i64 q = qlo; q <= qb[2 * (ha / HB) + 1]; q++) {
                         const float *src = dyg + c * yc + q * yh;
                         float *dst = pad + c * PS + (q - qlo) * RS + Lm;
-                        if (yw == 1) memcpy(dst, src, sizeof(float) * (size_t)OW);
+                        if (yw == 1) dw_copy_row(dst, src, OW);
                         else for (i64 r = 0; r < OW; r++) dst[r] = src[r * yw];
                     }
                 for (i64 h = ha; h < hz; h++) {
