@@ -353,7 +353,7 @@ def test_pixel_shuffle_layers(case, fmt, monkeypatch):
         np.testing.assert_array_equal(dx.view(np.uint16), f32.astype(dtype).view(np.uint16))
 
 
-@pytest.mark.parametrize("layout", ["NHWC", "NCHW", "gaps"])
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW", "NCHW_t_nhwc", "gaps"])
 @pytest.mark.parametrize("threads", [1, 3])
 def test_shuffle_store_places_every_term(layout, threads):
     """t[n, i, j, (a, b, c)] lands at dx[n, i*sh + a + oh0, j*sw + b + ow0, c] where that is
@@ -367,14 +367,18 @@ def test_shuffle_store_places_every_term(layout, threads):
             (1, 1, 7, 2, 4, 1, (0, 0), (2, 28)),
             (3, 4, 2, 4, 2, 5, (0, 0), (16, 4)),
             (2, 5, 6, 2, 2, 3, (-1, -1), (8, 10)),     # 4x4 stride 2 pad 1 (DCGAN)
-            (1, 4, 3, 3, 2, 2, (-2, 0), (9, 5))]:      # clipped at both ends
+            (1, 4, 3, 3, 2, 2, (-2, 0), (9, 5)),       # clipped at both ends
+            (2, 2, 16, 2, 2, 8, (0, 0), (4, 32)),      # 8-channel blocks by 8x8 transposes
+            (1, 3, 11, 2, 2, 21, (0, 0), (6, 21)),     # 8 + 8 + 5 channels, last column cut
+            (1, 2, 10, 2, 1, 16, (0, 0), (4, 10)),     # column stride 1
+            (1, 2, 9, 1, 2, 12, (0, -1), (2, 17))]:    # a column offset (no block path)
         t = rng.standard_normal((n, th, tw, sh * sw * cin)).astype(np.float32)
-        if layout != "NHWC":  # t channel-major too ([N, kk, TH, TW], as a batched GEMM gives)
+        if layout in ("NCHW", "gaps"):  # t channel-major ([N, kk, TH, TW], a batched GEMM's)
             t = np.ascontiguousarray(t.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
         if layout == "NHWC":
             base = np.full((n, h, wd, cin), np.nan, np.float32)
             dx = base
-        elif layout == "NCHW":
+        elif layout in ("NCHW", "NCHW_t_nhwc"):  # (t_nhwc: t as a 1x1 convolution gives it)
             base = np.full((n, cin, h, wd), np.nan, np.float32)
             dx = base.transpose(0, 2, 3, 1)
         else:

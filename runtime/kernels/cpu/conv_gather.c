@@ -940,14 +940,61 @@ int opgraph_conv_f32(const void *x, i64 x_n, i64 x_h, i64 x_w, i64 x_c, i64 H, i
  * t[n, i, j, (a*sw + b)*cin + c] for the dx positions inside [0, H) x [0, W) (oh0, ow0 <= 0:
  * the first phases of row/column 0 may fall before dx), t a view of any strides
  * [N, TH, TW, sh*sw*cin] (a convolution's or a GEMM's result). Channels contiguous in dx
- * and t: one copy per dy pixel and row phase of the columns inside dx; else per (image, dx
- * row, channel) one pass writing that dx row in column order. Work split over the pool by
- * (image, t row). */
+ * and t: one copy per dy pixel and row phase of the columns inside dx; dx columns contiguous
+ * (NCHW) with t channels contiguous, column stride 1 or 2: blocks of 8 channels by 8x8
+ * transposes (shuffle_planes); else per (image, dx row, channel) one pass writing that dx row
+ * in column order. Work split over the pool by (image, t row). */
 typedef struct {
     const float *t;
     float *dx;
     i64 N, TH, TW, sh, sw, cin, oh0, ow0, H, W, tn, ti, tj, tk, xn, xh, xw, xc, next;
 } shuffle_job;
+
+#if defined(__AVX__)
+/* One dx row of the shuffle into channel planes (dx columns contiguous, t channels contiguous,
+ * column stride SW of 1 or 2, no column offset): the 8-channel blocks c < cin rounded down
+ * to 8, by 8 t columns, read as 8x8 transposes of t (tj apart, from lane offset k0 + b*cin
+ * for phase b) and written as 8 * SW contiguous columns of each channel's row (the phases
+ * interleaved). The t columns whose dx columns pass W (at most the last 8) are written from
+ * the tile one by one. Returns the channels done. */
+static i64 shuffle_planes(const float *trow, i64 tj, i64 k0, i64 cin, i64 SW, i64 TW, i64 W,
+                          float *orow, i64 xc)
+{
+    float tile[2][64];
+    const i64 cb = cin / 8 * 8;
+    for (i64 c0 = 0; c0 < cb; c0 += 8)
+        for (i64 j = 0; j < TW; j += 8) {
+            const i64 nj = TW - j < 8 ? TW - j : 8;
+            for (i64 b = 0; b < SW; b++) {
+                const float *src = trow + j * tj + k0 + b * cin + c0;
+                if (nj == 8) {
+                    transpose8(src, tj, tile[b], 8);
+                } else { /* tile[b][q*8 + jj] = t column j + jj, channel c0 + q */
+                    for (i64 jj = 0; jj < nj; jj++)
+                        for (int q = 0; q < 8; q++) tile[b][q * 8 + jj] = src[jj * tj + q];
+                }
+            }
+            const int whole = (j + 8) * SW <= W;
+            for (int q = 0; q < 8; q++) {
+                float *o = orow + (c0 + q) * xc + j * SW;
+                if (whole && SW == 2) {
+                    const __m256 e = _mm256_loadu_ps(tile[0] + q * 8);
+                    const __m256 d = _mm256_loadu_ps(tile[1] + q * 8);
+                    const __m256 lo = _mm256_unpacklo_ps(e, d), hi = _mm256_unpackhi_ps(e, d);
+                    _mm256_storeu_ps(o, _mm256_permute2f128_ps(lo, hi, 0x20));
+                    _mm256_storeu_ps(o + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+                } else if (whole) {
+                    _mm256_storeu_ps(o, _mm256_loadu_ps(tile[0] + q * 8));
+                } else {
+                    for (i64 jj = 0; jj < nj; jj++)
+                        for (i64 b = 0; b < SW; b++)
+                            if ((j + jj) * SW + b < W) o[jj * SW + b] = tile[b][q * 8 + jj];
+                }
+            }
+        }
+    return cb;
+}
+#endif
 
 static void shuffle_worker(void *arg, int index)
 {
@@ -977,7 +1024,12 @@ static void shuffle_worker(void *arg, int index)
                 }
                 continue;
             }
-            for (i64 c = 0; c < cin; c++) {
+            i64 c = 0;
+#if defined(__AVX__)
+            if (xw == 1 && tk == 1 && ow0 == 0 && SW <= 2)
+                c = shuffle_planes(trow, tj, a * SW * cin, cin, SW, J->TW, W, orow, J->xc);
+#endif
+            for (; c < cin; c++) {
                 float *o = orow + c * J->xc;
                 const float *s = trow + (a * SW * cin + c) * tk;
                 for (i64 j = 0; j < J->TW; j++, s += tj)
