@@ -846,7 +846,7 @@ static inline void dw_copy_row(float *dst, const float *src, i64 n)
  * with a non-finite weight runs dw_generic instead). Two planes at a time, each written row by
  * row in order. A/B, 2 threads, Zen 4: 1.1-1.4x dw_nchw8 (which writes 8 planes at once
  * through transposes) on 3x3 and 4x4 layers, 2x on 2x2; 0.3-0.5x on 5x5 and wider kernels
- * (their tap lists vary per row), 0.8x at stride 1 (more taps per output): those keep
+ * (their tap lists vary per row), 0.8-1.1x at stride 1 (more taps per output): those keep
  * dw_nchw8. One plane at a time: 0.75-0.9x; four: 0.8-0.95x. */
 static int dw_planes_applies(const i64 *p)
 {
@@ -855,7 +855,7 @@ static int dw_planes_applies(const i64 *p)
 }
 
 static int dw_planes(const float *dy, const float *w, float *dx, const i64 *p,
-                      i64 n0, i64 n1, i64 h0, i64 h1, i64 g0, i64 g1)
+                     i64 n0, i64 n1, i64 h0, i64 h1, i64 g0, i64 g1)
 {
     const i64 yn = p[DW_YN], yh = p[DW_YH], yw = p[DW_YW], yc = p[DW_YC], OH = p[DW_OH];
     const i64 OW = p[DW_OW], KH = p[DW_KH], KW = p[DW_KW], wh = p[DW_WH], ww = p[DW_WW];
@@ -887,7 +887,7 @@ static int dw_planes(const float *dy, const float *w, float *dx, const i64 *p,
                                  &QN);
     if (!HB) goto done;
     /* per dx row h, the same for every plane: tl[tl[h] ..] = T0, T1, then (offset in pad,
-     * weight index) of its T0 even-phase and T1 odd-phase taps */
+     * weight index) of its T0 taps of phase 0 (even dx columns) and T1 of phase 1 */
     tl = (i64 *)malloc(sizeof(i64) * (size_t)(nh + 2 * nh + 2 * rs[nh] * KW + 1));
     if (!tl) goto done;
     for (i64 h = 0, m = nh; h < nh; h++) {
