@@ -243,6 +243,7 @@ PLANES_CASES = [  # (M = 1, dx columns contiguous, column stride 2, kernels <= 4
     (1, 4, 8, 3, 1, 3, 3, 2, 2, 1, 1, -1, -3, 6, 13),      # negative padding
     (1, 3, 5, 3, 1, 4, 3, 2, 2, 1, 1, 3, 7, 5, 7),         # padding beyond the kernel, W < 8
     (1, 4, 6, 2, 1, 3, 4, 2, 2, 1, 1, 1, 1, 7, 14),        # odd pad rows/columns of 4 wide
+    (1, 5, 7, 3, 1, 3, 1, 2, 2, 1, 1, 1, 1, 9, 13),        # 3x1, odd padding: phase 0 empty
 ]
 
 
