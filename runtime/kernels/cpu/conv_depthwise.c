@@ -105,24 +105,46 @@ static inline void dw_store_first(float *o, __m256 v, i64 rem)
 }
 #endif
 
+#ifdef DW_AVX2
+/* dw_dot's 32-channel blocks: TT taps at ys[t] (dy) and ws[t] (weights). */
+#define DW_DOT32(TT, YS, WS)                                                                   \
+    do {                                                                                       \
+        for (; c + 32 <= len; c += 32) {                                                       \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                        \
+            for (i64 t = 0; t < (TT); t++) {                                                   \
+                const float *y = (YS)[t] + c, *w = (WS)[t] + c;                                \
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(y), _mm256_loadu_ps(w), a0);              \
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(y + 8), _mm256_loadu_ps(w + 8), a1);      \
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(y + 16), _mm256_loadu_ps(w + 16), a2);    \
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(y + 24), _mm256_loadu_ps(w + 24), a3);    \
+            }                                                                                  \
+            _mm256_storeu_ps(o + c, a0);                                                       \
+            _mm256_storeu_ps(o + c + 8, a1);                                                   \
+            _mm256_storeu_ps(o + c + 16, a2);                                                  \
+            _mm256_storeu_ps(o + c + 24, a3);                                                  \
+        }                                                                                      \
+    } while (0)
+/* The same with a constant count, the pointers copied to locals (kept in registers; A/B on
+ * 256-512 channels, 2 threads: 1.05-1.15x the loop over yp and wt). */
+#define DW_DOT32_K(TT)                                                                         \
+    do {                                                                                       \
+        const float *y_[TT], *w_[TT];                                                          \
+        for (int t = 0; t < (TT); t++) { y_[t] = yp[t]; w_[t] = wt[t]; }                       \
+        DW_DOT32(TT, y_, w_);                                                                  \
+    } while (0)
+#endif
+
 /* o[c] = sum over t < T of yp[t][c] * wt[t][c], c < len (zero when T == 0). */
 static void dw_dot(const float *const *yp, const float *const *wt, i64 T, float *o, i64 len)
 {
     i64 c = 0;
 #ifdef DW_AVX2
-    for (; c + 32 <= len; c += 32) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (i64 t = 0; t < T; t++) {
-            const float *y = yp[t] + c, *w = wt[t] + c;
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(y), _mm256_loadu_ps(w), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(y + 8), _mm256_loadu_ps(w + 8), a1);
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(y + 16), _mm256_loadu_ps(w + 16), a2);
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(y + 24), _mm256_loadu_ps(w + 24), a3);
-        }
-        _mm256_storeu_ps(o + c, a0);
-        _mm256_storeu_ps(o + c + 8, a1);
-        _mm256_storeu_ps(o + c + 16, a2);
-        _mm256_storeu_ps(o + c + 24, a3);
+    switch (T) {
+    case 1: DW_DOT32_K(1); break;
+    case 2: DW_DOT32_K(2); break;
+    case 3: DW_DOT32_K(3); break;
+    case 4: DW_DOT32_K(4); break;
+    default: DW_DOT32(T, yp, wt); break;
     }
     if (c + 16 <= len) {
         __m256 a0 = _mm256_setzero_ps(), a1 = a0;
@@ -1166,6 +1188,8 @@ done:
 #undef DW_NHWC_PIXEL
 #undef DW_PHASE_PIX
 #undef DW_PHASE_ALL
+#undef DW_DOT32
+#undef DW_DOT32_K
 #undef DW_NCHW_ROW
 #undef DW_NCHW_RUN
 #undef DW_PAD_FLOATS
