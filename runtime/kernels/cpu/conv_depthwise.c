@@ -86,26 +86,6 @@ static inline __m256i dw_lanes_below(i64 c) /* lanes i < c set */
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)c), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-/* o[i] = v[i] for i < rem (< 8): 4-, 2- and 1-lane stores (a masked store is microcoded and
- * slow on some processors). */
-static inline void dw_store_first(float *o, __m256 v, i64 rem)
-{
-    __m128 x = _mm256_castps256_ps128(v);
-    if (rem & 4) {
-        _mm_storeu_ps(o, x);
-        x = _mm256_extractf128_ps(v, 1);
-        o += 4;
-    }
-    if (rem & 2) {
-        _mm_storel_pi((__m64 *)o, x);
-        x = _mm_movehl_ps(x, x);
-        o += 2;
-    }
-    if (rem & 1) _mm_store_ss(o, x);
-}
-#endif
-
-#ifdef DW_AVX2
 /* dw_dot's 32-channel blocks: TT taps at ys[t] (dy) and ws[t] (weights). */
 #define DW_DOT32(TT, YS, WS)                                                                   \
     do {                                                                                       \
@@ -170,7 +150,7 @@ static void dw_dot(const float *const *yp, const float *const *wt, i64 T, float 
         for (i64 t = 0; t < T; t++)
             a0 = _mm256_fmadd_ps(_mm256_maskload_ps(yp[t] + c, mk),
                                  _mm256_maskload_ps(wt[t] + c, mk), a0);
-        dw_store_first(o + c, a0, len - c);
+        store_first8(o + c, a0, len - c);
     }
 #else
     for (; c < len; c++) o[c] = 0.0f;
@@ -207,7 +187,7 @@ static void dw_dot(const float *const *yp, const float *const *wt, i64 T, float 
         for (int q = 0; q < NP; q++)                                                           \
             for (int v = 0; v < NA; v++) {                                                     \
                 float *oq = o + (k + q) * os + c + 8 * v;                                      \
-                if (TAIL && v == NVEC) dw_store_first(oq, acc[q][v], rem);                     \
+                if (TAIL && v == NVEC) store_first8(oq, acc[q][v], rem);                     \
                 else _mm256_storeu_ps(oq, acc[q][v]);                                          \
             }                                                                                  \
     } while (0)
@@ -606,7 +586,7 @@ static i64 dw_row_blocks(i64 nh, i64 KH, i64 dh, i64 sh, i64 OH, i64 floats, i64
         }                                                                                      \
         for (int c = 0; c < CB; c++)                                                           \
             for (int u = 0; u < U; u++) {                                                      \
-                if (TAIL) dw_store_first(orow + c * xc + 8 * (k + u), acc[c][u], W - 8 * k);  \
+                if (TAIL) store_first8(orow + c * xc + 8 * (k + u), acc[c][u], W - 8 * k);  \
                 else _mm256_storeu_ps(orow + c * xc + 8 * (k + u), acc[c][u]);                 \
             }                                                                                  \
     } while (0)
@@ -793,35 +773,9 @@ static inline void dw_copy_row(float *dst, const float *src, i64 n)
         __asm__ volatile("" ::: "memory");
     }
     if (i < n)
-        dw_store_first(dst + i, _mm256_maskload_ps(src + i, dw_lanes_below(n - i)), n - i);
+        store_first8(dst + i, _mm256_maskload_ps(src + i, dw_lanes_below(n - i)), n - i);
 }
 
-/* o[2i] = E[i], o[2i + 1] = O[i] for 2i, 2i + 1 < n (the two column phases of 8 dx column
- * pairs): one two-source permute and one (masked) store with AVX-512, else unpacks and
- * 128-bit permutes (the AVX-512 form, A/B on Zen 4: 1.04-1.08x on most depthwise layers). */
-static inline void dw_store_pairs(float *o, __m256 E, __m256 O, i64 n)
-{
-#if defined(__AVX512F__)
-    const __m512i idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const __m512 x = _mm512_permutex2var_ps(_mm512_castps256_ps512(E), idx,
-                                            _mm512_castps256_ps512(O));
-    if (n >= 16) _mm512_storeu_ps(o, x);
-    else _mm512_mask_storeu_ps(o, (__mmask16)((1u << n) - 1), x);
-#else
-    const __m256 lo = _mm256_unpacklo_ps(E, O), hi = _mm256_unpackhi_ps(E, O);
-    const __m256 x0 = _mm256_permute2f128_ps(lo, hi, 0x20);
-    const __m256 x1 = _mm256_permute2f128_ps(lo, hi, 0x31);
-    if (n >= 16) {
-        _mm256_storeu_ps(o, x0);
-        _mm256_storeu_ps(o + 8, x1);
-    } else if (n >= 8) {
-        _mm256_storeu_ps(o, x0);
-        if (n > 8) dw_store_first(o + 8, x1, n - 8);
-    } else {
-        dw_store_first(o, x0, n);
-    }
-#endif
-}
 
 /* One dx row of CB planes of dw_planes: T0 taps of column phase 0 (pairs e0: offset of dy in
  * a plane's pad, weight index in its wv) and T1 of phase 1 (e1); per vector of 8 dx column
@@ -845,7 +799,7 @@ static inline void dw_store_pairs(float *o, __m256 E, __m256 O, i64 n)
                     E = _mm256_fmadd_ps(_mm256_loadu_ps(ya[t] + c * PS + 8 * v), wa[c][t], E); \
                 for (i64 t = 0; t < (T1); t++)                                                 \
                     O = _mm256_fmadd_ps(_mm256_loadu_ps(yb[t] + c * PS + 8 * v), wb[c][t], O); \
-                dw_store_pairs(orow + c * xc + 16 * v, E, O, W - 16 * v);                      \
+                store_pairs16(orow + c * xc + 16 * v, E, O, W - 16 * v);                      \
             }                                                                                  \
         }                                                                                      \
     } while (0)
@@ -1184,7 +1138,7 @@ static int dw_nchw8(const float *dy, const float *w, float *dx, const i64 *p,
                         dw_tr8(tile + 8 * x, 8, o);
                         for (i64 c = 0; c < cb; c++) {
                             if (x + 8 <= W) _mm256_storeu_ps(orow + c * xc + x, o[c]);
-                            else dw_store_first(orow + c * xc + x, o[c], W - x);
+                            else store_first8(orow + c * xc + x, o[c], W - x);
                         }
                     }
                 }

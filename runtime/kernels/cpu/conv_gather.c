@@ -520,11 +520,6 @@ static i64 planes_rows(float *planes, i64 ps, float *rows, i64 rs, i64 nc, i64 n
 }
 #endif
 
-/* The float32 staging copies for the other kernels (conv_common.h). */
-void opgraph_stage_in_f32(const float *src, i64 s_p, i64 s_c, i64 np, i64 nc, float *dst);
-void opgraph_stage_out_f32(const float *src, i64 ncp, float *dst, i64 d_p, i64 d_c, i64 np,
-                           i64 nc);
-
 /* dst[p*nc + c] = src[p*s_p + c*s_c] (converted) for p < np, c < nc */
 __attribute__((noinline)) static void stage_in(const void *src, int dt, i64 s_p, i64 s_c,
                                                i64 np, i64 nc, float *dst)
@@ -565,6 +560,7 @@ __attribute__((noinline)) static void stage_out(const float *src, i64 ncp, void 
     }
 }
 
+/* The float32 staging copies for the other kernels (declared in conv_common.h). */
 void opgraph_stage_in_f32(const float *src, i64 s_p, i64 s_c, i64 np, i64 nc, float *dst)
 {
     stage_in(src, DT_F32, s_p, s_c, np, nc, dst);
@@ -978,11 +974,8 @@ static i64 shuffle_planes(const float *trow, i64 tj, i64 k0, i64 cin, i64 SW, i6
             for (int q = 0; q < 8; q++) {
                 float *o = orow + (c0 + q) * xc + j * SW;
                 if (whole && SW == 2) {
-                    const __m256 e = _mm256_loadu_ps(tile[0] + q * 8);
-                    const __m256 d = _mm256_loadu_ps(tile[1] + q * 8);
-                    const __m256 lo = _mm256_unpacklo_ps(e, d), hi = _mm256_unpackhi_ps(e, d);
-                    _mm256_storeu_ps(o, _mm256_permute2f128_ps(lo, hi, 0x20));
-                    _mm256_storeu_ps(o + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+                    store_pairs16(o, _mm256_loadu_ps(tile[0] + q * 8),
+                                  _mm256_loadu_ps(tile[1] + q * 8), 16);
                 } else if (whole) {
                     _mm256_storeu_ps(o, _mm256_loadu_ps(tile[0] + q * 8));
                 } else {

@@ -1884,18 +1884,24 @@ WINOGRAD3_MIN_PIXELS = 400
 WINOGRAD3_MIN_PIXELS_CACHED = 64
 
 
-def _winograd3_applies(dyv, w, dxv, strides, dilations, g, memo):
-    """True for a 3x3 stride-1 undilated ungrouped float32 layer (NHWC in place, NCHW staged)
-    with enough channels and pixels, and finite values: its input gradient runs F(2x2, 3x3)."""
-    if not USE_NATIVE or dyv.dtype != np.float32 or dxv.dtype != np.float32:
-        return False
-    nat = _native.load()
-    kh, kw, cig, cout = w.shape
-    if not (nat is not None and getattr(nat, "has_winograd3", False)
+def _winograd3_takes(w_shape, strides, dilations, g, nat):
+    """True for a 3x3 stride-1 undilated ungrouped layer with enough channels on both sides,
+    and the library's F(2x2, 3x3) kernel."""
+    kh, kw, cig, cout = w_shape
+    return (nat is not None and getattr(nat, "has_winograd3", False)
             and (kh, kw) == (3, 3) and tuple(strides) == (1, 1) and tuple(dilations) == (1, 1)
             and g == 1 and (FORCE_ALGORITHM == "winograd"
                             or (cout >= WINOGRAD_MIN_COUT and cig >= WINOGRAD_MIN_CIN))
-            and 16 * cout * _native_channels(cig, nat) * 4 <= WINOGRAD_MAX_FILTER_BYTES
+            and 16 * cout * _native_channels(cig, nat) * 4 <= WINOGRAD_MAX_FILTER_BYTES)
+
+
+def _winograd3_applies(dyv, w, dxv, strides, dilations, g, memo):
+    """_winograd3_takes for float32 views (NHWC in place, NCHW staged) with enough pixels and
+    finite values: the input gradient runs F(2x2, 3x3)."""
+    if not USE_NATIVE or dyv.dtype != np.float32 or dxv.dtype != np.float32:
+        return False
+    nat = _native.load()
+    if not (_winograd3_takes(w.shape, strides, dilations, g, nat)
             and nat.addressable(dyv) and nat.addressable(dxv)):
         return False
     return _winograd_worth_it(dyv, w, memo, WINOGRAD3_MIN_PIXELS, WINOGRAD3_MIN_PIXELS_CACHED)
@@ -1951,6 +1957,16 @@ def _winograd_workspace_bytes(w_shape, nth, nat):
     cop = _native_channels(cin, nat)
     per_thread = 9 * 48 * (cout + cop) + 3 * 51 * cout + 2 * 96 * cop
     return 4 * 9 * cout * cop * 4 + 9 * cin * cout * 4 + nth * per_thread * 4 + (64 << 10)
+
+
+def _winograd3_workspace_bytes(w_shape, nth, nat):
+    """What the F(2x2, 3x3) path allocates besides dx: the packed U and the numpy transform's
+    temporaries; per thread V and M of at most 48 tiles of 16 transformed pixels and, for
+    channel-strided operands, the staged rows (4 dy rows of 98 pixels, 2 dx rows of 96)."""
+    _, _, cin, cout = w_shape
+    cop = _native_channels(cin, nat)
+    per_thread = 16 * 48 * (cout + cop) + 4 * 98 * cout + 2 * 96 * cop
+    return 4 * (nat.packed_size(16, cout, cin) + 40 * cin * cout + nth * per_thread) + (64 << 10)
 
 
 def _native_bpi_workspace_bytes(dy_shape, w_shape, x_shape, strides, dilations, pads, g, nth,
@@ -2307,19 +2323,10 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
         nth = _threads(macs)
         plan = max(plan, _winograd_workspace_bytes(wsh, nth, nat))
     if (FORCE_ALGORITHM in (None, "winograd") and np.dtype(dtype) == np.float32
-            and 0 not in dyn + xn + wsh and nat is not None
-            and getattr(nat, "has_winograd3", False) and wsh[:2] == (3, 3)
-            and tuple(strides) == (1, 1) and tuple(dilations) == (1, 1)
-            and xn[3] == wsh[2]):
-        # F(2x2, 3x3): the packed U and the numpy transform's temporaries; per thread V and
-        # M of at most 48 tiles of 16 transformed pixels and, staged, 4 dy rows of 98 pixels
-        # and 2 dx rows of 96
-        cin, cout = wsh[2:]
-        cop = _native_channels(cin, nat)
-        nth = _threads(dyn[0] * dyn[1] * dyn[2] * 9 * cin * cout)
-        plan = max(plan, 4 * (nat.packed_size(16, cout, cin) + 40 * cin * cout
-                              + nth * (16 * 48 * (cout + cop) + 4 * 98 * cout + 2 * 96 * cop))
-                   + (64 << 10))
+            and 0 not in dyn + xn + wsh
+            and _winograd3_takes(wsh, strides, dilations, _groups_of(xn[3], wsh[2]), nat)):
+        nth = _threads(dyn[0] * dyn[1] * dyn[2] * 9 * wsh[2] * wsh[3])
+        plan = max(plan, _winograd3_workspace_bytes(wsh, nth, nat))
     return plan
 
 
