@@ -267,6 +267,38 @@ def test_staged_items_split_wide_rows_into_column_chunks(threads, tiles):
         np.testing.assert_allclose(dxv, ref, rtol=0, atol=2e-5 * np.abs(ref).max())
 
 
+# maps whose tile rows are shorter than an item (DCGAN's 8 x 8 dy): staged items take several
+# tile rows (ending mid-block, odd phase heights), fewer where that leaves threads idle
+SHORT_ROWS = [(1, 13, 10, 1), (3, 13, 10, 1), (2, 16, 16, 2), (1, 30, 6, 1), (2, 5, 5, 3),
+              (4, 16, 16, 2)]
+
+
+@pytest.mark.parametrize("n, h, wd, threads", SHORT_ROWS)
+@pytest.mark.parametrize("layouts", [("nchw", "nchw"), ("nchw", "nhwc"), ("nhwc", "nchw")],
+                         ids=lambda t: f"{t[0]}-{t[1]}")
+def test_staged_items_span_several_short_tile_rows(n, h, wd, threads, layouts):
+    rng = np.random.default_rng(n * 1000 + h * 10 + wd)
+    for pads in (((1, 1), (1, 1)), ((2, 1), (0, 3))):
+        dy, w, xshape, pads0 = _case(rng, n, h, wd, 19, 24, pads)
+        upk = conv_impl._winograd_packed(w, pads0, nat, 1)
+        ref = conv2d_backprop_input_ref(dy.astype(np.float64), w.astype(np.float64), xshape,
+                                        (2, 2), (1, 1), pads0, "NHWC")
+        dxv = _layout_view(np.full(xshape, np.nan, np.float32), layouts[1])
+        nat.winograd_bpi(_layout_view(dy, layouts[0]), upk, dxv, pads0, threads)
+        np.testing.assert_allclose(dxv, ref, rtol=0, atol=2e-5 * np.abs(ref).max(),
+                                   err_msg=f"{layouts} {(n, h, wd)} pads={pads}")
+    if not nat.has_winograd3:
+        return
+    dy, w, xshape = _case3(rng, n, h, wd, 19, 24, (1, 1))
+    upk = conv_impl._winograd3_packed(w, nat, 1)
+    ref = conv2d_backprop_input_ref(dy.astype(np.float64), w.astype(np.float64), xshape,
+                                    (1, 1), (1, 1), (1, 1), "NHWC")
+    dxv = _layout_view(np.full(xshape, np.nan, np.float32), layouts[1])
+    nat.winograd3_bpi(_layout_view(dy, layouts[0]), upk, dxv, (1, 1), threads)
+    np.testing.assert_allclose(dxv, ref, rtol=0, atol=2e-5 * np.abs(ref).max(),
+                               err_msg=f"F(2x2, 3x3) {layouts} {(n, h, wd)}")
+
+
 def test_nchw_layers_take_it_through_the_op_dispatch(winograd_calls):
     rng = np.random.default_rng(21)
     dy, w, xshape, pads = _case(rng, 4, 40, 32, 16, 32, ((1, 1), (1, 1)))  # 1,280 dy pixels

@@ -25,10 +25,11 @@
  * once. Temporaries: V and M per thread, 36 * tb * (Cout + cop) bytes.
  *
  * Channel-strided operands (NCHW) are staged, as conv_gather.c stages them: an item is then one
- * tile row of one image and row phase, a chunk of up to tb / 2 tile columns, both column
- * phases; its 3 dy rows (those columns) are copied into [row][pixel][channel] rows, and its
- * two dx rows (both column phases interleaved, so whole rows) are computed into such rows and
- * written back once, by 8 x 8 transposes for NCHW.
+ * tile row of one image and row phase (several where a row has fewer tiles than tb, so small
+ * maps still feed the microkernel whole register tiles), a chunk of up to tb / 2 tile columns,
+ * both column phases; its dy rows (those columns) are copied into [row][pixel][channel] rows,
+ * and its dx rows (both column phases interleaved, so whole rows) are computed into such rows
+ * and written back once, by 8 x 8 transposes for NCHW.
  */
 #include "conv_common.h"
 #include <string.h>
@@ -57,6 +58,7 @@ typedef struct {
     i64 tq[2], tr[2];       /* tile rows / columns of a phase */
     i64 start[5];           /* first item of each phase (ph * 2 + pw), items in all */
     i64 chunk, nchunk;      /* staged: tile columns per item, chunks per tile row */
+    i64 rt, nrb[2];         /* staged: tile rows per item, blocks of them per row phase */
     int stage_src, stage_dst;
     i64 next;
     int failed;
@@ -186,15 +188,15 @@ static int wg_buffers(wg_job *J, int np, float **V, float **M)
 }
 
 /* A staged worker's buffers: V and M (wg_buffers) and, where dy / dx are staged, sb (srows dy
- * rows of scols pixels) and ob (2 dx rows of ocols pixels); nonzero (the job failed, nothing
- * held) when out of memory. */
-static int wg_staged_buffers(wg_job *J, int np, i64 srows, i64 scols, i64 ocols, float **V,
-                             float **M, float **sb, float **ob)
+ * rows of scols pixels) and ob (orows dx rows of ocols pixels); nonzero (the job failed,
+ * nothing held) when out of memory. */
+static int wg_staged_buffers(wg_job *J, int np, i64 srows, i64 scols, i64 orows, i64 ocols,
+                             float **V, float **M, float **sb, float **ob)
 {
     if (wg_buffers(J, np, V, M))
         return 1;
     *sb = J->stage_src ? malloc(sizeof(float) * (size_t)(srows * scols * J->p[P_COUT])) : NULL;
-    *ob = J->stage_dst ? malloc(sizeof(float) * (size_t)(2 * ocols * J->cop)) : NULL;
+    *ob = J->stage_dst ? malloc(sizeof(float) * (size_t)(orows * ocols * J->cop)) : NULL;
     if ((!J->stage_src || *sb) && (!J->stage_dst || *ob))
         return 0;
     __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
@@ -303,61 +305,104 @@ static wg_src wg_window(const wg_job *J, i64 n, i64 r0, i64 nrows, i64 c0, i64 c
     return S;
 }
 
-/* Staged (channel-strided dy or dx): an item is (row phase ph, image n, tile row tq, chunk of
- * J->chunk tile columns) with both column phases; dy rows and dx rows staged as above. */
+/* Staged (channel-strided dy or dx): an item is (row phase ph, image n, block of J->rt tile
+ * rows, chunk of J->chunk tile columns) with both column phases; dy rows and dx rows staged as
+ * above (several tile rows per item where a row is short, so the products see whole
+ * microkernel tiles). */
 static void wg_worker_staged(void *arg, int index)
 {
     (void)index;
     wg_job *J = arg;
     const i64 *p = J->p;
-    const i64 Cout = p[P_COUT], cop = J->cop, tb = J->tb, CH = J->chunk;
+    const i64 Cout = p[P_COUT], cop = J->cop, tb = J->tb, CH = J->chunk, RT = J->rt;
     float *V, *M, *sb, *ob;
-    if (wg_staged_buffers(J, 9, 3, 2 * CH + 3, 4 * CH, &V, &M, &sb, &ob))
+    if (wg_staged_buffers(J, 9, 2 * RT + 1, 2 * CH + 3, 2 * RT, 4 * CH, &V, &M, &sb, &ob))
         return;
     for (;;) {
         const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
         if (item >= J->start[2] || __atomic_load_n(&J->failed, __ATOMIC_RELAXED))
             break;
         const i64 ph = item >= J->start[1];
-        const i64 rest = item - J->start[ph], per_n = J->tq[ph] * J->nchunk;
-        const i64 n = rest / per_n, tq = rest % per_n / J->nchunk, k = rest % J->nchunk;
+        const i64 rest = item - J->start[ph], per_n = J->nrb[ph] * J->nchunk;
+        const i64 n = rest / per_n, b = rest % per_n / J->nchunk, k = rest % J->nchunk;
+        const i64 q0 = b * RT, q1 = q0 + RT < J->tq[ph] ? q0 + RT : J->tq[ph]; /* tile rows */
         const i64 t0 = k * CH, t1 = t0 + CH; /* tile columns [t0, t1) of both column phases */
         /* dy: rows [r0, r1) and columns [c0, c1) of this item, staged or in place */
         const i64 omin = J->ow[0] < J->ow[1] ? J->ow[0] : J->ow[1];
         const i64 omax = J->ow[0] > J->ow[1] ? J->ow[0] : J->ow[1];
-        const wg_src S = wg_window(J, n, 2 * tq + J->oh[ph], 3, 2 * t0 + omin,
+        const wg_src S = wg_window(J, n, 2 * q0 + J->oh[ph], 2 * (q1 - q0) + 1, 2 * t0 + omin,
                                    2 * (t1 - 1) + omax + 3, sb);
-        /* dx: rows ph + 4*tq + 2*i (i < 2) and columns [4*t0, x1), staged or in place */
+        /* dx: rows ph + 4*tq + 2*i (q0 <= tq < q1, i < 2) and columns [4*t0, x1), staged
+         * (phase row 2*tq + i at ob row 2*(tq - q0) + i) or in place */
         const i64 x0 = 4 * t0, x1 = 4 * t1 < p[P_W] ? 4 * t1 : p[P_W];
         float *dxn = J->dx + n * p[P_XN];
         for (i64 pw = 0; pw < 2; pw++) {
             const i64 ta = t0, tz = t1 < J->tr[pw] ? t1 : J->tr[pw];
             if (ta >= tz)
                 continue;
-            for (i64 t = ta; t < tz; t++)
-                input_tile(J, &S, 2 * tq + J->oh[ph], 2 * t + J->ow[pw], V + (t - ta) * Cout,
-                           tb * Cout);
-            wg_products(J, (int)(ph * 2 + pw), tz - ta, V, M);
-            for (i64 t = ta; t < tz; t++) {
-                float *o00;
-                i64 s_q, s_r;
-                if (J->stage_dst) { /* ob [2][x1 - x0][cop]: dx column x at (x - x0)*cop */
-                    o00 = ob + (pw + 4 * t - x0) * cop;
-                    s_q = (x1 - x0) * cop;
-                    s_r = 2 * cop;
-                } else {
-                    o00 = dxn + (ph + 4 * tq) * p[P_XH] + (pw + 4 * t) * p[P_XW];
-                    s_q = 2 * p[P_XH];
-                    s_r = 2 * p[P_XW];
+            i64 nt = 0;
+            for (i64 tq = q0; tq < q1; tq++)
+                for (i64 t = ta; t < tz; t++)
+                    input_tile(J, &S, 2 * tq + J->oh[ph], 2 * t + J->ow[pw], V + nt++ * Cout,
+                               tb * Cout);
+            wg_products(J, (int)(ph * 2 + pw), nt, V, M);
+            i64 m = 0;
+            for (i64 tq = q0; tq < q1; tq++)
+                for (i64 t = ta; t < tz; t++) {
+                    float *o00;
+                    i64 s_q, s_r;
+                    if (J->stage_dst) { /* ob [2*RT][x1 - x0][cop] */
+                        o00 = ob + (2 * (tq - q0) * (x1 - x0) + pw + 4 * t - x0) * cop;
+                        s_q = (x1 - x0) * cop;
+                        s_r = 2 * cop;
+                    } else {
+                        o00 = dxn + (ph + 4 * tq) * p[P_XH] + (pw + 4 * t) * p[P_XW];
+                        s_q = 2 * p[P_XH];
+                        s_r = 2 * p[P_XW];
+                    }
+                    output_tile(J, ph, pw, 2 * tq, 2 * t, o00, s_q, s_r, M + m++ * cop,
+                                tb * cop);
                 }
-                output_tile(J, ph, pw, 2 * tq, 2 * t, o00, s_q, s_r, M + (t - ta) * cop,
-                            tb * cop);
-            }
         }
-        if (J->stage_dst)
-            wg_write_back(J, ob, n, ph + 4 * tq, 2, 2 * tq + 1 < J->qp[ph] ? 2 : 1, x0, x1);
+        if (J->stage_dst) {
+            const i64 rows = J->qp[ph] - 2 * q0;
+            wg_write_back(J, ob, n, ph + 4 * q0, 2, rows < 2 * (q1 - q0) ? rows : 2 * (q1 - q0),
+                          x0, x1);
+        }
     }
     free(V); free(M); free(sb); free(ob);
+}
+
+/* Tile rows per staged item: 1 unless a tile row (ncols tiles) is a single chunk of fewer
+ * tiles than tb, then as many rows as fill tb (at most WG_ROWS), fewer while that leaves
+ * fewer than 4 items per thread (items: images * (blocks of rows of every row phase) *
+ * chunks). So rt * chunk <= tb when rt > 1, which bounds the staging (conv_impl.py's
+ * workspace bounds count on it). */
+#define WG_ROWS 16
+static void wg_rows_per_item(wg_job *J, i64 ncols, const i64 *tq, int nph, i64 nthreads)
+{
+    const i64 *p = J->p;
+    i64 rt = 1, tqm = 0;
+    for (int f = 0; f < nph; f++)
+        tqm = tq[f] > tqm ? tq[f] : tqm;
+    if (J->nchunk == 1 && ncols > 0 && ncols < J->tb) {
+        J->chunk = ncols < J->chunk ? ncols : J->chunk; /* (the whole row: staging sized to it) */
+        rt = J->tb / ncols;
+        rt = rt > WG_ROWS ? WG_ROWS : rt;
+        rt = rt > tqm ? tqm : rt;
+        rt = rt < 1 ? 1 : rt;
+    }
+    for (;;) {
+        i64 items = 0;
+        for (int f = 0; f < nph; f++) {
+            J->nrb[f] = (tq[f] + rt - 1) / rt;
+            items += p[P_N] * J->nrb[f] * J->nchunk;
+        }
+        if (rt <= 1 || items >= 4 * nthreads)
+            break;
+        rt = (rt + 1) / 2;
+    }
+    J->rt = rt;
 }
 
 /* Version of this entry point's parameter block (native.py checks it). */
@@ -415,8 +460,8 @@ int opgraph_winograd_bpi_f32(const float *dy, float *dx, const float *upk, const
     }
     J.tb = tb;
     if (J.stage_src || J.stage_dst) {
-        /* items: (row phase, image, tile row, chunk of tb / 2 tile columns), fewer columns
-         * while that leaves fewer than 4 items per thread */
+        /* items: (row phase, image, block of tile rows, chunk of tb / 2 tile columns), fewer
+         * columns while that leaves fewer than 4 items per thread; rows: wg_rows_per_item */
         const i64 trm = J.tr[0] > J.tr[1] ? J.tr[0] : J.tr[1];
         J.chunk = tb / 2 > 0 ? tb / 2 : 1;
         for (;;) {
@@ -428,6 +473,9 @@ int opgraph_winograd_bpi_f32(const float *dy, float *dx, const float *upk, const
                 break;
             J.chunk = (J.chunk + 1) / 2;
         }
+        wg_rows_per_item(&J, trm, J.tq, 2, nthreads);
+        J.start[1] = p[P_N] * J.nrb[0] * J.nchunk;
+        J.start[2] = J.start[1] + p[P_N] * J.nrb[1] * J.nchunk;
         if (J.start[2] == 0)
             return 0;
         opgraph_run_threads(wg_worker_staged, &J, nthreads < J.start[2] ? nthreads : J.start[2]);
@@ -670,49 +718,61 @@ static void wg3_worker(void *arg, int index)
     free(M);
 }
 
-/* Staged (channel-strided dy or dx, e.g. NCHW): an item is (image, tile row, chunk of J->chunk
- * tile columns); its 4 dy rows (those columns) are staged into [pixel][channel] rows, its 2 dx
- * rows computed into such rows and written back once, as wg_worker_staged does. */
+/* Staged (channel-strided dy or dx, e.g. NCHW): an item is (image, block of J->rt tile rows,
+ * chunk of J->chunk tile columns); its dy rows (those columns) are staged into
+ * [pixel][channel] rows, its dx rows computed into such rows and written back once, as
+ * wg_worker_staged does. */
 static void wg3_worker_staged(void *arg, int index)
 {
     (void)index;
     wg_job *J = arg;
     const i64 *p = J->p;
     const i64 Cout = p[P_COUT], Cin = p[P_CIN], cop = J->cop, tb = J->tb, CH = J->chunk;
+    const i64 RT = J->rt, NRB = J->nrb[0];
     const i64 TQ = (p[P_H] + 1) / 2, oh = p[P_PT] - 2, ow = p[P_PL] - 2;
     const i64 TR = (p[P_W] + 1) / 2;
     float *V, *M, *sb, *ob;
-    if (wg_staged_buffers(J, 16, 4, 2 * CH + 2, 2 * CH, &V, &M, &sb, &ob))
+    if (wg_staged_buffers(J, 16, 2 * RT + 2, 2 * CH + 2, 2 * RT, 2 * CH, &V, &M, &sb, &ob))
         return;
     for (;;) {
         const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
         if (item >= J->start[1] || __atomic_load_n(&J->failed, __ATOMIC_RELAXED))
             break;
-        const i64 n = item / (TQ * J->nchunk), tq = item / J->nchunk % TQ, k = item % J->nchunk;
+        const i64 n = item / (NRB * J->nchunk), b = item / J->nchunk % NRB;
+        const i64 k = item % J->nchunk;
+        const i64 q0 = b * RT, q1 = q0 + RT < TQ ? q0 + RT : TQ; /* tile rows [q0, q1) */
         const i64 t0 = k * CH, t1 = t0 + CH < TR ? t0 + CH : TR;
-        const wg_src S = wg_window(J, n, 2 * tq + oh, 4, 2 * t0 + ow, 2 * (t1 - 1) + ow + 4, sb);
-        for (i64 t = t0; t < t1; t++)
-            input_tile4(&S, 2 * tq + oh, 2 * t + ow, V + (t - t0) * Cout, tb * Cout, Cout);
-        wg_products_n(J, 16, 0, t1 - t0, V, M);
+        const wg_src S = wg_window(J, n, 2 * q0 + oh, 2 * (q1 - q0) + 2, 2 * t0 + ow,
+                                   2 * (t1 - 1) + ow + 4, sb);
+        i64 nt = 0;
+        for (i64 tq = q0; tq < q1; tq++)
+            for (i64 t = t0; t < t1; t++)
+                input_tile4(&S, 2 * tq + oh, 2 * t + ow, V + nt++ * Cout, tb * Cout, Cout);
+        wg_products_n(J, 16, 0, nt, V, M);
         const i64 x0 = 2 * t0, x1 = 2 * t1 < p[P_W] ? 2 * t1 : p[P_W];
         float *dxn = J->dx + n * p[P_XN];
-        for (i64 t = t0; t < t1; t++) {
-            float *o00;
-            i64 s_q, s_r;
-            if (J->stage_dst) { /* ob [2][x1 - x0][cop] */
-                o00 = ob + (2 * t - x0) * cop;
-                s_q = (x1 - x0) * cop;
-                s_r = cop;
-            } else {
-                o00 = dxn + 2 * tq * p[P_XH] + 2 * t * p[P_XW];
-                s_q = p[P_XH];
-                s_r = p[P_XW];
+        i64 m = 0;
+        for (i64 tq = q0; tq < q1; tq++)
+            for (i64 t = t0; t < t1; t++) {
+                float *o00;
+                i64 s_q, s_r;
+                if (J->stage_dst) { /* ob [2*RT][x1 - x0][cop]: dx row 2*tq at 2*(tq - q0) */
+                    o00 = ob + (2 * (tq - q0) * (x1 - x0) + 2 * t - x0) * cop;
+                    s_q = (x1 - x0) * cop;
+                    s_r = cop;
+                } else {
+                    o00 = dxn + 2 * tq * p[P_XH] + 2 * t * p[P_XW];
+                    s_q = p[P_XH];
+                    s_r = p[P_XW];
+                }
+                output_tile4(o00, s_q, s_r, 2 * tq + 1 < p[P_H], 2 * t + 1 < p[P_W],
+                             M + m++ * cop, tb * cop, Cin);
             }
-            output_tile4(o00, s_q, s_r, 2 * tq + 1 < p[P_H], 2 * t + 1 < p[P_W],
-                         M + (t - t0) * cop, tb * cop, Cin);
+        if (J->stage_dst) {
+            const i64 rows = p[P_H] - 2 * q0;
+            wg_write_back(J, ob, n, 2 * q0, 1, rows < 2 * (q1 - q0) ? rows : 2 * (q1 - q0), x0,
+                          x1);
         }
-        if (J->stage_dst)
-            wg_write_back(J, ob, n, 2 * tq, 1, 2 * tq + 1 < p[P_H] ? 2 : 1, x0, x1);
     }
     free(V); free(M); free(sb); free(ob);
 }
@@ -730,8 +790,8 @@ int opgraph_winograd3_bpi_f32(const float *dy, float *dx, const float *upk, cons
     if (nthreads < 1)
         nthreads = 1;
     if (J.stage_src || J.stage_dst) {
-        /* items: (image, tile row, chunk of tile columns), fewer columns while that leaves
-         * fewer than 4 items per thread */
+        /* items: (image, block of tile rows, chunk of tile columns), fewer columns while that
+         * leaves fewer than 4 items per thread; rows: wg_rows_per_item */
         const i64 TQ = (p[P_H] + 1) / 2, TR = (p[P_W] + 1) / 2;
         J.tb = p[P_TB] > 0 ? p[P_TB] : WG_TILES;
         J.chunk = J.tb;
@@ -743,6 +803,8 @@ int opgraph_winograd3_bpi_f32(const float *dy, float *dx, const float *upk, cons
                 break;
             J.chunk = (J.chunk + 1) / 2;
         }
+        wg_rows_per_item(&J, TR, &TQ, 1, nthreads);
+        J.start[1] = p[P_N] * J.nrb[0] * J.nchunk;
         if (J.start[1] == 0)
             return 0;
         opgraph_run_threads(wg3_worker_staged, &J,
