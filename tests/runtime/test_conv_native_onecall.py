@@ -319,10 +319,13 @@ def test_pixel_shuffle_layers(case, fmt, monkeypatch):
                                             (n, oh * kh, ow * kw, cin), (kh, kw), (1, 1),
                                             (0, 0), 1):
         pytest.skip("this machine's vector width leaves the shuffle no better")
+    # (NCHW kernels at most 2 wide: the GEMM on channel planes, test_conv_tiling_planes.py)
+    name = ("_tiling_planes_run" if fmt == "NCHW" and conv_impl._tiling_planes_takes(
+        (n, oh, ow, cout), (kh, kw, cin, cout), (n, oh * kh, ow * kw, cin), (kh, kw), (1, 1),
+        (0, 0), 1) else "_pixel_shuffle_run")
     ran = []
-    real = conv_impl._pixel_shuffle_run
-    monkeypatch.setattr(conv_impl, "_pixel_shuffle_run",
-                        lambda *a: (ran.append(a[0].shape), real(*a)))
+    real = getattr(conv_impl, name)
+    monkeypatch.setattr(conv_impl, name, lambda *a: (ran.append(a[0].shape), real(*a)))
     rng = np.random.default_rng(kh * 10 + kw + cin)
     wt = rng.standard_normal((kh, kw, cin, cout)).astype(np.float32)
     dy = rng.standard_normal((n, oh, ow, cout)).astype(np.float32)
@@ -338,7 +341,7 @@ def test_pixel_shuffle_layers(case, fmt, monkeypatch):
         monkeypatch.setattr(conv_impl, "SHUFFLE_PARALLEL_MIN_MACS", 0)
         del ran[:]
         dx = conv_impl.conv2d_backprop_input(dy, wt, xshape, (kh, kw), (1, 1), (0, 0), fmt)
-        assert ran, "the pixel-shuffle path did not run"
+        assert ran, f"{name} did not run"
         _check(dx, ref, f"{case} {fmt} threads={threads}")
     for wv in (np.asfortranarray(wt), wt[::-1, ::-1].copy()[::-1, ::-1]):  # packed from views
         dx = conv_impl.conv2d_backprop_input(dy, wv, xshape, (kh, kw), (1, 1), (0, 0), fmt)

@@ -17,6 +17,8 @@ CASES = [  # n, oh, ow, cout, cin, kh, kw
     (1, 3, 3, 12, 20, 3, 3),     # 3x3 stride 3, channels not a multiple of the vector width
     (3, 2, 6, 9, 16, 2, 4),      # unequal strides
     (1, 1, 7, 5, 32, 4, 2),      # one dy row
+    (1, 3, 19, 8, 16, 2, 2),     # rows of 8-column interleaves and a tail (NCHW)
+    (2, 3, 10, 8, 5, 2, 1),      # one column phase: row copies (NCHW)
 ]
 
 

@@ -938,7 +938,8 @@ int opgraph_conv_f32(const void *x, i64 x_n, i64 x_h, i64 x_w, i64 x_c, i64 H, i
  * [N, TH, TW, sh*sw*cin] (a convolution's or a GEMM's result). Channels contiguous in dx
  * and t: one copy per dy pixel and row phase of the columns inside dx; dx columns contiguous
  * (NCHW) with t channels contiguous, column stride 1 or 2: blocks of 8 channels by 8x8
- * transposes (shuffle_planes); else per (image, dx row, channel) one pass writing that dx row
+ * transposes (shuffle_planes); dx and t columns contiguous (a GEMM's channel-major result
+ * into NCHW), column stride 1 or 2: row interleaves (shuffle_plane_rows); else per (image, dx row, channel) one pass writing that dx row
  * in column order. Work split over the pool by (image, t row). */
 typedef struct {
     const float *t;
@@ -987,6 +988,30 @@ static i64 shuffle_planes(const float *trow, i64 tj, i64 k0, i64 cin, i64 SW, i6
         }
     return cb;
 }
+
+/* One dx row of the shuffle from channel planes into channel planes (t and dx columns
+ * contiguous: a GEMM's [channel][pixel] result into NCHW), column stride SW of 1 or 2, no
+ * column offset: each channel's dx row is its SW phase rows of t (cin * tk apart) interleaved,
+ * 8 t columns at a time (the last W - 8*SW*floor(.) columns masked). */
+static void shuffle_plane_rows(const float *trow, i64 k0, i64 cin, i64 tk, i64 SW, i64 TW,
+                               i64 W, float *orow, i64 xc)
+{
+    for (i64 c = 0; c < cin; c++) {
+        const float *s0 = trow + (k0 + c) * tk, *s1 = s0 + cin * tk;
+        float *o = orow + c * xc;
+        if (SW == 1) {
+            memcpy(o, s0, sizeof(float) * (size_t)(TW < W ? TW : W));
+            continue;
+        }
+        i64 j = 0;
+        for (; j + 8 <= TW && 2 * j + 16 <= W; j += 8)
+            store_pairs16(o + 2 * j, _mm256_loadu_ps(s0 + j), _mm256_loadu_ps(s1 + j), 16);
+        for (; j < TW; j++) {
+            if (2 * j < W) o[2 * j] = s0[j];
+            if (2 * j + 1 < W) o[2 * j + 1] = s1[j];
+        }
+    }
+}
 #endif
 
 static void shuffle_worker(void *arg, int index)
@@ -1021,6 +1046,10 @@ static void shuffle_worker(void *arg, int index)
 #if defined(__AVX__)
             if (xw == 1 && tk == 1 && ow0 == 0 && SW <= 2)
                 c = shuffle_planes(trow, tj, a * SW * cin, cin, SW, J->TW, W, orow, J->xc);
+            if (xw == 1 && tj == 1 && ow0 == 0 && SW <= 2 && c == 0) {
+                shuffle_plane_rows(trow, a * SW * cin, cin, tk, SW, J->TW, W, orow, J->xc);
+                continue;
+            }
 #endif
             for (; c < cin; c++) {
                 float *o = orow + c * J->xc;
@@ -1047,4 +1076,95 @@ int opgraph_shuffle_store_f32(const float *t, float *dx, i64 N, i64 TH, i64 TW, 
                      xn, xh, xw, xc, 0};
     opgraph_run_threads(shuffle_worker, &J, nthreads < N * TH ? nthreads : N * TH);
     return 0;
+}
+
+/* The input gradient of a kernel that tiles dx exactly (kernel = stride, kw of 1 or 2, no
+ * padding or dilation: U-Net's 2x2 up-convolutions) on channel planes (NCHW dy and dx):
+ * dx[n, c, i*kh + a, j*kw + b] = sum_k w[a, b, c, k] * dy[n, k, i, j]. Per image it is the
+ * GEMM [(a, c, b), k] x [k, pixel] whose rows, taken in pairs (b = 0, 1), interleave into dx
+ * rows: the dy panel of NV vectors of pixels (flat over the plane) is copied once per work
+ * item, the microkernel runs RB filter rows x the panel's pixels over every k (the rows
+ * broadcast, the panel the vector operand), and each tile goes straight from registers'
+ * buffer into dx, so dx is written once and nothing is staged. wr: the filter rearranged as
+ * [(a, c, b)][k] (ws its row stride). dy [N][Cout][OH][OW] with pixels contiguous in a plane
+ * (element strides yn, yc), dx [N][Cin][kh*OH][kw*OW] with columns contiguous (xn, xc, xh).
+ * Returns 0, -1 for arguments it does not take, -2 when out of memory. */
+typedef struct {
+    const float *dy, *wr;
+    float *dx;
+    i64 N, Cout, OH, OW, Cin, kh, kw, yn, yc, xn, xc, xh, ws, npanel, next;
+    int failed;
+} tiling_job;
+
+static void tiling_worker(void *arg, int index)
+{
+    (void)index;
+    tiling_job *J = arg;
+    const i64 P = NV * VL, Cout = J->Cout, OW = J->OW, npix = J->OH * OW, kw = J->kw;
+    const i64 rows = J->kh * J->Cin * kw, zero = 0;
+    float *panel = malloc(sizeof(float) * (size_t)(Cout * P));
+    float tile[RB * NV * VL];
+    if (!panel) {
+        __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    for (;;) {
+        const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+        if (item >= J->N * J->npanel || __atomic_load_n(&J->failed, __ATOMIC_RELAXED))
+            break;
+        const i64 n = item / J->npanel, p0 = item % J->npanel * P;
+        const i64 np = npix - p0 < P ? npix - p0 : P;
+        const float *dyn = J->dy + n * J->yn + p0;
+        for (i64 k = 0; k < Cout; k++) {
+            memcpy(panel + k * P, dyn + k * J->yc, sizeof(float) * (size_t)np);
+            if (np < P) memset(panel + k * P + np, 0, sizeof(float) * (size_t)(P - np));
+        }
+        float *dxn = J->dx + n * J->xn;
+        for (i64 r0 = 0; r0 < rows; r0 += RB) {
+            const int rb = (int)(rows - r0 < RB ? rows - r0 : RB);
+            MICRO_TABLE[NV - 1][rb - 1](J->wr + r0 * J->ws, J->ws, 1, &zero, &zero, 1, Cout,
+                                        panel, tile, P, 1, 0, (int)P);
+            for (int m = 0; m < rb; m += (int)kw) { /* filter row (a, c, b = 0) */
+                const i64 ac = (r0 + m) / kw, a = ac / J->Cin, c = ac % J->Cin;
+                const float *t0 = tile + m * P, *t1 = t0 + (kw == 2 ? P : 0);
+                for (i64 q = 0; q < np;) { /* pixels of one dy row at a time */
+                    const i64 p = p0 + q, i = p / OW, j = p % OW;
+                    const i64 len = OW - j < np - q ? OW - j : np - q;
+                    float *o = dxn + c * J->xc + (i * J->kh + a) * J->xh + j * kw;
+                    if (kw == 1) {
+                        memcpy(o, t0 + q, sizeof(float) * (size_t)len);
+                    } else {
+                        i64 e = 0;
+#if defined(__AVX__)
+                        for (; e + 8 <= len; e += 8)
+                            store_pairs16(o + 2 * e, _mm256_loadu_ps(t0 + q + e),
+                                          _mm256_loadu_ps(t1 + q + e), 16);
+#endif
+                        for (; e < len; e++) {
+                            o[2 * e] = t0[q + e];
+                            o[2 * e + 1] = t1[q + e];
+                        }
+                    }
+                    q += len;
+                }
+            }
+        }
+    }
+    free(panel);
+}
+
+int opgraph_tiling_planes_f32(const float *dy, const float *wr, float *dx, i64 N, i64 Cout,
+                              i64 OH, i64 OW, i64 Cin, i64 kh, i64 kw, i64 yn, i64 yc, i64 xn,
+                              i64 xc, i64 xh, i64 ws, i64 nthreads)
+{
+    if (N < 0 || Cout < 1 || OH < 1 || OW < 1 || Cin < 1 || kh < 1 || kw < 1 || kw > 2
+        || ws < Cout || nthreads < 1 || (kw == 2 && RB % 2))
+        return -1;
+    const i64 P = NV * VL;
+    tiling_job J = {dy, wr, dx, N, Cout, OH, OW, Cin, kh, kw, yn, yc, xn, xc, xh, ws,
+                    (OH * OW + P - 1) / P, 0, 0};
+    const i64 items = N * J.npanel;
+    if (items == 0) return 0;
+    opgraph_run_threads(tiling_worker, &J, nthreads < items ? nthreads : items);
+    return J.failed ? -2 : 0;
 }

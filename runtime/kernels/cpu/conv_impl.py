@@ -1472,6 +1472,9 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
             return _tiny_backprop(dyv, w, dxv.shape, (sh, sw), (dh, dw), (pt, pl), cdt, odt,
                                   data_format)
         algo = "gather"  # (non-finite weights: its exact per-tap blocks)
+    if _tiling_planes_applies(dyv, w, dxv, (sh, sw), (dh, dw), (pt, pl), g):
+        _tiling_planes_run(dyv, w, dxv, _threads(macs), memo)
+        return dx
     if (FORCE_ALGORITHM is None
             and _pixel_shuffle_applies(dyv.shape, w.shape, dxv.shape, (sh, sw), (dh, dw),
                                        (pt, pl), g)
@@ -1606,6 +1609,53 @@ def _pixel_shuffle_run(dyv, w, dxv, nth, memo):
         view.shape = (n, oh, ow, kw * cin)  # (a view: the columns' channels are contiguous)
         nat.forward(dyv, _memoized(memo, ("shuffle", a), packed), view, 1, (1, 1), (1, 1),
                     (1, 1), (0, 0), nth, NATIVE_BPI_ROWS, NATIVE_CHANNEL_CHUNK)
+
+
+def _tiling_planes_takes(dy_shape, w_shape, x_shape, strides, dilations, pads, g):
+    """True for an ungrouped kernel that tiles dx exactly (logical NHWC shapes: kernel =
+    stride, at most 2 columns, no padding, dilation only where a kernel axis is 1 tap, dx =
+    stride x dy; one tap too) with the compiled tiling_planes kernel: on channel planes its dx
+    is one GEMM per image, written straight into dx's rows."""
+    kh, kw = w_shape[:2]
+    _, oh, ow, _ = dy_shape
+    _, h, wd, _ = x_shape
+    nat = _native.load() if USE_NATIVE else None
+    return (nat is not None and nat.has_tiling_planes and g == 1 and kw <= 2
+            and tuple(strides) == (kh, kw) and tuple(pads) == (0, 0)
+            and (kh == 1 or dilations[0] == 1) and (kw == 1 or dilations[1] == 1)
+            and (h, wd) == (kh * oh, kw * ow))
+
+
+def _tiling_planes_applies(dyv, w, dxv, strides, dilations, pads, g):
+    """_tiling_planes_takes for float32 views of channel-planar memory (NCHW: dy's pixels
+    contiguous within a plane, dx's columns contiguous), unless an algorithm is forced."""
+    if FORCE_ALGORITHM is not None or dyv.dtype != np.float32 or dxv.dtype != np.float32:
+        return False
+    ow = dyv.shape[2]
+    return (dyv.strides[2] == 4 and dyv.strides[1] == 4 * ow and dxv.strides[2] == 4
+            and _native.load().addressable(dyv) and _native.load().addressable(dxv)
+            and _tiling_planes_takes(dyv.shape, w.shape, dxv.shape, strides, dilations, pads,
+                                     g))
+
+
+def _tiling_planes_run(dyv, w, dxv, nth, memo):
+    """dx[n, c, i*kh + a, j*kw + b] = sum_k w[a, b, c, k] * dy[n, k, i, j] by the compiled
+    tiling_planes kernel (per image the GEMM [(a, c, b), k] x [k, pixel], each register tile
+    interleaved into dx rows); the filter's [(a, c, b), k] rows kept in ``memo``. Every dx
+    element is one sum of exactly its terms (non-finite values propagate as in a direct
+    loop)."""
+    nat = _native.load()
+    kh, kw, cin, cout = w.shape
+    wr = _memoized(memo, "tiling_planes", lambda: np.ascontiguousarray(
+        w.transpose(0, 2, 1, 3), np.float32).reshape(kh * cin * kw, cout))
+    nat.tiling_planes(dyv, wr, dxv, kh, kw, nth)
+
+
+def _tiling_planes_workspace_bytes(w_shape, nth):
+    """What _tiling_planes_run allocates besides dx: the rearranged filter and per thread one
+    dy panel (2 vectors of pixels by Cout)."""
+    kh, kw, cin, cout = w_shape
+    return 4 * kh * kw * cin * cout + nth * 4 * cout * 2 * 16 + (64 << 10)
 
 
 def _subpixel_conv_takes(dy_shape, w_shape, x_shape, strides, dilations, pads, g):
@@ -2329,6 +2379,12 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
             and _winograd3_takes(wsh, strides, dilations, _groups_of(xn[3], wsh[2]), nat)):
         nth = _threads(dyn[0] * dyn[1] * dyn[2] * 9 * wsh[2] * wsh[3])
         plan = max(plan, _winograd3_workspace_bytes(wsh, nth, nat))
+    if (FORCE_ALGORITHM is None and data_format == "NCHW" and np.dtype(dtype) == np.float32
+            and 0 not in dyn + xn + wsh
+            and _tiling_planes_takes(dyn, wsh, xn, strides, dilations, pads_before,
+                                     _groups_of(xn[3], wsh[2]))):
+        nth = _threads(dyn[0] * dyn[1] * dyn[2] * wsh[0] * wsh[1] * wsh[2] * wsh[3])
+        plan = max(plan, _tiling_planes_workspace_bytes(wsh, nth))
     return plan
 
 

@@ -319,6 +319,11 @@ class NativeConv:
             sst.argtypes = [P, P] + [L] * 19
             sst.restype = ctypes.c_int
         self._shuffle_store = sst
+        tpl = getattr(lib, "opgraph_tiling_planes_f32", None)
+        if tpl is not None:
+            tpl.argtypes = [P, P, P] + [L] * 14
+            tpl.restype = ctypes.c_int
+        self._tiling_planes = tpl
         wgv = getattr(lib, "opgraph_winograd_version", None)
         wgf = getattr(lib, "opgraph_winograd_bpi_f32", None)
         if wgv is not None:
@@ -497,6 +502,39 @@ class NativeConv:
                                  ow0, h, wd, *ts, *xs, max(1, int(nthreads)))
         if rc != 0:
             raise ValueError(f"native shuffle_store refused its arguments (code {rc})")
+
+    @property
+    def has_tiling_planes(self) -> bool:
+        """True if the library has opgraph_tiling_planes_f32 (tiling_planes)."""
+        return self._tiling_planes is not None
+
+    def tiling_planes(self, dy, wr, dx, kh, kw, nthreads=1):
+        """dx[n, i*kh + a, j*kw + b, c] = sum_k wr[(a*cin + c)*kw + b, k] * dy[n, i, j, k]:
+        the input gradient of a kernel that tiles dx exactly (kernel = stride, kw 1 or 2),
+        computed on channel planes. dy and dx are float32 logical-NHWC views of channel-planar
+        memory (NCHW: dy's pixels contiguous within a plane, dx's columns contiguous); wr a
+        float32 [kh*cin*kw, cout] matrix with contiguous rows (conv_gather.c)."""
+        n, oh, ow, cout = dy.shape
+        nn, h, wd, cin = dx.shape
+        ys = [s // 4 for s in dy.strides]
+        xs = [s // 4 for s in dx.strides]
+        if (nn != n or h != kh * oh or wd != kw * ow or wr.shape != (kh * cin * kw, cout)
+                or kw not in (1, 2)):
+            raise ValueError(f"tiling_planes: dy {dy.shape}, dx {dx.shape}, filter rows "
+                             f"{wr.shape} and kernel {kh}x{kw} do not match")
+        if not (self.addressable(dy) and self.addressable(dx) and dx.flags.writeable
+                and wr.dtype == np.float32 and wr.strides[1] == 4 and ys[2] == 1
+                and ys[1] == ow and xs[2] == 1):
+            raise ValueError(f"tiling_planes: float32 channel planes expected, got dy "
+                             f"{dy.dtype}{dy.strides}, dx {dx.dtype}{dx.strides}, filter rows "
+                             f"{wr.dtype}{wr.strides}")
+        rc = self._tiling_planes(dy.ctypes.data, wr.ctypes.data, dx.ctypes.data, n, cout, oh,
+                                 ow, cin, kh, kw, ys[0], ys[3], xs[0], xs[3], xs[1],
+                                 wr.strides[0] // 4, max(1, int(nthreads)))
+        if rc == -2:
+            raise MemoryError("tiling_planes: out of memory for a work item's dy panel")
+        if rc != 0:
+            raise ValueError(f"native tiling_planes refused its arguments (code {rc})")
 
     def supports(self, src, out) -> bool:
         """True if gather_conv takes these operands as they are."""

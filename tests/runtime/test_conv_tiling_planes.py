@@ -1,0 +1,163 @@
+"""The input gradient of kernels that tile dx exactly (kernel = stride, no padding: U-Net's
+2x2 up-convolutions, 1x1 layers) on channel planes (NCHW), by the compiled tiling_planes
+kernel, against the float64 direct-loop reference: shapes whose pixel panels span dy rows or
+fall short of one, kernels 1 or 2 wide and 1-3 high, odd channel counts, threads, views,
+non-finite values, what the dispatch takes and declines, the kernel's refusals."""
+
+import numpy as np
+import pytest
+
+from runtime.kernels.cpu import conv_impl, native
+from tests.reference import conv2d_backprop_input_ref
+
+nat = native.load()
+pytestmark = pytest.mark.skipif(nat is None or not nat.has_tiling_planes,
+                                reason="the compiled tiling_planes kernel is not available")
+
+CASES = [  # n, oh, ow, cout, cin, kh, kw
+    (1, 64, 64, 16, 8, 2, 2),    # U-Net 2x2, rows of whole panels
+    (2, 5, 7, 9, 5, 2, 2),       # panels spanning dy rows, a short last panel, odd channels
+    (1, 3, 3, 1, 1, 2, 2),       # fewer pixels than a panel, one channel each side
+    (3, 6, 19, 24, 13, 3, 2),    # 3 row phases, cin * kh * kw not a multiple of the tile
+    (2, 9, 11, 7, 20, 1, 1),     # a 1x1 layer (stride 1)
+    (1, 4, 40, 33, 6, 2, 1),     # 2x1: row phases only
+    (2, 17, 3, 40, 7, 1, 2),     # 1x2: column phases only
+]
+
+
+@pytest.fixture(autouse=True)
+def _restore(monkeypatch):
+    monkeypatch.setattr(conv_impl, "NUM_THREADS", conv_impl.NUM_THREADS)
+    monkeypatch.setattr(conv_impl, "TINY_MACS", 0)  # (small problems take the path too)
+
+
+@pytest.fixture
+def ran(monkeypatch):
+    """The dy shapes tiling_planes runs on, from now on."""
+    calls = []
+    lib = native.load()  # (the library conv_impl calls now: other tests may reload it)
+    real = lib.tiling_planes
+    monkeypatch.setattr(lib, "tiling_planes",
+                        lambda *a, **k: (calls.append(a[0].shape), real(*a, **k))[1])
+    return calls
+
+
+def _problem(case, seed=0, dtype=np.float32):
+    n, oh, ow, cout, cin, kh, kw = case
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((kh, kw, cin, cout)).astype(dtype)
+    dy = rng.standard_normal((n, cout, oh, ow)).astype(dtype)  # NCHW
+    return dy, w, (n, cin, oh * kh, ow * kw)
+
+
+def _reference(dy, w, shape):
+    kh, kw = w.shape[:2]
+    n, cin, h, wd = shape
+    ref = conv2d_backprop_input_ref(dy.transpose(0, 2, 3, 1).astype(np.float64),
+                                    w.astype(np.float64), (n, h, wd, cin), (kh, kw), (1, 1),
+                                    (0, 0), "NHWC")
+    return ref.transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_matches_the_direct_loop(case, threads, ran):
+    conv_impl.NUM_THREADS = threads
+    conv_impl.PARALLEL_MIN_MACS, saved = 0, conv_impl.PARALLEL_MIN_MACS
+    try:
+        dy, w, shape = _problem(case, seed=threads)
+        kh, kw = w.shape[:2]
+        got = conv_impl.conv2d_backprop_input(dy, w, shape, (kh, kw), (1, 1), (0, 0), "NCHW")
+    finally:
+        conv_impl.PARALLEL_MIN_MACS = saved
+    assert ran, "tiling_planes did not run"
+    ref = _reference(dy, w, shape)
+    assert got.shape == shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=0, atol=2e-6 * np.sqrt(case[3]) * np.abs(ref).max())
+
+
+def test_writes_only_its_view_of_a_larger_dx():
+    """dx a view (channels and rows of a larger buffer, NaN around it): exactly the view is
+    written; a constant filter keeps its rearranged rows in the cache."""
+    dy, w, (n, cin, h, wd) = _problem((2, 5, 21, 12, 6, 2, 2), seed=4)
+    big = np.full((n, cin + 3, h + 5, wd + 7), np.nan, np.float32)
+    dx = big[:, 1:1 + cin, 2:2 + h, 3:3 + wd]
+    wr = np.ascontiguousarray(w.transpose(0, 2, 1, 3)).reshape(2 * cin * 2, 12)
+    nat.tiling_planes(dy.transpose(0, 2, 3, 1), wr, dx.transpose(0, 2, 3, 1), 2, 2, 2)
+    np.testing.assert_allclose(dx, _reference(dy, w, (n, cin, h, wd)), rtol=0, atol=1e-4)
+    outside = np.ones(big.shape, bool)
+    outside[:, 1:1 + cin, 2:2 + h, 3:3 + wd] = False
+    assert np.isnan(big[outside]).all()
+
+
+def test_non_finite_values_land_where_a_direct_loop_puts_them(ran):
+    dy, w, shape = _problem((1, 4, 9, 8, 5, 2, 2), seed=5)
+    dy[0, 3, 2, 4] = np.inf
+    w[1, 0, 2, 6] = np.nan
+    got = conv_impl.conv2d_backprop_input(dy, w, shape, (2, 2), (1, 1), (0, 0), "NCHW")
+    assert ran
+    with np.errstate(invalid="ignore"):
+        ref = _reference(dy, w, shape)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(ref))
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(ref))
+    finite = np.isfinite(ref)
+    np.testing.assert_allclose(got[finite], ref[finite], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("what", ["NHWC", "padded", "dilated", "grouped", "3 wide", "float64",
+                                  "strided dy", "forced"])
+def test_declines_what_it_does_not_compute(what, ran, monkeypatch):
+    """Other layouts and geometries take the other paths (and are still right)."""
+    dy, w, shape = _problem((2, 4, 6, 8, 8, 2, 2), seed=6)
+    strides, dil, pads, fmt = (2, 2), (1, 1), (0, 0), "NCHW"
+    n, cin, h, wd = shape
+    if what == "NHWC":
+        dy, shape, fmt = np.ascontiguousarray(dy.transpose(0, 2, 3, 1)), (n, h, wd, cin), "NHWC"
+    elif what == "padded":
+        pads, shape = (1, 0), (n, cin, h - 2, wd)
+    elif what == "dilated":
+        dil, shape = (1, 2), (n, cin, h, wd + 1)
+    elif what == "grouped":
+        w = w[:, :, :4]
+    elif what == "3 wide":
+        w = np.concatenate([w, w[:, :1]], axis=1)
+        strides, shape = (2, 3), (n, cin, h, 3 * dy.shape[3])
+    elif what == "float64":
+        dy, w = dy.astype(np.float64), w.astype(np.float64)
+    elif what == "strided dy":
+        dy = np.repeat(dy, 2, axis=3)[..., ::2]
+    else:
+        monkeypatch.setattr(conv_impl, "FORCE_ALGORITHM", "native")
+    got = conv_impl.conv2d_backprop_input(dy, w, shape, strides, dil, pads, fmt)
+    assert not ran
+    x = dy if fmt == "NHWC" else dy.transpose(0, 2, 3, 1)
+    want = shape if fmt == "NHWC" else (shape[0], shape[2], shape[3], shape[1])
+    ref = conv2d_backprop_input_ref(x.astype(np.float64), w.astype(np.float64), want, strides,
+                                    dil, pads, "NHWC")
+    got = got if fmt == "NHWC" else got.transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4 * max(1.0, np.abs(ref).max()))
+
+
+def test_refuses_arguments_it_does_not_take():
+    dy, w, shape = _problem((1, 3, 4, 8, 4, 2, 2))
+    wr = np.ascontiguousarray(w.transpose(0, 2, 1, 3)).reshape(16, 8)
+    dyv = dy.transpose(0, 2, 3, 1)
+    dx = np.empty(shape, np.float32).transpose(0, 2, 3, 1)
+    with pytest.raises(ValueError, match="do not match"):
+        nat.tiling_planes(dyv, wr[:8], dx, 2, 2)
+    with pytest.raises(ValueError, match="do not match"):
+        nat.tiling_planes(dyv, wr, dx, 2, 3)
+    with pytest.raises(ValueError, match="channel planes expected"):
+        nat.tiling_planes(np.ascontiguousarray(dyv), wr, dx, 2, 2)  # channels-last dy
+    with pytest.raises(ValueError, match="channel planes expected"):
+        nat.tiling_planes(dyv, wr.astype(np.float64), dx, 2, 2)
+
+
+def test_workspace_bound_counts_the_filter_rows_and_panels():
+    small, large = (conv_impl.conv2d_backprop_input_workspace_bytes(
+        (n, 128, 64, 64), (2, 2, 64, 128), (n, 64, 128, 128), (2, 2), (1, 1), (0, 0), "NCHW")
+        for n in (1, 8))
+    assert small >= conv_impl._tiling_planes_workspace_bytes((2, 2, 64, 128), 1)
+    assert large >= 4 * 2 * 2 * 64 * 128 + 4 * 128 * 32
+    assert large < 8 * 64 * 128 * 128 * 4  # (not growing like the batch's dx)
