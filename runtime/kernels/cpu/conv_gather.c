@@ -520,6 +520,16 @@ static i64 planes_rows(float *planes, i64 ps, float *rows, i64 rs, i64 nc, i64 n
 }
 #endif
 
+/* d[c] = s[c] for c < n, a vector at a time (a few channels: no call to memcpy) */
+static inline void copy_run(float *d, const float *s, i64 n)
+{
+    i64 c = 0;
+    for (; c + VL <= n; c += VL)
+        *(vfu *)(d + c) = *(const vfu *)(s + c);
+    for (; c < n; c++)
+        d[c] = s[c];
+}
+
 /* dst[p*nc + c] = src[p*s_p + c*s_c] (converted) for p < np, c < nc */
 __attribute__((noinline)) static void stage_in(const void *src, int dt, i64 s_p, i64 s_c,
                                                i64 np, i64 nc, float *dst)
@@ -529,7 +539,10 @@ __attribute__((noinline)) static void stage_in(const void *src, int dt, i64 s_p,
     if (dt == DT_F32 && s_p == 1) /* NCHW rows: 8 x 8 blocks through registers */
         p0 = planes_rows((float *)src, s_c, dst, nc, nc, np, 1);
 #endif
-    if (s_c == 1) {
+    if (s_c == 1 && dt == DT_F32) { /* channels contiguous (a group's of NHWC): vectors */
+        for (i64 p = p0; p < np; p++)
+            copy_run(dst + p * nc, (const float *)src + p * s_p, nc);
+    } else if (s_c == 1) {
         for (i64 p = p0; p < np; p++)
             for (i64 c = 0; c < nc; c++)
                 dst[p * nc + c] = load_elem(src, p * s_p + c, dt);
@@ -549,7 +562,15 @@ __attribute__((noinline)) static void stage_out(const float *src, i64 ncp, void 
     if (dt == DT_F32 && d_p == 1)
         p0 = planes_rows(dst, d_c, (float *)src, ncp, nc, np, 0);
 #endif
-    if (d_c == 1) {
+    if (d_c == 1 && dt == DT_F32) { /* channels contiguous (a group's of NHWC): vectors */
+        for (i64 p = p0; p < np && p < p0 + 16; p++)
+            __builtin_prefetch((float *)dst + p * d_p, 1);
+        for (i64 p = p0; p < np; p++) {
+            if (p + 16 < np)
+                __builtin_prefetch((float *)dst + (p + 16) * d_p, 1);
+            copy_run((float *)dst + p * d_p, src + p * ncp, nc);
+        }
+    } else if (d_c == 1) {
         for (i64 p = p0; p < np; p++)
             for (i64 c = 0; c < nc; c++)
                 store_elem(dst, p * d_p + c, dt, src[p * ncp + c]);
