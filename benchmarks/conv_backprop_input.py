@@ -317,6 +317,17 @@ def gpu_main(args, repeats) -> int:
         torch = torch if torch.cuda.is_available() and not args.no_torch else None
     except ImportError:
         torch = None
+    a = cupy.random.standard_normal((8192, 8192), dtype=cupy.float32)
+    ts = []
+    for _ in range(5):  # the device's measured float32 GEMM rate: the "% peak" reference
+        t0 = time.perf_counter()
+        a @ a
+        cupy.cuda.get_current_stream().synchronize()
+        ts.append(time.perf_counter() - t0)
+    peak = 2.0 * 8192 ** 3 / min(ts[1:])
+    del a
+    print(f"{cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}: float32 GEMM "
+          f"(cuBLAS) {peak / 1e12:.1f} TFLOP/s")
     names = [s.strip() for s in args.only.split(",") if s.strip()] or list(WORKLOADS)
     for name in names:
         x_shape, w_shape, s, d, _fmt = WORKLOADS[name]
@@ -343,7 +354,8 @@ def gpu_main(args, repeats) -> int:
             cupy.cuda.get_current_stream().synchronize()
         t_ours = timeit(ours, repeats)
         flops = 2.0 * n * oh * ow * co * kh * kw * c
-        line = f"{name}: ours {t_ours * 1e3:8.3f} ms ({flops / t_ours / 1e12:6.2f} TFLOP/s)"
+        line = (f"{name}: ours {t_ours * 1e3:8.3f} ms ({flops / t_ours / 1e12:6.2f} TFLOP/s, "
+                f"{100 * flops / t_ours / peak:4.0f}% of the GEMM rate)")
         if torch is not None:
             tw = torch.from_numpy(filt).permute(3, 2, 0, 1).contiguous().cuda()
             tdy = torch.from_numpy(dy).permute(0, 3, 1, 2).contiguous().cuda()
