@@ -7,7 +7,7 @@ tile (conv_common.h picks them by __AVX512F__), which that build never compiles.
 the CPU has AVX-512, this module builds the AVX2 library too (once, about 15 s), checks it as
 the loader does, and runs conv_impl on it: every compiled path of the input gradient (direct,
 Winograd 4x4 stride 2 and 3x3 stride 1, sub-pixel, pixel shuffle, exact tiling on channel
-planes, padded channel blocks,
+planes and on short pixel rows, padded channel blocks,
 groups, the depthwise slide, pixel order, planes and 8-channel blocks, each checked to have
 run), the forward convolution and the filter gradient, float16, NHWC and NCHW, on 1 and 3
 threads. Where the CPU has no AVX-512 the default build is this one and the rest of the suite
@@ -24,7 +24,7 @@ from tests.reference import conv2d_backprop_input_ref, conv2d_forward_ref
 
 AVX2_FLAGS = ["-mavx2", "-mfma", "-mf16c"]
 ENTRY_POINTS = ("backprop_input", "forward", "winograd_bpi", "winograd3_bpi", "shuffle_store",
-                "depthwise_plan", "filter_grad_plan", "tiling_planes")
+                "depthwise_plan", "filter_grad_plan", "tiling_planes", "tiling_pixels")
 
 
 def _cpu_flags():
@@ -99,6 +99,7 @@ BPI_CASES = [
     (2, 7, 6, 16, 24, 3, 1, 1, 0, 1, None, "winograd3_bpi"),       # 3x3 s1: F(2x2, 3x3)
     (2, 4, 5, 32, 16, 2, 2, 0, 0, 1, None, "backprop_input/tiling_planes"),  # U-Net 2x2
     (1, 7, 9, 12, 16, 1, 1, 0, 0, 1, None, "backprop_input/tiling_planes"),  # 1x1
+    (3, 5, 3, 24, 20, 2, 2, 0, 0, 1, None, "tiling_pixels/tiling_planes"),  # short dy rows
     (2, 6, 5, 32, 3, 3, 3, 0, 0, 1, None, "forward"),              # pixel shuffle (ESPCN)
     (2, 5, 5, 16, 3, 4, 2, 1, 0, 1, None, "forward"),              # sub-pixel conv (DCGAN)
     (2, 5, 6, 21, 21, 4, 2, 1, 0, 1, "native", "backprop_input"),  # 21: padded channel blocks

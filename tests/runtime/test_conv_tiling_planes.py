@@ -1,8 +1,11 @@
 """The input gradient of kernels that tile dx exactly (kernel = stride, no padding: U-Net's
-2x2 up-convolutions, 1x1 layers) on channel planes (NCHW), by the compiled tiling_planes
-kernel, against the float64 direct-loop reference: shapes whose pixel panels span dy rows or
-fall short of one, kernels 1 or 2 wide and 1-3 high, odd channel counts, threads, views,
-non-finite values, what the dispatch takes and declines, the kernel's refusals."""
+2x2 up-convolutions, 1x1 layers), against the float64 direct-loop reference:
+- on channel planes (NCHW), the compiled tiling_planes kernel: shapes whose pixel panels span
+  dy rows or fall short of one, kernels 1 or 2 wide and 1-3 high, odd channel counts,
+  threads, views, non-finite values, what the dispatch takes and declines, its refusals;
+- on short NHWC pixel rows, the compiled tiling_pixels kernel: register tiles spanning dy rows
+  and images, channel tails, both work splits (pixel blocks; the filter's taps and blocks),
+  dx views, the dispatch rule."""
 
 import numpy as np
 import pytest
@@ -161,3 +164,65 @@ def test_workspace_bound_counts_the_filter_rows_and_panels():
     assert small >= conv_impl._tiling_planes_workspace_bytes((2, 2, 64, 128), 1)
     assert large >= 4 * 2 * 2 * 64 * 128 + 4 * 128 * 32
     assert large < 8 * 64 * 128 * 128 * 4  # (not growing like the batch's dx)
+
+
+# ---- tiling_pixels: NHWC, register tiles flat over short dy rows ---------------------------
+PIXEL_CASES = [  # n, oh, ow, cout, cin, kh, kw
+    (3, 5, 3, 24, 20, 2, 2),     # tiles spanning rows and images, a channel tail
+    (1, 4, 16, 40, 64, 2, 2),    # U-Net-like 16-pixel rows, two channel blocks
+    (2, 3, 7, 16, 5, 3, 1),      # 3x1, fewer channels than a vector
+    (1, 2, 2, 8, 48, 2, 3),      # a filter larger than dy: items split the taps and blocks
+    (1, 1, 3, 8, 80, 3, 1),      # ... into chunks of which the last is short
+    (4, 6, 5, 33, 17, 1, 1),     # 1x1
+]
+
+
+@pytest.mark.parametrize("case", PIXEL_CASES, ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_tiling_pixels_matches_the_direct_loop(case, threads):
+    lib = native.load()
+    if not lib.has_tiling_pixels:
+        pytest.skip("no tiling_pixels kernel in this library")
+    n, oh, ow, cout, cin, kh, kw = case
+    rng = np.random.default_rng(threads + cout)
+    w = rng.standard_normal((kh, kw, cin, cout)).astype(np.float32)
+    dy = rng.standard_normal((n, oh, ow, cout)).astype(np.float32)
+    shape = (n, kh * oh, kw * ow, cin)
+    ref = conv2d_backprop_input_ref(dy.astype(np.float64), w.astype(np.float64), shape,
+                                    (kh, kw), (1, 1), (0, 0), "NHWC")
+    big = np.full((n, shape[1] + 1, shape[2] + 2, cin + 5), np.nan, np.float32)
+    dx = big[:, 1:, 1:-1, 2:2 + cin]  # (a view: pixels wider than its channels)
+    lib.tiling_pixels(dy, lib.pack(w, 3, 1, 1), dx, kh, kw, threads)
+    np.testing.assert_allclose(dx, ref, rtol=0, atol=2e-6 * np.sqrt(cout) * np.abs(ref).max())
+    outside = np.ones(big.shape, bool)
+    outside[:, 1:, 1:-1, 2:2 + cin] = False
+    assert np.isnan(big[outside]).all()
+
+
+def test_tiling_pixels_dispatch_takes_short_rows_only(monkeypatch):
+    lib = native.load()
+    if not lib.has_tiling_pixels:
+        pytest.skip("no tiling_pixels kernel in this library")
+    calls = []
+    real = lib.tiling_pixels
+    monkeypatch.setattr(lib, "tiling_pixels",
+                        lambda *a, **k: (calls.append(a[0].shape), real(*a, **k))[1])
+    rng = np.random.default_rng(7)
+    rb = lib.tile_rows
+    for ow in (3, rb, 4 * rb):
+        w = rng.standard_normal((2, 2, 32, 48)).astype(np.float32)
+        dy = rng.standard_normal((2, 3, ow, 48)).astype(np.float32)
+        shape = (2, 6, 2 * ow, 32)
+        del calls[:]
+        got = conv_impl.conv2d_backprop_input(dy, w, shape, (2, 2), (1, 1), (0, 0), "NHWC")
+        # rows of 3 pixels fill less than 3/4 of a tile; whole tiles per row keep the
+        # one-call kernel
+        assert bool(calls) == (4 * ow < 3 * rb * -(-ow // rb)), ow
+        ref = conv2d_backprop_input_ref(dy.astype(np.float64), w.astype(np.float64), shape,
+                                        (2, 2), (1, 1), (0, 0), "NHWC")
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+    with pytest.raises(ValueError, match="contiguous float32 dy"):
+        lib.tiling_pixels(np.asfortranarray(dy), lib.pack(w, 3, 1, 1),
+                          np.empty(shape, np.float32), 2, 2)
+    with pytest.raises(ValueError, match="packed filter"):
+        lib.tiling_pixels(dy, lib.pack(w, 3, 1, 1)[1:], np.empty(shape, np.float32), 2, 2)

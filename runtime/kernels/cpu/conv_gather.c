@@ -150,6 +150,8 @@ void opgraph_micro_f32(int rb, int nv, const float *s, i64 ps, i64 cs, const i64
  * whole vectors; the real output channels may be fewer). */
 int opgraph_conv_block_width(void) { return BW; }
 int opgraph_conv_vector_width(void) { return VL; }
+/* Pixels (rows) of the microkernel's register tile. */
+int opgraph_conv_tile_rows(void) { return RB; }
 
 /* Version of the calling convention below (native.py checks it before the first call). */
 int opgraph_conv_abi(void) { return 4; }
@@ -1188,4 +1190,109 @@ int opgraph_tiling_planes_f32(const float *dy, const float *wr, float *dx, i64 N
     if (items == 0) return 0;
     opgraph_run_threads(tiling_worker, &J, nthreads < items ? nthreads : items);
     return J.failed ? -2 : 0;
+}
+
+/* The same exactly tiling input gradient on channels-contiguous operands (NHWC dy and dx):
+ * per kernel tap (a, b), dx[n, i*kh + a, j*kw + b, :] = dy[n, i, j, :] @ w[a, b]^T, one GEMM
+ * over every dy pixel. The microkernel's rows are dy pixels taken flat over the batch (dy
+ * contiguous), so a register tile is RB pixels even where dy rows are shorter (U-Net's 16
+ * pixels: tiles of 14 rather than 8 + 8); a tile inside one dy row is written straight into
+ * dx, one that spans rows through a small buffer, row by row. wpk: the filter packed by
+ * opgraph_pack_f32 for the input gradient (lanes dx channels, reduced dy channels, taps
+ * a*kw + b). Work items: blocks of at most 8 tiles of pixels with every tap and channel
+ * block, or, where the filter outweighs dy, every pixel with a share of the (tap, block)
+ * pairs. dx [N][kh*OH][kw*OW][Cin] with channels
+ * contiguous (element strides xn, xh, xw). Returns 0, -1 for arguments it does not take. */
+typedef struct {
+    const float *dy, *wpk;
+    float *dx;
+    i64 N, OH, OW, Cout, Cin, kh, kw, xn, xh, xw;
+    i64 pb, nblk;   /* pixels per item, pixel blocks */
+    i64 wchunk, nwc; /* (tap, channel block) pairs per item, chunks of them */
+    i64 next;
+} tiling_px_job;
+
+
+/* One register tile of tiling_px_worker: pixels [r0, r0 + rb) of tap (a, b), dx channels
+ * [c0, c0 + width) (wr of them real). */
+static void tiling_px_tile(const tiling_px_job *J, i64 r0, int rb, i64 a, i64 b, i64 c0,
+                           int nv, int wr, const float *panel, float *tile)
+{
+    const i64 K = J->Cout, plane = J->OH * J->OW, zero = 0, width = (i64)nv * VL;
+    const i64 n = r0 / plane, i = r0 % plane / J->OW, j = r0 % J->OW;
+    const float *s = J->dy + r0 * K;
+    if (j + rb <= J->OW) { /* one dy row: straight into dx */
+        MICRO_TABLE[nv - 1][rb - 1](s, K, 1, &zero, &zero, 1, K, panel,
+                                    J->dx + n * J->xn + (i * J->kh + a) * J->xh
+                                        + (j * J->kw + b) * J->xw + c0,
+                                    J->kw * J->xw, 1, 0, wr);
+        return;
+    }
+    MICRO_TABLE[nv - 1][rb - 1](s, K, 1, &zero, &zero, 1, K, panel, tile, width, 1, 0,
+                                (int)width);
+    for (int r = 0; r < rb; r++) {
+        const i64 p = r0 + r, pn = p / plane, pi = p % plane / J->OW, pj = p % J->OW;
+        copy_run(J->dx + pn * J->xn + (pi * J->kh + a) * J->xh + (pj * J->kw + b) * J->xw + c0,
+                 tile + r * width, wr);
+    }
+}
+
+static void tiling_px_worker(void *arg, int index)
+{
+    (void)index;
+    tiling_px_job *J = arg;
+    const i64 K = J->Cout, T = J->kh * J->kw, cop = (J->Cin + VL - 1) / VL * VL;
+    const i64 npix = J->N * J->OH * J->OW, nb = (cop + BW - 1) / BW;
+    /* the packed weights within PIXEL_MAJOR_WEIGHT_BYTES: per tile every tap and channel
+     * block, so the tile's dy rows stay in L1 and its dx pixels are written whole; else per
+     * tap and block all the item's tiles, each panel streamed from L2 (as the one-call
+     * kernel orders its loops) */
+    const int pixel_major = T * K * cop * 4 <= PIXEL_MAJOR_WEIGHT_BYTES;
+    float tile[RB * NV * VL];
+    for (;;) {
+        const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+        if (item >= J->nblk * J->nwc)
+            break;
+        const i64 p0 = item / J->nwc * J->pb, p1 = p0 + J->pb < npix ? p0 + J->pb : npix;
+        const i64 w0 = item % J->nwc * J->wchunk; /* (tap, block) pairs [w0, w0 + nw) */
+        const i64 nw = T * nb - w0 < J->wchunk ? T * nb - w0 : J->wchunk;
+        const i64 nr = (p1 - p0 + RB - 1) / RB;
+        for (i64 x = 0; x < nr * nw; x++) {
+            const i64 ri = pixel_major ? x / nw : x % nr;
+            const i64 tb = w0 + (pixel_major ? x % nw : x / nr);
+            const i64 t = tb / nb, c0 = tb % nb * BW, r0 = p0 + ri * RB;
+            const int nv = cop - c0 >= BW ? NV : (int)((cop - c0) / VL);
+            const i64 width = (i64)nv * VL;
+            const int wr = (int)(J->Cin - c0 < width ? J->Cin - c0 : width);
+            tiling_px_tile(J, r0, (int)(p1 - r0 < RB ? p1 - r0 : RB), t / J->kw, t % J->kw,
+                           c0, nv, wr, J->wpk + c0 * T * K + t * K * width, tile);
+        }
+    }
+}
+
+int opgraph_tiling_pixels_f32(const float *dy, const float *wpk, float *dx, i64 N, i64 OH,
+                              i64 OW, i64 Cout, i64 Cin, i64 kh, i64 kw, i64 xn, i64 xh, i64 xw,
+                              i64 nthreads)
+{
+    if (N < 0 || OH < 1 || OW < 1 || Cout < 1 || Cin < 1 || kh < 1 || kw < 1 || nthreads < 1)
+        return -1;
+    const i64 npix = N * OH * OW, cop = (Cin + VL - 1) / VL * VL;
+    const i64 nw = kh * kw * ((cop + BW - 1) / BW); /* (tap, channel block) pairs */
+    i64 pb = 8 * RB, wchunk = nw;
+    if (kh * kw * cop > npix) {
+        /* a filter larger than dy (batch-1 decoder layers): every pixel per item, the items
+         * splitting the (tap, block) pairs, so the filter is read once, not once per block of
+         * pixels */
+        pb = npix;
+        wchunk = (nw + 4 * nthreads - 1) / (4 * nthreads);
+    } else {
+        while (pb > RB && (npix + pb - 1) / pb < 4 * nthreads)
+            pb -= RB;
+    }
+    tiling_px_job J = {dy, wpk, dx, N, OH, OW, Cout, Cin, kh, kw, xn, xh, xw, pb,
+                       (npix + pb - 1) / pb, wchunk, (nw + wchunk - 1) / wchunk, 0};
+    const i64 items = J.nblk * J.nwc;
+    if (items == 0) return 0;
+    opgraph_run_threads(tiling_px_worker, &J, nthreads < items ? nthreads : items);
+    return 0;
 }

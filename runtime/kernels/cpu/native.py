@@ -324,6 +324,11 @@ class NativeConv:
             tpl.argtypes = [P, P, P] + [L] * 14
             tpl.restype = ctypes.c_int
         self._tiling_planes = tpl
+        tpx = getattr(lib, "opgraph_tiling_pixels_f32", None)
+        if tpx is not None:
+            tpx.argtypes = [P, P, P] + [L] * 11
+            tpx.restype = ctypes.c_int
+        self._tiling_pixels = tpx
         wgv = getattr(lib, "opgraph_winograd_version", None)
         wgf = getattr(lib, "opgraph_winograd_bpi_f32", None)
         if wgv is not None:
@@ -370,6 +375,11 @@ class NativeConv:
         self.block_width = lib.opgraph_conv_block_width()
         #: output channels must be a multiple of this
         self.vector_width = lib.opgraph_conv_vector_width()
+        tr = getattr(lib, "opgraph_conv_tile_rows", None)
+        if tr is not None:
+            tr.restype = ctypes.c_int
+        #: pixels (rows) of the microkernel's register tile (0: not reported)
+        self.tile_rows = tr() if tr is not None else 0
 
     @staticmethod
     def addressable(a) -> bool:
@@ -535,6 +545,37 @@ class NativeConv:
             raise MemoryError("tiling_planes: out of memory for a work item's dy panel")
         if rc != 0:
             raise ValueError(f"native tiling_planes refused its arguments (code {rc})")
+
+    @property
+    def has_tiling_pixels(self) -> bool:
+        """True if the library has opgraph_tiling_pixels_f32 (tiling_pixels)."""
+        return self._tiling_pixels is not None and self.tile_rows > 0
+
+    def tiling_pixels(self, dy, wpk, dx, kh, kw, nthreads=1):
+        """dx[n, i*kh + a, j*kw + b, :] = dy[n, i, j, :] @ w[a, b]^T: the input gradient of
+        a kernel that tiles dx exactly (kernel = stride), for a contiguous float32 NHWC dy and
+        a float32 logical-NHWC dx view with contiguous channels; wpk = pack(w, 3) of the
+        [kh, kw, cin, cout] filter (conv_gather.c)."""
+        n, oh, ow, cout = dy.shape
+        nn, h, wd, cin = dx.shape
+        xs = [s // 4 for s in dx.strides]
+        if nn != n or h != kh * oh or wd != kw * ow:
+            raise ValueError(f"tiling_pixels: dy {dy.shape}, dx {dx.shape} and kernel "
+                             f"{kh}x{kw} do not match")
+        if not (dy.dtype == np.float32 and dy.flags.c_contiguous and self.addressable(dx)
+                and dx.flags.writeable and xs[3] == 1):
+            raise ValueError(f"tiling_pixels: a contiguous float32 dy and a float32 dx with "
+                             f"contiguous channels expected, got {dy.dtype}{dy.strides} and "
+                             f"{dx.dtype}{dx.strides}")
+        need = self.packed_size(kh * kw, cout, cin)
+        if wpk.dtype != np.float32 or wpk.size != need or not wpk.flags.c_contiguous:
+            raise ValueError(f"tiling_pixels: packed filter of {need} contiguous float32 "
+                             f"values expected (pack(w, 3)), got {wpk.size} {wpk.dtype}")
+        rc = self._tiling_pixels(dy.ctypes.data, wpk.ctypes.data, dx.ctypes.data, n, oh, ow,
+                                 cout, cin, kh, kw, xs[0], xs[1], xs[2],
+                                 max(1, int(nthreads)))
+        if rc != 0:
+            raise ValueError(f"native tiling_pixels refused its arguments (code {rc})")
 
     def supports(self, src, out) -> bool:
         """True if gather_conv takes these operands as they are."""
