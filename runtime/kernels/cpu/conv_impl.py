@@ -1667,7 +1667,7 @@ def _tiling_pixels_applies(dyv, w, dxv, strides, dilations, pads, g):
     short for the register tile (ow / ceil(ow / RB) below 3/4 of RB: U-Net's 16-pixel rows,
     tiles of 8 + 8 against 14): tiling_pixels takes the tiles flat over the rows (1.11-1.13x
     at 16 pixels; 0.88-0.99x at 32-64, which keep the one-call kernel)."""
-    if FORCE_ALGORITHM not in (None, "native") or dyv.dtype != np.float32 \
+    if FORCE_ALGORITHM is not None or dyv.dtype != np.float32 \
             or dxv.dtype != np.float32 or not dyv.flags.c_contiguous or dxv.strides[3] != 4:
         return False
     nat = _native.load()
