@@ -95,6 +95,8 @@ class TensorShape:
         return list(self._dims)
 
     def is_compatible_with(self, other) -> bool:
+        if other.__class__ is tuple and other == self._dims:  # (an array of exactly this shape)
+            return True
         if other.__class__ is tuple and self._dims is not None \
                 and all(d.__class__ is int and d >= 0 for d in other):  # an array's shape
             return len(other) == len(self._dims) and all(

@@ -66,11 +66,12 @@ _DIMS = {"NHWC": (0, 1, 2, 3), "NCHW": (0, 2, 3, 1)}   # positions of N, H, W, C
 class ConvParams:
     """Validated conv attrs: format, (sh, sw), (dh, dw), padding, ((pt, pb), (pl, pr))."""
 
-    __slots__ = ("data_format", "strides", "dilations", "padding", "explicit")
+    __slots__ = ("data_format", "strides", "dilations", "padding", "explicit", "_pads")
 
     def __init__(self, data_format, strides, dilations, padding, explicit):
         self.data_format, self.strides, self.dilations = data_format, strides, dilations
         self.padding, self.explicit = padding, explicit
+        self._pads = {}  # pads_before by (in_hw, k_hw): kernels ask it on every call
 
     def split(self, shape):
         """(N, H, W, C) of a rank-4 TensorShape or plain shape tuple in this data format."""
@@ -95,9 +96,16 @@ class ConvParams:
 
     def pads_before(self, in_hw, k_hw) -> tuple[int, int]:
         """(pad_top, pad_left) for known input and filter spatial sizes."""
-        return tuple(windowed_output_size(in_hw[a], k_hw[a], self.strides[a],
-                                          self.dilations[a], self.padding,
-                                          *self.explicit[a])[1] for a in (0, 1))
+        key = (tuple(in_hw), tuple(k_hw))
+        pads = self._pads.get(key)
+        if pads is None:
+            pads = tuple(windowed_output_size(in_hw[a], k_hw[a], self.strides[a],
+                                              self.dilations[a], self.padding,
+                                              *self.explicit[a])[1] for a in (0, 1))
+            if len(self._pads) >= 64:
+                self._pads.clear()
+            self._pads[key] = pads
+        return pads
 
 
 _PARAMS_CACHE: dict = {}

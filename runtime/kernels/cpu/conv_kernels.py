@@ -46,10 +46,12 @@ class _ConvKernel(Kernel):
             return None
         if w.flags.writeable or (w.base is not None and _writeable_base(w)):
             return None
-        sig = (w.shape, w.strides, w.dtype.str, w.__array_interface__["data"][0])
         entry = self._filter_entry
-        if entry is not None and entry[0] is w and entry[1] == sig:
+        # (the same object keeps its data pointer and dtype; only its shape or strides could
+        # have been set in place)
+        if entry is not None and entry[0] is w and entry[1][:2] == (w.shape, w.strides):
             return entry[2]
+        sig = (w.shape, w.strides, w.dtype.str, w.__array_interface__["data"][0])
         cache = {}
         # (the entry holds the array, so its id cannot be reused by another one meanwhile)
         self._filter_entry = (w, sig, cache)
