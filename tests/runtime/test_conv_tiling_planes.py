@@ -25,6 +25,9 @@ CASES = [  # n, oh, ow, cout, cin, kh, kw
     (2, 9, 11, 7, 20, 1, 1),     # a 1x1 layer (stride 1)
     (1, 4, 40, 33, 6, 2, 1),     # 2x1: row phases only
     (2, 17, 3, 40, 7, 1, 2),     # 1x2: column phases only
+    (1, 2, 3, 8, 40, 2, 2),      # filter rows outnumber dy pixels: items split the rows
+    (1, 20, 30, 4, 160, 2, 2),   # ... over groups of 16 panels and a short last group
+    (2, 3, 5, 6, 29, 1, 1),      # 29 filter rows: a last tile of one row
 ]
 
 
@@ -162,7 +165,7 @@ def test_workspace_bound_counts_the_filter_rows_and_panels():
         (n, 128, 64, 64), (2, 2, 64, 128), (n, 64, 128, 128), (2, 2), (1, 1), (0, 0), "NCHW")
         for n in (1, 8))
     assert small >= conv_impl._tiling_planes_workspace_bytes((2, 2, 64, 128), 1)
-    assert large >= 4 * 2 * 2 * 64 * 128 + 4 * 128 * 32
+    assert large >= 4 * 2 * 2 * 64 * 128 + 4 * 16 * 128 * 32
     assert large < 8 * 64 * 128 * 128 * 4  # (not growing like the batch's dx)
 
 

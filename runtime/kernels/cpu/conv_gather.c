@@ -1105,75 +1105,100 @@ int opgraph_shuffle_store_f32(const float *t, float *dx, i64 N, i64 TH, i64 TW, 
  * padding or dilation: U-Net's 2x2 up-convolutions) on channel planes (NCHW dy and dx):
  * dx[n, c, i*kh + a, j*kw + b] = sum_k w[a, b, c, k] * dy[n, k, i, j]. Per image it is the
  * GEMM [(a, c, b), k] x [k, pixel] whose rows, taken in pairs (b = 0, 1), interleave into dx
- * rows: the dy panel of NV vectors of pixels (flat over the plane) is copied once per work
- * item, the microkernel runs RB filter rows x the panel's pixels over every k (the rows
+ * rows: dy panels of NV vectors of pixels (flat over the plane) are copied once per work
+ * item, the microkernel runs RB filter rows x a panel's pixels over every k (the rows
  * broadcast, the panel the vector operand), and each tile goes straight from registers'
- * buffer into dx, so dx is written once and nothing is staged. wr: the filter rearranged as
+ * buffer into dx, so dx is written once and nothing is staged. An item takes up to 4 panels
+ * (each filter row tile runs over all of them while it is in L1) or, where the filter
+ * outweighs an image's dy, up to 16 panels and a share of the filter rows. wr: the filter rearranged as
  * [(a, c, b)][k] (ws its row stride). dy [N][Cout][OH][OW] with pixels contiguous in a plane
  * (element strides yn, yc), dx [N][Cin][kh*OH][kw*OW] with columns contiguous (xn, xc, xh).
  * Returns 0, -1 for arguments it does not take, -2 when out of memory. */
 typedef struct {
     const float *dy, *wr;
     float *dx;
-    i64 N, Cout, OH, OW, Cin, kh, kw, yn, yc, xn, xc, xh, ws, npanel, next;
+    i64 N, Cout, OH, OW, Cin, kh, kw, yn, yc, xn, xc, xh, ws;
+    i64 pp, ngroup; /* dy panels per work item, groups of them per image */
+    i64 rchunk, nrc; /* filter rows per work item (whole tiles), chunks of them */
+    i64 next;
     int failed;
 } tiling_job;
+
+/* A tile's rows (filter rows r0 .. r0 + rb of one dy panel, pixels p0 .. p0 + np of the
+ * image's plane) into dx rows: pairs of rows (b = 0, 1) interleaved, one dy row at a time. */
+static void tiling_store(const tiling_job *J, const float *tile, i64 r0, int rb, i64 p0,
+                         i64 np, float *dxn)
+{
+    const i64 P = NV * VL, OW = J->OW, kw = J->kw;
+    for (int m = 0; m < rb; m += (int)kw) { /* filter row (a, c, b = 0) */
+        const i64 ac = (r0 + m) / kw, a = ac / J->Cin, c = ac % J->Cin;
+        const float *t0 = tile + m * P, *t1 = t0 + (kw == 2 ? P : 0);
+        for (i64 q = 0; q < np;) { /* pixels of one dy row at a time */
+            const i64 p = p0 + q, i = p / OW, j = p % OW;
+            const i64 len = OW - j < np - q ? OW - j : np - q;
+            float *o = dxn + c * J->xc + (i * J->kh + a) * J->xh + j * kw;
+            if (kw == 1) {
+                memcpy(o, t0 + q, sizeof(float) * (size_t)len);
+            } else {
+                i64 e = 0;
+#if defined(__AVX__)
+                for (; e + 8 <= len; e += 8)
+                    store_pairs16(o + 2 * e, _mm256_loadu_ps(t0 + q + e),
+                                  _mm256_loadu_ps(t1 + q + e), 16);
+#endif
+                for (; e < len; e++) {
+                    o[2 * e] = t0[q + e];
+                    o[2 * e + 1] = t1[q + e];
+                }
+            }
+            q += len;
+        }
+    }
+}
 
 static void tiling_worker(void *arg, int index)
 {
     (void)index;
     tiling_job *J = arg;
-    const i64 P = NV * VL, Cout = J->Cout, OW = J->OW, npix = J->OH * OW, kw = J->kw;
-    const i64 rows = J->kh * J->Cin * kw, zero = 0;
-    float *panel = malloc(sizeof(float) * (size_t)(Cout * P));
+    const i64 P = NV * VL, Cout = J->Cout, npix = J->OH * J->OW, PP = J->pp;
+    const i64 rows = J->kh * J->Cin * J->kw, zero = 0;
+    float *panels = malloc(sizeof(float) * (size_t)(PP * Cout * P));
     float tile[RB * NV * VL];
-    if (!panel) {
+    if (!panels) {
         __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
         return;
     }
     for (;;) {
         const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
-        if (item >= J->N * J->npanel || __atomic_load_n(&J->failed, __ATOMIC_RELAXED))
+        if (item >= J->N * J->ngroup * J->nrc || __atomic_load_n(&J->failed, __ATOMIC_RELAXED))
             break;
-        const i64 n = item / J->npanel, p0 = item % J->npanel * P;
-        const i64 np = npix - p0 < P ? npix - p0 : P;
-        const float *dyn = J->dy + n * J->yn + p0;
-        for (i64 k = 0; k < Cout; k++) {
-            memcpy(panel + k * P, dyn + k * J->yc, sizeof(float) * (size_t)np);
-            if (np < P) memset(panel + k * P + np, 0, sizeof(float) * (size_t)(P - np));
+        /* an item: PP panels of one image, each of its filter row tiles over each of them
+         * (the tile's filter rows stay in L1 across the panels) */
+        const i64 rc = item % J->nrc, gi = item / J->nrc;
+        const i64 n = gi / J->ngroup, g0 = gi % J->ngroup * PP * P;
+        const i64 ra = rc * J->rchunk, rz = ra + J->rchunk < rows ? ra + J->rchunk : rows;
+        const i64 npan = (npix - g0 + P - 1) / P < PP ? (npix - g0 + P - 1) / P : PP;
+        const float *dyn = J->dy + n * J->yn;
+        for (i64 u = 0; u < npan; u++) {
+            const i64 p0 = g0 + u * P, np = npix - p0 < P ? npix - p0 : P;
+            float *pan = panels + u * Cout * P;
+            for (i64 k = 0; k < Cout; k++) {
+                memcpy(pan + k * P, dyn + p0 + k * J->yc, sizeof(float) * (size_t)np);
+                if (np < P) memset(pan + k * P + np, 0, sizeof(float) * (size_t)(P - np));
+            }
         }
         float *dxn = J->dx + n * J->xn;
-        for (i64 r0 = 0; r0 < rows; r0 += RB) {
-            const int rb = (int)(rows - r0 < RB ? rows - r0 : RB);
-            MICRO_TABLE[NV - 1][rb - 1](J->wr + r0 * J->ws, J->ws, 1, &zero, &zero, 1, Cout,
-                                        panel, tile, P, 1, 0, (int)P);
-            for (int m = 0; m < rb; m += (int)kw) { /* filter row (a, c, b = 0) */
-                const i64 ac = (r0 + m) / kw, a = ac / J->Cin, c = ac % J->Cin;
-                const float *t0 = tile + m * P, *t1 = t0 + (kw == 2 ? P : 0);
-                for (i64 q = 0; q < np;) { /* pixels of one dy row at a time */
-                    const i64 p = p0 + q, i = p / OW, j = p % OW;
-                    const i64 len = OW - j < np - q ? OW - j : np - q;
-                    float *o = dxn + c * J->xc + (i * J->kh + a) * J->xh + j * kw;
-                    if (kw == 1) {
-                        memcpy(o, t0 + q, sizeof(float) * (size_t)len);
-                    } else {
-                        i64 e = 0;
-#if defined(__AVX__)
-                        for (; e + 8 <= len; e += 8)
-                            store_pairs16(o + 2 * e, _mm256_loadu_ps(t0 + q + e),
-                                          _mm256_loadu_ps(t1 + q + e), 16);
-#endif
-                        for (; e < len; e++) {
-                            o[2 * e] = t0[q + e];
-                            o[2 * e + 1] = t1[q + e];
-                        }
-                    }
-                    q += len;
-                }
+        for (i64 r0 = ra; r0 < rz; r0 += RB) {
+            const int rb = (int)(rz - r0 < RB ? rz - r0 : RB);
+            for (i64 u = 0; u < npan; u++) {
+                const i64 p0 = g0 + u * P, np = npix - p0 < P ? npix - p0 : P;
+                MICRO_TABLE[NV - 1][rb - 1](J->wr + r0 * J->ws, J->ws, 1, &zero, &zero, 1, Cout,
+                                            panels + u * Cout * P, tile, P, 1, 0, (int)P);
+                tiling_store(J, tile, r0, rb, p0, np, dxn);
             }
         }
     }
-    free(panel);
+    free(panels);
 }
 
 int opgraph_tiling_planes_f32(const float *dy, const float *wr, float *dx, i64 N, i64 Cout,
@@ -1183,10 +1208,27 @@ int opgraph_tiling_planes_f32(const float *dy, const float *wr, float *dx, i64 N
     if (N < 0 || Cout < 1 || OH < 1 || OW < 1 || Cin < 1 || kh < 1 || kw < 1 || kw > 2
         || ws < Cout || nthreads < 1 || (kw == 2 && RB % 2))
         return -1;
-    const i64 P = NV * VL;
-    tiling_job J = {dy, wr, dx, N, Cout, OH, OW, Cin, kh, kw, yn, yc, xn, xc, xh, ws,
-                    (OH * OW + P - 1) / P, 0, 0};
-    const i64 items = N * J.npanel;
+    const i64 P = NV * VL, npanel = (OH * OW + P - 1) / P;
+    /* panels per item: up to 4 (the filter streamed once per 4 panels, not per panel; their
+     * Cout x 4P floats stay in L2), fewer while that leaves fewer than 4 items per thread */
+    const i64 rows = kh * Cin * kw, tiles = (rows + RB - 1) / RB;
+    i64 pp = 4, nrc = 1;
+    if (rows > OH * OW) {
+        /* a filter larger than an image's dy (batch-1 decoder layers): up to 16 panels per
+         * item and the items split the filter rows, so the filter is read once per 16 panels
+         * rather than once per panel */
+        pp = npanel < 16 ? npanel : 16;
+        const i64 groups = N * ((npanel + pp - 1) / pp);
+        nrc = groups >= 4 * nthreads ? 1 : (4 * nthreads + groups - 1) / groups;
+        nrc = nrc > tiles ? tiles : nrc;
+    } else {
+        while (pp > 1 && N * ((npanel + pp - 1) / pp) < 4 * nthreads)
+            pp--;
+    }
+    const i64 rchunk = (tiles + nrc - 1) / nrc * RB;
+    tiling_job J = {dy, wr, dx, N, Cout, OH, OW, Cin, kh, kw, yn, yc, xn, xc, xh, ws, pp,
+                    (npanel + pp - 1) / pp, rchunk, (rows + rchunk - 1) / rchunk, 0, 0};
+    const i64 items = N * J.ngroup * J.nrc;
     if (items == 0) return 0;
     opgraph_run_threads(tiling_worker, &J, nthreads < items ? nthreads : items);
     return J.failed ? -2 : 0;

@@ -1694,9 +1694,9 @@ def _tiling_pixels_run(dyv, w, dxv, nth, memo):
 
 def _tiling_planes_workspace_bytes(w_shape, nth):
     """What _tiling_planes_run allocates besides dx: the rearranged filter and per thread one
-    dy panel (2 vectors of pixels by Cout)."""
+    work item's dy panels (at most 16 of 2 vectors of pixels by Cout)."""
     kh, kw, cin, cout = w_shape
-    return 4 * kh * kw * cin * cout + nth * 4 * cout * 2 * 16 + (64 << 10)
+    return 4 * kh * kw * cin * cout + nth * 4 * 16 * cout * 2 * 16 + (64 << 10)
 
 
 def _subpixel_conv_takes(dy_shape, w_shape, x_shape, strides, dilations, pads, g):
