@@ -268,9 +268,13 @@ def test_staged_items_split_wide_rows_into_column_chunks(threads, tiles):
 
 
 # maps whose tile rows are shorter than an item (DCGAN's 8 x 8 dy): staged items take several
-# tile rows (ending mid-block, odd phase heights), fewer where that leaves threads idle
+# tile rows (ending mid-block, odd phase heights) and, for tiny maps, several images; fewer
+# where that leaves threads idle
 SHORT_ROWS = [(1, 13, 10, 1), (3, 13, 10, 1), (2, 16, 16, 2), (1, 30, 6, 1), (2, 5, 5, 3),
-              (4, 16, 16, 2)]
+              (4, 16, 16, 2),
+              # tiny maps (DCGAN's 4x4 dy at batch 64): items take several images, the last
+              # block short
+              (5, 4, 4, 1), (7, 8, 6, 2), (9, 3, 5, 1), (20, 8, 8, 3)]
 
 
 @pytest.mark.parametrize("n, h, wd, threads", SHORT_ROWS)

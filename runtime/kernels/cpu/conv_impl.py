@@ -2043,12 +2043,12 @@ def _winograd_workspace_bytes(w_shape, nth, nat):
     """What the Winograd path allocates besides dx: the transformed filter and, per thread,
     the kernel's V and M tiles (at most 48 tiles of 9 transformed pixels each) and, for
     channel-strided operands, the staged rows of an item (3 dy rows of 51 pixels, 2 dx rows of
-    96, or for r <= 16 tile rows of c tiles, r * c <= 48, 2r + 1 dy rows of 2c + 3 pixels and
-    2r dx rows of 4c: at most 339 and 384 pixels), plus one phase's unpacked transformed
-    filter while the filter is transformed."""
+    96, or for m <= 16 images of r <= 16 tile rows of c tiles, m * r * c <= 48, m (2r + 1) dy
+    rows of 2c + 3 pixels and 2mr dx rows of 4c: at most 720 and 384 pixels), plus one phase's
+    unpacked transformed filter while the filter is transformed."""
     _, _, cin, cout = w_shape
     cop = _native_channels(cin, nat)
-    per_thread = 9 * 48 * (cout + cop) + 339 * cout + 384 * cop
+    per_thread = 9 * 48 * (cout + cop) + 720 * cout + 384 * cop
     return 4 * 9 * cout * cop * 4 + 9 * cin * cout * 4 + nth * per_thread * 4 + (64 << 10)
 
 

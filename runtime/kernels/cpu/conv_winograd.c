@@ -46,6 +46,9 @@ enum {
 /* Tiles per item unless the caller says: about 48 (8 microkernel tiles of 6 on AVX2) keeps
  * one product's V slice and output in L2 while the weights are read once per block. */
 #define WG_TILES 48
+/* Staged items take at most this many tile rows, and images (wg_rows_per_item). */
+#define WG_ROWS 16
+#define WG_IMAGES 16
 
 typedef struct {
     const float *dy;
@@ -59,6 +62,7 @@ typedef struct {
     i64 start[5];           /* first item of each phase (ph * 2 + pw), items in all */
     i64 chunk, nchunk;      /* staged: tile columns per item, chunks per tile row */
     i64 rt, nrb[2];         /* staged: tile rows per item, blocks of them per row phase */
+    i64 ni, nib;            /* staged: images per item (several for tiny maps), blocks of them */
     int stage_src, stage_dst;
     i64 next;
     int failed;
@@ -305,69 +309,78 @@ static wg_src wg_window(const wg_job *J, i64 n, i64 r0, i64 nrows, i64 c0, i64 c
     return S;
 }
 
-/* Staged (channel-strided dy or dx): an item is (row phase ph, image n, block of J->rt tile
- * rows, chunk of J->chunk tile columns) with both column phases; dy rows and dx rows staged as
- * above (several tile rows per item where a row is short, so the products see whole
- * microkernel tiles). */
+/* Staged (channel-strided dy or dx): an item is (row phase ph, block of J->ni images, block
+ * of J->rt tile rows, chunk of J->chunk tile columns) with both column phases; dy rows and dx
+ * rows staged as above (several tile rows, and for tiny maps several images, per item, so the
+ * products see whole microkernel tiles). */
 static void wg_worker_staged(void *arg, int index)
 {
     (void)index;
     wg_job *J = arg;
     const i64 *p = J->p;
     const i64 Cout = p[P_COUT], cop = J->cop, tb = J->tb, CH = J->chunk, RT = J->rt;
+    const i64 SB = (2 * RT + 1) * (2 * CH + 3) * Cout, OB = 2 * RT * 4 * CH * cop; /* per image */
     float *V, *M, *sb, *ob;
-    if (wg_staged_buffers(J, 9, 2 * RT + 1, 2 * CH + 3, 2 * RT, 4 * CH, &V, &M, &sb, &ob))
+    if (wg_staged_buffers(J, 9, J->ni * (2 * RT + 1), 2 * CH + 3, J->ni * 2 * RT, 4 * CH, &V, &M,
+                          &sb, &ob))
         return;
+    wg_src S[WG_IMAGES];
     for (;;) {
         const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
         if (item >= J->start[2] || __atomic_load_n(&J->failed, __ATOMIC_RELAXED))
             break;
         const i64 ph = item >= J->start[1];
         const i64 rest = item - J->start[ph], per_n = J->nrb[ph] * J->nchunk;
-        const i64 n = rest / per_n, b = rest % per_n / J->nchunk, k = rest % J->nchunk;
+        const i64 n0 = rest / per_n * J->ni, b = rest % per_n / J->nchunk, k = rest % J->nchunk;
+        const i64 n1 = n0 + J->ni < p[P_N] ? n0 + J->ni : p[P_N]; /* images [n0, n1) */
         const i64 q0 = b * RT, q1 = q0 + RT < J->tq[ph] ? q0 + RT : J->tq[ph]; /* tile rows */
         const i64 t0 = k * CH, t1 = t0 + CH; /* tile columns [t0, t1) of both column phases */
         /* dy: rows [r0, r1) and columns [c0, c1) of this item, staged or in place */
         const i64 omin = J->ow[0] < J->ow[1] ? J->ow[0] : J->ow[1];
         const i64 omax = J->ow[0] > J->ow[1] ? J->ow[0] : J->ow[1];
-        const wg_src S = wg_window(J, n, 2 * q0 + J->oh[ph], 2 * (q1 - q0) + 1, 2 * t0 + omin,
-                                   2 * (t1 - 1) + omax + 3, sb);
+        for (i64 n = n0; n < n1; n++)
+            S[n - n0] = wg_window(J, n, 2 * q0 + J->oh[ph], 2 * (q1 - q0) + 1, 2 * t0 + omin,
+                                  2 * (t1 - 1) + omax + 3, sb ? sb + (n - n0) * SB : NULL);
         /* dx: rows ph + 4*tq + 2*i (q0 <= tq < q1, i < 2) and columns [4*t0, x1), staged
-         * (phase row 2*tq + i at ob row 2*(tq - q0) + i) or in place */
+         * (phase row 2*tq + i at ob row 2*(tq - q0) + i of the image's rows) or in place */
         const i64 x0 = 4 * t0, x1 = 4 * t1 < p[P_W] ? 4 * t1 : p[P_W];
-        float *dxn = J->dx + n * p[P_XN];
         for (i64 pw = 0; pw < 2; pw++) {
             const i64 ta = t0, tz = t1 < J->tr[pw] ? t1 : J->tr[pw];
             if (ta >= tz)
                 continue;
             i64 nt = 0;
-            for (i64 tq = q0; tq < q1; tq++)
-                for (i64 t = ta; t < tz; t++)
-                    input_tile(J, &S, 2 * tq + J->oh[ph], 2 * t + J->ow[pw], V + nt++ * Cout,
-                               tb * Cout);
+            for (i64 n = n0; n < n1; n++)
+                for (i64 tq = q0; tq < q1; tq++)
+                    for (i64 t = ta; t < tz; t++)
+                        input_tile(J, &S[n - n0], 2 * tq + J->oh[ph], 2 * t + J->ow[pw],
+                                   V + nt++ * Cout, tb * Cout);
             wg_products(J, (int)(ph * 2 + pw), nt, V, M);
             i64 m = 0;
-            for (i64 tq = q0; tq < q1; tq++)
-                for (i64 t = ta; t < tz; t++) {
-                    float *o00;
-                    i64 s_q, s_r;
-                    if (J->stage_dst) { /* ob [2*RT][x1 - x0][cop] */
-                        o00 = ob + (2 * (tq - q0) * (x1 - x0) + pw + 4 * t - x0) * cop;
-                        s_q = (x1 - x0) * cop;
-                        s_r = 2 * cop;
-                    } else {
-                        o00 = dxn + (ph + 4 * tq) * p[P_XH] + (pw + 4 * t) * p[P_XW];
-                        s_q = 2 * p[P_XH];
-                        s_r = 2 * p[P_XW];
+            for (i64 n = n0; n < n1; n++)
+                for (i64 tq = q0; tq < q1; tq++)
+                    for (i64 t = ta; t < tz; t++) {
+                        float *o00;
+                        i64 s_q, s_r;
+                        if (J->stage_dst) { /* per image ob [2*RT][x1 - x0][cop] */
+                            o00 = ob + (n - n0) * OB
+                                  + (2 * (tq - q0) * (x1 - x0) + pw + 4 * t - x0) * cop;
+                            s_q = (x1 - x0) * cop;
+                            s_r = 2 * cop;
+                        } else {
+                            o00 = J->dx + n * p[P_XN] + (ph + 4 * tq) * p[P_XH]
+                                  + (pw + 4 * t) * p[P_XW];
+                            s_q = 2 * p[P_XH];
+                            s_r = 2 * p[P_XW];
+                        }
+                        output_tile(J, ph, pw, 2 * tq, 2 * t, o00, s_q, s_r, M + m++ * cop,
+                                    tb * cop);
                     }
-                    output_tile(J, ph, pw, 2 * tq, 2 * t, o00, s_q, s_r, M + m++ * cop,
-                                tb * cop);
-                }
         }
         if (J->stage_dst) {
             const i64 rows = J->qp[ph] - 2 * q0;
-            wg_write_back(J, ob, n, ph + 4 * q0, 2, rows < 2 * (q1 - q0) ? rows : 2 * (q1 - q0),
-                          x0, x1);
+            for (i64 n = n0; n < n1; n++)
+                wg_write_back(J, ob + (n - n0) * OB, n, ph + 4 * q0, 2,
+                              rows < 2 * (q1 - q0) ? rows : 2 * (q1 - q0), x0, x1);
         }
     }
     free(V); free(M); free(sb); free(ob);
@@ -375,14 +388,15 @@ static void wg_worker_staged(void *arg, int index)
 
 /* Tile rows per staged item: 1 unless a tile row (ncols tiles) is a single chunk of fewer
  * tiles than tb, then as many rows as fill tb (at most WG_ROWS), fewer while that leaves
- * fewer than 4 items per thread (items: images * (blocks of rows of every row phase) *
- * chunks). So rt * chunk <= tb when rt > 1, which bounds the staging (conv_impl.py's
- * workspace bounds count on it). */
-#define WG_ROWS 16
-static void wg_rows_per_item(wg_job *J, i64 ncols, const i64 *tq, int nph, i64 nthreads)
+ * fewer than 4 items per thread (items: blocks of images * (blocks of rows of every row
+ * phase) * chunks); where an image's rows all fit and images_ok, as many images (at most
+ * WG_IMAGES) as fill tb too. So ni * rt * chunk <= tb when ni * rt > 1, which bounds the
+ * staging (conv_impl.py's workspace bounds count on it). */
+static void wg_rows_per_item(wg_job *J, i64 ncols, const i64 *tq, int nph, i64 nthreads,
+                             int images_ok)
 {
     const i64 *p = J->p;
-    i64 rt = 1, tqm = 0;
+    i64 rt = 1, tqm = 0, ni = 1;
     for (int f = 0; f < nph; f++)
         tqm = tq[f] > tqm ? tq[f] : tqm;
     if (J->nchunk == 1 && ncols > 0 && ncols < J->tb) {
@@ -391,18 +405,28 @@ static void wg_rows_per_item(wg_job *J, i64 ncols, const i64 *tq, int nph, i64 n
         rt = rt > WG_ROWS ? WG_ROWS : rt;
         rt = rt > tqm ? tqm : rt;
         rt = rt < 1 ? 1 : rt;
+        if (images_ok && rt == tqm && tqm > 0) {
+            ni = J->tb / (ncols * tqm);
+            ni = ni > WG_IMAGES ? WG_IMAGES : ni > p[P_N] ? p[P_N] : ni;
+            ni = ni < 1 ? 1 : ni;
+        }
     }
     for (;;) {
         i64 items = 0;
         for (int f = 0; f < nph; f++) {
             J->nrb[f] = (tq[f] + rt - 1) / rt;
-            items += p[P_N] * J->nrb[f] * J->nchunk;
+            items += (p[P_N] + ni - 1) / ni * J->nrb[f] * J->nchunk;
         }
-        if (rt <= 1 || items >= 4 * nthreads)
+        if ((rt <= 1 && ni <= 1) || items >= 4 * nthreads)
             break;
-        rt = (rt + 1) / 2;
+        if (ni > 1)
+            ni = (ni + 1) / 2;
+        else
+            rt = (rt + 1) / 2;
     }
     J->rt = rt;
+    J->ni = ni;
+    J->nib = (p[P_N] + ni - 1) / ni;
 }
 
 /* Version of this entry point's parameter block (native.py checks it). */
@@ -473,9 +497,9 @@ int opgraph_winograd_bpi_f32(const float *dy, float *dx, const float *upk, const
                 break;
             J.chunk = (J.chunk + 1) / 2;
         }
-        wg_rows_per_item(&J, trm, J.tq, 2, nthreads);
-        J.start[1] = p[P_N] * J.nrb[0] * J.nchunk;
-        J.start[2] = J.start[1] + p[P_N] * J.nrb[1] * J.nchunk;
+        wg_rows_per_item(&J, trm, J.tq, 2, nthreads, 1);
+        J.start[1] = J.nib * J.nrb[0] * J.nchunk;
+        J.start[2] = J.start[1] + J.nib * J.nrb[1] * J.nchunk;
         if (J.start[2] == 0)
             return 0;
         opgraph_run_threads(wg_worker_staged, &J, nthreads < J.start[2] ? nthreads : J.start[2]);
@@ -803,7 +827,7 @@ int opgraph_winograd3_bpi_f32(const float *dy, float *dx, const float *upk, cons
                 break;
             J.chunk = (J.chunk + 1) / 2;
         }
-        wg_rows_per_item(&J, TR, &TQ, 1, nthreads);
+        wg_rows_per_item(&J, TR, &TQ, 1, nthreads, 0);
         J.start[1] = p[P_N] * J.nrb[0] * J.nchunk;
         if (J.start[1] == 0)
             return 0;
