@@ -2055,10 +2055,12 @@ def _winograd_workspace_bytes(w_shape, nth, nat):
 def _winograd3_workspace_bytes(w_shape, nth, nat):
     """What the F(2x2, 3x3) path allocates besides dx: the packed U and the numpy transform's
     temporaries; per thread V and M of at most 48 tiles of 16 transformed pixels and, for
-    channel-strided operands, the staged rows (4 dy rows of 98 pixels, 2 dx rows of 96)."""
+    channel-strided operands, the staged rows (4 dy rows of 98 pixels, 2 dx rows of 96, or for
+    m images of r tile rows of c tiles, m * r * c <= 48, m (2r + 2) dy rows of 2c + 2 pixels
+    and 2mr dx rows of 2c: at most 640 and 192 pixels)."""
     _, _, cin, cout = w_shape
     cop = _native_channels(cin, nat)
-    per_thread = 16 * 48 * (cout + cop) + 4 * 98 * cout + 2 * 96 * cop
+    per_thread = 16 * 48 * (cout + cop) + 640 * cout + 2 * 96 * cop
     return 4 * (nat.packed_size(16, cout, cin) + 40 * cin * cout + nth * per_thread) + (64 << 10)
 
 

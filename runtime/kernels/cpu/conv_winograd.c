@@ -742,8 +742,8 @@ static void wg3_worker(void *arg, int index)
     free(M);
 }
 
-/* Staged (channel-strided dy or dx, e.g. NCHW): an item is (image, block of J->rt tile rows,
- * chunk of J->chunk tile columns); its dy rows (those columns) are staged into
+/* Staged (channel-strided dy or dx, e.g. NCHW): an item is (block of J->ni images, block of
+ * J->rt tile rows, chunk of J->chunk tile columns); its dy rows (those columns) are staged into
  * [pixel][channel] rows, its dx rows computed into such rows and written back once, as
  * wg_worker_staged does. */
 static void wg3_worker_staged(void *arg, int index)
@@ -755,47 +755,55 @@ static void wg3_worker_staged(void *arg, int index)
     const i64 RT = J->rt, NRB = J->nrb[0];
     const i64 TQ = (p[P_H] + 1) / 2, oh = p[P_PT] - 2, ow = p[P_PL] - 2;
     const i64 TR = (p[P_W] + 1) / 2;
+    const i64 SB = (2 * RT + 2) * (2 * CH + 2) * Cout, OB = 2 * RT * 2 * CH * cop; /* per image */
     float *V, *M, *sb, *ob;
-    if (wg_staged_buffers(J, 16, 2 * RT + 2, 2 * CH + 2, 2 * RT, 2 * CH, &V, &M, &sb, &ob))
+    if (wg_staged_buffers(J, 16, J->ni * (2 * RT + 2), 2 * CH + 2, J->ni * 2 * RT, 2 * CH, &V,
+                          &M, &sb, &ob))
         return;
+    wg_src S[WG_IMAGES];
     for (;;) {
         const i64 item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
         if (item >= J->start[1] || __atomic_load_n(&J->failed, __ATOMIC_RELAXED))
             break;
-        const i64 n = item / (NRB * J->nchunk), b = item / J->nchunk % NRB;
+        const i64 n0 = item / (NRB * J->nchunk) * J->ni, b = item / J->nchunk % NRB;
+        const i64 n1 = n0 + J->ni < p[P_N] ? n0 + J->ni : p[P_N]; /* images [n0, n1) */
         const i64 k = item % J->nchunk;
         const i64 q0 = b * RT, q1 = q0 + RT < TQ ? q0 + RT : TQ; /* tile rows [q0, q1) */
         const i64 t0 = k * CH, t1 = t0 + CH < TR ? t0 + CH : TR;
-        const wg_src S = wg_window(J, n, 2 * q0 + oh, 2 * (q1 - q0) + 2, 2 * t0 + ow,
-                                   2 * (t1 - 1) + ow + 4, sb);
+        for (i64 n = n0; n < n1; n++)
+            S[n - n0] = wg_window(J, n, 2 * q0 + oh, 2 * (q1 - q0) + 2, 2 * t0 + ow,
+                                  2 * (t1 - 1) + ow + 4, sb ? sb + (n - n0) * SB : NULL);
         i64 nt = 0;
-        for (i64 tq = q0; tq < q1; tq++)
-            for (i64 t = t0; t < t1; t++)
-                input_tile4(&S, 2 * tq + oh, 2 * t + ow, V + nt++ * Cout, tb * Cout, Cout);
+        for (i64 n = n0; n < n1; n++)
+            for (i64 tq = q0; tq < q1; tq++)
+                for (i64 t = t0; t < t1; t++)
+                    input_tile4(&S[n - n0], 2 * tq + oh, 2 * t + ow, V + nt++ * Cout, tb * Cout,
+                                Cout);
         wg_products_n(J, 16, 0, nt, V, M);
         const i64 x0 = 2 * t0, x1 = 2 * t1 < p[P_W] ? 2 * t1 : p[P_W];
-        float *dxn = J->dx + n * p[P_XN];
         i64 m = 0;
-        for (i64 tq = q0; tq < q1; tq++)
-            for (i64 t = t0; t < t1; t++) {
-                float *o00;
-                i64 s_q, s_r;
-                if (J->stage_dst) { /* ob [2*RT][x1 - x0][cop]: dx row 2*tq at 2*(tq - q0) */
-                    o00 = ob + (2 * (tq - q0) * (x1 - x0) + 2 * t - x0) * cop;
-                    s_q = (x1 - x0) * cop;
-                    s_r = cop;
-                } else {
-                    o00 = dxn + 2 * tq * p[P_XH] + 2 * t * p[P_XW];
-                    s_q = p[P_XH];
-                    s_r = p[P_XW];
+        for (i64 n = n0; n < n1; n++)
+            for (i64 tq = q0; tq < q1; tq++)
+                for (i64 t = t0; t < t1; t++) {
+                    float *o00;
+                    i64 s_q, s_r;
+                    if (J->stage_dst) { /* per image ob [2*RT][x1 - x0][cop] */
+                        o00 = ob + (n - n0) * OB + (2 * (tq - q0) * (x1 - x0) + 2 * t - x0) * cop;
+                        s_q = (x1 - x0) * cop;
+                        s_r = cop;
+                    } else {
+                        o00 = J->dx + n * p[P_XN] + 2 * tq * p[P_XH] + 2 * t * p[P_XW];
+                        s_q = p[P_XH];
+                        s_r = p[P_XW];
+                    }
+                    output_tile4(o00, s_q, s_r, 2 * tq + 1 < p[P_H], 2 * t + 1 < p[P_W],
+                                 M + m++ * cop, tb * cop, Cin);
                 }
-                output_tile4(o00, s_q, s_r, 2 * tq + 1 < p[P_H], 2 * t + 1 < p[P_W],
-                             M + m++ * cop, tb * cop, Cin);
-            }
         if (J->stage_dst) {
             const i64 rows = p[P_H] - 2 * q0;
-            wg_write_back(J, ob, n, 2 * q0, 1, rows < 2 * (q1 - q0) ? rows : 2 * (q1 - q0), x0,
-                          x1);
+            for (i64 n = n0; n < n1; n++)
+                wg_write_back(J, ob + (n - n0) * OB, n, 2 * q0, 1,
+                              rows < 2 * (q1 - q0) ? rows : 2 * (q1 - q0), x0, x1);
         }
     }
     free(V); free(M); free(sb); free(ob);
@@ -827,8 +835,8 @@ int opgraph_winograd3_bpi_f32(const float *dy, float *dx, const float *upk, cons
                 break;
             J.chunk = (J.chunk + 1) / 2;
         }
-        wg_rows_per_item(&J, TR, &TQ, 1, nthreads, 0);
-        J.start[1] = p[P_N] * J.nrb[0] * J.nchunk;
+        wg_rows_per_item(&J, TR, &TQ, 1, nthreads, 1);
+        J.start[1] = J.nib * J.nrb[0] * J.nchunk;
         if (J.start[1] == 0)
             return 0;
         opgraph_run_threads(wg3_worker_staged, &J,
