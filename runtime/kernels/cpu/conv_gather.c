@@ -642,9 +642,7 @@ static float *grow(float **buf, i64 *cap, i64 n)
 /* Whether an item stages its source rows / output rows through float32 [row][pixel][channel]
  * buffers: half types, strided channels (NCHW), and a group's channels spread over wider
  * pixels (grouped NHWC: the microkernel then reads one cache line of every source pixel per
- * group; staged, the lines are the group's alone). A group's output channels in whole vectors
- * are written in place: staging them cost a second pass of strided line writes (8 groups of
- * 16, Intel AVX-512: in place 1.23-1.32x, its AVX2 build 1.34-1.51x). */
+ * group and writes one of every output pixel; staged, the lines are the group's alone). */
 static int job_stages_src(const conv_job *J)
 {
     return J->dt != DT_F32 || J->s_c != 1 || (J->G > 1 && J->s_w != J->Cs);
@@ -652,7 +650,7 @@ static int job_stages_src(const conv_job *J)
 
 static int job_stages_dst(const conv_job *J)
 {
-    return J->dt != DT_F32 || J->o_c != 1 || (J->G > 1 && J->o_w != J->Co && J->Co % VL);
+    return J->dt != DT_F32 || J->o_c != 1 || (J->G > 1 && J->o_w != J->Co);
 }
 
 /* Work items are (block of images, chunk of rows, group, chunk of output channels): the same
