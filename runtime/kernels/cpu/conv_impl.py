@@ -1545,14 +1545,20 @@ def _native_bpi_run(dyv, w, dxv, strides, dilations, pads, g, nth, memo):
     one (a constant filter is packed once). Conv2D takes the same call's forward twin."""
     nat = _native.load()
     kh, kw = w.shape[:2]
+    nat.backprop_input(dyv, _bpi_packed(w, g, nth, memo), dxv, g, (kh, kw), strides,
+                       dilations, pads, nth, NATIVE_BPI_ROWS, NATIVE_CHANNEL_CHUNK)
+
+
+def _bpi_packed(w, g, nth, memo):
+    """The filter packed for the compiled input gradient (``pack(w, 3, g)``: lanes dx
+    channels, reduced dy channels), kept in ``memo`` when there is one."""
+    nat = _native.load()
 
     def packed():
         wf = w if nat.addressable(w) else w.astype(np.float32)
         return nat.pack(wf, 3, g, nth)
 
-    wpk = _memoized(memo, "bpi_packed", packed)
-    nat.backprop_input(dyv, wpk, dxv, g, (kh, kw), strides, dilations, pads, nth,
-                       NATIVE_BPI_ROWS, NATIVE_CHANNEL_CHUNK)
+    return _memoized(memo, "bpi_packed", packed)
 
 
 #: Multiply-adds from which the pixel-shuffle path runs on NUM_THREADS threads (its work
@@ -1642,8 +1648,9 @@ def _tiling_planes_applies(dyv, w, dxv, strides, dilations, pads, g):
     if FORCE_ALGORITHM is not None or dyv.dtype != np.float32 or dxv.dtype != np.float32:
         return False
     ow = dyv.shape[2]
+    nat = _native.load()
     return (dyv.strides[2] == 4 and dyv.strides[1] == 4 * ow and dxv.strides[2] == 4
-            and _native.load().addressable(dyv) and _native.load().addressable(dxv)
+            and nat is not None and nat.addressable(dyv) and nat.addressable(dxv)
             and _tiling_planes_takes(dyv.shape, w.shape, dxv.shape, strides, dilations, pads,
                                      g))
 
@@ -1662,11 +1669,11 @@ def _tiling_planes_run(dyv, w, dxv, nth, memo):
 
 
 def _tiling_pixels_applies(dyv, w, dxv, strides, dilations, pads, g):
-    """True for an exactly tiling layer (_tiling_geometry) on
-    a contiguous float32 NHWC dy and a float32 dx with contiguous channels whose dy rows are
-    short for the register tile (ow / ceil(ow / RB) below 3/4 of RB: U-Net's 16-pixel rows,
-    tiles of 8 + 8 against 14): tiling_pixels takes the tiles flat over the rows (1.11-1.13x
-    at 16 pixels; 0.88-0.99x at 32-64, which keep the one-call kernel)."""
+    """True for an exactly tiling layer (_tiling_geometry) on a contiguous float32 NHWC dy and
+    a float32 dx with contiguous channels whose dy rows are short for the register tile
+    (ow / ceil(ow / RB) below 3/4 of RB: U-Net's 16-pixel rows, tiles of 8 + 8 against 14):
+    tiling_pixels takes the tiles flat over the rows (1.07-1.10x at 8-16 pixels; 0.88-0.99x
+    at 32-64, which keep the one-call kernel). Not when an algorithm is forced."""
     if FORCE_ALGORITHM is not None or dyv.dtype != np.float32 \
             or dxv.dtype != np.float32 or not dyv.flags.c_contiguous or dxv.strides[3] != 4:
         return False
@@ -1682,14 +1689,8 @@ def _tiling_pixels_applies(dyv, w, dxv, strides, dilations, pads, g):
 def _tiling_pixels_run(dyv, w, dxv, nth, memo):
     """dx[n, i*kh + a, j*kw + b, :] = dy[n, i, j, :] @ w[a, b]^T by the compiled
     tiling_pixels kernel, with the one-call kernel's packed filter (kept in ``memo``)."""
-    nat = _native.load()
     kh, kw = w.shape[:2]
-
-    def packed():
-        wf = w if nat.addressable(w) else w.astype(np.float32)
-        return nat.pack(wf, 3, 1, nth)
-
-    nat.tiling_pixels(dyv, _memoized(memo, "bpi_packed", packed), dxv, kh, kw, nth)
+    _native.load().tiling_pixels(dyv, _bpi_packed(w, 1, nth, memo), dxv, kh, kw, nth)
 
 
 def _tiling_planes_workspace_bytes(w_shape, nth):
