@@ -326,6 +326,11 @@ def test_plan_rejects_bad_operands():
     run = nat.depthwise_plan(dy, w, dx, *args)
     with pytest.raises(ValueError, match="refused"):
         run(0, 2, 0, 6, 0, 4)  # images beyond dx
+    # with a block cached for these shapes, bad operands are still refused
+    with pytest.raises(ValueError, match="read-only"):
+        nat.depthwise_plan(dy, w, ro, *args)
+    with pytest.raises(ValueError, match="float32"):
+        nat.depthwise_plan(dy.astype(np.int32), w, dx, *args)  # (same strides, another dtype)
 
 
 @pytest.mark.parametrize("by_channel", [True, False])

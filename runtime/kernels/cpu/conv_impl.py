@@ -1428,7 +1428,7 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
     w = np.asarray(w)
     assert dy.ndim == 4 and w.ndim == 4 and len(input_shape) == 4
     assert data_format in ("NHWC", "NCHW")
-    input_shape = tuple(int(v) for v in input_shape)
+    input_shape = tuple(map(int, input_shape))
     odt = dy.dtype
     cdt = _compute_dtype(odt)
     check_allocation(input_shape, odt.itemsize, "Conv2DBackpropInput output")
@@ -1452,8 +1452,10 @@ def _conv2d_backprop_input(dy, w, input_shape, strides, dilations, pads_before, 
         dx[...] = 0
         return dx
     (lo_h, hi_h), (lo_w, hi_w), (i0, i1), (j0, j1), (pt, pl) = red
-    w = w[lo_h:hi_h, lo_w:hi_w]
-    dyv = dyv[:, i0:i1, j0:j1]
+    if (lo_h, hi_h, lo_w, hi_w) != (0, kh, 0, kw):
+        w = w[lo_h:hi_h, lo_w:hi_w]
+    if (i0, i1, j0, j1) != (0, oh, 0, ow):
+        dyv = dyv[:, i0:i1, j0:j1]
     kh, kw, oh, ow = hi_h - lo_h, hi_w - lo_w, i1 - i0, j1 - j0
     _guard(kh * kw * cig * cout, cdt.itemsize, w.shape,
            "Conv2DBackpropInput filter in the compute dtype")

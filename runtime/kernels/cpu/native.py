@@ -774,17 +774,19 @@ class NativeConv:
         x + pl - b*dw = r*sw (q, r inside dy). dy [N, OH, OW, C*M] and dx [N, H, W, C] are
         float32 logical-NHWC views of any layout (channels or columns contiguous are the fast
         ones); w [KH, KW, C*M] float32 with its last axis contiguous."""
-        if not (self.addressable(dy) and self.addressable(dx) and self.addressable(w)) \
-                or w.strides[2] != 4:
-            raise ValueError(f"depthwise operands must be float32 views with aligned strides "
-                             f"(w's last axis contiguous): dy {dy.dtype}{dy.strides}, "
-                             f"dx {dx.dtype}{dx.strides}, w {w.dtype}{w.strides}")
         if not dx.flags.writeable:
             raise ValueError("depthwise dx is read-only")
+        # (the key holds every dtype and stride the operand checks read, so a block found for
+        # it was built for operands that passed them)
         key = (dy.shape, dy.strides, w.shape, w.strides, dx.shape, dx.strides, tuple(strides),
-               tuple(dilations), tuple(pads))
+               tuple(dilations), tuple(pads), dy.dtype, w.dtype, dx.dtype)
         block = self._depthwise_blocks.get(key)
         if block is None:
+            if not (self.addressable(dy) and self.addressable(dx) and self.addressable(w)) \
+                    or w.strides[2] != 4:
+                raise ValueError(f"depthwise operands must be float32 views with aligned "
+                                 f"strides (w's last axis contiguous): dy {dy.dtype}{dy.strides}, "
+                                 f"dx {dx.dtype}{dx.strides}, w {w.dtype}{w.strides}")
             block = self._depthwise_block(dy, w, dx, strides, dilations, pads)
             if len(self._depthwise_blocks) >= 256:
                 self._depthwise_blocks.clear()
