@@ -150,7 +150,8 @@ def test_forward_and_filter_gradient(on_avx2, fmt, k, s, p):
     dw_ref = conv2d_backprop_filter_ref(x, dy, w.shape, (s, s), (1, 1), (p, p))
     assert _rel_err(dw, dw_ref) < 1e-5
     assert "filter_grad_plan" in on_avx2
-    assert {"forward", "winograd3_bpi"} & set(on_avx2)  # (3x3 stride 1: F(2x2, 3x3))
+    # (3x3 stride 1: F(2x2, 3x3); 1x1 stride 1 in NCHW: the GEMM on channel planes)
+    assert {"forward", "winograd3_bpi", "tiling_planes"} & set(on_avx2)
 
 
 def test_half_precision_input_gradient(on_avx2):

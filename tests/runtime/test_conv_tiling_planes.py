@@ -229,3 +229,30 @@ def test_tiling_pixels_dispatch_takes_short_rows_only(monkeypatch):
                           np.empty(shape, np.float32), 2, 2)
     with pytest.raises(ValueError, match="packed filter"):
         lib.tiling_pixels(dy, lib.pack(w, 3, 1, 1)[1:], np.empty(shape, np.float32), 2, 2)
+
+
+# ---- Conv2D 1x1 stride 1 in NCHW: the same GEMM with the filter's channel axes swapped ------
+@pytest.mark.parametrize("n, h, wd, cin, cout", [(2, 9, 7, 24, 40), (1, 14, 14, 300, 17),
+                                                 (3, 4, 5, 5, 64)])
+def test_conv2d_1x1_nchw_forward(n, h, wd, cin, cout, ran):
+    from tests.reference import conv2d_forward_ref
+    rng = np.random.default_rng(n * 100 + cin)
+    x = rng.standard_normal((n, cin, h, wd)).astype(np.float32)
+    w = rng.standard_normal((1, 1, cin, cout)).astype(np.float32)
+    x[0, 1, 2, 3] = np.inf
+    y = conv_impl.conv2d_forward(x, w, (1, 1), (1, 1), (0, 0), (h, wd), "NCHW")
+    assert ran and y.shape == (n, cout, h, wd)
+    with np.errstate(invalid="ignore"):
+        ref = conv2d_forward_ref(x.transpose(0, 2, 3, 1).astype(np.float64),
+                                 w.astype(np.float64), (1, 1), (1, 1), (0, 0),
+                                 (h, wd)).transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(ref))
+    finite = np.isfinite(ref)
+    np.testing.assert_allclose(y[finite], ref[finite], rtol=0,
+                               atol=2e-6 * np.sqrt(cin) * np.abs(ref[finite]).max())
+    del ran[:]  # strided or padded 1x1 layers are not one GEMM per plane: other paths
+    conv_impl.conv2d_forward(x, w, (2, 2), (1, 1), (0, 0), ((h + 1) // 2, (wd + 1) // 2),
+                             "NCHW")
+    conv_impl.conv2d_forward(x, w, (1, 1), (1, 1), (1, 1), (h + 2, wd + 2), "NCHW")
+    assert not ran

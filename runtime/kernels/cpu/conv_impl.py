@@ -1333,6 +1333,13 @@ def _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format, 
         if _winograd3_applies(xv, wt, yv, (sh, sw), (dh, dw), g, memo):
             _winograd3_run(xv, wt, yv, (2 - pt, 2 - pl), nth, memo)
             return y
+    # a 1x1 stride-1 forward convolution on channel planes (NCHW) is tiling_planes' GEMM per
+    # image with the filter's channel axes swapped: y[n, o, p] = sum_i w[0, 0, i, o] x[n, i, p]
+    wt = w.transpose(0, 1, 3, 2)
+    if (kh, kw) == (1, 1) and _tiling_planes_applies(xv, wt, yv, (sh, sw), (dh, dw), (pt, pl),
+                                                     g):
+        _tiling_planes_run(xv, wt, yv, nth, memo)
+        return y
     if _native_onecall_applies(xv, yv) and _staging_fits(xv, ow * kw):
         _native_forward_run(xv, w, yv, (sh, sw), (dh, dw), (pt, pl), g, nth, memo)
         return y
