@@ -962,13 +962,29 @@ int opgraph_conv_f32(const void *x, i64 x_n, i64 x_h, i64 x_w, i64 x_c, i64 H, i
  * and t: one copy per dy pixel and row phase of the columns inside dx; dx columns contiguous
  * (NCHW) with t channels contiguous, column stride 1 or 2: blocks of 8 channels by 8x8
  * transposes (shuffle_planes); dx and t columns contiguous (a GEMM's channel-major result
- * into NCHW), column stride 1 or 2: row interleaves (shuffle_plane_rows); else per (image, dx row, channel) one pass writing that dx row
- * in column order. Work split over the pool by (image, t row). */
+ * into NCHW), column stride 1 or 2: row interleaves (shuffle_plane_rows); else per (image,
+ * dx row, channel) one pass writing that dx row in column order. Work split over the pool by
+ * (image, t row). */
 typedef struct {
     const float *t;
     float *dx;
     i64 N, TH, TW, sh, sw, cin, oh0, ow0, H, W, tn, ti, tj, tk, xn, xh, xw, xc, next;
 } shuffle_job;
+
+/* o[2e] = s0[e], o[2e + 1] = s1[e] for e < n (two column phases into a contiguous row),
+ * 8 pairs at a time where the vectors exist. */
+static inline void interleave2(float *o, const float *s0, const float *s1, i64 n)
+{
+    i64 e = 0;
+#if defined(__AVX__)
+    for (; e + 8 <= n; e += 8)
+        store_pairs16(o + 2 * e, _mm256_loadu_ps(s0 + e), _mm256_loadu_ps(s1 + e), 16);
+#endif
+    for (; e < n; e++) {
+        o[2 * e] = s0[e];
+        o[2 * e + 1] = s1[e];
+    }
+}
 
 #if defined(__AVX__)
 /* One dx row of the shuffle into channel planes (dx columns contiguous, t channels contiguous,
@@ -1026,13 +1042,10 @@ static void shuffle_plane_rows(const float *trow, i64 k0, i64 cin, i64 tk, i64 S
             memcpy(o, s0, sizeof(float) * (size_t)(TW < W ? TW : W));
             continue;
         }
-        i64 j = 0;
-        for (; j + 8 <= TW && 2 * j + 16 <= W; j += 8)
-            store_pairs16(o + 2 * j, _mm256_loadu_ps(s0 + j), _mm256_loadu_ps(s1 + j), 16);
-        for (; j < TW; j++) {
-            if (2 * j < W) o[2 * j] = s0[j];
-            if (2 * j + 1 < W) o[2 * j + 1] = s1[j];
-        }
+        const i64 pairs = TW < W / 2 ? TW : W / 2; /* (an odd W ends on a phase-0 column) */
+        interleave2(o, s0, s1, pairs);
+        if (pairs < TW && 2 * pairs < W)
+            o[2 * pairs] = s0[pairs];
     }
 }
 #endif
@@ -1110,8 +1123,8 @@ int opgraph_shuffle_store_f32(const float *t, float *dx, i64 N, i64 TH, i64 TW, 
  * broadcast, the panel the vector operand), and each tile goes straight from registers'
  * buffer into dx, so dx is written once and nothing is staged. An item takes up to 4 panels
  * (each filter row tile runs over all of them while it is in L1) or, where the filter
- * outweighs an image's dy, up to 16 panels and a share of the filter rows. wr: the filter rearranged as
- * [(a, c, b)][k] (ws its row stride). dy [N][Cout][OH][OW] with pixels contiguous in a plane
+ * outweighs an image's dy, up to 16 panels and a share of the filter rows. wr: the filter
+ * rearranged as [(a, c, b)][k] (ws its row stride). dy [N][Cout][OH][OW] with pixels contiguous in a plane
  * (element strides yn, yc), dx [N][Cin][kh*OH][kw*OW] with columns contiguous (xn, xc, xh).
  * Returns 0, -1 for arguments it does not take, -2 when out of memory. */
 typedef struct {
@@ -1137,20 +1150,10 @@ static void tiling_store(const tiling_job *J, const float *tile, i64 r0, int rb,
             const i64 p = p0 + q, i = p / OW, j = p % OW;
             const i64 len = OW - j < np - q ? OW - j : np - q;
             float *o = dxn + c * J->xc + (i * J->kh + a) * J->xh + j * kw;
-            if (kw == 1) {
+            if (kw == 1)
                 memcpy(o, t0 + q, sizeof(float) * (size_t)len);
-            } else {
-                i64 e = 0;
-#if defined(__AVX__)
-                for (; e + 8 <= len; e += 8)
-                    store_pairs16(o + 2 * e, _mm256_loadu_ps(t0 + q + e),
-                                  _mm256_loadu_ps(t1 + q + e), 16);
-#endif
-                for (; e < len; e++) {
-                    o[2 * e] = t0[q + e];
-                    o[2 * e + 1] = t1[q + e];
-                }
-            }
+            else
+                interleave2(o, t0 + q, t1 + q, len);
             q += len;
         }
     }
@@ -1243,8 +1246,7 @@ int opgraph_tiling_planes_f32(const float *dy, const float *wr, float *dx, i64 N
  * opgraph_pack_f32 for the input gradient (lanes dx channels, reduced dy channels, taps
  * a*kw + b). Work items: blocks of at most 8 tiles of pixels with every tap and channel
  * block, or, where the filter outweighs dy, every pixel with a share of the (tap, block)
- * pairs. dx [N][kh*OH][kw*OW][Cin] with channels
- * contiguous (element strides xn, xh, xw). Returns 0, -1 for arguments it does not take. */
+ * pairs. dx [N][kh*OH][kw*OW][Cin] with channels contiguous (element strides xn, xh, xw). Returns 0, -1 for arguments it does not take. */
 typedef struct {
     const float *dy, *wpk;
     float *dx;
@@ -1253,7 +1255,6 @@ typedef struct {
     i64 wchunk, nwc; /* (tap, channel block) pairs per item, chunks of them */
     i64 next;
 } tiling_px_job;
-
 
 /* One register tile of tiling_px_worker: pixels [r0, r0 + rb) of tap (a, b), dx channels
  * [c0, c0 + width) (wr of them real). */

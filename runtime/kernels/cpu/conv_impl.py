@@ -1335,11 +1335,11 @@ def _conv2d_forward(x, w, strides, dilations, pads_before, out_hw, data_format, 
             return y
     # a 1x1 stride-1 forward convolution on channel planes (NCHW) is tiling_planes' GEMM per
     # image with the filter's channel axes swapped: y[n, o, p] = sum_i w[0, 0, i, o] x[n, i, p]
-    wt = w.transpose(0, 1, 3, 2)
-    if (kh, kw) == (1, 1) and _tiling_planes_applies(xv, wt, yv, (sh, sw), (dh, dw), (pt, pl),
-                                                     g):
-        _tiling_planes_run(xv, wt, yv, nth, memo)
-        return y
+    if (kh, kw) == (1, 1):
+        wio = w.transpose(0, 1, 3, 2)  # [1, 1, cout, cin]: the input gradient's orientation
+        if _tiling_planes_applies(xv, wio, yv, (sh, sw), (dh, dw), (pt, pl), g):
+            _tiling_planes_run(xv, wio, yv, nth, memo)
+            return y
     if _native_onecall_applies(xv, yv) and _staging_fits(xv, ow * kw):
         _native_forward_run(xv, w, yv, (sh, sw), (dh, dw), (pt, pl), g, nth, memo)
         return y
@@ -1704,9 +1704,10 @@ def _tiling_pixels_run(dyv, w, dxv, nth, memo):
 
 def _tiling_planes_workspace_bytes(w_shape, nth):
     """What _tiling_planes_run allocates besides dx: the rearranged filter and per thread one
-    work item's dy panels (at most 16 of 2 vectors of pixels by Cout)."""
+    work item's dy panels (at most 16 of a block's width of pixels by Cout)."""
     kh, kw, cin, cout = w_shape
-    return 4 * kh * kw * cin * cout + nth * 4 * 16 * cout * 2 * 16 + (64 << 10)
+    panel = _native.load().block_width * cout
+    return 4 * kh * kw * cin * cout + nth * 4 * 16 * panel + (64 << 10)
 
 
 def _subpixel_conv_takes(dy_shape, w_shape, x_shape, strides, dilations, pads, g):

@@ -389,11 +389,10 @@ static void wg_worker_staged(void *arg, int index)
 /* Tile rows per staged item: 1 unless a tile row (ncols tiles) is a single chunk of fewer
  * tiles than tb, then as many rows as fill tb (at most WG_ROWS), fewer while that leaves
  * fewer than 4 items per thread (items: blocks of images * (blocks of rows of every row
- * phase) * chunks); where an image's rows all fit and images_ok, as many images (at most
- * WG_IMAGES) as fill tb too. So ni * rt * chunk <= tb when ni * rt > 1, which bounds the
+ * phase) * chunks); where an image's rows all fit, as many images (at most WG_IMAGES) as
+ * fill tb too. So ni * rt * chunk <= tb when ni * rt > 1, which bounds the
  * staging (conv_impl.py's workspace bounds count on it). */
-static void wg_rows_per_item(wg_job *J, i64 ncols, const i64 *tq, int nph, i64 nthreads,
-                             int images_ok)
+static void wg_rows_per_item(wg_job *J, i64 ncols, const i64 *tq, int nph, i64 nthreads)
 {
     const i64 *p = J->p;
     i64 rt = 1, tqm = 0, ni = 1;
@@ -405,7 +404,7 @@ static void wg_rows_per_item(wg_job *J, i64 ncols, const i64 *tq, int nph, i64 n
         rt = rt > WG_ROWS ? WG_ROWS : rt;
         rt = rt > tqm ? tqm : rt;
         rt = rt < 1 ? 1 : rt;
-        if (images_ok && rt == tqm && tqm > 0) {
+        if (rt == tqm && tqm > 0) {
             ni = J->tb / (ncols * tqm);
             ni = ni > WG_IMAGES ? WG_IMAGES : ni > p[P_N] ? p[P_N] : ni;
             ni = ni < 1 ? 1 : ni;
@@ -497,7 +496,7 @@ int opgraph_winograd_bpi_f32(const float *dy, float *dx, const float *upk, const
                 break;
             J.chunk = (J.chunk + 1) / 2;
         }
-        wg_rows_per_item(&J, trm, J.tq, 2, nthreads, 1);
+        wg_rows_per_item(&J, trm, J.tq, 2, nthreads);
         J.start[1] = J.nib * J.nrb[0] * J.nchunk;
         J.start[2] = J.start[1] + J.nib * J.nrb[1] * J.nchunk;
         if (J.start[2] == 0)
@@ -835,7 +834,7 @@ int opgraph_winograd3_bpi_f32(const float *dy, float *dx, const float *upk, cons
                 break;
             J.chunk = (J.chunk + 1) / 2;
         }
-        wg_rows_per_item(&J, TR, &TQ, 1, nthreads, 1);
+        wg_rows_per_item(&J, TR, &TQ, 1, nthreads);
         J.start[1] = J.nib * J.nrb[0] * J.nchunk;
         if (J.start[1] == 0)
             return 0;
