@@ -220,6 +220,25 @@ static void wg_write_back(const wg_job *J, const float *ob, i64 n, i64 row0, i64
                               p[P_XW], p[P_XC], x1 - x0, p[P_CIN]);
 }
 
+/* Where a staged worker's output tile goes: its top-left dx pixel is row xrow, column x of
+ * image n, its second row and column `step` dx rows / columns further (2 for a stride phase,
+ * 1 at stride 1). Staged (dx channel-strided), that is ob row orow (whole dx rows of columns
+ * [x0, x1), phase rows only) of the image's rows at ob + ob_off; else dx itself. Sets the
+ * row and column strides output_tile takes. */
+static float *wg_tile_out(const wg_job *J, float *ob, i64 ob_off, i64 orow, i64 n, i64 xrow,
+                          i64 x, i64 x0, i64 x1, i64 step, i64 *s_q, i64 *s_r)
+{
+    const i64 *p = J->p;
+    if (J->stage_dst) { /* per image ob [rows][x1 - x0][cop] */
+        *s_q = (x1 - x0) * J->cop;
+        *s_r = step * J->cop;
+        return ob + ob_off + (orow * (x1 - x0) + x - x0) * J->cop;
+    }
+    *s_q = step * p[P_XH];
+    *s_r = step * p[P_XW];
+    return J->dx + n * p[P_XN] + xrow * p[P_XH] + x * p[P_XW];
+}
+
 /* The np products (9, or 16 for wg3) of nt tiles of phase phi: M [np][tb][cop] from
  * V [np][tb][Cout]. */
 static void wg_products_n(const wg_job *J, int np, int phi, i64 nt, const float *V, float *M)
@@ -359,19 +378,9 @@ static void wg_worker_staged(void *arg, int index)
             for (i64 n = n0; n < n1; n++)
                 for (i64 tq = q0; tq < q1; tq++)
                     for (i64 t = ta; t < tz; t++) {
-                        float *o00;
                         i64 s_q, s_r;
-                        if (J->stage_dst) { /* per image ob [2*RT][x1 - x0][cop] */
-                            o00 = ob + (n - n0) * OB
-                                  + (2 * (tq - q0) * (x1 - x0) + pw + 4 * t - x0) * cop;
-                            s_q = (x1 - x0) * cop;
-                            s_r = 2 * cop;
-                        } else {
-                            o00 = J->dx + n * p[P_XN] + (ph + 4 * tq) * p[P_XH]
-                                  + (pw + 4 * t) * p[P_XW];
-                            s_q = 2 * p[P_XH];
-                            s_r = 2 * p[P_XW];
-                        }
+                        float *o00 = wg_tile_out(J, ob, (n - n0) * OB, 2 * (tq - q0), n,
+                                                 ph + 4 * tq, pw + 4 * t, x0, x1, 2, &s_q, &s_r);
                         output_tile(J, ph, pw, 2 * tq, 2 * t, o00, s_q, s_r, M + m++ * cop,
                                     tb * cop);
                     }
@@ -784,17 +793,9 @@ static void wg3_worker_staged(void *arg, int index)
         for (i64 n = n0; n < n1; n++)
             for (i64 tq = q0; tq < q1; tq++)
                 for (i64 t = t0; t < t1; t++) {
-                    float *o00;
                     i64 s_q, s_r;
-                    if (J->stage_dst) { /* per image ob [2*RT][x1 - x0][cop] */
-                        o00 = ob + (n - n0) * OB + (2 * (tq - q0) * (x1 - x0) + 2 * t - x0) * cop;
-                        s_q = (x1 - x0) * cop;
-                        s_r = cop;
-                    } else {
-                        o00 = J->dx + n * p[P_XN] + 2 * tq * p[P_XH] + 2 * t * p[P_XW];
-                        s_q = p[P_XH];
-                        s_r = p[P_XW];
-                    }
+                    float *o00 = wg_tile_out(J, ob, (n - n0) * OB, 2 * (tq - q0), n, 2 * tq,
+                                             2 * t, x0, x1, 1, &s_q, &s_r);
                     output_tile4(o00, s_q, s_r, 2 * tq + 1 < p[P_H], 2 * t + 1 < p[P_W],
                                  M + m++ * cop, tb * cop, Cin);
                 }
