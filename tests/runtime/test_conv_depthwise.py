@@ -244,6 +244,10 @@ PLANES_CASES = [  # (M = 1, dx columns contiguous, column stride 2, kernels <= 4
     (1, 3, 5, 3, 1, 4, 3, 2, 2, 1, 1, 3, 7, 5, 7),         # padding beyond the kernel, W < 8
     (1, 4, 6, 2, 1, 3, 4, 2, 2, 1, 1, 1, 1, 7, 14),        # odd pad rows/columns of 4 wide
     (1, 5, 7, 3, 1, 3, 1, 2, 2, 1, 1, 1, 1, 9, 13),        # 3x1, odd padding: phase 0 empty
+    (2, 8, 8, 3, 1, 3, 3, 2, 2, 1, 1, 1, 1, 16, 16),       # W = 16: runs of 8 rows, one vector
+    (1, 16, 16, 5, 1, 3, 3, 2, 2, 1, 1, 1, 1, 32, 32),     # W = 32 (3x3 s2 p1 op1): runs of 16
+    (1, 11, 12, 2, 1, 4, 4, 2, 2, 1, 1, 2, 1, 20, 24),     # W = 24, runs broken at the edges
+    (1, 9, 3, 3, 1, 2, 3, 2, 2, 1, 1, 0, 1, 18, 5),        # W = 5: runs of one masked vector
 ]
 
 
@@ -263,6 +267,21 @@ def test_kernel_nchw_planes(case, layout):
     dy[0, oh - 1, ow // 2, c // 2] = -np.inf
     w[-1, 0, 1] = np.inf
     _check_whole_and_split(nat, dy, w, case, layout, 3, 2)
+
+
+@pytest.mark.parametrize("case", [(1, 700, 16, 3, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1400, 32),
+                                  (1, 1100, 8, 2, 1, 4, 4, 2, 2, 1, 1, 1, 1, 2200, 16)])
+def test_kernel_nchw_planes_runs_across_row_blocks(case):
+    """Maps tall enough that a call stages dy in several row blocks: the runs of rows that
+    share a setup stop at a block's end (a run crossing one would read the next block's rows
+    from the last one's staging), also from ranges of rows starting mid-run."""
+    nat = _native_or_skip()
+    dy, w = _inputs(case, seed=21)
+    ref = _reference(dy, w, case)
+    _assert_like_reference(_run_kernel(nat, dy, w, case, "nchw"), ref)
+    h = case[13]
+    ranges = [(0, 1, h0, min(h, h0 + 333), 0, case[3]) for h0 in range(0, h, 333)]
+    _assert_like_reference(_run_kernel(nat, dy, w, case, "nchw", ranges[::-1]), ref)
 
 
 def test_kernel_nchw_non_finite_inside_blocks():
