@@ -213,6 +213,55 @@ def test_half_types_are_converted_per_item_and_rounded_once(dtype, fmt, native_c
     np.testing.assert_array_equal(dx.view(np.uint16), f32.astype(dtype).view(np.uint16))
 
 
+def _rounding_cases():
+    """float32 bit patterns at the edges of half-precision rounding: ties (to even), values
+    just either side of them, the largest finite halves and the overflow past them,
+    subnormals, signed zeros, inf, and NaNs (default, with a payload only in the low 16 bits,
+    negative)."""
+    f = np.array([1.0, 1.0 + 2.0 ** -11, 1.0 + 3 * 2.0 ** -11, 1.0 + 2.0 ** -8,
+                  1.0 + 3 * 2.0 ** -8, 65504.0, 65519.0, 65520.0, 3.3895e38, 3.4e38, 6e-8,
+                  3e-8, 2.9e-8, 1e-40, 0.0, -0.0, -2.5, np.inf, -np.inf, np.nan],
+                 np.float32)
+    rng = np.random.default_rng(41)
+    u = np.concatenate([f.view(np.uint32), np.array([0x7F800001, 0xFF80FFFF, 0x7FC00001],
+                                                    np.uint32),
+                        rng.integers(0, 2 ** 32, 37, dtype=np.uint32)])
+    return u.view(np.float32)
+
+
+@pytest.mark.parametrize("dtype", _half_dtypes(), ids=lambda d: d.name)
+def test_staging_copies_round_half_precision_like_numpy(dtype):
+    """The staging copies' conversions (opgraph_stage_out / opgraph_stage_in, 8 values at a
+    time with scalar tails, along pixels and through 8 x 8 transposes for channel planes):
+    float32 -> half rounds to nearest even exactly as numpy / ml_dtypes do, NaN stays NaN (a
+    payload only in the low bits must not round to inf), and half -> float32 is exact."""
+    import ctypes  # noqa: PLC0415
+
+    lib, code = nat._lib, nat.dtype_code(dtype)
+    L, P = ctypes.c_int64, ctypes.c_void_p
+    lib.opgraph_stage_out.argtypes = [P, L, P, ctypes.c_int, L, L, L, L]
+    lib.opgraph_stage_in.argtypes = [P, ctypes.c_int, L, L, L, L, P]
+    x = _rounding_cases()
+    with np.errstate(over="ignore", invalid="ignore"):  # (the overflow cases)
+        want = x.astype(dtype)
+    nan = np.isnan(x)
+    for npx, nc in ((1, x.size), (x.size // 6, 6), (8, x.size // 8)):  # rows, planes x 8
+        src = np.ascontiguousarray(x[:npx * nc].reshape(npx, nc))
+        w = want[:npx * nc].reshape(npx, nc)
+        for d_p, d_c in ((nc, 1), (1, npx)):  # pixels of channels, channel planes
+            out = np.zeros(npx * nc, dtype)
+            lib.opgraph_stage_out(src.ctypes.data, nc, out.ctypes.data, code, d_p, d_c, npx, nc)
+            got = np.lib.stride_tricks.as_strided(out, (npx, nc), (2 * d_p, 2 * d_c))
+            gn = nan[:npx * nc].reshape(npx, nc)
+            np.testing.assert_array_equal(np.isnan(got.astype(np.float32)), gn)
+            np.testing.assert_array_equal(got.view(np.uint16)[~gn], w.view(np.uint16)[~gn])
+            back = np.zeros((npx, nc), np.float32)
+            lib.opgraph_stage_in(out.ctypes.data, code, d_p, d_c, npx, nc, back.ctypes.data)
+            np.testing.assert_array_equal(back.view(np.uint32)[~gn],
+                                          got.astype(np.float32).view(np.uint32)[~gn])
+            assert np.isnan(back[gn]).all()
+
+
 # the forward convolution on the same machinery (opgraph_conv_f32): (kernel, stride,
 # dilation, (pad top/left, pad bottom/right), groups, cig, cog)
 FORWARD_CASES = [

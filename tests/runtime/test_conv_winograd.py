@@ -430,10 +430,11 @@ def test_workspace_bounds_cover_nchw_and_f23():
         assert small >= 16 * 512 * 512 * 4 and small == large
 
 
-@pytest.mark.parametrize("kind", ["f23", "f23-nchw", "4x4-nchw"])
+@pytest.mark.parametrize("kind", ["f23", "f23-nchw", "4x4-nchw", "4x4-f16", "f23-f16"])
 def test_measured_temporaries_stay_within_the_bound(kind):
     """What the Winograd paths allocate besides dx (tracemalloc), against
-    conv2d_backprop_input_workspace_bytes, for F(2x2, 3x3) and the staged NCHW 4x4 path."""
+    conv2d_backprop_input_workspace_bytes, for F(2x2, 3x3), the staged NCHW 4x4 path and
+    float16 (the filter's float32 copy, the finite test's chunks)."""
     import tracemalloc
     rng = np.random.default_rng(17)
     if kind.startswith("f23"):
@@ -444,11 +445,17 @@ def test_measured_temporaries_stay_within_the_bound(kind):
         if kind == "f23-nchw":
             dy = np.ascontiguousarray(dy.transpose(0, 3, 1, 2))
             shape, fmt = (shape[0], shape[3], shape[1], shape[2]), "NCHW"
-    else:
+    elif kind == "4x4-nchw":
         dy, w, shape, pads = _case(rng, 4, 32, 32, 48, 64, ((1, 1), (1, 1)))
         dy = np.ascontiguousarray(dy.transpose(0, 3, 1, 2))
         shape = (shape[0], shape[3], shape[1], shape[2])
         args, fmt = ((2, 2), (1, 1), pads), "NCHW"
+    else:  # 4x4-f16: 128 x 256 channels (the filter's float32 copy: 2 MiB), dy of several
+        # finite-test chunks
+        dy, w, shape, pads = _case(rng, 2, 32, 32, 128, 256, ((1, 1), (1, 1)))
+        args, fmt = ((2, 2), (1, 1), pads), "NHWC"
+    if kind.endswith("f16"):
+        dy, w = dy.astype(np.float16), (w / 8).astype(np.float16)
     conv_impl.conv2d_backprop_input(dy, w, shape, *args, fmt)
     conv_impl.release_workspaces()
     tracemalloc.start()
@@ -461,7 +468,7 @@ def test_measured_temporaries_stay_within_the_bound(kind):
         tracemalloc.stop()
     used = peak - base - dx.nbytes
     bound = conv_impl.conv2d_backprop_input_workspace_bytes(dy.shape, w.shape, shape, *args,
-                                                            fmt, np.float32)
+                                                            fmt, dy.dtype)
     assert 0 < used <= bound, (used, bound)
 
 
@@ -507,3 +514,94 @@ def test_f23_serves_3x3_stride_1_forward_convolutions(pads, out_extra, fmt, wino
                              (oh, ow))
     err = float(np.abs(y - ref).max()) / max(1.0, float(np.abs(ref).max()))
     assert err < 4e-6 * np.sqrt(9 * cin), err
+
+
+# -- half precision: staged per work item, computed in float32, rounded once -----------------
+def _half_dtypes():
+    out = [np.dtype(np.float16)]
+    try:
+        import ml_dtypes  # noqa: PLC0415
+
+        out.append(np.dtype(ml_dtypes.bfloat16))
+    except ImportError:
+        pass
+    return out
+
+
+def _as_format(dy, xshape, fmt):
+    if fmt == "NHWC":
+        return dy, xshape
+    return (np.ascontiguousarray(dy.transpose(0, 3, 1, 2)),
+            (xshape[0], xshape[3], xshape[1], xshape[2]))
+
+
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("kind", ["4x4s2", "3x3s1"])
+@pytest.mark.parametrize("dtype", _half_dtypes(), ids=lambda d: d.name)
+def test_half_precision_operands_take_it_staged(dtype, kind, fmt, winograd_calls,
+                                                 winograd3_calls):
+    """float16/bfloat16 dy and dx run the Winograd kernels too (the staging converts dy rows
+    to float32 and rounds dx rows once, 8 values at a time plus scalar tails: 21 channels, odd
+    widths), so the result is the float32 kernel's on the same rounded inputs, rounded; and
+    near the float64 direct loop."""
+    rng = np.random.default_rng(31)
+    if kind == "4x4s2":
+        dy, w, xshape, pads = _case(rng, 3, 33, 29, 21, 40, ((1, 1), (2, 0)))
+        args, calls = ((2, 2), (1, 1), pads), winograd_calls
+    else:
+        dy, w, xshape = _case3(rng, 3, 11, 13, 21, 40, (1, 1))
+        args, calls = ((1, 1), (1, 1), (1, 1)), winograd3_calls
+    dy, w = dy.astype(dtype), (w / 8).astype(dtype)
+    dy, shape = _as_format(dy, xshape, fmt)
+    got = conv_impl.conv2d_backprop_input(dy, w, shape, *args, fmt)
+    assert len(calls) == 1 and got.dtype == dtype and got.shape == shape
+    f32 = conv_impl.conv2d_backprop_input(dy.astype(np.float32), w.astype(np.float32), shape,
+                                          *args, fmt)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(got.view(np.uint16), f32.astype(dtype).view(np.uint16))
+    ref = conv2d_backprop_input_ref(dy.astype(np.float64), w.astype(np.float64), shape, *args,
+                                    fmt)
+    tol = 2e-3 if dtype == np.float16 else 2e-2
+    assert np.abs(got.astype(np.float64) - ref).max() <= tol * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("where", ["dy", "filter"])
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_half_precision_non_finite_values_take_the_exact_path(where, value, winograd_calls):
+    """The finite test of half-precision operands reads their exponent bits (numpy's isfinite
+    takes a value at a time): one inf or NaN anywhere sends the layer to the exact kernel."""
+    rng = np.random.default_rng(32)
+    dy, w, xshape, pads = _case(rng, 2, 16, 16, 16, 32, ((1, 1), (1, 1)))
+    dy, w = dy.astype(np.float16), (w / 8).astype(np.float16)
+    (dy if where == "dy" else w)[1, 3, 2, 5] = value
+    got = conv_impl.conv2d_backprop_input(dy, w, xshape, (2, 2), (1, 1), pads, "NHWC")
+    assert not winograd_calls
+    ref = conv2d_backprop_input_ref(dy.astype(np.float64), w.astype(np.float64), xshape,
+                                    (2, 2), (1, 1), pads, "NHWC")
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
+
+
+@pytest.mark.parametrize("dtype", _half_dtypes(), ids=lambda d: d.name)
+def test_half_finite_test_and_conversion(dtype):
+    """conv_impl._all_finite on half-precision arrays (also larger than one test chunk, and
+    views) against numpy on float32 values; NativeConv.to_float32 converts exactly, in any
+    layout, and leaves float32 views it can read alone."""
+    rng = np.random.default_rng(33)
+    big = rng.standard_normal((3, 50_001)).astype(dtype)
+    assert conv_impl._all_finite(big) and conv_impl._all_finite(big[:, ::3])
+    big[2, 49_999] = np.inf
+    assert not conv_impl._all_finite(big) and conv_impl._all_finite(big[:2])
+    assert not conv_impl._all_finite(big[:, 49_998:])
+    big[2, 49_999] = np.nan
+    assert not conv_impl._all_finite(big.T)
+    mx = np.array([np.finfo(np.float16).max if dtype == np.float16 else 3e38], dtype)
+    assert conv_impl._all_finite(mx) and conv_impl._all_finite(-mx)
+    a = rng.standard_normal((5, 7, 9, 11)).astype(dtype)
+    a[0, 0, 0, 0], a[1, 1, 1, 1], a[2, 2, 2, 2] = np.inf, -np.inf, np.nan
+    for v in (a, a.transpose(3, 1, 0, 2), a[:, ::2, :, 1:]):
+        got = nat.to_float32(v, 2)
+        assert got.dtype == np.float32 and got.shape == v.shape
+        np.testing.assert_array_equal(got.view(np.uint32), v.astype(np.float32).view(np.uint32))
+    f = rng.standard_normal((4, 4, 3, 5)).astype(np.float32)
+    assert nat.to_float32(f) is f and nat.to_float32(f[:, :, ::2]).base is f

@@ -42,9 +42,17 @@ void opgraph_micro_f32(int rb, int nv, const float *s, i64 ps, i64 cs, const i64
                        const i64 *woff, i64 T, i64 C, const float *w, float *o, i64 ops, i64 oc,
                        int init, int wr);
 
-/* conv_gather.c's float32 staging copies between strided views and [pixel][channel] rows:
+/* Element types of the operands the kernels read and write (their arithmetic is float32). */
+enum { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2 };
+
+/* conv_gather.c's staging copies between strided views and float32 [pixel][channel] rows:
  * dst[p*nc + c] = src[p*s_p + c*s_c] (in), dst[p*d_p + c*d_c] = src[p*ncp + c] (out), for
- * p < np, c < nc; NCHW rows (s_p or d_p 1) by 8 x 8 transposes. */
+ * p < np, c < nc, element strides; NCHW rows (s_p or d_p 1) by 8 x 8 transposes. The views
+ * are of element type dt (converted; rounded to nearest even on the way out), float32 for
+ * the _f32 forms. */
+void opgraph_stage_in(const void *src, int dt, i64 s_p, i64 s_c, i64 np, i64 nc, float *dst);
+void opgraph_stage_out(const float *src, i64 ncp, void *dst, int dt, i64 d_p, i64 d_c, i64 np,
+                       i64 nc);
 void opgraph_stage_in_f32(const float *src, i64 s_p, i64 s_c, i64 np, i64 nc, float *dst);
 void opgraph_stage_out_f32(const float *src, i64 ncp, float *dst, i64 d_p, i64 d_c, i64 np,
                            i64 nc);

@@ -464,7 +464,7 @@ int opgraph_pack_f32(const float *w, i64 st_g, i64 st_a, i64 st_b, i64 st_c, i64
  * computes its dx rows into a float32 buffer of whole vectors, written back (converted) at the
  * end, so the temporaries are those of one item per thread.
  * ---------------------------------------------------------------------------------------- */
-enum { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2 };
+/* (element types: DT_* of conv_common.h) */
 
 static inline float load_elem(const void *p, i64 i, int dt)
 {
@@ -532,6 +532,99 @@ static inline void copy_run(float *d, const float *s, i64 n)
         d[c] = s[c];
 }
 
+#if defined(__AVX2__) && defined(__F16C__)
+#define HALF_VECTORS 1
+/* 8 half-precision values (dt DT_F16 or DT_BF16) from s as floats, and back (rounded to
+ * nearest even; a bfloat16 NaN stays a quiet NaN, as store_elem) */
+static inline __m256 half8_load(const uint16_t *s, int dt)
+{
+    const __m128i h = _mm_loadu_si128((const __m128i *)s);
+    if (dt == DT_F16)
+        return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+static inline void half8_store(uint16_t *d, __m256 x, int dt)
+{
+    __m128i h;
+    if (dt == DT_F16) {
+        h = _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    } else {
+        const __m256i u = _mm256_castps_si256(x), one = _mm256_set1_epi32(1);
+        const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
+                                               _mm256_set1_epi32(0x7f800000));
+        const __m256i rounded = _mm256_add_epi32(
+            u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff),
+                                _mm256_and_si256(_mm256_srli_epi32(u, 16), one)));
+        const __m256i quiet = _mm256_or_si256(u, _mm256_set1_epi32(0x00400000));
+        const __m256i r = _mm256_srli_epi32(_mm256_blendv_epi8(rounded, quiet, nan), 16);
+        /* (packus works within 128-bit lanes: the lanes' 4 results each, then joined) */
+        h = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+    }
+    _mm_storeu_si128((__m128i *)d, h);
+}
+#endif
+
+/* d[c] = s[c] converted, c < n (half precision to float32 and back): 8 at a time */
+static inline void half_run_in(float *d, const void *s, int dt, i64 n)
+{
+    i64 c = 0;
+#ifdef HALF_VECTORS
+    for (; c + 8 <= n; c += 8)
+        _mm256_storeu_ps(d + c, half8_load((const uint16_t *)s + c, dt));
+#endif
+    for (; c < n; c++)
+        d[c] = load_elem(s, c, dt);
+}
+
+static inline void half_run_out(void *d, const float *s, int dt, i64 n)
+{
+    i64 c = 0;
+#ifdef HALF_VECTORS
+    for (; c + 8 <= n; c += 8)
+        half8_store((uint16_t *)d + c, _mm256_loadu_ps(s + c), dt);
+#endif
+    for (; c < n; c++)
+        store_elem(d, c, dt, s[c]);
+}
+
+/* Between half-precision channel planes (planes[c*ps + p], dt) and float32 pixel rows (rows[p*rs
+ * + c]) for c < nc and the first np / 8 * 8 pixels (returned), as planes_rows: blocks of
+ * 8 x 8 converted through an 8 x 8 float buffer. */
+static i64 half_planes_rows(void *planes, int dt, i64 ps, float *rows, i64 rs, i64 nc, i64 np,
+                            int to_rows)
+{
+#ifdef HALF_VECTORS
+    const i64 pe = np / 8 * 8;
+    float b[64];
+    uint16_t *h = planes;
+    i64 c = 0;
+    for (; c + 8 <= nc; c += 8)
+        for (i64 p = 0; p < pe; p += 8) {
+            if (to_rows) {
+                for (int i = 0; i < 8; i++)
+                    _mm256_storeu_ps(b + 8 * i, half8_load(h + (c + i) * ps + p, dt));
+                transpose8(b, 8, rows + p * rs + c, rs);
+            } else {
+                transpose8(rows + p * rs + c, rs, b, 8);
+                for (int i = 0; i < 8; i++)
+                    half8_store(h + (c + i) * ps + p, _mm256_loadu_ps(b + 8 * i), dt);
+            }
+        }
+    for (; c < nc; c++)
+        for (i64 p = 0; p < pe; p++) {
+            if (to_rows)
+                rows[p * rs + c] = load_elem(planes, c * ps + p, dt);
+            else
+                store_elem(planes, c * ps + p, dt, rows[p * rs + c]);
+        }
+    return pe;
+#else
+    (void)planes; (void)dt; (void)ps; (void)rows; (void)rs; (void)nc; (void)np; (void)to_rows;
+    return 0;
+#endif
+}
+
 /* dst[p*nc + c] = src[p*s_p + c*s_c] (converted) for p < np, c < nc */
 __attribute__((noinline)) static void stage_in(const void *src, int dt, i64 s_p, i64 s_c,
                                                i64 np, i64 nc, float *dst)
@@ -541,13 +634,14 @@ __attribute__((noinline)) static void stage_in(const void *src, int dt, i64 s_p,
     if (dt == DT_F32 && s_p == 1) /* NCHW rows: 8 x 8 blocks through registers */
         p0 = planes_rows((float *)src, s_c, dst, nc, nc, np, 1);
 #endif
+    if (dt != DT_F32 && s_p == 1)
+        p0 = half_planes_rows((void *)src, dt, s_c, dst, nc, nc, np, 1);
     if (s_c == 1 && dt == DT_F32) { /* channels contiguous (a group's of NHWC): vectors */
         for (i64 p = p0; p < np; p++)
             copy_run(dst + p * nc, (const float *)src + p * s_p, nc);
     } else if (s_c == 1) {
         for (i64 p = p0; p < np; p++)
-            for (i64 c = 0; c < nc; c++)
-                dst[p * nc + c] = load_elem(src, p * s_p + c, dt);
+            half_run_in(dst + p * nc, (const uint16_t *)src + p * s_p, dt, nc);
     } else {
         for (i64 c = 0; c < nc; c++)
             for (i64 p = p0; p < np; p++)
@@ -564,6 +658,8 @@ __attribute__((noinline)) static void stage_out(const float *src, i64 ncp, void 
     if (dt == DT_F32 && d_p == 1)
         p0 = planes_rows(dst, d_c, (float *)src, ncp, nc, np, 0);
 #endif
+    if (dt != DT_F32 && d_p == 1)
+        p0 = half_planes_rows(dst, dt, d_c, (float *)src, ncp, nc, np, 0);
     if (d_c == 1 && dt == DT_F32) { /* channels contiguous (a group's of NHWC): vectors */
         for (i64 p = p0; p < np && p < p0 + 16; p++)
             __builtin_prefetch((float *)dst + p * d_p, 1);
@@ -574,8 +670,7 @@ __attribute__((noinline)) static void stage_out(const float *src, i64 ncp, void 
         }
     } else if (d_c == 1) {
         for (i64 p = p0; p < np; p++)
-            for (i64 c = 0; c < nc; c++)
-                store_elem(dst, p * d_p + c, dt, src[p * ncp + c]);
+            half_run_out((uint16_t *)dst + p * d_p, src + p * ncp, dt, nc);
     } else {
         for (i64 c = 0; c < nc; c++)
             for (i64 p = p0; p < np; p++)
@@ -583,7 +678,53 @@ __attribute__((noinline)) static void stage_out(const float *src, i64 ncp, void 
     }
 }
 
-/* The float32 staging copies for the other kernels (declared in conv_common.h). */
+/* dst[i] = src[i] (dt: DT_F16 or DT_BF16) as float32 for i < n, in chunks on nthreads of the
+ * pool's threads (numpy converts half precision a value at a time). Returns 0, -1 for a dt it
+ * does not take. */
+typedef struct {
+    const uint16_t *src;
+    float *dst;
+    i64 n, next;
+    int dt;
+} half_job;
+#define HALF_CHUNK (64 * 1024)
+
+static void half_worker(void *arg, int index)
+{
+    (void)index;
+    half_job *J = arg;
+    for (;;) {
+        const i64 i = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED) * HALF_CHUNK;
+        if (i >= J->n)
+            break;
+        half_run_in(J->dst + i, J->src + i, J->dt, J->n - i < HALF_CHUNK ? J->n - i : HALF_CHUNK);
+    }
+}
+
+int opgraph_half_to_f32(const void *src, i64 dt, i64 n, float *dst, i64 nthreads)
+{
+    if ((dt != DT_F16 && dt != DT_BF16) || n < 0)
+        return -1;
+    half_job J = {.src = src, .dst = dst, .n = n, .dt = (int)dt};
+    const i64 chunks = (n + HALF_CHUNK - 1) / HALF_CHUNK;
+    if (chunks > 0)
+        opgraph_run_threads(half_worker, &J, nthreads < chunks ? nthreads : chunks);
+    return 0;
+}
+#undef HALF_CHUNK
+
+/* The staging copies for the other kernels (declared in conv_common.h). */
+void opgraph_stage_in(const void *src, int dt, i64 s_p, i64 s_c, i64 np, i64 nc, float *dst)
+{
+    stage_in(src, dt, s_p, s_c, np, nc, dst);
+}
+
+void opgraph_stage_out(const float *src, i64 ncp, void *dst, int dt, i64 d_p, i64 d_c, i64 np,
+                       i64 nc)
+{
+    stage_out(src, ncp, dst, dt, d_p, d_c, np, nc);
+}
+
 void opgraph_stage_in_f32(const float *src, i64 s_p, i64 s_c, i64 np, i64 nc, float *dst)
 {
     stage_in(src, DT_F32, s_p, s_c, np, nc, dst);

@@ -485,6 +485,28 @@ def _reaching_range(k, d, s, pad, n_out, size):
     return (lo, hi) if lo < hi else (0, 0)
 
 
+#: The exponent bits of the half-precision types: a value is finite unless all are set.
+_HALF_EXPONENT = {"float16": 0x7C00, "bfloat16": 0x7F80}
+
+
+#: Values of the bit test's temporary at a time (_half_finite).
+_FINITE_CHUNK = 1 << 16
+
+
+def _half_finite(u, mask):
+    """Whether no value of ``u`` (half-precision bits as uint16) has every ``mask`` bit set,
+    tested in pieces of at most _FINITE_CHUNK values (the temporary stays small)."""
+    if u.size <= _FINITE_CHUNK:
+        return u.size == 0 or int(np.bitwise_and(u, mask).max()) < mask
+    if u.flags.c_contiguous:
+        u = u.reshape(-1)
+    per = u.size // u.shape[0]  # (values under one index of the first axis)
+    if per > _FINITE_CHUNK:
+        return all(_half_finite(u[i], mask) for i in range(u.shape[0]))
+    step = _FINITE_CHUNK // per
+    return all(_half_finite(u[i:i + step], mask) for i in range(0, u.shape[0], step))
+
+
 def _all_finite(a):
     """True if every value of ``a`` is finite (integers always are). Zero-stride (broadcast)
     axes are looked at once."""
@@ -493,6 +515,9 @@ def _all_finite(a):
     if 0 in a.strides:
         a = a[tuple(0 if st == 0 and d > 1 else slice(None)
                     for st, d in zip(a.strides, a.shape))]
+    mask = _HALF_EXPONENT.get(a.dtype.name)
+    if mask is not None:  # (numpy tests half precision a value at a time: 10x slower)
+        return _half_finite(a.view(np.uint16), mask)
     try:
         return bool(np.isfinite(a).all())
     except TypeError:  # a dtype without an isfinite loop (bfloat16 builds)
@@ -1564,8 +1589,7 @@ def _bpi_packed(w, g, nth, memo):
     nat = _native.load()
 
     def packed():
-        wf = w if nat.addressable(w) else w.astype(np.float32)
-        return nat.pack(wf, 3, g, nth)
+        return nat.pack(nat.to_float32(w, nth), 3, g, nth)
 
     return _memoized(memo, "bpi_packed", packed)
 
@@ -1926,14 +1950,13 @@ def _winograd_takes(dy_shape, w_shape, x_shape, strides, dilations, g, nat):
 
 
 def _winograd_applies(dyv, w, dxv, strides, dilations, g, memo):
-    """_winograd_takes for float32 views (NHWC in place, channel-strided ones such as NCHW
-    staged per work item) with finite values: its zero padding stands for the skipped taps,
-    which is exact only for finite ones."""
-    if not USE_NATIVE or dyv.dtype != np.float32 or dxv.dtype != np.float32:
+    """_winograd_takes for float32, float16 or bfloat16 views (float32 NHWC in place,
+    channel-strided and half-precision ones staged per work item) with finite values: its zero
+    padding stands for the skipped taps, which is exact only for finite ones."""
+    if not _native_onecall_applies(dyv, dxv):
         return False
     nat = _native.load()
-    if not (_winograd_takes(dyv.shape, w.shape, dxv.shape, strides, dilations, g, nat)
-            and nat.addressable(dyv) and nat.addressable(dxv)):
+    if not _winograd_takes(dyv.shape, w.shape, dxv.shape, strides, dilations, g, nat):
         return False
     return _winograd_worth_it(dyv, w, memo, WINOGRAD_MIN_PIXELS, WINOGRAD_MIN_PIXELS_CACHED)
 
@@ -1946,7 +1969,11 @@ def _winograd_worth_it(dyv, w, memo, least, least_cached):
     n, oh, ow, _ = dyv.shape
     if FORCE_ALGORITHM != "winograd" and n * oh * ow < (least if memo is None else least_cached):
         return False
-    return _filter_finite(memo, w) and bool(np.isfinite(dyv.sum(dtype=np.float32)))
+    if not _filter_finite(memo, w):
+        return False
+    if dyv.dtype.itemsize < 4:
+        return _all_finite(dyv)
+    return bool(np.isfinite(dyv.sum(dtype=np.float32)))
 
 
 def _winograd_packed(w, pads, nat, nth):
@@ -1958,6 +1985,8 @@ def _winograd_packed(w, pads, nat, nth):
     size = nat.packed_size(9, cout, cin)
     _guard(4 * size + 9 * cin * cout, 4, (4 * size + 9 * cin * cout,),
            "Winograd transformed filter")
+    if w.dtype.itemsize < 4:  # (half precision: its float32 values, for the compiled pass)
+        w = nat.to_float32(w, nth)
     fast = nat.winograd_filter(w, pads, nth) if w.dtype == np.float32 else None
     if fast is not None:  # (the compiled transform: the same sums, one pass)
         return fast
@@ -1998,13 +2027,13 @@ def _winograd3_takes(w_shape, strides, dilations, g, nat):
 
 
 def _winograd3_applies(dyv, w, dxv, strides, dilations, g, memo):
-    """_winograd3_takes for float32 views (NHWC in place, NCHW staged) with enough pixels and
-    finite values: the input gradient runs F(2x2, 3x3)."""
-    if not USE_NATIVE or dyv.dtype != np.float32 or dxv.dtype != np.float32:
+    """_winograd3_takes for float32, float16 or bfloat16 views (float32 NHWC in place, NCHW
+    and half precision staged) with enough pixels and finite values: the input gradient runs
+    F(2x2, 3x3)."""
+    if not _native_onecall_applies(dyv, dxv):
         return False
     nat = _native.load()
-    if not (_winograd3_takes(w.shape, strides, dilations, g, nat)
-            and nat.addressable(dyv) and nat.addressable(dxv)):
+    if not _winograd3_takes(w.shape, strides, dilations, g, nat):
         return False
     return _winograd_worth_it(dyv, w, memo, WINOGRAD3_MIN_PIXELS, WINOGRAD3_MIN_PIXELS_CACHED)
 
@@ -2015,6 +2044,8 @@ def _winograd3_packed(w, nat, nth):
     cin, cout = w.shape[2:]
     _guard(nat.packed_size(16, cout, cin) + 40 * cin * cout, 4,
            (nat.packed_size(16, cout, cin),), "Winograd F(2x2, 3x3) transformed filter")
+    if w.dtype.itemsize < 4:  # (half precision: its float32 values, for the compiled pass)
+        w = nat.to_float32(w, nth)
     fast = nat.winograd3_filter(w, nth) if w.dtype == np.float32 else None
     if fast is not None:  # (the compiled transform: the same sums, one pass)
         return fast
@@ -2117,7 +2148,7 @@ def _native_forward_run(xv, w, yv, strides, dilations, pads, g, nth, memo):
     nat = _native.load()
 
     def packed():
-        return nat.pack(w if nat.addressable(w) else w.astype(np.float32), 2, g, nth)
+        return nat.pack(nat.to_float32(w, nth), 2, g, nth)
 
     nat.forward(xv, _memoized(memo, "packed_forward", packed), yv, g, w.shape[:2], strides,
                 dilations, pads, nth, NATIVE_BPI_ROWS, NATIVE_CHANNEL_CHUNK)
@@ -2421,18 +2452,18 @@ def conv2d_backprop_input_workspace_bytes(dy_shape, w_shape, input_shape, stride
     dyn = tuple(int(dy_shape[i]) for i in nhwc)
     xn = tuple(int(input_shape[i]) for i in nhwc)
     wsh = tuple(int(v) for v in w_shape)
-    if (FORCE_ALGORITHM in (None, "winograd") and np.dtype(dtype) == np.float32
-            and 0 not in dyn + xn + wsh
-            and _winograd_takes(dyn, wsh, xn, strides, dilations,
-                                _groups_of(xn[3], wsh[2]), nat)):
+    wino = (FORCE_ALGORITHM in (None, "winograd") and 0 not in dyn + xn + wsh
+            and nat is not None and nat.dtype_code(dtype) is not None)
+    # (half precision: the filter's float32 copy and a chunk of the finite check as well)
+    half = 0 if np.dtype(dtype) == np.float32 else 4 * int(np.prod(wsh)) + 2 * _FINITE_CHUNK
+    if wino and _winograd_takes(dyn, wsh, xn, strides, dilations, _groups_of(xn[3], wsh[2]),
+                                nat):
         macs = dyn[0] * dyn[1] * dyn[2] * 16 * wsh[2] * wsh[3]
         nth = _threads(macs)
-        plan = max(plan, _winograd_workspace_bytes(wsh, nth, nat))
-    if (FORCE_ALGORITHM in (None, "winograd") and np.dtype(dtype) == np.float32
-            and 0 not in dyn + xn + wsh
-            and _winograd3_takes(wsh, strides, dilations, _groups_of(xn[3], wsh[2]), nat)):
+        plan = max(plan, _winograd_workspace_bytes(wsh, nth, nat) + half)
+    if wino and _winograd3_takes(wsh, strides, dilations, _groups_of(xn[3], wsh[2]), nat):
         nth = _threads(dyn[0] * dyn[1] * dyn[2] * 9 * wsh[2] * wsh[3])
-        plan = max(plan, _winograd3_workspace_bytes(wsh, nth, nat))
+        plan = max(plan, _winograd3_workspace_bytes(wsh, nth, nat) + half)
     if (FORCE_ALGORITHM is None and data_format == "NCHW" and np.dtype(dtype) == np.float32
             and 0 not in dyn + xn + wsh
             and _tiling_planes_takes(dyn, wsh, xn, strides, dilations, pads_before,

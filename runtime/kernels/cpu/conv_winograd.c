@@ -1,5 +1,5 @@
 /* Winograd F(2x2, 2x2) input gradient of a 4x4 stride-2 convolution (DCGAN's, pix2pix's and
- * FCN's 2x upsampling layers), float32, channels contiguous. Built with conv_gather.c, whose
+ * FCN's 2x upsampling layers), in float32 arithmetic, channels contiguous. Built with conv_gather.c, whose
  * microkernel runs the transformed products; called from conv_impl.py's "winograd" path.
  *
  * A 4x4 kernel at stride 2 gives every stride phase (ph, pw) of dx two taps per axis, reading
@@ -29,7 +29,9 @@
  * maps still feed the microkernel whole register tiles), a chunk of up to tb / 2 tile columns,
  * both column phases; its dy rows (those columns) are copied into [row][pixel][channel] rows,
  * and its dx rows (both column phases interleaved, so whole rows) are computed into such rows
- * and written back once, by 8 x 8 transposes for NCHW.
+ * and written back once, by 8 x 8 transposes for NCHW. Float16 and bfloat16 operands (P_DT)
+ * take the staged path in any layout: the staging converts an item's dy rows to float32 and
+ * rounds its dx rows once on the way back, so the temporaries stay those of one item.
  */
 #include "conv_common.h"
 #include <string.h>
@@ -40,6 +42,7 @@ enum {
     P_H, P_W, P_CIN, P_XN, P_XH, P_XW, P_XC,         /* dx [N, H, W, Cin] */
     P_PT, P_PL,                               /* the forward conv's top/left padding */
     P_TB,                                     /* tiles per work item (0: automatic) */
+    P_DT,                                     /* dy's and dx's element type (DT_*) */
     P_COUNT
 };
 
@@ -63,6 +66,8 @@ typedef struct {
     i64 chunk, nchunk;      /* staged: tile columns per item, chunks per tile row */
     i64 rt, nrb[2];         /* staged: tile rows per item, blocks of them per row phase */
     i64 ni, nib;            /* staged: images per item (several for tiny maps), blocks of them */
+    int dt;                 /* dy's and dx's element type; not float32: both staged */
+    i64 es;                 /* its size in bytes */
     int stage_src, stage_dst;
     i64 next;
     int failed;
@@ -215,9 +220,10 @@ static void wg_write_back(const wg_job *J, const float *ob, i64 n, i64 row0, i64
 {
     const i64 *p = J->p;
     for (i64 i = 0; i < nrows && x0 < x1; i++)
-        opgraph_stage_out_f32(ob + i * (x1 - x0) * J->cop, J->cop,
-                              J->dx + n * p[P_XN] + (row0 + rstep * i) * p[P_XH] + x0 * p[P_XW],
-                              p[P_XW], p[P_XC], x1 - x0, p[P_CIN]);
+        opgraph_stage_out(ob + i * (x1 - x0) * J->cop, J->cop,
+                          (char *)J->dx + J->es * (n * p[P_XN] + (row0 + rstep * i) * p[P_XH]
+                                                   + x0 * p[P_XW]),
+                          J->dt, p[P_XW], p[P_XC], x1 - x0, p[P_CIN]);
 }
 
 /* Where a staged worker's output tile goes: its top-left dx pixel is row xrow, column x of
@@ -314,12 +320,12 @@ static wg_src wg_window(const wg_job *J, i64 n, i64 r0, i64 nrows, i64 c0, i64 c
     r1 = r1 > p[P_OH] ? p[P_OH] : r1;
     c0 = c0 < 0 ? 0 : c0;
     c1 = c1 > p[P_OW] ? p[P_OW] : c1;
-    const float *dyn = J->dy + n * p[P_YN];
-    wg_src S = {dyn, p[P_YH], p[P_YW], r0, r1, c0, c1};
+    const char *dyn = (const char *)J->dy + J->es * n * p[P_YN];
+    wg_src S = {(const float *)dyn, p[P_YH], p[P_YW], r0, r1, c0, c1}; /* (float32 in place) */
     if (J->stage_src && r0 < r1 && c0 < c1) {
         for (i64 r = r0; r < r1; r++)
-            opgraph_stage_in_f32(dyn + r * p[P_YH] + c0 * p[P_YW], p[P_YW], p[P_YC], c1 - c0,
-                                 Cout, sb + (r - r0) * (c1 - c0) * Cout);
+            opgraph_stage_in(dyn + J->es * (r * p[P_YH] + c0 * p[P_YW]), J->dt, p[P_YW],
+                             p[P_YC], c1 - c0, Cout, sb + (r - r0) * (c1 - c0) * Cout);
         /* (h, w) at sb + ((h - r0)*(c1 - c0) + w - c0)*Cout */
         S.base = sb - (r0 * (c1 - c0) + c0) * Cout;
         S.s_h = (c1 - c0) * Cout;
@@ -438,27 +444,31 @@ static void wg_rows_per_item(wg_job *J, i64 ncols, const i64 *tq, int nph, i64 n
 }
 
 /* Version of this entry point's parameter block (native.py checks it). */
-int opgraph_winograd_version(void) { return 2; }
+int opgraph_winograd_version(void) { return 3; }
 
 /* Whether p is a parameter block both entry points take (np = P_COUNT entries, sizes in
  * range). */
 static int wg_params_ok(const i64 *p, i64 np)
 {
     return np == P_COUNT && p[P_N] >= 0 && p[P_OH] > 0 && p[P_OW] > 0 && p[P_COUT] > 0
-        && p[P_H] >= 0 && p[P_W] >= 0 && p[P_CIN] > 0 && p[P_TB] >= 0;
+        && p[P_H] >= 0 && p[P_W] >= 0 && p[P_CIN] > 0 && p[P_TB] >= 0
+        && (p[P_DT] == DT_F32 || p[P_DT] == DT_F16 || p[P_DT] == DT_BF16);
 }
 
 static wg_job wg_job_of(const float *dy, float *dx, const float *upk, const i64 *p)
 {
+    const int dt = (int)p[P_DT], f32 = dt == DT_F32;
     wg_job J = {.dy = dy, .dx = dx, .upk = upk, .p = p, .cop = (p[P_CIN] + VL - 1) / VL * VL,
-                .stage_src = p[P_YC] != 1, .stage_dst = p[P_XC] != 1};
+                .dt = dt, .es = f32 ? 4 : 2, .stage_src = p[P_YC] != 1 || !f32,
+                .stage_dst = p[P_XC] != 1 || !f32};
     return J;
 }
 
 /* dx = the input gradient of a 4x4 stride-2 undilated ungrouped convolution (see the file
- * comment); dy and dx float32 views of any element strides (channel-strided ones staged), upk
- * the 4 phases' packed transformed filters, p the parameter block above (np = P_COUNT
- * entries). Returns 0, -1 for arguments it does not take, -2 when out of memory. */
+ * comment); dy and dx views of P_DT's type, any element strides (channel-strided and half
+ * precision ones staged), upk the 4 phases' packed transformed filters, p the parameter block
+ * above (np = P_COUNT entries). Returns 0, -1 for arguments it does not take, -2 when out of
+ * memory. */
 int opgraph_winograd_bpi_f32(const float *dy, float *dx, const float *upk, const i64 *p,
                              i64 np, i64 nthreads)
 {
@@ -810,9 +820,9 @@ static void wg3_worker_staged(void *arg, int index)
 }
 
 /* dx = the input gradient of a 3x3 stride-1 undilated ungrouped convolution (see above); dy
- * and dx float32 views (channel-strided ones staged), upk = pack(U, 3) of U [4, 4, Cin,
- * Cout], p the parameter block of opgraph_winograd_bpi_f32 (P_PT, P_PL: the forward conv's top / left
- * padding). Returns 0, -1 for arguments it does not take, -2 when out of memory. */
+ * and dx views of P_DT's type (channel-strided and half precision ones staged), upk =
+ * pack(U, 3) of U [4, 4, Cin, Cout], p the parameter block of opgraph_winograd_bpi_f32 (P_PT,
+ * P_PL: the forward conv's top / left padding). Returns 0, -1 for arguments it does not take, -2 when out of memory. */
 int opgraph_winograd3_bpi_f32(const float *dy, float *dx, const float *upk, const i64 *p,
                               i64 np, i64 nthreads)
 {

@@ -329,13 +329,18 @@ class NativeConv:
             tpx.argtypes = [P, P, P] + [L] * 11
             tpx.restype = ctypes.c_int
         self._tiling_pixels = tpx
+        h2f = getattr(lib, "opgraph_half_to_f32", None)
+        if h2f is not None:
+            h2f.argtypes = [P, L, L, P, L]
+            h2f.restype = ctypes.c_int
+        self._half_to_f32 = h2f
         wgv = getattr(lib, "opgraph_winograd_version", None)
         wgf = getattr(lib, "opgraph_winograd_bpi_f32", None)
         if wgv is not None:
             wgv.restype = ctypes.c_int
         #: True if the library has the Winograd F(2x2, 2x2) input gradient of 4x4 stride-2
-        #: convolutions whose parameter block winograd_bpi speaks (conv_winograd.c, version 2)
-        self.has_winograd = wgf is not None and wgv is not None and wgv() == 2
+        #: convolutions whose parameter block winograd_bpi speaks (conv_winograd.c, version 3)
+        self.has_winograd = wgf is not None and wgv is not None and wgv() == 3
         if self.has_winograd:
             wgf.argtypes = [P, P, P, P, L, L]
             wgf.restype = ctypes.c_int
@@ -398,23 +403,24 @@ class NativeConv:
         return self._shuffle_store is not None
 
     def winograd_bpi(self, dy, upk, dx, pads, nthreads=1, tiles=0):
-        """dx (float32 view [N, H, W, Cin]) = the input gradient of a 4x4 stride-2
-        convolution (pads: its top/left padding, may be negative) with dy (float32 view
-        [N, OH, OW, Cout]) by Winograd F(2x2, 2x2), the filter given as ``upk``: the 4 phases'
-        transformed filters, each ``pack(U, 3)`` of U [3, 3, Cin, Cout] (conv_winograd.c).
-        Any element-aligned strides (channel-strided views, NCHW, are staged per work item).
-        Finite operands only (zero padding stands for the skipped taps). tiles: 2x2 tiles per
-        work item (0: the kernel's choice)."""
+        """dx (view [N, H, W, Cin]) = the input gradient of a 4x4 stride-2 convolution (pads:
+        its top/left padding, may be negative) with dy (view [N, OH, OW, Cout] of dx's dtype:
+        float32, float16 or bfloat16, computed in float32) by Winograd F(2x2, 2x2), the filter
+        given as ``upk``: the 4 phases' transformed filters, each ``pack(U, 3)`` of U
+        [3, 3, Cin, Cout] (conv_winograd.c). Any element-aligned strides (channel-strided and
+        half-precision views are staged per work item). Finite operands only (zero padding
+        stands for the skipped taps). tiles: 2x2 tiles per work item (0: the kernel's
+        choice)."""
         self._winograd_call("winograd_bpi", self._winograd if self.has_winograd else None,
                             dy, upk, dx, pads, nthreads, tiles, 4 * 9)
 
     def winograd3_bpi(self, dy, upk, dx, pads, nthreads=1, tiles=0):
-        """dx (float32 view [N, H, W, Cin]) = the input gradient of a 3x3 stride-1
-        convolution (pads: its top/left padding, may be negative) with dy (float32 view
-        [N, OH, OW, Cout]) by Winograd F(2x2, 3x3), the filter given as ``upk = pack(U, 3)``
-        of U [4, 4, Cin, Cout] (conv_winograd.c). Any element-aligned strides (channel-strided
-        views, NCHW, staged per work item). Finite operands only. tiles: 2x2 tiles per work
-        item (0: the kernel's choice)."""
+        """dx (view [N, H, W, Cin]) = the input gradient of a 3x3 stride-1 convolution (pads:
+        its top/left padding, may be negative) with dy (view [N, OH, OW, Cout] of dx's dtype:
+        float32, float16 or bfloat16) by Winograd F(2x2, 3x3), the filter given as
+        ``upk = pack(U, 3)`` of U [4, 4, Cin, Cout] (conv_winograd.c). Any element-aligned
+        strides (channel-strided and half-precision views staged per work item). Finite
+        operands only. tiles: 2x2 tiles per work item (0: the kernel's choice)."""
         self._winograd_call("winograd3_bpi", self._winograd3, dy, upk, dx, pads, nthreads,
                             tiles, 16)
 
@@ -423,11 +429,13 @@ class NativeConv:
         each in upk) and call ``fn`` with conv_winograd.c's parameter block."""
         if fn is None:
             raise ValueError(f"{name}: this library has no such Winograd kernel")
+        code, it = self.dtype_code(dx.dtype), dx.dtype.itemsize
         for a, what in ((dy, "dy"), (dx, "dx")):
-            if a.ndim != 4 or not self.addressable(a):
-                raise ValueError(f"{name}: {what} must be a 4-D float32 view with "
-                                 f"element-aligned strides, got {a.dtype}{a.shape} strides "
-                                 f"{a.strides}")
+            if (a.ndim != 4 or code is None or a.dtype != dx.dtype
+                    or any(s % it for s in a.strides)):
+                raise ValueError(f"{name}: dy and dx must be 4-D views of one dtype (float32, "
+                                 f"float16 or bfloat16) with element-aligned strides, got "
+                                 f"{what} {a.dtype}{a.shape} strides {a.strides}")
         if not dx.flags.writeable:
             raise ValueError(f"{name}: dx is read-only")
         n, oh, ow, cout = dy.shape
@@ -441,9 +449,9 @@ class NativeConv:
                              f"{upk.dtype}{upk.shape}")
         if not all(abs(int(v)) < COORD_LIMIT for v in dy.shape + dx.shape + tuple(pads)):
             raise ValueError(f"{name}: coordinates beyond the kernel's range")
-        p = np.array([n, oh, ow, cout] + [s // 4 for s in dy.strides] + [h, w, cin]
-                     + [s // 4 for s in dx.strides] + [int(pads[0]), int(pads[1]), int(tiles)],
-                     np.int64)
+        p = np.array([n, oh, ow, cout] + [s // it for s in dy.strides] + [h, w, cin]
+                     + [s // it for s in dx.strides]
+                     + [int(pads[0]), int(pads[1]), int(tiles), code], np.int64)
         rc = fn(dy.ctypes.data, dx.ctypes.data, upk.ctypes.data, p.ctypes.data, p.size,
                 int(nthreads))
         if rc == -2:
@@ -545,6 +553,21 @@ class NativeConv:
             raise MemoryError("tiling_planes: out of memory for a work item's dy panel")
         if rc != 0:
             raise ValueError(f"native tiling_planes refused its arguments (code {rc})")
+
+    def to_float32(self, a, nthreads=1):
+        """``a`` as a float32 array the kernels can read: itself where it is one
+        (addressable), float16 and bfloat16 converted by the library on ``nthreads`` threads
+        (numpy converts half precision a value at a time), anything else copied by numpy."""
+        code = self.dtype_code(a.dtype)
+        if code == 0 and self.addressable(a):
+            return a
+        if code in (None, 0) or self._half_to_f32 is None:
+            return a.astype(np.float32)
+        a = np.ascontiguousarray(a)
+        out = np.empty(a.shape, np.float32)
+        if self._half_to_f32(a.ctypes.data, code, a.size, out.ctypes.data, int(nthreads)):
+            raise ValueError(f"to_float32: the library refused {a.dtype}")
+        return out
 
     @property
     def has_tiling_pixels(self) -> bool:
