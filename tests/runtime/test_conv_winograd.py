@@ -605,3 +605,24 @@ def test_half_finite_test_and_conversion(dtype):
         np.testing.assert_array_equal(got.view(np.uint32), v.astype(np.float32).view(np.uint32))
     f = rng.standard_normal((4, 4, 3, 5)).astype(np.float32)
     assert nat.to_float32(f) is f and nat.to_float32(f[:, :, ::2]).base is f
+
+
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("dtype", _half_dtypes(), ids=lambda d: d.name)
+def test_half_precision_forward_convolutions_take_f23(dtype, fmt, winograd3_calls):
+    """A float16/bfloat16 3x3 stride-1 Conv2D forward runs F(2x2, 3x3) with the filter's
+    (transposed, so non-contiguous) float32 copy: the float32 result on the same rounded
+    inputs, rounded."""
+    if not nat.has_winograd3:
+        pytest.skip("no F(2x2, 3x3) kernel in this library")
+    rng = np.random.default_rng(34)
+    x = rng.standard_normal((2, 17, 15, 32)).astype(dtype)
+    w = (rng.standard_normal((3, 3, 32, 24)) / 8).astype(dtype)
+    if fmt == "NCHW":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    y = conv_impl.conv2d_forward(x, w, (1, 1), (1, 1), (1, 1), (17, 15), fmt)
+    assert len(winograd3_calls) == 1 and y.dtype == dtype
+    f32 = conv_impl.conv2d_forward(x.astype(np.float32), w.astype(np.float32), (1, 1), (1, 1),
+                                   (1, 1), (17, 15), fmt)
+    assert len(winograd3_calls) == 2
+    np.testing.assert_array_equal(y.view(np.uint16), f32.astype(dtype).view(np.uint16))
