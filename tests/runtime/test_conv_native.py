@@ -27,6 +27,7 @@ import pytest
 
 from runtime.kernels.cpu import conv_impl, native
 from tests.reference import conv2d_backprop_input_ref, conv2d_forward_ref, valid_out
+from tests.runtime.half_dtypes import half_dtypes
 
 nat = native.load()
 needs_native = pytest.mark.skipif(
@@ -147,14 +148,7 @@ def test_backprop_input_matches_reference(k, s, d, pads, native_calls):
 
 
 def _dtypes():
-    out = [np.float32, np.float16]
-    try:
-        import ml_dtypes
-
-        out.append(np.dtype(ml_dtypes.bfloat16))
-    except ImportError:
-        pass
-    return [pytest.param(np.dtype(t), id=np.dtype(t).name) for t in out]
+    return [pytest.param(t, id=t.name) for t in [np.dtype(np.float32)] + half_dtypes()]
 
 
 # (stride, dilation, kernel, pads, (h, w)): stride (2, 1) + dilation, a wide SAME case, a

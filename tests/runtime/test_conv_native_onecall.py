@@ -21,6 +21,7 @@ import pytest
 
 from runtime.kernels.cpu import conv_impl, native
 from tests.reference import conv2d_backprop_input_ref
+from tests.runtime.half_dtypes import half_dtypes
 
 nat = native.load()
 pytestmark = pytest.mark.skipif(
@@ -168,18 +169,8 @@ def test_refuses_operands_it_cannot_address():
         nat.backprop_input(dy, wpk, ro, 1, (3, 3), (1, 1), (1, 1), (0, 0))
 
 
-def _half_dtypes():
-    out = [np.dtype(np.float16)]
-    try:
-        import ml_dtypes  # noqa: PLC0415
-        out.append(np.dtype(ml_dtypes.bfloat16))
-    except ImportError:
-        pass
-    return out
-
-
 @pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
-@pytest.mark.parametrize("dtype", _half_dtypes(), ids=lambda d: d.name)
+@pytest.mark.parametrize("dtype", half_dtypes(), ids=lambda d: d.name)
 def test_half_types_are_converted_per_item_and_rounded_once(dtype, fmt, native_calls):
     """float16/bfloat16 dy and dx: staged per work item as float32, accumulated in float32 and
     rounded once, so the result is the float32 kernel's on the same (rounded) inputs, rounded;
@@ -229,7 +220,7 @@ def _rounding_cases():
     return u.view(np.float32)
 
 
-@pytest.mark.parametrize("dtype", _half_dtypes(), ids=lambda d: d.name)
+@pytest.mark.parametrize("dtype", half_dtypes(), ids=lambda d: d.name)
 def test_staging_copies_round_half_precision_like_numpy(dtype):
     """The staging copies' conversions (opgraph_stage_out / opgraph_stage_in, 8 values at a
     time with scalar tails, along pixels and through 8 x 8 transposes for channel planes):
@@ -298,7 +289,7 @@ def test_forward_matches_the_direct_loop(case, fmt, native_calls):
         y = conv_impl.conv2d_forward(x, wt, (s, s), (d, d), (p0, p0), (oh, ow), fmt)
         assert native_calls and native_calls[0][0] == "convolution"
         _check(y, ref, f"forward {case} {fmt} threads={threads}")
-    for dtype in _half_dtypes():
+    for dtype in half_dtypes():
         y = conv_impl.conv2d_forward(x.astype(dtype), wt.astype(dtype), (s, s), (d, d),
                                      (p0, p0), (oh, ow), fmt)
         f32 = conv_impl.conv2d_forward(x.astype(dtype).astype(np.float32),
@@ -395,7 +386,7 @@ def test_pixel_shuffle_layers(case, fmt, monkeypatch):
     for wv in (np.asfortranarray(wt), wt[::-1, ::-1].copy()[::-1, ::-1]):  # packed from views
         dx = conv_impl.conv2d_backprop_input(dy, wv, xshape, (kh, kw), (1, 1), (0, 0), fmt)
         _check(dx, ref, f"{case} {fmt} filter strides {wv.strides}")
-    for dtype in _half_dtypes():  # staged per item in the kernel, rounded once
+    for dtype in half_dtypes():  # staged per item in the kernel, rounded once
         dx = conv_impl.conv2d_backprop_input(dy.astype(dtype), wt.astype(dtype), xshape,
                                              (kh, kw), (1, 1), (0, 0), fmt)
         f32 = conv_impl.conv2d_backprop_input(dy.astype(dtype).astype(np.float32),
