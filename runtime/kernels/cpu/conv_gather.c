@@ -1265,8 +1265,9 @@ int opgraph_shuffle_store_f32(const float *t, float *dx, i64 N, i64 TH, i64 TW, 
  * buffer into dx, so dx is written once and nothing is staged. An item takes up to 4 panels
  * (each filter row tile runs over all of them while it is in L1) or, where the filter
  * outweighs an image's dy, up to 16 panels and a share of the filter rows. wr: the filter
- * rearranged as [(a, c, b)][k] (ws its row stride). dy [N][Cout][OH][OW] with pixels contiguous in a plane
- * (element strides yn, yc), dx [N][Cin][kh*OH][kw*OW] with columns contiguous (xn, xc, xh).
+ * rearranged as [(a, c, b)][k] (ws its row stride). dy [N][Cout][OH][OW] with pixels
+ * contiguous in a plane (element strides yn, yc), dx [N][Cin][kh*OH][kw*OW] with columns
+ * contiguous (xn, xc, xh).
  * Returns 0, -1 for arguments it does not take, -2 when out of memory. */
 typedef struct {
     const float *dy, *wr;
@@ -1387,7 +1388,8 @@ int opgraph_tiling_planes_f32(const float *dy, const float *wr, float *dx, i64 N
  * opgraph_pack_f32 for the input gradient (lanes dx channels, reduced dy channels, taps
  * a*kw + b). Work items: blocks of at most 8 tiles of pixels with every tap and channel
  * block, or, where the filter outweighs dy, every pixel with a share of the (tap, block)
- * pairs. dx [N][kh*OH][kw*OW][Cin] with channels contiguous (element strides xn, xh, xw). Returns 0, -1 for arguments it does not take. */
+ * pairs. dx [N][kh*OH][kw*OW][Cin] with channels contiguous (element strides xn, xh, xw).
+ * Returns 0, -1 for arguments it does not take. */
 typedef struct {
     const float *dy, *wpk;
     float *dx;

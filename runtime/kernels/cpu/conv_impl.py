@@ -2110,9 +2110,9 @@ def _native_bpi_workspace_bytes(dy_shape, w_shape, x_shape, strides, dilations, 
                                 dtype):
     """Upper bound of what the one-call input gradient allocates besides dx: the packed filter
     (and a float32 copy of a half-precision one), and per thread the tap tables and, for
-    channel-strided, grouped or half-precision operands, one work item's float32 dy rows and the
-    dx rows of one row phase (rows per item as opgraph_bpi_f32 chooses them: about 256 KiB of both, or a whole image
-    when the filter is larger than its dy)."""
+    channel-strided, grouped or half-precision operands, one work item's float32 dy rows and
+    the dx rows of one row phase (rows per item as opgraph_bpi_f32 chooses them: about
+    256 KiB of both, or a whole image when the filter is larger than its dy)."""
     nat = _native.load()
     n, oh, ow, cout = dy_shape
     kh, kw, cig, _ = w_shape

@@ -1,6 +1,7 @@
 /* Winograd F(2x2, 2x2) input gradient of a 4x4 stride-2 convolution (DCGAN's, pix2pix's and
- * FCN's 2x upsampling layers), in float32 arithmetic, channels contiguous. Built with conv_gather.c, whose
- * microkernel runs the transformed products; called from conv_impl.py's "winograd" path.
+ * FCN's 2x upsampling layers), in float32 arithmetic, channels contiguous. Built with
+ * conv_gather.c, whose microkernel runs the transformed products; called from conv_impl.py's
+ * "winograd" path.
  *
  * A 4x4 kernel at stride 2 gives every stride phase (ph, pw) of dx two taps per axis, reading
  * two adjacent dy rows and columns: phase output (q, r) = sum over u, v < 2 of
@@ -822,7 +823,8 @@ static void wg3_worker_staged(void *arg, int index)
 /* dx = the input gradient of a 3x3 stride-1 undilated ungrouped convolution (see above); dy
  * and dx views of P_DT's type (channel-strided and half precision ones staged), upk =
  * pack(U, 3) of U [4, 4, Cin, Cout], p the parameter block of opgraph_winograd_bpi_f32 (P_PT,
- * P_PL: the forward conv's top / left padding). Returns 0, -1 for arguments it does not take, -2 when out of memory. */
+ * P_PL: the forward conv's top / left padding). Returns 0, -1 for arguments it does not take,
+ * -2 when out of memory. */
 int opgraph_winograd3_bpi_f32(const float *dy, float *dx, const float *upk, const i64 *p,
                               i64 np, i64 nthreads)
 {
@@ -938,7 +940,8 @@ static void wgf3_worker(void *arg, int index)
                         for (int v = 0; v < 4; v++) u[s][v] = 0.0f;
                 }
                 for (int s = 0; s < 4; s++)
-                    for (int v = 0; v < 4; v++) d[(s * 4 + v) * C * width + c * width + l] = u[s][v];
+                    for (int v = 0; v < 4; v++)
+                        d[(s * 4 + v) * C * width + c * width + l] = u[s][v];
             }
         }
     }
