@@ -202,6 +202,8 @@ def test_refuses_operands_it_cannot_address():
         nat.winograd_bpi(dy, upk, odd, pads)
     with pytest.raises(ValueError, match="float32"):
         nat.winograd_bpi(dy.astype(np.float64), upk, dx, pads)
+    with pytest.raises(ValueError, match="of one dtype"):  # (float16 dy, float32 dx)
+        nat.winograd_bpi(dy.astype(np.float16), upk, dx, pads)
     with pytest.raises(ValueError, match="packed float32 values"):
         nat.winograd_bpi(dy, upk[:-1], dx, pads)
     with pytest.raises(ValueError, match="images"):
