@@ -248,6 +248,7 @@ PLANES_CASES = [  # (M = 1, dx columns contiguous, column stride 2, kernels <= 4
     (1, 16, 16, 5, 1, 3, 3, 2, 2, 1, 1, 1, 1, 32, 32),     # W = 32 (3x3 s2 p1 op1): runs of 16
     (1, 11, 12, 2, 1, 4, 4, 2, 2, 1, 1, 2, 1, 20, 24),     # W = 24, runs broken at the edges
     (1, 9, 3, 3, 1, 2, 3, 2, 2, 1, 1, 0, 1, 18, 5),        # W = 5: runs of one masked vector
+    (1, 10, 32, 3, 1, 4, 4, 2, 2, 1, 1, 1, 1, 20, 64),     # W = 64: 4 vectors as constants
 ]
 
 

@@ -781,8 +781,8 @@ static inline void dw_copy_row(float *dst, const float *src, i64 n)
  * row (RS floats of pad) below the last: T0 taps of column phase 0 (pairs e0: offset of dy in
  * a plane's pad, weight index in its wv) and T1 of phase 1 (e1); per vector of 8 dx column
  * pairs, the two phases interleaved into 16 dx columns of orow (plane c at orow + c*xc). UVK
- * vectors per row of WK columns (constants for the short rows, where the per-row setup is a
- * large part of the work). */
+ * vectors per row of WK columns (constants for rows of 16, 32 and 64 columns, where the
+ * per-row setup is a large part of the work). */
 #define DW_PL_ROW(CB, T0, T1, NR, UVK, WK)                                                     \
     do {                                                                                       \
         const float *ya[T0 > 0 ? T0 : 1], *yb[T1 > 0 ? T1 : 1];                                \
@@ -967,6 +967,9 @@ static int dw_planes(const float *dy, const float *w, float *dx, const i64 *p,
                     } else if (W == 16 && UV == 1) {
                         if (cb == 2) DW_PL_CASES(2, nrun, 1, 16);
                         else DW_PL_CASES(1, nrun, 1, 16);
+                    } else if (W == 64 && UV == 4) { /* (rows of 64: 1.03x as constants) */
+                        if (cb == 2) DW_PL_CASES(2, 1, 4, 64);
+                        else DW_PL_CASES(1, 1, 4, 64);
                     } else if (W <= 32) {
                         if (cb == 2) DW_PL_CASES(2, nrun, UV, W);
                         else DW_PL_CASES(1, nrun, UV, W);
