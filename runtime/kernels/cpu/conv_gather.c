@@ -493,34 +493,6 @@ static inline void store_elem(void *p, i64 i, int dt, float x)
     }
 }
 
-#if defined(__AVX__)
-/* Between channel planes (planes[c*ps + p]) and pixel rows (rows[p*rs + c]) for c < nc and
- * the first np / 8 * 8 pixels (returned): to_rows copies planes into rows, else rows into
- * planes. 8 x 8 blocks through registers, blocks of 8 channels outermost, so 8 planes stream
- * at a time, each from start to end (all of them at once would be more streams than the
- * prefetchers follow). The side copied from is only read. */
-static i64 planes_rows(float *planes, i64 ps, float *rows, i64 rs, i64 nc, i64 np,
-                       int to_rows)
-{
-    const i64 pe = np / 8 * 8;
-    i64 c = 0;
-    for (; c + 8 <= nc; c += 8)
-        for (i64 p = 0; p < pe; p += 8) {
-            if (to_rows)
-                transpose8(planes + c * ps + p, ps, rows + p * rs + c, rs);
-            else
-                transpose8(rows + p * rs + c, rs, planes + c * ps + p, ps);
-        }
-    for (; c < nc; c++)
-        for (i64 p = 0; p < pe; p++) {
-            if (to_rows)
-                rows[p * rs + c] = planes[c * ps + p];
-            else
-                planes[c * ps + p] = rows[p * rs + c];
-        }
-    return pe;
-}
-#endif
 
 /* d[c] = s[c] for c < n, a vector at a time (a few channels: no call to memcpy) */
 static inline void copy_run(float *d, const float *s, i64 n)
@@ -588,27 +560,44 @@ static inline void half_run_out(void *d, const float *s, int dt, i64 n)
         store_elem(d, c, dt, s[c]);
 }
 
-/* Between half-precision channel planes (planes[c*ps + p], dt) and float32 pixel rows (rows[p*rs
- * + c]) for c < nc and the first np / 8 * 8 pixels (returned), as planes_rows: blocks of
- * 8 x 8 converted through an 8 x 8 float buffer. */
-static i64 half_planes_rows(void *planes, int dt, i64 ps, float *rows, i64 rs, i64 nc, i64 np,
-                            int to_rows)
+/* Between channel planes (planes[c*ps + p], of type dt) and float32 pixel rows (rows[p*rs
+ * + c]) for c < nc and the first np / 8 * 8 pixels (returned; 0 where this build has no
+ * vectors for dt): to_rows copies planes into rows, else rows into planes. 8 x 8 blocks
+ * through registers (half precision converted through an 8 x 8 float buffer), blocks of 8
+ * channels outermost, so 8 planes stream at a time, each from start to end (all of them at
+ * once would be more streams than the prefetchers follow). The side copied from is only
+ * read. */
+static i64 planes_rows(void *planes, int dt, i64 ps, float *rows, i64 rs, i64 nc, i64 np,
+                       int to_rows)
 {
-#ifdef HALF_VECTORS
+#if defined(__AVX__)
+#ifndef HALF_VECTORS
+    if (dt != DT_F32)
+        return 0;
+#endif
     const i64 pe = np / 8 * 8;
-    float b[64];
-    uint16_t *h = planes;
+    float *f = planes;
     i64 c = 0;
     for (; c + 8 <= nc; c += 8)
         for (i64 p = 0; p < pe; p += 8) {
-            if (to_rows) {
-                for (int i = 0; i < 8; i++)
-                    _mm256_storeu_ps(b + 8 * i, half8_load(h + (c + i) * ps + p, dt));
-                transpose8(b, 8, rows + p * rs + c, rs);
+            if (dt == DT_F32 && to_rows) {
+                transpose8(f + c * ps + p, ps, rows + p * rs + c, rs);
+            } else if (dt == DT_F32) {
+                transpose8(rows + p * rs + c, rs, f + c * ps + p, ps);
             } else {
-                transpose8(rows + p * rs + c, rs, b, 8);
-                for (int i = 0; i < 8; i++)
-                    half8_store(h + (c + i) * ps + p, _mm256_loadu_ps(b + 8 * i), dt);
+#ifdef HALF_VECTORS
+                uint16_t *h = planes;
+                float b[64];
+                if (to_rows) {
+                    for (int i = 0; i < 8; i++)
+                        _mm256_storeu_ps(b + 8 * i, half8_load(h + (c + i) * ps + p, dt));
+                    transpose8(b, 8, rows + p * rs + c, rs);
+                } else {
+                    transpose8(rows + p * rs + c, rs, b, 8);
+                    for (int i = 0; i < 8; i++)
+                        half8_store(h + (c + i) * ps + p, _mm256_loadu_ps(b + 8 * i), dt);
+                }
+#endif
             }
         }
     for (; c < nc; c++)
@@ -629,13 +618,8 @@ static i64 half_planes_rows(void *planes, int dt, i64 ps, float *rows, i64 rs, i
 __attribute__((noinline)) static void stage_in(const void *src, int dt, i64 s_p, i64 s_c,
                                                i64 np, i64 nc, float *dst)
 {
-    i64 p0 = 0;
-#if defined(__AVX__)
-    if (dt == DT_F32 && s_p == 1) /* NCHW rows: 8 x 8 blocks through registers */
-        p0 = planes_rows((float *)src, s_c, dst, nc, nc, np, 1);
-#endif
-    if (dt != DT_F32 && s_p == 1)
-        p0 = half_planes_rows((void *)src, dt, s_c, dst, nc, nc, np, 1);
+    /* NCHW rows: 8 x 8 blocks through registers */
+    const i64 p0 = s_p == 1 ? planes_rows((void *)src, dt, s_c, dst, nc, nc, np, 1) : 0;
     if (s_c == 1 && dt == DT_F32) { /* channels contiguous (a group's of NHWC): vectors */
         for (i64 p = p0; p < np; p++)
             copy_run(dst + p * nc, (const float *)src + p * s_p, nc);
@@ -653,13 +637,7 @@ __attribute__((noinline)) static void stage_in(const void *src, int dt, i64 s_p,
 __attribute__((noinline)) static void stage_out(const float *src, i64 ncp, void *dst, int dt,
                                                 i64 d_p, i64 d_c, i64 np, i64 nc)
 {
-    i64 p0 = 0;
-#if defined(__AVX__)
-    if (dt == DT_F32 && d_p == 1)
-        p0 = planes_rows(dst, d_c, (float *)src, ncp, nc, np, 0);
-#endif
-    if (dt != DT_F32 && d_p == 1)
-        p0 = half_planes_rows(dst, dt, d_c, (float *)src, ncp, nc, np, 0);
+    const i64 p0 = d_p == 1 ? planes_rows(dst, dt, d_c, (float *)src, ncp, nc, np, 0) : 0;
     if (d_c == 1 && dt == DT_F32) { /* channels contiguous (a group's of NHWC): vectors */
         for (i64 p = p0; p < np && p < p0 + 16; p++)
             __builtin_prefetch((float *)dst + p * d_p, 1);

@@ -1567,10 +1567,7 @@ def _native_onecall_applies(src, out):
     if not USE_NATIVE or FORCE_ALGORITHM not in (None, "native", "winograd"):
         return False
     nat = _native.load()
-    if nat is None or src.dtype != out.dtype or nat.dtype_code(src.dtype) is None:
-        return False
-    it = src.dtype.itemsize
-    return all(s % it == 0 for s in src.strides + out.strides)
+    return nat is not None and nat.views_code(src, out) is not None
 
 
 def _native_bpi_run(dyv, w, dxv, strides, dilations, pads, g, nth, memo):
@@ -1712,9 +1709,10 @@ def _tiling_pixels_applies(dyv, w, dxv, strides, dilations, pads, g):
         return False
     nat = _native.load()
     ow = dyv.shape[2]
-    rb = getattr(nat, "tile_rows", 0)
-    if not (getattr(nat, "has_tiling_pixels", False) and nat.addressable(dxv) and rb
-            and 4 * ow < 3 * rb * -(-ow // rb)):
+    if not (nat is not None and nat.has_tiling_pixels and nat.addressable(dxv)):
+        return False
+    rb = nat.tile_rows
+    if 4 * ow >= 3 * rb * -(-ow // rb):
         return False
     return _tiling_geometry(dyv.shape, w.shape, dxv.shape, strides, dilations, pads, g)
 

@@ -429,13 +429,12 @@ class NativeConv:
         each in upk) and call ``fn`` with conv_winograd.c's parameter block."""
         if fn is None:
             raise ValueError(f"{name}: this library has no such Winograd kernel")
-        code, it = self.dtype_code(dx.dtype), dx.dtype.itemsize
-        for a, what in ((dy, "dy"), (dx, "dx")):
-            if (a.ndim != 4 or code is None or a.dtype != dx.dtype
-                    or any(s % it for s in a.strides)):
-                raise ValueError(f"{name}: dy and dx must be 4-D views of one dtype (float32, "
-                                 f"float16 or bfloat16) with element-aligned strides, got "
-                                 f"{what} {a.dtype}{a.shape} strides {a.strides}")
+        code, it = self.views_code(dy, dx), dx.dtype.itemsize
+        if code is None or dy.ndim != 4 or dx.ndim != 4:
+            raise ValueError(f"{name}: dy and dx must be 4-D views of one dtype (float32, "
+                             f"float16 or bfloat16) with element-aligned strides, got dy "
+                             f"{dy.dtype}{dy.shape} strides {dy.strides} and dx "
+                             f"{dx.dtype}{dx.shape} strides {dx.strides}")
         if not dx.flags.writeable:
             raise ValueError(f"{name}: dx is read-only")
         n, oh, ow, cout = dy.shape
@@ -672,6 +671,17 @@ class NativeConv:
             return 1
         return 2 if dt.name == "bfloat16" and dt.itemsize == 2 else None
 
+    @classmethod
+    def views_code(cls, *views):
+        """The kernels' dtype code of ``views`` if they are all of one dtype the kernels read
+        (float32, float16, bfloat16) with element-aligned strides, else None."""
+        dt = views[0].dtype
+        code = cls.dtype_code(dt)
+        if code is None or any(v.dtype != dt or any(s % dt.itemsize for s in v.strides)
+                               for v in views):
+            return None
+        return code
+
     def backprop_input(self, dy, wpk, dx, groups, kernel_hw, strides, dilations, pads,
                        nthreads=1, rows=0, cchunk=0):
         """dx (logical-NHWC view [N, H, W, C], any strides) = the input gradient of a
@@ -706,10 +716,8 @@ class NativeConv:
         if nn != n or lanes % g or reduced % g:
             raise ValueError(f"{what} shapes: source {src.shape}, output {out.shape}, "
                              f"groups {g}")
-        code = self.dtype_code(src.dtype)
-        it = src.dtype.itemsize
-        if (code is None or out.dtype != src.dtype
-                or any(st % it for st in src.strides + out.strides)):
+        code, it = self.views_code(src, out), src.dtype.itemsize
+        if code is None:
             raise ValueError(f"{what} operands must be float32, float16 or bfloat16 views of "
                              f"one dtype with element-aligned strides, got {src.dtype} strides "
                              f"{src.strides} and {out.dtype} strides {out.strides}")
